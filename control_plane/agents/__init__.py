@@ -1,0 +1,1 @@
+"""The agent registry: agents, their lifecycle, and the versions of code and model they run."""

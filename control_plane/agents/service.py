@@ -1,0 +1,235 @@
+"""Registry rules: who may see and change which agent, lifecycles of agents and versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import repository
+from control_plane.agents.schemas import (
+    AgentCreate,
+    AgentStatus,
+    AgentUpdate,
+    VersionCreate,
+    VersionState,
+)
+from control_plane.auth.principals import Capability, OperatorPrincipal
+from control_plane.domains import repository as domains
+from control_plane.kit.errors import (
+    AlreadyExists,
+    Conflict,
+    FieldError,
+    InvalidStateTransition,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from control_plane.kit.etag import require_if_match
+from control_plane.kit.time import utcnow
+from control_plane.models import Agent, AgentVersion
+
+# action -> (statuses it applies to, status it leads to); retired is final.
+_AGENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "suspend": (frozenset({AgentStatus.active}), AgentStatus.suspended),
+    "resume": (frozenset({AgentStatus.suspended}), AgentStatus.active),
+    "retire": (frozenset({AgentStatus.active, AgentStatus.suspended}), AgentStatus.retired),
+}
+
+
+async def _visible_agent(
+    session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID
+) -> Agent:
+    agent = await repository.get(session, agent_id)
+    if agent is None or not who.sees_domain(agent.domain):
+        raise NotFound("Agent not found.")
+    return agent
+
+
+async def get(session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID) -> Agent:
+    who.require(Capability.registry_read)
+    return await _visible_agent(session, who, agent_id)
+
+
+async def _writable_agent(
+    session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID
+) -> Agent:
+    who.require(Capability.registry_write)
+    return await _visible_agent(session, who, agent_id)
+
+
+async def create(session: AsyncSession, who: OperatorPrincipal, body: AgentCreate) -> Agent:
+    who.require(Capability.registry_write)
+    # An unknown domain and a domain outside the caller's scope answer the same way.
+    if not who.sees_domain(body.domain) or await domains.get(session, body.domain) is None:
+        raise ValidationFailed(
+            "The domain does not exist.",
+            errors=[FieldError(pointer="/body/domain", detail="unknown domain")],
+        )
+    if await repository.find_by_name(session, body.domain, body.name) is not None:
+        raise AlreadyExists(f"An agent named '{body.name}' already exists in '{body.domain}'.")
+    agent = Agent(**body.model_dump())
+    try:
+        await repository.add(session, agent)
+    except IntegrityError as exc:  # lost a race with a concurrent create of the same name
+        raise AlreadyExists(
+            f"An agent named '{body.name}' already exists in '{body.domain}'."
+        ) from exc
+    return agent
+
+
+async def list_agents(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    *,
+    domain: str | None,
+    status: AgentStatus | None,
+    labels: dict[str, str],
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[Agent]:
+    who.require(Capability.registry_read)
+    return await repository.list_page(
+        session,
+        visible=who.visible_domains(),
+        domain=domain,
+        status=status.value if status else None,
+        labels=labels,
+        after=after,
+        limit=limit,
+    )
+
+
+async def _conditional_update(
+    session: AsyncSession, agent: Agent, if_match: str | None, values: dict[str, Any]
+) -> Agent:
+    held = require_if_match(if_match, agent.revision)
+    if not await repository.update_if_revision(session, agent.id, held, values):
+        raise PreconditionFailed(
+            "The agent changed since you read it (ETag mismatch); read it again and retry."
+        )
+    await repository.refresh(session, agent)
+    return agent
+
+
+async def update(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    agent_id: uuid.UUID,
+    body: AgentUpdate,
+    if_match: str | None,
+) -> Agent:
+    agent = await _writable_agent(session, who, agent_id)
+    if agent.status == AgentStatus.retired:
+        raise InvalidStateTransition("A retired agent cannot be changed.")
+    return await _conditional_update(session, agent, if_match, body.changes())
+
+
+async def transition(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    agent_id: uuid.UUID,
+    action: str,
+    if_match: str | None,
+) -> Agent:
+    agent = await _writable_agent(session, who, agent_id)
+    from_states, target = _AGENT_TRANSITIONS[action]
+    if agent.status not in from_states:
+        raise InvalidStateTransition(f"Cannot {action} an agent that is {agent.status}.")
+    # Lifecycle calls are conditional too, but If-Match is optional for them: the transition
+    # itself is checked against the state read in this transaction.
+    return await _conditional_update(
+        session, agent, if_match if if_match is not None else "*", {"status": target}
+    )
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+async def register_version(
+    session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID, body: VersionCreate
+) -> AgentVersion:
+    agent = await _writable_agent(session, who, agent_id)
+    if agent.status == AgentStatus.retired:
+        raise InvalidStateTransition("A retired agent cannot get new versions.")
+    if await repository.find_version(session, agent.id, body.version) is not None:
+        raise AlreadyExists(f"Version {body.version} is already registered for this agent.")
+    version = AgentVersion(agent_id=agent.id, **body.model_dump())
+    try:
+        await repository.add(session, version)
+    except IntegrityError as exc:
+        raise AlreadyExists(f"Version {body.version} is already registered.") from exc
+    return version
+
+
+async def get_version(
+    session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID, version_id: uuid.UUID
+) -> AgentVersion:
+    await get(session, who, agent_id)
+    version = await repository.get_version(session, agent_id, version_id)
+    if version is None:
+        raise NotFound("Version not found.")
+    return version
+
+
+async def list_versions(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    agent_id: uuid.UUID,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[AgentVersion]:
+    await get(session, who, agent_id)
+    return await repository.list_versions(session, agent_id, after=after, limit=limit)
+
+
+_VERSION_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "approve": (frozenset({VersionState.registered}), VersionState.approved),
+    "activate": (frozenset({VersionState.approved}), VersionState.active),
+    "deprecate": (
+        frozenset({VersionState.registered, VersionState.approved, VersionState.active}),
+        VersionState.deprecated,
+    ),
+}
+
+
+async def transition_version(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    agent_id: uuid.UUID,
+    version_id: uuid.UUID,
+    action: str,
+) -> AgentVersion:
+    agent = await _writable_agent(session, who, agent_id)
+    version = await repository.get_version(session, agent_id, version_id)
+    if version is None:
+        raise NotFound("Version not found.")
+    from_states, target = _VERSION_TRANSITIONS[action]
+    if version.state not in from_states:
+        hint = " Only an approved version can be activated." if action == "activate" else ""
+        raise InvalidStateTransition(f"Cannot {action} a version that is {version.state}.{hint}")
+    if action == "activate" and agent.status == AgentStatus.retired:
+        raise InvalidStateTransition("A retired agent cannot activate a version.")
+    now = utcnow()
+    values: dict[str, Any] = {"state": target}
+    if action == "approve":
+        values.update(approved_at=now, approved_by=who.key)
+    if action == "activate":
+        values["activated_at"] = now
+        # The previously active version steps back to approved, so it can be re-activated
+        # (rollback). The partial unique index guarantees one active version per agent.
+        await repository.demote_active_versions(session, agent.id)
+    try:
+        changed = await repository.set_version_state(
+            session, version.id, from_states=sorted(from_states), values=values
+        )
+    except IntegrityError as exc:
+        raise Conflict("Another version was activated concurrently; retry.") from exc
+    if not changed:
+        raise Conflict("The version changed concurrently; read it again and retry.")
+    await repository.refresh(session, version)
+    return version

@@ -1,0 +1,59 @@
+"""The application factory. ``create_app`` wires routers, error handlers and middleware; the
+lifespan creates the database engine and hands it on through ``app.state``. Nothing heavy happens
+at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from control_plane import __version__
+from control_plane.agents.endpoints import router as agents_router
+from control_plane.config import Settings, get_settings
+from control_plane.domains.endpoints import router as domains_router
+from control_plane.health.endpoints import router as health_router
+from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit.errors import install_error_handlers
+from control_plane.kit.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from control_plane.migrate import head_revision
+from control_plane.operators.endpoints import router as operators_router
+
+DESCRIPTION = (
+    "Registers agents and their versions, issues their credentials, decides on their actions "
+    "with OPA policy and keeps the audit trail. Errors are RFC 9457 problem+json."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(
+            settings.resolved_database_url, pool_size=settings.database_pool_size
+        )
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.migration_head = head_revision()
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="agent-control-plane",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(domains_router)
+    app.include_router(agents_router)
+    app.include_router(operators_router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

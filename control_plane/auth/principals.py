@@ -1,0 +1,87 @@
+"""Operator roles and the authorisation rules every registry route applies.
+
+Two checks, in this order:
+
+1. Role: does the role grant the capability at all (read or write the registry)? If not, 403.
+2. Scope: a domain-scoped role sees only its domains. A resource outside them answers 404, so a
+   caller cannot learn that an agent of another domain exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from control_plane.kit.errors import Forbidden, NotFound
+
+OPERATOR_TOKEN_PREFIX = "acp_op_"  # noqa: S105 - a public prefix, not a secret
+
+
+class Role(StrEnum):
+    platform_admin = "platform_admin"
+    domain_admin = "domain_admin"
+    auditor = "auditor"
+    approver = "approver"
+
+
+class Capability(StrEnum):
+    registry_read = "registry:read"
+    registry_write = "registry:write"
+    operators_manage = "operators:manage"
+
+
+_ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
+    Role.platform_admin: frozenset(Capability),
+    Role.domain_admin: frozenset({Capability.registry_read, Capability.registry_write}),
+    Role.auditor: frozenset({Capability.registry_read}),
+    # Approvers act on approvals only (a later piece); least privilege elsewhere.
+    Role.approver: frozenset(),
+}
+
+_GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})
+
+
+@dataclass(frozen=True)
+class OperatorPrincipal:
+    id: uuid.UUID
+    name: str
+    role: Role
+    domains: frozenset[str]
+
+    @property
+    def key(self) -> str:
+        """Stable identity used to namespace idempotency keys."""
+        return f"operator:{self.id}"
+
+    @property
+    def is_global(self) -> bool:
+        return self.role in _GLOBAL_ROLES
+
+    def require(self, capability: Capability) -> None:
+        if capability not in _ROLE_CAPABILITIES[self.role]:
+            raise Forbidden(f"The role {self.role} does not allow {capability}.")
+
+    def sees_domain(self, domain: str) -> bool:
+        return self.is_global or domain in self.domains
+
+    def require_domain(self, domain: str, *, what: str = "Agent") -> None:
+        """404 for anything outside the caller's domains: existence is not disclosed."""
+        if not self.sees_domain(domain):
+            raise NotFound(f"{what} not found.")
+
+    def visible_domains(self) -> frozenset[str] | None:
+        """None means every domain."""
+        return None if self.is_global else self.domains
+
+
+def new_operator_token() -> str:
+    return OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain SHA-256 is preimage-safe and lets the lookup be an
+    # indexed equality match (no per-row slow KDF, no timing side channel on the comparison).
+    return hashlib.sha256(token.encode()).hexdigest()

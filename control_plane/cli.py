@@ -1,0 +1,164 @@
+"""``agentctl``: run the service and administer it from the machine it runs on.
+
+Commands that change state (``migrate``, ``operators create``) talk to the database named by the
+settings directly, as an operator with shell access to the deployment would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from control_plane.auth.principals import Role
+from control_plane.config import Settings, get_settings
+from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit.errors import ProblemError
+from control_plane.migrate import upgrade
+
+
+def _prepare(settings: Settings) -> None:
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    from control_plane.operators.service import ensure_bootstrap_admin
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+            token = await ensure_bootstrap_admin(session, configured)
+            await session.commit()
+            return token
+    finally:
+        await engine.dispose()
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    _prepare(settings)
+    print("migrations applied")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from control_plane.app import create_app
+    from control_plane.kit.logging import configure_logging
+
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    _prepare(settings)
+    token = asyncio.run(_bootstrap(settings))
+    if token is not None:
+        # Printed once, on the first start only; the database keeps just its hash.
+        print(
+            "\n  First start: created the bootstrap platform_admin token. It is shown only now.\n"
+            f"\n    export AGENTCTL_TOKEN={token}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_operators_create(settings: Settings, args: argparse.Namespace) -> int:
+    from control_plane.operators.schemas import OperatorCreate
+    from control_plane.operators.service import create
+
+    try:
+        body = OperatorCreate(name=args.name or args.role, role=args.role, domains=args.domain)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _prepare(settings)
+
+    async def run() -> str:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                created = await create(
+                    session, name=body.name, role=body.role, domain_names=body.domains
+                )
+                await session.commit()
+                return json.dumps(
+                    {
+                        "id": str(created.operator.id),
+                        "name": created.operator.name,
+                        "role": created.operator.role,
+                        "domains": created.operator.domains,
+                        "token": created.token,
+                    },
+                    indent=2,
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(run()))
+    except ProblemError as exc:
+        print(f"error: {exc.detail or exc.title}", file=sys.stderr)
+        return 2
+    print("The token is shown only now; store it safely.", file=sys.stderr)
+    return 0
+
+
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
+    from control_plane.openapi import render
+
+    text = render()
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentctl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (applies migrations first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    operators = sub.add_parser("operators", help="manage operator tokens")
+    ops = operators.add_subparsers(dest="operators_command", required=True)
+    create = ops.add_parser("create", help="create an operator and print its token once")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument(
+        "--domain", action="append", default=[], help="domain of a domain_admin (repeatable)"
+    )
+    create.add_argument("--name", help="a label for the operator (default: the role)")
+    create.set_defaults(func=cmd_operators_create)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document")
+    openapi.add_argument("--output", "-o", help="write to this file instead of stdout")
+    openapi.set_defaults(func=cmd_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    code: int = args.func(settings, args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Domains: a team's area of ownership (payments, claims, ...). Operators are scoped to them."""

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+
+from control_plane.kit.errors import ServiceUnavailable, error_responses
+from control_plane.migrate import current_revision
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    database: str | None = None
+    migration: str | None = None
+
+
+@router.get("/healthz", operation_id="health-live")
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", operation_id="health-ready", responses=error_responses(503))
+async def readyz(request: Request) -> Health:
+    """The database is reachable and its migrations are current."""
+    state = request.app.state
+    try:
+        current = await current_revision(state.engine)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ServiceUnavailable(f"The database is unreachable ({type(exc).__name__}).") from exc
+    if current != state.migration_head:
+        raise ServiceUnavailable(
+            f"Database migration {current} is not the expected {state.migration_head}; "
+            "run `agentctl migrate`."
+        )
+    return Health(status="ok", database=state.engine.dialect.name, migration=current)

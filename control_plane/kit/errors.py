@@ -1,0 +1,300 @@
+"""The error model: typed domain errors rendered as RFC 9457 problem+json.
+
+Every expected failure is a ``ProblemError`` subclass with a stable ``code`` from the closed set in
+``ErrorCode``. One set of exception handlers (``install_error_handlers``) renders them, request
+validation failures (422 with one JSON pointer per field), routing errors, and, as a last resort,
+unexpected exceptions (500 without internals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class ErrorCode(StrEnum):
+    invalid_request = "invalid_request"
+    validation_failed = "validation_failed"
+    unauthorized = "unauthorized"
+    forbidden = "forbidden"
+    not_found = "not_found"
+    method_not_allowed = "method_not_allowed"
+    conflict = "conflict"
+    already_exists = "already_exists"
+    invalid_state_transition = "invalid_state_transition"
+    precondition_failed = "precondition_failed"
+    precondition_required = "precondition_required"
+    payload_too_large = "payload_too_large"
+    unsupported_media_type = "unsupported_media_type"
+    idempotency_key_reused = "idempotency_key_reused"
+    idempotency_key_in_use = "idempotency_key_in_use"
+    service_unavailable = "service_unavailable"
+    internal_error = "internal_error"
+
+
+def problem_type(code: str) -> str:
+    return f"urn:agentctl:problem:{code}"
+
+
+class FieldError(BaseModel):
+    pointer: str = Field(description="JSON pointer (RFC 6901) into the request, e.g. /body/name.")
+    detail: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error answer carries them."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    code: ErrorCode
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    status: int = 400
+    code: ErrorCode = ErrorCode.invalid_request
+    title: str = "Invalid request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[FieldError] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.errors = list(errors) if errors else None
+
+
+class InvalidRequest(ProblemError):
+    pass
+
+
+class ValidationFailed(ProblemError):
+    status = 422
+    code = ErrorCode.validation_failed
+    title = "Validation failed"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    code = ErrorCode.unauthorized
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None, *, error: str = "invalid_token") -> None:
+        # RFC 6750 section 3: a 401 names the scheme and why the token was refused.
+        super().__init__(
+            detail, headers={"WWW-Authenticate": f'Bearer realm="agentctl", error="{error}"'}
+        )
+
+
+class Forbidden(ProblemError):
+    status = 403
+    code = ErrorCode.forbidden
+    title = "Forbidden"
+
+
+class NotFound(ProblemError):
+    status = 404
+    code = ErrorCode.not_found
+    title = "Not found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    code = ErrorCode.conflict
+    title = "Conflict"
+
+
+class AlreadyExists(Conflict):
+    code = ErrorCode.already_exists
+    title = "Already exists"
+
+
+class InvalidStateTransition(Conflict):
+    code = ErrorCode.invalid_state_transition
+    title = "Invalid state transition"
+
+
+class PreconditionFailed(ProblemError):
+    status = 412
+    code = ErrorCode.precondition_failed
+    title = "Precondition failed"
+
+
+class PreconditionRequired(ProblemError):
+    status = 428
+    code = ErrorCode.precondition_required
+    title = "Precondition required"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    code = ErrorCode.payload_too_large
+    title = "Payload too large"
+
+
+class IdempotencyKeyReused(ProblemError):
+    status = 422
+    code = ErrorCode.idempotency_key_reused
+    title = "Idempotency key reused with a different request"
+
+
+class IdempotencyKeyInUse(ProblemError):
+    status = 409
+    code = ErrorCode.idempotency_key_in_use
+    title = "A request with this idempotency key is in progress"
+
+
+class ServiceUnavailable(ProblemError):
+    status = 503
+    code = ErrorCode.service_unavailable
+    title = "Service unavailable"
+
+
+_STATUS_CODES: dict[int, tuple[ErrorCode, str]] = {
+    400: (ErrorCode.invalid_request, "Invalid request"),
+    401: (ErrorCode.unauthorized, "Authentication required"),
+    403: (ErrorCode.forbidden, "Forbidden"),
+    404: (ErrorCode.not_found, "Not found"),
+    405: (ErrorCode.method_not_allowed, "Method not allowed"),
+    409: (ErrorCode.conflict, "Conflict"),
+    412: (ErrorCode.precondition_failed, "Precondition failed"),
+    413: (ErrorCode.payload_too_large, "Payload too large"),
+    415: (ErrorCode.unsupported_media_type, "Unsupported media type"),
+    422: (ErrorCode.validation_failed, "Validation failed"),
+    428: (ErrorCode.precondition_required, "Precondition required"),
+    503: (ErrorCode.service_unavailable, "Service unavailable"),
+}
+
+
+def problem_response(
+    *,
+    status: int,
+    code: ErrorCode,
+    title: str,
+    detail: str | None,
+    instance: str | None,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=problem_type(code),
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        code=code,
+        errors=list(errors) if errors else None,
+    )
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def _pointer(loc: Sequence[Any]) -> str:
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in loc]
+    return "/" + "/".join(parts)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    out: list[FieldError] = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        out.append(FieldError(pointer=_pointer(loc), detail=message))
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        return problem_response(
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _validation_errors(exc)
+        malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
+        return problem_response(
+            status=422,
+            code=ErrorCode.validation_failed,
+            title="Validation failed",
+            detail="The request body is not valid JSON."
+            if malformed
+            else "The request does not match the schema; see errors.",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code, title = _STATUS_CODES.get(exc.status_code, (ErrorCode.invalid_request, "Error"))
+        if exc.status_code >= 500:
+            code, title = ErrorCode.internal_error, "Internal error"
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            status=exc.status_code,
+            code=code,
+            title=title,
+            detail=detail,
+            instance=request.url.path,
+            headers=exc.headers,
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        return problem_response(
+            status=500,
+            code=ErrorCode.internal_error,
+            title="Internal error",
+            detail="An unexpected error occurred; it has been logged.",
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries declaring problem+json answers for the given statuses."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        _, title = _STATUS_CODES.get(status, (ErrorCode.invalid_request, "Error"))
+        out[status] = {
+            "model": Problem,
+            "description": title,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    return out

@@ -1,0 +1,186 @@
+"""Per-request transactions and ``Idempotency-Key`` handling.
+
+``TransactionalRoute`` opens one session per request and puts it on ``request.state``. The endpoint
+and the services it calls only ``flush()``; the route commits once, after the endpoint has produced
+its response and before that response is sent. Any exception, or an error response, rolls back, so
+a failed request leaves nothing half-written.
+
+Idempotency follows Stripe's contract: the key is stored with the principal, a hash of the request
+and the response in the same transaction as the change. A repeat with the same body replays the
+stored response; the same key with another body is refused (422); a concurrent duplicate that loses
+the race on the unique (principal, key) row is refused (409) and its transaction rolled back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.kit.errors import (
+    Conflict,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidRequest,
+)
+from control_plane.models.idempotency import IdempotencyRecord
+
+_REPLAY_HEADERS = ("content-type", "etag", "location")
+
+
+class _Replay(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@dataclass(frozen=True)
+class IdempotencyContext:
+    principal: str
+    key: str
+    request_hash: str
+
+    async def store(self, session: AsyncSession, response: Response) -> None:
+        headers = {k: v for k, v in response.headers.items() if k in _REPLAY_HEADERS}
+        session.add(
+            IdempotencyRecord(
+                principal=self.principal,
+                key=self.key,
+                request_hash=self.request_hash,
+                status_code=response.status_code,
+                response_headers=headers,
+                response_body=bytes(response.body).decode(),
+            )
+        )
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise IdempotencyKeyInUse(
+                "Another request with this Idempotency-Key completed first; retry to get its "
+                "response."
+            ) from exc
+
+
+class TransactionalRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            async with request.app.state.sessionmaker() as session:
+                request.state.session = session
+                try:
+                    response = await handler(request)
+                except _Replay as replay:
+                    await session.rollback()
+                    return replay.response
+                except BaseException:
+                    await session.rollback()
+                    raise
+                if response.status_code >= 400:
+                    await session.rollback()
+                    return response
+                idempotency: IdempotencyContext | None = getattr(request.state, "idempotency", None)
+                if idempotency is not None:
+                    await idempotency.store(session, response)
+                try:
+                    await session.commit()
+                except IntegrityError as exc:
+                    await session.rollback()
+                    raise Conflict("The change conflicts with a concurrent change.") from exc
+                return response
+
+        return route
+
+
+def get_session(request: Request) -> AsyncSession:
+    session: AsyncSession = request.state.session
+    return session
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+def _request_hash(method: str, path: str, body: bytes) -> str:
+    try:
+        canonical = json.dumps(
+            json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    digest = hashlib.sha256()
+    digest.update(f"{method} {path}\n".encode())
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def _valid_key(key: str) -> bool:
+    return 1 <= len(key) <= 255 and all(0x21 <= ord(c) <= 0x7E for c in key)
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes the POST safe to retry: a repeat with the same key and body replays "
+        "the first response; the same key with another body is refused.",
+        max_length=255,
+    ),
+]
+
+
+async def _check_idempotency(request: Request, session: AsyncSession, key: str | None) -> None:
+    if key is None:
+        return
+    if not _valid_key(key):
+        raise InvalidRequest("Idempotency-Key must be 1-255 visible ASCII characters.")
+    principal: str | None = getattr(request.state, "principal_key", None)
+    if principal is None:  # a wiring mistake: idempotent() always authenticates first
+        raise RuntimeError("idempotency check ran before authentication")
+    body = await request.body()
+    request_hash = _request_hash(request.method, request.url.path, body)
+    record = (
+        await session.exec(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.principal == principal,
+                IdempotencyRecord.key == key,
+            )
+        )
+    ).first()
+    if record is not None:
+        if record.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request; use a new key."
+            )
+        headers = dict(record.response_headers)
+        headers["idempotent-replayed"] = "true"
+        raise _Replay(
+            Response(
+                content=record.response_body.encode(),
+                status_code=record.status_code,
+                headers=headers,
+            )
+        )
+    request.state.idempotency = IdempotencyContext(principal, key, request_hash)
+
+
+def idempotent(authenticate: Callable[..., Any]) -> Any:
+    """A route dependency that authenticates with ``authenticate`` and then replays or records
+    the POST by its ``Idempotency-Key``. FastAPI caches ``authenticate`` per request, so the
+    endpoint's own use of it does not run it twice."""
+
+    async def dependency(
+        request: Request,
+        session: Session,
+        idempotency_key: IdempotencyKeyHeader = None,
+        _principal: Any = Depends(authenticate),
+    ) -> None:
+        await _check_idempotency(request, session, idempotency_key)
+
+    return Depends(dependency)

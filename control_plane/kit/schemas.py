@@ -1,0 +1,62 @@
+"""Base classes for request and response schemas.
+
+Request bodies forbid unknown fields, so a typo in a field name is an error rather than a silently
+ignored setting. ``PatchModel`` bodies are partial updates: a field may be left out, but an explicit
+``null`` for a field that cannot be null is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+T = TypeVar("T")
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=NAME_PATTERN),
+    Field(
+        description="Lower-case letters, digits and '-', 1-63 characters.", examples=["payments"]
+    ),
+]
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def is_name(value: str) -> bool:
+    return bool(_NAME_RE.match(value))
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatchModel(RequestModel):
+    #: fields that may be set to null explicitly
+    nullable_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_explicit_null(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if value is None and name in cls.model_fields and name not in cls.nullable_fields:
+                    raise ValueError(f"'{name}' cannot be null; leave it out to keep it")
+        return data
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(ResponseModel, Generic[T]):
+    data: list[T]
+    has_more: bool = Field(description="True when another page follows; pass next_after as after.")
+    next_after: str | None = Field(
+        default=None, description="Cursor for the next page (the last item's id)."
+    )

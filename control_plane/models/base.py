@@ -1,0 +1,41 @@
+"""Column helpers shared by the table models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field
+
+from control_plane.kit.time import aware, utcnow
+
+# JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored and returned as UTC-aware datetimes on every database.
+
+    SQLite has no time zone type and hands back naive values; normalising here is the one place
+    that makes both databases answer alike.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return aware(value) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return aware(value) if value is not None else None
+
+
+def timestamp_now() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def timestamp_null() -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -1,0 +1,171 @@
+"""Test harness shared by every test package.
+
+Database tests take the ``db_url`` fixture, which is parametrised over SQLite and PostgreSQL and
+gives each test a fresh, migrated database: SQLite copies a migrated template file, PostgreSQL
+clones a migrated template database (``CREATE DATABASE ... TEMPLATE``). Nothing is shared between
+tests, and nothing needs cleaning up by deleting rows.
+
+PostgreSQL comes from ``AGENTCTL_TEST_DATABASE_URL``. Without it the PostgreSQL half is skipped
+with a loud summary line, except under ``CI=true``, where a missing database fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from control_plane.app import create_app
+from control_plane.config import Settings
+from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.migrate import upgrade
+from control_plane.operators.service import ensure_bootstrap_admin
+
+PG_URL = os.environ.get("AGENTCTL_TEST_DATABASE_URL")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+ADMIN_TOKEN = "acp_op_test-bootstrap-admin-token-0123456789abcdef"
+
+_pg_skipped: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PG_URL is None and IN_CI:
+        raise pytest.UsageError(
+            "CI=true but AGENTCTL_TEST_DATABASE_URL is not set: the PostgreSQL half of the "
+            "suite must run in CI (.ci/run provisions it)."
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if PG_URL is not None:
+        return
+    skip = pytest.mark.skip(reason="AGENTCTL_TEST_DATABASE_URL is not set")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+            _pg_skipped.append(item.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _pg_skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"POSTGRESQL NOT TESTED: {len(_pg_skipped)} tests skipped; set "
+            "AGENTCTL_TEST_DATABASE_URL (or run .ci/run) to test against PostgreSQL",
+            red=True,
+            bold=True,
+        )
+
+
+# --- databases --------------------------------------------------------------------------------
+
+
+def _pg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def _pg_admin(sql: str) -> None:
+    assert PG_URL is not None
+    conn = await asyncpg.connect(_pg_dsn(PG_URL))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    assert PG_URL is not None
+    name = f"acp_tpl_{os.getpid()}"
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
+    upgrade(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+    yield name
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind."""
+    if request.param == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "test.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    assert PG_URL is not None
+    template = request.getfixturevalue("pg_template")
+    name = f"acp_t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def is_postgres(db_url: str) -> bool:
+    return db_url.startswith("postgresql")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        environment="test",
+        database_pool_size=30,
+    )
+
+
+async def _bootstrap(settings: Settings) -> None:
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await ensure_bootstrap_admin(session, ADMIN_TOKEN)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    await _bootstrap(settings)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    """Authorization header of the bootstrap platform_admin."""
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
