@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -15,7 +16,7 @@ from control_plane.config import Settings, get_settings
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
-from control_plane.kit.errors import install_error_handlers
+from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, install_error_handlers
 from control_plane.kit.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
@@ -56,4 +57,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operators_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    _problem_only_errors(app)
     return app
+
+
+def _problem_only_errors(app: FastAPI) -> None:
+    """Error answers are problem+json only; FastAPI would also list application/json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
+                            content.pop("application/json", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ class Health(BaseModel):
     migration: str | None = None
 
 
-@router.get("/healthz", operation_id="health-live")
+@router.get("/healthz", operation_id="health-live", response_model_exclude_none=True)
 async def healthz() -> Health:
     """The process is alive."""
     return Health(status="ok")

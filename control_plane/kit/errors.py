@@ -261,7 +261,11 @@ def install_error_handlers(app: FastAPI) -> None:
         code, title = _STATUS_CODES.get(exc.status_code, (ErrorCode.invalid_request, "Error"))
         if exc.status_code >= 500:
             code, title = ErrorCode.internal_error, "Internal error"
-        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, str) and exc.detail.lower() != title.lower()
+            else None
+        )
         return problem_response(
             status=exc.status_code,
             code=code,

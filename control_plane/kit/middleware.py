@@ -11,6 +11,7 @@ import re
 import uuid
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_type
@@ -18,8 +19,11 @@ from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_ty
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parser lets it through instead of answering 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body exceeds {limit} bytes.")
 
 
 async def _send_413(send: Send, path: str, limit: int) -> None:
@@ -74,7 +78,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge()
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

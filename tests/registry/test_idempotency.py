@@ -1,0 +1,105 @@
+"""Idempotency-Key on POST: replay, conflict on a different body, per-principal namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.factories import create_domain, create_operator
+
+
+async def test_replay_returns_identical_response_and_creates_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_domain(client, admin, "payments")
+    body = {"name": "refund-bot", "domain": "payments", "owner": "o"}
+    h = admin | {"Idempotency-Key": "create-refund-bot-1"}
+    first = await client.post("/v1/agents", json=body, headers=h)
+    assert first.status_code == 201
+    # Key order and whitespace do not make it a different request.
+    second = await client.post(
+        "/v1/agents",
+        content=b'{"owner": "o",  "domain": "payments", "name": "refund-bot"}',
+        headers=h | {"Content-Type": "application/json"},
+    )
+    assert second.status_code == 201
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.headers["location"] == first.headers["location"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert len((await client.get("/v1/agents", headers=admin)).json()["data"]) == 1
+
+
+async def test_same_key_different_body_is_refused(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_domain(client, admin, "payments")
+    h = admin | {"Idempotency-Key": "k-1"}
+    ok = await client.post(
+        "/v1/agents", json={"name": "a", "domain": "payments", "owner": "o"}, headers=h
+    )
+    assert ok.status_code == 201
+    r = await client.post(
+        "/v1/agents", json={"name": "b", "domain": "payments", "owner": "o"}, headers=h
+    )
+    assert r.status_code == 422
+    assert r.json()["code"] == "idempotency_key_reused"
+    names = [a["name"] for a in (await client.get("/v1/agents", headers=admin)).json()["data"]]
+    assert names == ["a"]
+    # The same key on another route is also a different request.
+    r = await client.post("/v1/domains", json={"name": "claims"}, headers=h)
+    assert r.status_code == 422
+
+
+async def test_keys_of_different_principals_never_collide(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_domain(client, admin, "payments")
+    other = await create_operator(client, admin, "domain_admin", ["payments"])
+    key = {"Idempotency-Key": "shared-key"}
+    a = await client.post(
+        "/v1/agents", json={"name": "a", "domain": "payments", "owner": "o"}, headers=admin | key
+    )
+    b = await client.post(
+        "/v1/agents", json={"name": "b", "domain": "payments", "owner": "o"}, headers=other | key
+    )
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert a.json()["id"] != b.json()["id"]
+
+
+async def test_failed_request_is_not_stored(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    h = admin | {"Idempotency-Key": "retry-me"}
+    body = {"name": "bot", "domain": "later", "owner": "o"}
+    assert (await client.post("/v1/agents", json=body, headers=h)).status_code == 422
+    await create_domain(client, admin, "later")
+    # The failure changed nothing and was not recorded, so the retry runs for real.
+    assert (await client.post("/v1/agents", json=body, headers=h)).status_code == 201
+
+
+async def test_concurrent_duplicates_create_one(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    await create_domain(client, admin, "payments")
+    h = admin | {"Idempotency-Key": "race"}
+    body = {"name": "racer", "domain": "payments", "owner": "o"}
+    responses = await asyncio.gather(
+        *(client.post("/v1/agents", json=body, headers=h) for _ in range(10))
+    )
+    codes = [r.status_code for r in responses]
+    assert all(c in (201, 409) for c in codes), [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses if r.status_code == 201}) == 1
+    assert len((await client.get("/v1/agents", headers=admin)).json()["data"]) == 1
+
+
+async def test_invalid_key(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    r = await client.post(
+        "/v1/domains", json={"name": "x"}, headers=admin | {"Idempotency-Key": "has space"}
+    )
+    assert r.status_code == 400
+    r = await client.post(
+        "/v1/domains", json={"name": "x"}, headers=admin | {"Idempotency-Key": "k" * 300}
+    )
+    assert r.status_code == 422

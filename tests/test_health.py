@@ -1,0 +1,42 @@
+"""Liveness and readiness as a load balancer or Kubernetes probe sees them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from control_plane.app import create_app
+from control_plane.config import Settings
+
+
+async def test_ready_when_migrated(client: httpx.AsyncClient, is_postgres: bool) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ok"
+    assert ready["database"] == ("postgresql" if is_postgres else "sqlite")
+    assert ready["migration"]
+
+
+async def _get(settings: Settings, path: str) -> httpx.Response:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.get(path)
+
+
+async def test_not_ready_before_migrations(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    assert (await _get(settings, "/healthz")).status_code == 200
+    r = await _get(settings, "/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "agentctl migrate" in r.json()["detail"]
+
+
+async def test_not_ready_when_database_unreachable() -> None:
+    settings = Settings(database_url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
+    r = await _get(settings, "/readyz")
+    assert r.status_code == 503
+    assert r.json()["code"] == "service_unavailable"
