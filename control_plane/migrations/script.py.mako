@@ -8,8 +8,8 @@ Create Date: ${create_date}
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel.sql.sqltypes  # noqa: F401  (autogenerate renders AutoString columns)
 from alembic import op
+from sqlalchemy import Text  # noqa: F401  (JSONB columns render astext_type=Text())
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -1,7 +1,18 @@
 """All table models, imported here so ``SQLModel.metadata`` is complete for Alembic and tests."""
 
+from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.registry import Agent, AgentVersion, Domain
 
-__all__ = ["Agent", "AgentVersion", "Domain", "IdempotencyRecord", "Operator"]
+__all__ = [
+    "Agent",
+    "AgentVersion",
+    "Credential",
+    "Domain",
+    "IdempotencyRecord",
+    "Operator",
+    "RevokedToken",
+    "SigningKeyRow",
+    "UsedAssertion",
+]
