@@ -13,6 +13,11 @@ from fastapi import FastAPI
 from control_plane import __version__
 from control_plane.agents.endpoints import router as agents_router
 from control_plane.config import Settings, get_settings
+from control_plane.credentials.agent_auth import AgentAuthenticator
+from control_plane.credentials.endpoints import router as credentials_router
+from control_plane.credentials.endpoints import self_router as agent_self_router
+from control_plane.credentials.keystore import KeyStore
+from control_plane.credentials.oauth import router as oauth_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
@@ -37,7 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_sessionmaker(engine, read_only=True)
         app.state.migration_head = head_revision()
+        keystore = KeyStore(app.state.sessionmaker, settings)
+        await keystore.start()
+        app.state.keystore = keystore
+        app.state.agent_authenticator = AgentAuthenticator(keystore, settings)
         try:
             yield
         finally:
@@ -53,8 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(domains_router)
+    app.include_router(agent_self_router)  # /v1/agents/me before /v1/agents/{agent_id}
     app.include_router(agents_router)
+    app.include_router(credentials_router)
     app.include_router(operators_router)
+    app.include_router(oauth_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     _problem_only_errors(app)

@@ -54,6 +54,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _prepare(settings)
+    if settings.issuer is None:
+        settings = settings.model_copy(update={"issuer": f"http://{args.host}:{args.port}"})
     token = asyncio.run(_bootstrap(settings))
     if token is not None:
         # Printed once, on the first start only; the database keeps just its hash.
@@ -114,6 +116,23 @@ def cmd_operators_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> int:
+    from control_plane.credentials.keystore import rotate
+
+    _prepare(settings)
+
+    async def run() -> str:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            return await rotate(create_sessionmaker(engine), settings)
+        finally:
+            await engine.dispose()
+
+    kid = asyncio.run(run())
+    print(f"new signing key {kid}; the previous key stays published until its tokens expire")
+    return 0
+
+
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     from control_plane.openapi import render
 
@@ -146,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--name", help="a label for the operator (default: the role)")
     create.set_defaults(func=cmd_operators_create)
+
+    keys = sub.add_parser("keys", help="manage token signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate_cmd = keys_sub.add_parser("rotate", help="add a new signing key and retire the current")
+    rotate_cmd.set_defaults(func=cmd_keys_rotate)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--output", "-o", help="write to this file instead of stdout")

@@ -10,7 +10,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,30 @@ class Settings(BaseSettings):
         default=None,
         description="Bootstrap platform_admin token. Generated and printed once when unset.",
     )
+    issuer: str | None = Field(
+        default=None,
+        description="Public base URL of this service: the tokens' iss and the base of the token "
+        "endpoint. Default: http://HOST:PORT of `agentctl serve`.",
+    )
+    token_audience: str = Field(
+        default="agent-control-plane", description="aud of the access tokens it issues."
+    )
+    token_lifetime_seconds: int = Field(default=600, ge=60, le=3600)
+    token_leeway_seconds: int = Field(default=30, ge=0, le=60)
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts signing keys at rest (>= 32 bytes). Outside production, one is "
+        "generated into DATA_DIR/key-encryption-key when unset.",
+    )
+    key_refresh_seconds: float = Field(default=5.0, gt=0, le=60)
+    auth_state_ttl_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=1.0,
+        description="How long a replica may reuse agent status and revocation state on protected "
+        "calls (at most 1 s); 0 reads it on every call.",
+    )
+    token_cache_size: int = Field(default=10_000, ge=0)
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines (use in production).")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -52,6 +76,26 @@ class Settings(BaseSettings):
         if not (value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite:")):
             raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///path")
         return value
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.environment is Environment.production:
+            if self.key_encryption_key is None:
+                raise ValueError("AGENTCTL_KEY_ENCRYPTION_KEY is required in production")
+            if self.issuer is None:
+                raise ValueError("AGENTCTL_ISSUER is required in production")
+        kek = self.key_encryption_key
+        if kek is not None and len(kek.get_secret_value().encode()) < 32:
+            raise ValueError("AGENTCTL_KEY_ENCRYPTION_KEY must be at least 32 bytes")
+        return self
+
+    @property
+    def issuer_url(self) -> str:
+        return (self.issuer or "http://127.0.0.1:8080").rstrip("/")
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer_url}/oauth/token"
 
     @property
     def resolved_database_url(self) -> str:

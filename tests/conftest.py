@@ -137,6 +137,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         environment="test",
         database_pool_size=30,
+        issuer="http://testserver",
     )
 
 

@@ -3,88 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).parent.parent
+from tests.servers import ROOT, agentctl, server_env, serving
+
 TOKEN_LINE = re.compile(r"export AGENTCTL_TOKEN=(acp_op_\S+)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
-    env.update(
-        AGENTCTL_DATABASE_URL=db_url,
-        AGENTCTL_DATA_DIR=str(tmp_path / "data"),
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return env
-
-
-def agentctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "control_plane", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[str]:
-    port = _free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "control_plane", "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def _walkthrough() -> str:
+    """Every bash block of the README's walk-through sections, in order."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Walk-through", 1)[1]
-    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+    blocks = []
+    for section in readme.split("## Walk-through")[1:]:
+        section = section.split("\n## ", 1)[0]
+        blocks += [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
+    return "\n# resume the agent suspended above\n".join(
+        [
+            blocks[0],
+            "curl -s -X POST http://127.0.0.1:8080/v1/agents/$AGENT_ID/resume "
+            '-H "Authorization: Bearer $AGENTCTL_TOKEN"\n' + blocks[1],
+        ]
+    )
 
 
 def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> None:
-    env = _env(db_url, tmp_path)
+    env = server_env(db_url, tmp_path)
     with serving(env, tmp_path / "first.log") as url:
         first_log = (tmp_path / "first.log").read_text()
         tokens = TOKEN_LINE.findall(first_log)
@@ -94,6 +42,7 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         script = _walkthrough().replace("http://127.0.0.1:8080", url)
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
             env=env | {"AGENTCTL_TOKEN": token},
             capture_output=True,
             text=True,
@@ -108,7 +57,14 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert '"autonomy_level":2' in out
         assert '"state":"active"' in out
         assert '"status":"suspended"' in out
-        assert "problem" not in out
+        # The credential walk-through: claims printed, /me answered, JWKS published, and the
+        # revoked token refused at the end.
+        assert '"scope": "decisions:create"' in out
+        assert '"domain": "payments"' in out
+        assert '"keys":[{"kty":"OKP"' in out
+        assert out.count('"name":"refund-bot"') >= 2
+        assert out.rstrip().endswith('"code":"unauthorized"}')
+        assert out.count("problem") == 1
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log
@@ -120,7 +76,7 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
 
 def test_admin_token_from_settings(db_url: str, tmp_path: Path) -> None:
     token = "acp_op_configured-admin-token-abcdefghijklmnop"
-    env = _env(db_url, tmp_path, AGENTCTL_ADMIN_TOKEN=token)
+    env = server_env(db_url, tmp_path, AGENTCTL_ADMIN_TOKEN=token)
     with serving(env, tmp_path / "serve.log") as url:
         assert TOKEN_LINE.search((tmp_path / "serve.log").read_text()) is None
         r = httpx.get(f"{url}/v1/agents", headers={"Authorization": f"Bearer {token}"})
@@ -128,7 +84,9 @@ def test_admin_token_from_settings(db_url: str, tmp_path: Path) -> None:
 
 
 def test_operators_create_cli(db_url: str, tmp_path: Path) -> None:
-    env = _env(db_url, tmp_path, AGENTCTL_ADMIN_TOKEN="acp_op_cli-admin-token-abcdefghijklmnop")
+    env = server_env(
+        db_url, tmp_path, AGENTCTL_ADMIN_TOKEN="acp_op_cli-admin-token-abcdefghijklmnop"
+    )
     bad = agentctl("operators", "create", "--role", "domain_admin", env=env)
     assert bad.returncode == 2
     assert "needs at least one domain" in bad.stderr
@@ -156,7 +114,7 @@ def test_operators_create_cli(db_url: str, tmp_path: Path) -> None:
 
 
 def test_migrate_is_idempotent(db_url: str, tmp_path: Path) -> None:
-    env = _env(db_url, tmp_path)
+    env = server_env(db_url, tmp_path)
     for _ in range(2):
         done = agentctl("migrate", env=env)
         assert done.returncode == 0, done.stderr
@@ -164,6 +122,6 @@ def test_migrate_is_idempotent(db_url: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["operators", "--help"]])
 def test_help(args: list[str], tmp_path: Path) -> None:
-    done = agentctl(*args, env=_env("sqlite+aiosqlite:///unused.db", tmp_path))
+    done = agentctl(*args, env=server_env("sqlite+aiosqlite:///unused.db", tmp_path))
     assert done.returncode == 0
     assert "usage: agentctl" in done.stdout

@@ -27,7 +27,9 @@ async def _get(settings: Settings, path: str) -> httpx.Response:
 
 
 async def test_not_ready_before_migrations(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", data_dir=tmp_path
+    )
     assert (await _get(settings, "/healthz")).status_code == 200
     r = await _get(settings, "/readyz")
     assert r.status_code == 503
@@ -35,8 +37,10 @@ async def test_not_ready_before_migrations(tmp_path: Path) -> None:
     assert "agentctl migrate" in r.json()["detail"]
 
 
-async def test_not_ready_when_database_unreachable() -> None:
-    settings = Settings(database_url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
+async def test_not_ready_when_database_unreachable(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none", data_dir=tmp_path
+    )
     r = await _get(settings, "/readyz")
     assert r.status_code == 503
     assert r.json()["code"] == "service_unavailable"

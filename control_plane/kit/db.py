@@ -1,9 +1,11 @@
 """Database engines and sessions for PostgreSQL (asyncpg) and SQLite (aiosqlite).
 
 SQLite is the embedded default, so it is configured to behave under concurrent requests: WAL,
-foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` so a transaction takes the write lock when
-it starts. Without that, two requests that read then write can both start and the second fails with
-"database is locked" at its first write instead of waiting.
+foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` so a transaction that may write takes the
+write lock when it starts. Without that, two requests that read then write can both start and the
+second fails with "database is locked" at its first write instead of waiting. Read-only requests
+use ``read_only`` sessions, which begin a deferred transaction: under WAL they never wait for the
+writer.
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get("read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+def create_sessionmaker(engine: AsyncEngine, *, read_only: bool = False) -> SessionMaker:
+    """Sessions on ``engine``; ``read_only`` ones are for requests that never write."""
+    bind = engine.execution_options(read_only=True) if read_only else engine
+    return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)

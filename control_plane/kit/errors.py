@@ -40,6 +40,10 @@ class ErrorCode(StrEnum):
     unsupported_media_type = "unsupported_media_type"
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
+    invalid_client = "invalid_client"
+    invalid_scope = "invalid_scope"
+    unsupported_grant_type = "unsupported_grant_type"
+    insufficient_scope = "insufficient_scope"
     service_unavailable = "service_unavailable"
     internal_error = "internal_error"
 
@@ -76,11 +80,14 @@ class ProblemError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         errors: Sequence[FieldError] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail
         self.headers = dict(headers or {})
         self.errors = list(errors) if errors else None
+        # RFC 9457 extension members, e.g. OAuth's "error" on the token endpoint.
+        self.extensions = dict(extensions or {})
 
 
 class InvalidRequest(ProblemError):
@@ -194,6 +201,7 @@ def problem_response(
     instance: str | None,
     errors: Sequence[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     body = Problem(
         type=problem_type(code),
@@ -204,8 +212,11 @@ def problem_response(
         code=code,
         errors=list(errors) if errors else None,
     )
+    content = body.model_dump(mode="json", exclude_none=True)
+    for name, value in (extensions or {}).items():
+        content.setdefault(name, value)
     return JSONResponse(
-        body.model_dump(mode="json", exclude_none=True),
+        content,
         status_code=status,
         media_type=PROBLEM_CONTENT_TYPE,
         headers=dict(headers or {}),
@@ -239,6 +250,7 @@ def install_error_handlers(app: FastAPI) -> None:
             instance=request.url.path,
             errors=exc.errors,
             headers=exc.headers,
+            extensions=exc.extensions,
         )
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:

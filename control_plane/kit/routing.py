@@ -73,7 +73,10 @@ class TransactionalRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            async with request.app.state.sessionmaker() as session:
+            state = request.app.state
+            safe = request.method in ("GET", "HEAD")
+            maker = state.read_sessionmaker if safe else state.sessionmaker
+            async with maker() as session:
                 request.state.session = session
                 try:
                     response = await handler(request)

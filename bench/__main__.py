@@ -1,0 +1,22 @@
+"""``python -m bench``: every benchmark, one after the other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import credentials
+
+
+def main() -> None:
+    here = Path(__file__).parent
+    print("== token crypto, in process")
+    subprocess.run([sys.executable, str(here / "bench_tokens.py")], check=True)
+    print()
+    print("== credentials over HTTP")
+    credentials.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Authenticating agents on protected routes.
+
+Each call verifies the access token (signature and claims; cached by token hash for the token's
+remaining lifetime) and then re-checks what can change under a valid token: the agent's status,
+the credential's revocation and expiry, the token's own revocation, and the bound version. That
+state is read from the database, cached for at most ``auth_state_ttl_seconds`` (at most 1 s), so a
+suspension or revocation on any replica is enforced everywhere within that bound.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.config import Settings
+from control_plane.credentials import repository
+from control_plane.credentials.keystore import KeyStore
+from control_plane.credentials.service import auth_state_problem
+from control_plane.credentials.tokens import (
+    TokenError,
+    VerifiedAccessToken,
+    VerifiedTokenCache,
+    verify_access_token,
+    verify_access_token_cached,
+)
+from control_plane.kit.errors import ErrorCode, Forbidden, Unauthorized
+from control_plane.kit.routing import Session
+from control_plane.models import Agent
+
+_bearer = HTTPBearer(auto_error=False, description="Agent access token from /oauth/token.")
+_STATE_CACHE_MAX = 50_000
+
+
+@dataclass(frozen=True)
+class AgentPrincipal:
+    agent: Agent
+    client_id: uuid.UUID
+    scopes: frozenset[str]
+    token: VerifiedAccessToken
+
+    @property
+    def key(self) -> str:
+        return f"agent:{self.agent.id}/{self.client_id}"
+
+
+class InsufficientScope(Forbidden):
+    code = ErrorCode.insufficient_scope
+    title = "Insufficient scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"The token lacks the scope {scope}.",
+            headers={
+                "WWW-Authenticate": f'Bearer realm="agentctl", error="insufficient_scope", '
+                f'scope="{scope}"'
+            },
+        )
+
+
+class AgentAuthenticator:
+    def __init__(self, keystore: KeyStore, settings: Settings) -> None:
+        self._keystore = keystore
+        self._settings = settings
+        self._cache = (
+            VerifiedTokenCache(max_entries=settings.token_cache_size)
+            if settings.token_cache_size > 0
+            else None
+        )
+        self._state: OrderedDict[tuple[uuid.UUID, str], tuple[float, Any]] = OrderedDict()
+
+    def _verify(self, ring: Any, token: str) -> VerifiedAccessToken:
+        kwargs: dict[str, Any] = {
+            "issuer": self._settings.issuer_url,
+            "audience": self._settings.token_audience,
+            "leeway": self._settings.token_leeway_seconds,
+        }
+        if self._cache is not None:
+            return verify_access_token_cached(self._cache, ring, token, **kwargs)
+        return verify_access_token(ring, token, **kwargs)
+
+    async def verify(self, token: str) -> VerifiedAccessToken:
+        ring = await self._keystore.ring()
+        try:
+            return self._verify(ring, token)
+        except TokenError as exc:
+            if exc.reason != "unknown_kid":
+                raise
+        # A key rotated on another replica: reload (rate-limited) and try once more.
+        return self._verify(await self._keystore.ring(force=True), token)
+
+    async def _auth_state(
+        self, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
+    ) -> repository.AuthState | None:
+        ttl = self._settings.auth_state_ttl_seconds
+        key = (client_id, jti)
+        now = time.monotonic()
+        if ttl > 0:
+            hit = self._state.get(key)
+            if hit is not None and now - hit[0] < ttl:
+                state: repository.AuthState | None = hit[1]
+                return state
+        state = await repository.auth_state(session, client_id, agent_id, jti)
+        if ttl > 0:
+            self._state[key] = (now, state)
+            self._state.move_to_end(key)
+            while len(self._state) > _STATE_CACHE_MAX:
+                self._state.popitem(last=False)
+        return state
+
+    async def authenticate(self, session: AsyncSession, token: str) -> AgentPrincipal:
+        try:
+            verified = await self.verify(token)
+        except TokenError as exc:
+            raise Unauthorized(f"The access token is invalid ({exc.reason}).") from None
+        try:
+            client_id = uuid.UUID(verified.client_id)
+            agent_id = uuid.UUID(verified.subject)
+        except ValueError:
+            raise Unauthorized("The access token is invalid (claims).") from None
+        state = await self._auth_state(session, client_id, agent_id, verified.jti)
+        if state is None:
+            raise Unauthorized("The access token is invalid (unknown client).")
+        problem = auth_state_problem(state)
+        if problem is not None:
+            raise Unauthorized(f"The access token is no longer valid: {problem}.")
+        return AgentPrincipal(
+            agent=state.agent,
+            client_id=client_id,
+            scopes=frozenset(verified.scopes),
+            token=verified,
+        )
+
+
+async def current_agent(
+    request: Request,
+    session: Session,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AgentPrincipal:
+    if credentials is None or not credentials.credentials:
+        error = Unauthorized("An agent access token is required.")
+        error.headers = {"WWW-Authenticate": 'Bearer realm="agentctl"'}
+        raise error
+    authenticator: AgentAuthenticator = request.app.state.agent_authenticator
+    principal = await authenticator.authenticate(session, credentials.credentials)
+    request.state.principal_key = principal.key
+    return principal
+
+
+CurrentAgent = Annotated[AgentPrincipal, Depends(current_agent)]
+
+
+def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, AgentPrincipal]]:
+    """A dependency that authenticates the agent and requires ``scope`` (403 otherwise)."""
+
+    async def dependency(agent: CurrentAgent) -> AgentPrincipal:
+        if scope not in agent.scopes:
+            raise InsufficientScope(scope)
+        return agent
+
+    return dependency

@@ -1,0 +1,175 @@
+"""The control plane's token signing keys: where the key-encryption key comes from, loading the
+key ring from the database (refreshed so rotations reach every replica), and rotation.
+
+Rotation adds a new key and retires the current one. The retired key's public half stays in the
+JWKS until every token it can have signed has expired: its retirement time plus the longest token
+lifetime, the leeway, and one refresh interval (replicas that have not reloaded yet may still sign
+with it for that long).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.config import Settings
+from control_plane.credentials import repository
+from control_plane.credentials.keys import (
+    KeyEncryptionError,
+    KeyRecord,
+    SigningKeyRing,
+    decrypt_private_key,
+    encrypt_private_key,
+    generate_kek,
+    generate_signing_key,
+    public_key_not_after,
+)
+from control_plane.kit.db import SessionMaker
+from control_plane.kit.time import utcnow
+from control_plane.models import SigningKeyRow
+
+log = structlog.get_logger(__name__)
+
+KEK_FILE = "key-encryption-key"
+
+
+def resolve_kek(settings: Settings) -> str:
+    """The configured key-encryption key or, outside production, one kept in the data dir."""
+    if settings.key_encryption_key is not None:
+        return settings.key_encryption_key.get_secret_value()
+    path = Path(settings.data_dir) / KEK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(generate_kek() + "\n")
+    log.warning("key_encryption_key_generated", path=str(path))
+    return path.read_text().strip()
+
+
+def _records(rows: Sequence[SigningKeyRow], kek: str) -> list[KeyRecord]:
+    records = []
+    for row in rows:
+        try:
+            private = decrypt_private_key(
+                row.private_key_encrypted, kid=row.kid, alg=row.alg, kek=kek
+            )
+        except KeyEncryptionError as exc:
+            # Still published and verifying; this process just cannot sign with it.
+            log.error("signing_key_undecryptable", kid=row.kid, reason=exc.reason)
+            private = None
+        records.append(
+            KeyRecord(
+                kid=row.kid,
+                alg=row.alg,
+                public_jwk=row.public_jwk,
+                created_at=row.created_at,
+                private_key=private,
+                retired_at=row.retired_at,
+                not_after=row.not_after,
+            )
+        )
+    return records
+
+
+def _retirement_window(settings: Settings) -> dict[str, int]:
+    return {
+        "max_token_lifetime_seconds": settings.token_lifetime_seconds,
+        "leeway_seconds": settings.token_leeway_seconds,
+        "propagation_seconds": math.ceil(settings.key_refresh_seconds),
+    }
+
+
+async def add_signing_key(
+    session: AsyncSession, kek: str, settings: Settings, *, retire_current: bool
+) -> str:
+    """Create a new signing key (and retire the current ones when rotating). Returns its kid."""
+    now = utcnow()
+    if retire_current:
+        for row in await repository.active_signing_keys(session):
+            row.retired_at = now
+            row.not_after = public_key_not_after(now, **_retirement_window(settings))
+            session.add(row)
+        await repository.prune_signing_keys(session, now)
+    key = generate_signing_key("EdDSA")
+    session.add(
+        SigningKeyRow(
+            kid=key.kid,
+            alg=key.alg,
+            public_jwk=key.public_jwk(),
+            private_key_encrypted=encrypt_private_key(key, kek),
+            created_at=now,
+        )
+    )
+    await session.flush()
+    return key.kid
+
+
+async def rotate(sessionmaker: SessionMaker, settings: Settings) -> str:
+    async with sessionmaker() as session:
+        kid = await add_signing_key(session, resolve_kek(settings), settings, retire_current=True)
+        await session.commit()
+        return kid
+
+
+class KeyStore:
+    """The current key ring of this process, reloaded from the database every
+    ``key_refresh_seconds`` (and at most once a second on demand, for an unknown kid)."""
+
+    def __init__(self, sessionmaker: SessionMaker, settings: Settings) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._kek = resolve_kek(settings)
+        self._ring: SigningKeyRing | None = None
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load the ring at start-up. A database that is not ready yet (unreachable, not
+        migrated) is not fatal: /readyz reports it and the ring loads on first use."""
+        try:
+            await self.reload()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("signing_keys_not_loaded", error_type=type(exc).__name__)
+
+    async def reload(self) -> SigningKeyRing:
+        """Reload now, e.g. right after this process rotated the keys."""
+        async with self._lock:
+            return await self._load()
+
+    async def ring(self, *, force: bool = False) -> SigningKeyRing:
+        """The cached ring; ``force`` (an unknown kid) reloads at most once a second."""
+        ring = self._fresh(force)
+        if ring is not None:
+            return ring
+        async with self._lock:
+            # Another request may have reloaded while this one waited.
+            ring = self._fresh(force)
+            return ring if ring is not None else await self._load()
+
+    def _fresh(self, force: bool) -> SigningKeyRing | None:
+        age = time.monotonic() - self._loaded_at
+        if age >= self._settings.key_refresh_seconds or (force and age >= 1.0):
+            return None
+        return self._ring
+
+    async def _load(self) -> SigningKeyRing:
+        async with self._sessionmaker() as session:
+            if not await repository.active_signing_keys(session):
+                # A fresh database: create the first signing key.
+                await add_signing_key(session, self._kek, self._settings, retire_current=False)
+                await session.commit()
+            rows = await repository.published_signing_keys(session, utcnow())
+        self._ring = SigningKeyRing(_records(rows, self._kek))
+        self._loaded_at = time.monotonic()
+        return self._ring

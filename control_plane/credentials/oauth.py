@@ -1,0 +1,174 @@
+"""The OAuth2 authorisation server's HTTP surface: token (RFC 6749 4.4, RFC 7523), introspection
+(RFC 7662), revocation (RFC 7009), server metadata (RFC 8414) and the JWKS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from control_plane.auth.dependencies import CurrentOperator
+from control_plane.config import Settings
+from control_plane.credentials import service
+from control_plane.credentials.keystore import KeyStore
+from control_plane.credentials.schemas import Introspection, Scope, TokenResponse
+from control_plane.credentials.service import OAuthError
+from control_plane.kit.errors import error_responses
+from control_plane.kit.routing import Session, TransactionalRoute
+
+router = APIRouter(tags=["oauth"], route_class=TransactionalRoute)
+
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FIELDS = 20
+
+
+def _form_body(*fields: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                _FORM: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {f: {"type": "string"} for f in fields},
+                        "required": list(required),
+                    }
+                }
+            },
+        }
+    }
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded body; a parameter given twice is an error (RFC 6749 section 3.2)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != _FORM:
+        raise OAuthError("invalid_request", f"The body must be {_FORM}.")
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=_MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise OAuthError("invalid_request", "The form body cannot be parsed.") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"The parameter {name} is repeated.")
+        form[name] = value
+    return form
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _keystore(request: Request) -> KeyStore:
+    keystore: KeyStore = request.app.state.keystore
+    return keystore
+
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@router.post(
+    "/oauth/token",
+    operation_id="oauth-token",
+    responses=error_responses(400, 401),
+    openapi_extra=_form_body(
+        "grant_type",
+        "scope",
+        "client_id",
+        "client_assertion_type",
+        "client_assertion",
+        required=("grant_type",),
+    ),
+)
+async def token(
+    request: Request,
+    session: Session,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> JSONResponse:
+    """Issue an access token (client_credentials; client_secret_basic or private_key_jwt)."""
+    settings = _settings(request)
+    form = await read_form(request)
+    auth = service.client_auth_from_request(authorization, form)
+    credential = await service.authenticate_client(session, settings, auth)
+    ring = await _keystore(request).ring()
+    issued: TokenResponse = await service.issue_token(session, ring, settings, credential, form)
+    return JSONResponse(issued.model_dump(), headers=_NO_STORE)
+
+
+@router.post(
+    "/oauth/introspect",
+    operation_id="oauth-introspect",
+    responses=error_responses(400, 401, 403),
+    openapi_extra=_form_body("token", "token_type_hint", required=("token",)),
+)
+async def introspect(request: Request, who: CurrentOperator, session: Session) -> Introspection:
+    """Introspect an access token (operators); an inactive token yields only active: false."""
+    form = await read_form(request)
+    if not form.get("token"):
+        raise OAuthError("invalid_request", "token is required.")
+    ring = await _keystore(request).ring()
+    return await service.introspect(session, ring, _settings(request), who, form["token"])
+
+
+@router.post(
+    "/oauth/revoke",
+    operation_id="oauth-revoke",
+    responses=error_responses(400, 401),
+    openapi_extra=_form_body(
+        "token",
+        "token_type_hint",
+        "client_id",
+        "client_assertion_type",
+        "client_assertion",
+        required=("token",),
+    ),
+)
+async def revoke(
+    request: Request,
+    session: Session,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    """Revoke an access token of the authenticated client; 200 even for an unknown token."""
+    settings = _settings(request)
+    form = await read_form(request)
+    auth = service.client_auth_from_request(authorization, form)
+    credential = await service.authenticate_client(session, settings, auth)
+    if "token" not in form:
+        raise OAuthError("invalid_request", "token is required.")
+    ring = await _keystore(request).ring()
+    await service.revoke(session, ring, settings, credential, form["token"])
+    return Response(status_code=200, headers=_NO_STORE)
+
+
+@router.get("/.well-known/jwks.json", operation_id="oauth-jwks")
+async def jwks(request: Request) -> JSONResponse:
+    """The public keys that verify access tokens."""
+    ring = await _keystore(request).ring()
+    return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+
+@router.get("/.well-known/oauth-authorization-server", operation_id="oauth-metadata")
+async def metadata(request: Request) -> dict[str, Any]:
+    """Authorization server metadata (RFC 8414)."""
+    base = _settings(request).issuer_url
+    return {
+        "issuer": base,
+        "token_endpoint": f"{base}/oauth/token",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+        "scopes_supported": [s.value for s in Scope],
+    }
