@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import credentials
+from bench import credentials, decisions
 
 
 def main() -> None:
@@ -14,8 +14,14 @@ def main() -> None:
     print("== token crypto, in process")
     subprocess.run([sys.executable, str(here / "bench_tokens.py")], check=True)
     print()
+    print("== policy engines, in process")
+    subprocess.run([sys.executable, str(here / "bench_engines.py")], check=True)
+    print()
     print("== credentials over HTTP")
     credentials.main()
+    print()
+    print("== decisions over HTTP")
+    decisions.main()
 
 
 if __name__ == "__main__":

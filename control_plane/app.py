@@ -4,6 +4,7 @@ at import time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from control_plane.credentials.endpoints import router as credentials_router
 from control_plane.credentials.endpoints import self_router as agent_self_router
 from control_plane.credentials.keystore import KeyStore
 from control_plane.credentials.oauth import router as oauth_router
+from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
@@ -25,6 +27,9 @@ from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, install_error_handler
 from control_plane.kit.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
+from control_plane.policy.endpoints import router as policies_router
+from control_plane.policy.engine import InputLimits, build_engine
+from control_plane.policy.runtime import PolicyRuntime
 
 DESCRIPTION = (
     "Registers agents and their versions, issues their credentials, decides on their actions "
@@ -43,14 +48,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_sessionmaker(engine, read_only=True)
+        app.state.sqlite_write_lock = asyncio.Lock() if settings.is_sqlite else None
         app.state.migration_head = head_revision()
         keystore = KeyStore(app.state.sessionmaker, settings)
         await keystore.start()
         app.state.keystore = keystore
         app.state.agent_authenticator = AgentAuthenticator(keystore, settings)
+        limits = InputLimits()
+        policy_engine = build_engine(
+            settings.policy_engine,
+            opa_url=settings.opa_url,
+            timeout=settings.policy_timeout_seconds,
+            threads=settings.policy_threads,
+            limits=limits,
+        )
+        app.state.input_limits = limits
+        app.state.policy_runtime = PolicyRuntime(policy_engine, settings.policy_bundle)
         try:
             yield
         finally:
+            await policy_engine.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -67,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agents_router)
     app.include_router(credentials_router)
     app.include_router(operators_router)
+    app.include_router(policies_router)
+    app.include_router(decisions_router)
     app.include_router(oauth_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

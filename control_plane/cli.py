@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from control_plane.auth.principals import Role
 from control_plane.config import Settings, get_settings
@@ -27,13 +29,16 @@ def _prepare(settings: Settings) -> None:
 
 
 async def _bootstrap(settings: Settings) -> str | None:
+    """First-start state: the bootstrap admin token and the default policy bundle."""
     from control_plane.operators.service import ensure_bootstrap_admin
+    from control_plane.policy.service import ensure_default_bundle
 
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_sessionmaker(engine)() as session:
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
             token = await ensure_bootstrap_admin(session, configured)
+            await ensure_default_bundle(session, settings)
             await session.commit()
             return token
     finally:
@@ -133,6 +138,73 @@ def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    url = (args.url or os.environ.get("AGENTCTL_URL") or "http://127.0.0.1:8080").rstrip("/")
+    token = args.token or os.environ.get("AGENTCTL_TOKEN")
+    if not token:
+        raise SystemExit("error: set AGENTCTL_TOKEN (an operator token) or pass --token")
+    return url, {"Authorization": f"Bearer {token}"}
+
+
+def _print_problem(response: Any) -> None:
+    try:
+        problem = response.json()
+    except ValueError:
+        print(f"error: HTTP {response.status_code}: {response.text[:500]}", file=sys.stderr)
+        return
+    print(f"error: {problem.get('detail') or problem.get('title')}", file=sys.stderr)
+    for item in problem.get("errors") or []:
+        print(f"  {item.get('detail')}", file=sys.stderr)
+
+
+def cmd_policy_push(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from control_plane.policy.bundle_io import write_bundle_archive
+    from control_plane.policy.source import PolicySourceError, read_policy_dir
+
+    try:
+        source = read_policy_dir(args.directory)
+    except PolicySourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    url, headers = _api(args)
+    headers["Content-Type"] = "application/gzip"
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+            r = client.post(
+                f"/v1/policies/{args.bundle}/revisions", content=write_bundle_archive(source)
+            )
+            if r.status_code != 201:
+                _print_problem(r)
+                return 1
+            created = r.json()
+            print(
+                f"bundle {created['bundle']} revision {created['revision']} "
+                f"{created['digest']} ({len(created['modules'])} modules)"
+            )
+            if args.activate:
+                r = client.post(
+                    f"/v1/policies/{args.bundle}/revisions/{created['revision']}/activate"
+                )
+                if r.status_code != 200:
+                    _print_problem(r)
+                    return 1
+                print(f"activated revision {created['revision']}")
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_policy_test(settings: Settings, args: argparse.Namespace) -> int:
+    from control_plane.policy.validation import run_policy_tests
+
+    report = run_policy_tests(args.directory, opa_bin=settings.opa_bin)
+    sys.stdout.write(report.output if report.output.endswith("\n") else report.output + "\n")
+    return report.exit_code
+
+
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     from control_plane.openapi import render
 
@@ -170,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     rotate_cmd = keys_sub.add_parser("rotate", help="add a new signing key and retire the current")
     rotate_cmd.set_defaults(func=cmd_keys_rotate)
+
+    policy = sub.add_parser("policy", help="push and test Rego policy bundles")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    push = policy_sub.add_parser("push", help="upload a policy directory as a new revision")
+    push.add_argument("directory")
+    push.add_argument("--bundle", default="default")
+    push.add_argument("--activate", action="store_true", help="activate the new revision")
+    push.add_argument("--url", help="control plane URL (AGENTCTL_URL)")
+    push.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
+    push.set_defaults(func=cmd_policy_push)
+    test = policy_sub.add_parser(
+        "test", help="run the directory's Rego tests (opa test with AGENTCTL_OPA_BIN)"
+    )
+    test.add_argument("directory")
+    test.set_defaults(func=cmd_policy_test)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--output", "-o", help="write to this file instead of stdout")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,23 @@ class Settings(BaseSettings):
         "calls (at most 1 s); 0 reads it on every call.",
     )
     token_cache_size: int = Field(default=10_000, ge=0)
+    policy_engine: Literal["embedded", "opa"] = Field(
+        default="embedded",
+        description="embedded (regopy, in process) or opa (a real OPA server at opa_url).",
+    )
+    opa_url: str = "http://127.0.0.1:8181"
+    opa_bin: str | None = Field(
+        default=None,
+        description="An OPA binary: authoritative validation of uploaded policy, `opa test`.",
+    )
+    policy_bundle: str = Field(default="default", description="The bundle decisions use.")
+    policy_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    policy_threads: int = Field(default=2, ge=1, le=64)
+    default_policy_dir: Path | None = Field(
+        default=None,
+        description="Policy loaded as the `default` bundle on the first start (default: the "
+        "project's policies/).",
+    )
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines (use in production).")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -102,6 +120,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'agentctl.db').resolve()}"
+
+    @property
+    def resolved_policy_dir(self) -> Path:
+        return self.default_policy_dir or Path(__file__).resolve().parent.parent / "policies"
 
     @property
     def is_sqlite(self) -> bool:

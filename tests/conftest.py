@@ -30,6 +30,7 @@ from control_plane.config import Settings
 from control_plane.kit.db import create_engine, create_sessionmaker
 from control_plane.migrate import upgrade
 from control_plane.operators.service import ensure_bootstrap_admin
+from control_plane.policy.service import ensure_default_bundle
 
 PG_URL = os.environ.get("AGENTCTL_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -146,6 +147,7 @@ async def _bootstrap(settings: Settings) -> None:
     try:
         async with create_sessionmaker(engine)() as session:
             await ensure_bootstrap_admin(session, ADMIN_TOKEN)
+            await ensure_default_bundle(session, settings)
             await session.commit()
     finally:
         await engine.dispose()

@@ -22,13 +22,12 @@ def _walkthrough() -> str:
     for section in readme.split("## Walk-through")[1:]:
         section = section.split("\n## ", 1)[0]
         blocks += [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
-    return "\n# resume the agent suspended above\n".join(
-        [
-            blocks[0],
-            "curl -s -X POST http://127.0.0.1:8080/v1/agents/$AGENT_ID/resume "
-            '-H "Authorization: Bearer $AGENTCTL_TOKEN"\n' + blocks[1],
-        ]
+    # The second section asks the reader to resume the agent the first one suspended.
+    resume = (
+        "curl -s -X POST http://127.0.0.1:8080/v1/agents/$AGENT_ID/resume "
+        '-H "Authorization: Bearer $AGENTCTL_TOKEN"\n'
     )
+    return "\n".join([blocks[0], resume, *blocks[1:]])
 
 
 def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> None:
@@ -63,8 +62,17 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert '"domain": "payments"' in out
         assert '"keys":[{"kty":"OKP"' in out
         assert out.count('"name":"refund-bot"') >= 2
-        assert out.rstrip().endswith('"code":"unauthorized"}')
-        assert out.count("problem") == 1
+        # The decisions walk-through: allow with a redact obligation, approval, residency deny,
+        # the record and the policy revision.
+        assert '"effect":"allow"' in out
+        assert '"type":"redact"' in out
+        approval = (
+            '"effect":"require_approval","allow":false,"reasons":["amount_requires_approval"]'
+        )
+        assert approval in out
+        assert '"reasons":["residency_violation"]' in out
+        assert '"bundle":"default","revision":1,"digest":"sha256:' in out
+        assert out.count("urn:agentctl:problem:unauthorized") == 1
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log

@@ -36,6 +36,8 @@ def _assert_problem(r: httpx.Response, status: int) -> dict[str, Any]:
         ({**AGENT, "labels": ["a"]}, "/body/labels"),
         ({**AGENT, "labels": {"k": 1}}, "/body/labels/k"),
         ({**AGENT, "surprise": 1}, "/body/surprise"),
+        ({**AGENT, "owner": "nul\x00byte"}, "/body"),
+        ({**AGENT, "labels": {"k": "nul\x00"}}, "/body/labels/k"),
         ({"domain": "payments", "owner": "o"}, "/body/name"),
         ([AGENT], "/body"),
         ("just a string", "/body"),

@@ -38,7 +38,9 @@ AutonomyLevel = Annotated[
 LabelKey = Annotated[
     str, StringConstraints(strict=True, pattern=r"^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$")
 ]
-LabelValue = Annotated[str, StringConstraints(strict=True, max_length=63)]
+LabelValue = Annotated[
+    str, StringConstraints(strict=True, max_length=63, pattern=r"^[^\x00-\x1f\x7f]*$")
+]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
 
 SEMVER = (

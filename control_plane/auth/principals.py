@@ -31,12 +31,19 @@ class Capability(StrEnum):
     registry_read = "registry:read"
     registry_write = "registry:write"
     operators_manage = "operators:manage"
+    policy_read = "policy:read"
+    policy_write = "policy:write"
+    decisions_read = "decisions:read"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.platform_admin: frozenset(Capability),
-    Role.domain_admin: frozenset({Capability.registry_read, Capability.registry_write}),
-    Role.auditor: frozenset({Capability.registry_read}),
+    Role.domain_admin: frozenset(
+        {Capability.registry_read, Capability.registry_write, Capability.decisions_read}
+    ),
+    Role.auditor: frozenset(
+        {Capability.registry_read, Capability.policy_read, Capability.decisions_read}
+    ),
     # Approvers act on approvals only (a later piece); least privilege elsewhere.
     Role.approver: frozenset(),
 }

@@ -229,9 +229,14 @@ def _pointer(loc: Sequence[Any]) -> str:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    return field_errors(exc.errors())
+
+
+def field_errors(errors: Sequence[Any], prefix: Sequence[str] = ()) -> list[FieldError]:
+    """Per-field errors (pydantic's error dicts) as JSON pointers, optionally under ``prefix``."""
     out: list[FieldError] = []
-    for err in exc.errors():
-        loc = err.get("loc", ())
+    for err in errors:
+        loc = (*prefix, *err.get("loc", ()))
         message = str(err.get("msg", "invalid value"))
         if err.get("type") == "extra_forbidden":
             message = "unknown field"

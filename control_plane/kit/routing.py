@@ -13,6 +13,7 @@ the race on the unique (principal, key) row is refused (409) and its transaction
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
@@ -76,7 +77,10 @@ class TransactionalRoute(APIRoute):
             state = request.app.state
             safe = request.method in ("GET", "HEAD")
             maker = state.read_sessionmaker if safe else state.sessionmaker
-            async with maker() as session:
+            # SQLite has one writer at a time. Queue this process's writers here, in order,
+            # rather than in SQLite's busy handler, which sleeps and retries (slow tail).
+            writer_turn = state.sqlite_write_lock if state.sqlite_write_lock and not safe else None
+            async with writer_turn or contextlib.nullcontext(), maker() as session:
                 request.state.session = session
                 try:
                     response = await handler(request)

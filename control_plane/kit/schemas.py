@@ -8,7 +8,7 @@ ignored setting. ``PatchModel`` bodies are partial updates: a field may be left 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -31,6 +31,17 @@ def is_name(value: str) -> bool:
 
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: Free-form models (a decision's resource) accept NUL; the database layer copes with it.
+    allow_nul: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _no_nul_in_text(self) -> Self:
+        if not self.allow_nul:
+            for name, value in self:
+                if isinstance(value, str) and "\x00" in value:
+                    raise ValueError(f"'{name}' must not contain NUL characters")
+        return self
 
 
 class PatchModel(RequestModel):

@@ -12,7 +12,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 import control_plane.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from control_plane.kit.db import create_engine
-from control_plane.models.base import UTCDateTime
+from control_plane.models.base import JSONDocument, UTCDateTime
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -21,6 +21,9 @@ target_metadata = SQLModel.metadata
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Render the project's column types as plain SQLAlchemy ones, so migrations never import
     application code (which changes over time while migrations must not)."""
+    if type_ == "type" and isinstance(obj, JSONDocument):
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return "sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql')"
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if type_ == "type" and isinstance(obj, AutoString):

@@ -3,15 +3,19 @@
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
+from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
 from control_plane.models.registry import Agent, AgentVersion, Domain
 
 __all__ = [
     "Agent",
     "AgentVersion",
     "Credential",
+    "Decision",
     "Domain",
     "IdempotencyRecord",
     "Operator",
+    "PolicyBundle",
+    "PolicyRevision",
     "RevokedToken",
     "SigningKeyRow",
     "UsedAssertion",

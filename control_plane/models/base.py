@@ -12,8 +12,35 @@ from sqlmodel import Field
 
 from control_plane.kit.time import aware, utcnow
 
-# JSONB on PostgreSQL (indexable, compact); JSON text on SQLite.
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+class JSONDocument(TypeDecorator[Any]):
+    """JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+
+    PostgreSQL's jsonb cannot hold U+0000, which agents may legitimately send inside free-form
+    attributes; it is stored as U+FFFD instead of failing the request. (Digests are computed
+    over the exact input before storage.)
+    """
+
+    impl = JSON().with_variant(JSONB(), "postgresql")
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return _without_nul(value)
+        return value
+
+
+JSONType = JSONDocument()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

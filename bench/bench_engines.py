@@ -1,0 +1,236 @@
+"""Policy engine latency for the shipped policy: embedded (regopy) vs OPA, side by side.
+
+    python bench/bench_engines.py [--n 2000] [--concurrency 16]
+
+Measures, on the same inputs:
+- regopy `Interpreter.query()` per decision (recompiles each time: what the engine avoids);
+- regopy built bundle + `query_bundle_entrypoint()` in one thread (the engine's inner call);
+- `EmbeddedEngine.evaluate` (encoding, thread hop, validation included);
+- a bare `POST /v1/data/agents/authz/decision` to OPA with a pooled httpx client;
+- `OpaEngine.evaluate`;
+and the throughput of each engine with concurrent callers. OPA comes from `AGENTCTL_OPA_BIN` or
+the cache of `scripts/install-opa.sh`; without it the OPA rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# regopy must load before structlog/greenlet (imported by control_plane): see embedded.py.
+import httpx  # noqa: E402
+import regopy  # noqa: E402
+
+from control_plane.policy.engine import LoadedBundle, encode_input  # noqa: E402
+from control_plane.policy.engines.embedded import EmbeddedEngine  # noqa: E402
+from control_plane.policy.engines.opa import OpaEngine  # noqa: E402
+from control_plane.policy.source import read_policy_dir  # noqa: E402
+
+ENTRYPOINT = "agents/authz/decision"
+
+
+def inputs() -> list[dict[str, Any]]:
+    base = {
+        "agent": {
+            "id": "agt-1",
+            "name": "refund-bot",
+            "domain": "payments",
+            "status": "active",
+            "autonomy_level": 3,
+            "version": {"id": "v1", "version": "1.0.0", "state": "active"},
+            "labels": {},
+        },
+        "action": "payments.refund",
+        "resource": {"type": "payment", "id": "p1", "amount": 50, "region": "eu-west-1"},
+        "context": {"time": "2024-05-06T10:00:00Z", "risk": "low"},
+    }
+    approval = json.loads(json.dumps(base))
+    approval["agent"]["autonomy_level"] = 1
+    approval["resource"]["amount"] = 500
+    denied = json.loads(json.dumps(base))
+    denied["agent"]["status"] = "suspended"
+    windowed = json.loads(json.dumps(base))
+    windowed["agent"]["name"] = "payout-bot"
+    windowed["action"] = "payments.payout"
+    return [base, approval, denied, windowed]
+
+
+def summary(label: str, seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p50 = ordered[len(ordered) // 2] * 1000
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    mean = statistics.fmean(ordered) * 1000
+    return f"{label:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   mean {mean:7.3f} ms"
+
+
+def timed(n: int, docs: list[dict[str, Any]], call: Callable[[dict[str, Any]], Any]) -> list[float]:
+    out = []
+    for i in range(n):
+        started = time.perf_counter()
+        call(docs[i % len(docs)])
+        out.append(time.perf_counter() - started)
+    return out
+
+
+async def atimed(
+    n: int, docs: list[dict[str, Any]], call: Callable[[dict[str, Any]], Awaitable[Any]]
+) -> list[float]:
+    out = []
+    for i in range(n):
+        started = time.perf_counter()
+        await call(docs[i % len(docs)])
+        out.append(time.perf_counter() - started)
+    return out
+
+
+async def throughput(
+    n: int, concurrency: int, docs: list[dict[str, Any]], call: Callable[..., Awaitable[Any]]
+) -> float:
+    queue = list(range(n))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            await call(docs[i % len(docs)])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+def find_opa() -> str | None:
+    explicit = os.environ.get("AGENTCTL_OPA_BIN")
+    if explicit:
+        return explicit
+    tools = Path(os.environ.get("AGENTCTL_TOOLS_DIR") or Path.home() / ".cache/agentctl/tools")
+    candidate = tools / "opa-v1.22.2" / "opa"
+    return str(candidate) if candidate.exists() else None
+
+
+def start_opa(binary: str) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "error",
+            "--disable-telemetry",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(url + "/health", timeout=0.5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("OPA did not start")
+
+
+async def run(n: int, concurrency: int) -> None:
+    source = read_policy_dir(ROOT / "policies")
+    bundle = LoadedBundle(source.modules, source.data, revision="bench")
+    docs = inputs()
+    runtime = {p: s for p, s in source.modules.items() if not p.endswith("_test.rego")}
+
+    interpreter = regopy.Interpreter()
+    for path, text in runtime.items():
+        interpreter.add_module(path, text)
+    interpreter.add_data_json(json.dumps(source.data))
+
+    def recompiling(doc: dict[str, Any]) -> Any:
+        interpreter.set_input_term(encode_input(doc))
+        return interpreter.query("data.agents.authz.decision")
+
+    built_interpreter = regopy.Interpreter()
+    for path, text in runtime.items():
+        built_interpreter.add_module(path, text)
+    built_interpreter.add_data_json(json.dumps(source.data))
+    built = built_interpreter.build(None, [ENTRYPOINT])
+
+    def prebuilt(doc: dict[str, Any]) -> Any:
+        built_interpreter.set_input_term(encode_input(doc))
+        return built_interpreter.query_bundle_entrypoint(built, ENTRYPOINT)
+
+    rows = [
+        summary("regopy query() (recompiles)", timed(min(n, 300), docs, recompiling)),
+        summary("regopy build + query_bundle_entrypoint", timed(n, docs, prebuilt)),
+    ]
+    embedded = EmbeddedEngine(timeout=5, threads=2)
+    await embedded.load(bundle)
+    await atimed(50, docs, embedded.evaluate)
+    rows.append(summary("EmbeddedEngine.evaluate", await atimed(n, docs, embedded.evaluate)))
+    rates = {"embedded": await throughput(n, concurrency, docs, embedded.evaluate)}
+    await embedded.aclose()
+
+    binary = find_opa()
+    if binary is None:
+        rows.append("OPA rows skipped: no OPA binary (scripts/install-opa.sh)")
+    else:
+        proc, url = start_opa(binary)
+        try:
+            opa = OpaEngine(url, timeout=5)
+            await opa.load(bundle)
+            async with httpx.AsyncClient(base_url=url) as client:
+
+                async def bare(doc: dict[str, Any]) -> Any:
+                    body = b'{"input":' + encode_input(doc).encode() + b"}"
+                    response = await client.post(
+                        "/v1/data/" + ENTRYPOINT,
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                    )
+                    return response.json()
+
+                await atimed(50, docs, bare)
+                rows.append(summary("bare POST to OPA /v1/data", await atimed(n, docs, bare)))
+                rates["bare OPA"] = await throughput(n, concurrency, docs, bare)
+            await atimed(50, docs, opa.evaluate)
+            rows.append(summary("OpaEngine.evaluate", await atimed(n, docs, opa.evaluate)))
+            rates["opa"] = await throughput(n, concurrency, docs, opa.evaluate)
+            await opa.aclose()
+        finally:
+            proc.kill()
+            proc.wait()
+    print(f"shipped policy, {n} sequential decisions over {len(docs)} inputs")
+    for row in rows:
+        print(row)
+    print(f"throughput with {concurrency} concurrent callers:")
+    for name, rate in rates.items():
+        print(f"  {name:<12} {rate:8.0f} decisions/s")
+    if "opa" in rates:
+        print(f"  embedded/opa ratio {rates['embedded'] / rates['opa']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    asyncio.run(run(args.n, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Decisions: an agent asks before it acts; the answer comes from policy and is recorded."""

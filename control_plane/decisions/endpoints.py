@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from control_plane.auth.dependencies import CurrentOperator
+from control_plane.credentials.agent_auth import AgentPrincipal, require_scope
+from control_plane.decisions import service
+from control_plane.decisions.schemas import (
+    DecisionList,
+    DecisionRecord,
+    DecisionRequest,
+    DecisionResult,
+)
+from control_plane.kit.errors import error_responses
+from control_plane.kit.pagination import Pagination, page_fields
+from control_plane.kit.routing import Session, TransactionalRoute, idempotent
+
+router = APIRouter(
+    prefix="/v1/decisions",
+    tags=["decisions"],
+    route_class=TransactionalRoute,
+    responses=error_responses(401, 403, 422),
+)
+
+_decider = require_scope("decisions:create")
+Decider = Annotated[AgentPrincipal, Depends(_decider)]
+
+
+class Effect(StrEnum):
+    allow = "allow"
+    deny = "deny"
+    require_approval = "require_approval"
+
+
+@router.post("", operation_id="decisions-create", dependencies=[idempotent(_decider)])
+async def create_decision(
+    body: DecisionRequest, request: Request, agent: Decider, session: Session
+) -> DecisionResult:
+    """Ask whether the calling agent may take an action (agent token, decisions:create)."""
+    state = request.app.state
+    return await service.decide(session, state.policy_runtime, agent, body, state.input_limits)
+
+
+@router.get("", operation_id="decisions-list")
+async def list_decisions(
+    who: CurrentOperator,
+    session: Session,
+    page: Pagination,
+    agent_id: uuid.UUID | None = None,
+    effect: Effect | None = None,
+    action: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[datetime | None, Query(description="Decided at or after (RFC 3339).")] = None,
+    until: Annotated[datetime | None, Query(description="Decided before (RFC 3339).")] = None,
+) -> DecisionList:
+    """List recorded decisions visible to the caller, oldest first."""
+    rows = await service.list_decisions(
+        session,
+        who,
+        agent_id=agent_id,
+        effect=effect.value if effect else None,
+        action=action,
+        since=since,
+        until=until,
+        after=page.after,
+        limit=page.limit,
+    )
+    return DecisionList(**page_fields(rows, page.limit, DecisionRecord))

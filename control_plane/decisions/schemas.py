@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, ClassVar
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from control_plane.kit.schemas import RequestModel, ResponseModel
+
+Action = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:*/-]{0,199}$"),
+    Field(
+        description="What the agent wants to do, e.g. payments.refund.",
+        examples=["payments.refund"],
+    ),
+]
+
+
+class Resource(RequestModel):
+    """What the action is on: a type and an id, plus any attributes the policy reads."""
+
+    model_config = ConfigDict(extra="allow")
+    allow_nul: ClassVar[bool] = True
+
+    type: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+    id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
+
+
+class DecisionRequest(RequestModel):
+    action: Action
+    resource: Resource
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form: amount, time, trace ids, ..."
+    )
+
+
+class DecisionResult(ResponseModel):
+    decision_id: uuid.UUID
+    effect: str = Field(description="allow, deny or require_approval")
+    allow: bool
+    reasons: list[str]
+    obligations: list[dict[str, Any]]
+    bundle: str
+    revision: int | None
+    engine: str
+
+
+class DecisionRecord(ResponseModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    domain: str
+    client_id: uuid.UUID | None
+    version_id: uuid.UUID | None
+    version: str | None
+    action: str
+    resource: dict[str, Any]
+    input_digest: str
+    effect: str
+    allow: bool
+    reasons: list[str]
+    obligations: list[dict[str, Any]]
+    bundle: str
+    revision: int | None
+    engine: str
+    failure: str | None
+    latency_ms: float
+    created_at: datetime
+
+
+class DecisionList(ResponseModel):
+    data: list[DecisionRecord]
+    has_more: bool
+    next_after: str | None = None

@@ -1,0 +1,70 @@
+"""Policy tables: named bundles, their immutable revisions, and every decision taken."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from control_plane.kit.ids import uuid7
+from control_plane.models.base import JSONType, timestamp_now
+
+
+class PolicyBundle(SQLModel, table=True):
+    __tablename__ = "policy_bundles"
+
+    name: str = Field(primary_key=True, max_length=63)
+    # The revision decisions use; activating an earlier one is the rollback.
+    active_revision: int | None = Field(default=None)
+    created_at: datetime = timestamp_now()
+    updated_at: datetime = timestamp_now()
+
+
+class PolicyRevision(SQLModel, table=True):
+    """Immutable: a revision is never updated, only superseded."""
+
+    __tablename__ = "policy_revisions"
+    __table_args__ = (UniqueConstraint("bundle", "revision", name="uq_policy_revisions_number"),)
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    bundle: str = Field(foreign_key="policy_bundles.name", max_length=63)
+    revision: int
+    modules: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    # sha256 of the canonical JSON of {"modules", "data"}.
+    digest: str = Field(max_length=71)
+    created_by: str = Field(max_length=100)
+    created_at: datetime = timestamp_now()
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+    __table_args__ = (
+        Index("ix_decisions_agent_id_id", "agent_id", "id"),
+        Index("ix_decisions_domain_id", "domain", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    agent_id: uuid.UUID = Field(foreign_key="agents.id")
+    domain: str = Field(max_length=63)
+    client_id: uuid.UUID | None = Field(default=None)
+    version_id: uuid.UUID | None = Field(default=None)
+    version: str | None = Field(default=None, max_length=100)
+    action: str = Field(max_length=200, index=True)
+    resource: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    input_digest: str = Field(max_length=71)
+    effect: str = Field(max_length=20, index=True)
+    allow: bool
+    reasons: list[str] = Field(sa_column=Column(JSONType, nullable=False))
+    obligations: list[dict[str, Any]] = Field(sa_column=Column(JSONType, nullable=False))
+    bundle: str = Field(max_length=63)
+    revision: int | None = Field(default=None)
+    engine: str = Field(max_length=20)
+    # Set when the engine failed and the decision failed closed.
+    failure: str | None = Field(default=None, max_length=500)
+    latency_ms: float
+    trace_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = timestamp_now()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import ValidationError
+
+from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
+from control_plane.kit.errors import (
+    FieldError,
+    ProblemError,
+    ValidationFailed,
+    error_responses,
+    field_errors,
+)
+from control_plane.kit.pagination import page_fields
+from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.schemas import NAME_PATTERN
+from control_plane.models import PolicyBundle, PolicyRevision
+from control_plane.policy import service
+from control_plane.policy.bundle_io import BundleArchiveError, read_bundle_archive
+from control_plane.policy.schemas import (
+    BundleList,
+    BundlePublic,
+    RevisionCreate,
+    RevisionList,
+    RevisionPublic,
+    RevisionSummary,
+)
+from control_plane.policy.source import PolicySource
+
+router = APIRouter(
+    prefix="/v1/policies",
+    tags=["policies"],
+    route_class=TransactionalRoute,
+    responses=error_responses(401, 403, 404, 422),
+)
+
+BundleName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
+RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+_GZIP = ("application/gzip", "application/x-gzip", "application/x-tar+gzip")
+
+
+class UnsupportedMediaType(ProblemError):
+    status = 415
+    title = "Unsupported media type"
+
+
+def _summary(bundle: PolicyBundle, revision: PolicyRevision) -> dict[str, Any]:
+    return {
+        "bundle": revision.bundle,
+        "revision": revision.revision,
+        "digest": revision.digest,
+        "active": bundle.active_revision == revision.revision,
+        "modules": sorted(revision.modules),
+        "created_by": revision.created_by,
+        "created_at": revision.created_at,
+    }
+
+
+async def _source(request: Request) -> PolicySource:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if ctype in _GZIP:
+        try:
+            return read_bundle_archive(body)
+        except BundleArchiveError as exc:
+            raise ValidationFailed(
+                f"The bundle archive was rejected: {exc}",
+                errors=[FieldError(pointer="/body", detail=str(exc))],
+            ) from None
+    if ctype != "application/json":
+        raise UnsupportedMediaType("Send application/json or a tar.gz bundle (application/gzip).")
+    try:
+        parsed = RevisionCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "The request does not match the schema; see errors.",
+            errors=field_errors(exc.errors(), prefix=("body",)),
+        ) from None
+    return PolicySource(modules=dict(parsed.modules), data=dict(parsed.data))
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RevisionCreate"}},
+            "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/{bundle}/revisions",
+    status_code=201,
+    operation_id="policies-create_revision",
+    dependencies=[OperatorIdempotent],
+    responses=error_responses(409, 415),
+    openapi_extra=_UPLOAD_BODY,
+)
+async def create_revision(
+    bundle: BundleName, request: Request, who: CurrentOperator, session: Session, response: Response
+) -> RevisionSummary:
+    """Store a validated revision (JSON modules and data, or a tar.gz bundle directory)."""
+    source = await _source(request)
+    revision = await service.create_revision(
+        session, who, request.app.state.settings, bundle, source
+    )
+    response.headers["Location"] = f"/v1/policies/{bundle}/revisions/{revision.revision}"
+    stored = await service.get_revision(session, who, bundle, revision.revision)
+    return RevisionSummary(**_summary(*stored))
+
+
+@router.get("", operation_id="policies-list_bundles")
+async def list_bundles(
+    who: CurrentOperator,
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(max_length=63)] = None,
+) -> BundleList:
+    """List policy bundles."""
+    rows = await service.list_bundles(session, who, after=after, limit=limit)
+    return BundleList(**page_fields(rows, limit, BundlePublic, cursor=lambda b: b.name))
+
+
+@router.get("/{bundle}/revisions", operation_id="policies-list_revisions")
+async def list_revisions(
+    bundle: BundleName,
+    who: CurrentOperator,
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[int | None, Query(ge=1, description="Revisions below this number.")] = None,
+) -> RevisionList:
+    """List a bundle's revisions, newest first."""
+    found, rows = await service.list_revisions(session, who, bundle, after=after, limit=limit)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return RevisionList(
+        data=[RevisionSummary(**_summary(found, r)) for r in rows],
+        has_more=has_more,
+        next_after=str(rows[-1].revision) if has_more and rows else None,
+    )
+
+
+@router.get("/{bundle}/revisions/{revision}", operation_id="policies-get_revision")
+async def get_revision(
+    bundle: BundleName, revision: RevisionNumber, who: CurrentOperator, session: Session
+) -> RevisionPublic:
+    """One revision with its sources and data."""
+    found, row = await service.get_revision(session, who, bundle, revision)
+    return RevisionPublic(**_summary(found, row), sources=row.modules, data=row.data)
+
+
+@router.post(
+    "/{bundle}/revisions/{revision}/activate",
+    operation_id="policies-activate_revision",
+    dependencies=[OperatorIdempotent],
+)
+async def activate_revision(
+    bundle: BundleName, revision: RevisionNumber, who: CurrentOperator, session: Session
+) -> RevisionSummary:
+    """Make this revision the one decisions use; activating an earlier one is the rollback."""
+    found, row = await service.activate(session, who, bundle, revision)
+    return RevisionSummary(**_summary(found, row))

@@ -1,0 +1,1 @@
+"""Engine implementations behind `control_plane.policy.engine.PolicyEngine`."""

@@ -1,0 +1,317 @@
+# METADATA
+# title: Default authorization policy for agent actions
+# description: |
+#   Decides whether a registered agent may perform an action on a resource.
+#   Deny by default: every requirement is written as a positive fact, and a
+#   deny reason fires whenever the fact cannot be proven (missing or malformed
+#   input included). The decision document is data.agents.authz.decision.
+#
+#   Configuration lives in bundle data under data.authz (see policies/data.json).
+#
+#   Portability: this module must evaluate identically in OPA and in the
+#   embedded engine (regopy), so it only uses builtins both support, never
+#   echoes input strings into the decision (regopy keeps JSON escapes inside
+#   strings verbatim, so string-transforming builtins can differ on them),
+#   strips a trailing "Z" before time.parse_rfc3339_ns (regopy rejects it),
+#   and negates only plain rule names: `not a[b]` where rule b is undefined is
+#   true in regopy but undefined in OPA.
+package agents.authz
+
+cfg := data.authz
+
+# ---------------------------------------------------------------------------
+# Decision document
+# ---------------------------------------------------------------------------
+
+# Fallback when any part of the decision is undefined: still a deny, with a reason.
+default decision := {
+	"effect": "deny",
+	"allow": false,
+	"reasons": ["policy_incomplete"],
+	"obligations": [],
+}
+
+decision := {
+	"effect": effect,
+	"allow": effect == "allow",
+	"reasons": reasons,
+	"obligations": obligations,
+}
+
+effect := "deny" if {
+	count(deny_reasons) > 0
+} else := "require_approval" if {
+	count(approval_reasons) > 0
+} else := "allow"
+
+# Sets are sorted through an array: regopy 1.5.2 returns from sort(set) an array that prints
+# right but cannot be indexed or compared.
+reasons := sort([r | some r in deny_reasons]) if effect == "deny"
+
+reasons := sort([r | some r in approval_reasons]) if effect == "require_approval"
+
+reasons := [] if effect == "allow"
+
+obligations := array.concat(redact_obligations, approval_obligations)
+
+# ---------------------------------------------------------------------------
+# Normalised facts
+# ---------------------------------------------------------------------------
+
+agent := input.agent if is_object(input.agent)
+
+action := input.action if {
+	is_string(input.action)
+	input.action != ""
+}
+
+action_parts := split(action, ".")
+
+# The verb is the last dot-separated segment: "payments.invoice.read" -> "read".
+action_verb := action_parts[count(action_parts) - 1]
+
+read_action if action_verb in cfg.read_verbs
+
+resource := input.resource if is_object(input.resource)
+
+default resource_fields := {}
+
+resource_fields := resource
+
+default request_context := {}
+
+request_context := input.context if is_object(input.context)
+
+autonomy_level := agent.autonomy_level if agent.autonomy_level in {0, 1, 2, 3}
+
+autonomy := cfg.autonomy.levels[autonomy_level]
+
+# ---------------------------------------------------------------------------
+# Identity: agent and version must be active
+# ---------------------------------------------------------------------------
+
+deny_reasons contains "agent_missing" if not agent
+
+deny_reasons contains "agent_not_active" if {
+	agent
+	not agent_active
+}
+
+deny_reasons contains "version_not_active" if {
+	agent
+	not version_active
+}
+
+agent_active if agent.status == "active"
+
+version_active if agent.version.state == "active"
+
+# ---------------------------------------------------------------------------
+# Grants: by agent name or id, or by the agent's domain; "x.*" matches by prefix
+# ---------------------------------------------------------------------------
+
+deny_reasons contains "action_invalid" if not action
+
+deny_reasons contains "action_not_granted" if {
+	agent
+	action
+	not granted
+}
+
+granted if {
+	some grant in agent_grants
+	grant_matches(grant, action)
+}
+
+agent_grants contains grant if {
+	is_string(agent.name)
+	some grant in cfg.grants.agents[agent.name]
+}
+
+agent_grants contains grant if {
+	is_string(agent.id)
+	some grant in cfg.grants.agents[agent.id]
+}
+
+agent_grants contains grant if {
+	is_string(agent.domain)
+	some grant in cfg.grants.domains[agent.domain]
+}
+
+grant_matches(grant, act) if grant == act
+
+grant_matches(grant, act) if {
+	is_string(grant)
+	endswith(grant, ".*")
+	startswith(act, trim_suffix(grant, "*"))
+}
+
+# ---------------------------------------------------------------------------
+# Autonomy levels
+#   0: observe only (read verbs only)   1, 2: approval above thresholds
+#   3: autonomous within grants          thresholds are data, per level
+# ---------------------------------------------------------------------------
+
+deny_reasons contains "autonomy_level_invalid" if {
+	agent
+	not autonomy
+}
+
+deny_reasons contains "autonomy_observe_only" if {
+	autonomy.observe_only == true
+	not read_action
+}
+
+# An amount that is present but not a non-negative number must not slip past
+# the thresholds, so it is a deny rather than "no amount".
+deny_reasons contains "amount_invalid" if {
+	"amount" in object.keys(resource_fields)
+	not valid_amount
+}
+
+valid_amount if {
+	is_number(resource_fields.amount)
+	resource_fields.amount >= 0
+}
+
+default risk_name := "none"
+
+risk_name := request_context.risk if "risk" in object.keys(request_context)
+
+risk_name := cfg.default_risk if not "risk" in object.keys(request_context)
+
+risk_rank := cfg.risk_levels[risk_name]
+
+deny_reasons contains "risk_invalid" if not risk_rank
+
+approval_reasons contains "amount_requires_approval" if {
+	not read_action
+	valid_amount
+	resource_fields.amount > autonomy.approval_above_amount
+}
+
+approval_reasons contains "risk_requires_approval" if {
+	not read_action
+	risk_rank > cfg.risk_levels[autonomy.approval_above_risk]
+}
+
+# ---------------------------------------------------------------------------
+# Data residency: the resource's region must be allowed for its classification
+# ---------------------------------------------------------------------------
+
+classification := object.get(resource_fields, "classification", cfg.residency.default_classification)
+
+allowed_regions := cfg.residency.allowed_regions[classification]
+
+deny_reasons contains "classification_unknown" if not allowed_regions
+
+deny_reasons contains "residency_violation" if {
+	allowed_regions
+	not region_allowed
+}
+
+region_allowed if "*" in allowed_regions
+
+region_allowed if {
+	is_string(resource_fields.region)
+	resource_fields.region in allowed_regions
+}
+
+# ---------------------------------------------------------------------------
+# Time windows: per action, else per agent domain; days and HH:MM on a clock
+# shifted by utc_offset_minutes; a window is [start, end) within one day.
+# ---------------------------------------------------------------------------
+
+time_windows := cfg.time_windows.actions[action]
+
+time_windows := cfg.time_windows.domains[agent.domain] if not action_has_windows
+
+action_has_windows if cfg.time_windows.actions[action]
+
+# RFC 3339 with an explicit offset; the shape is checked first so both engines
+# see only inputs their parsers agree on.
+rfc3339_pattern := `^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$`
+
+request_time_ns := time.parse_rfc3339_ns(replace(request_context.time, "Z", "+00:00")) if {
+	is_string(request_context.time)
+	regex.match(rfc3339_pattern, request_context.time)
+}
+
+deny_reasons contains "time_missing" if {
+	time_windows
+	not "time" in object.keys(request_context)
+}
+
+deny_reasons contains "time_invalid" if {
+	time_windows
+	"time" in object.keys(request_context)
+	not request_time_ns
+}
+
+deny_reasons contains "outside_time_window" if {
+	time_windows
+	request_time_ns
+	not within_time_window
+}
+
+within_time_window if {
+	some window in time_windows
+	in_window(window, request_time_ns)
+}
+
+# Day and time of day come from integer arithmetic on nanoseconds, not from time.weekday or
+# time.clock: regopy 1.5.2 corrupts memory in time.weekday (and in the timezone forms of
+# time.clock/date/format) when the host process loaded greenlet before regopy.
+day_ns := 86400000000000
+
+week_ns := 7 * day_ns
+
+# 1970-01-01, nanosecond 0, was a Thursday.
+weekdays_from_epoch := ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"]
+
+floor_mod(a, b) := ((a % b) + b) % b
+
+weekday(ns) := weekdays_from_epoch[count([k |
+	some k in numbers.range(1, 6)
+	floor_mod(ns, week_ns) >= k * day_ns
+])]
+
+in_window(window, ns) if {
+	local_ns := ns + (window.utc_offset_minutes * 60000000000)
+	weekday(local_ns) in window.days
+	ns_of_day := floor_mod(local_ns, day_ns)
+	ns_of_day >= clock_minutes(window.start) * 60000000000
+	ns_of_day < clock_minutes(window.end) * 60000000000
+}
+
+clock_minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if {
+	parts := split(hhmm, ":")
+}
+
+# ---------------------------------------------------------------------------
+# Obligations
+# ---------------------------------------------------------------------------
+
+redact_fields contains field if some field in cfg.redaction.always
+
+redact_fields contains field if some field in cfg.redaction.actions[action]
+
+redact_fields contains field if some field in cfg.redaction.classifications[classification]
+
+redact_obligations := [{"type": "redact", "fields": sort([f | some f in redact_fields])}] if count(redact_fields) > 0
+
+redact_obligations := [] if count(redact_fields) == 0
+
+approval_obligations := [{
+	"type": "approval",
+	"approver_role": approver_role,
+	"ttl_seconds": cfg.approvals.ttl_seconds,
+}] if effect == "require_approval"
+
+approval_obligations := [] if effect != "require_approval"
+
+approver_role := cfg.approvals.approver_roles[agent.domain]
+
+approver_role := cfg.approvals.default_approver_role if not domain_has_approver_role
+
+domain_has_approver_role if cfg.approvals.approver_roles[agent.domain]

@@ -1,0 +1,226 @@
+"""Policy bundles over HTTP: validated immutable revisions, activation and rollback."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from control_plane.policy.bundle_io import write_bundle_archive
+from control_plane.policy.source import read_policy_dir
+from tests.decisions.support import REFUND, decider
+from tests.factories import create_operator
+
+POLICIES = Path(__file__).parent.parent.parent / "policies"
+
+
+def _shipped() -> dict[str, Any]:
+    source = read_policy_dir(POLICIES)
+    return {"modules": source.modules, "data": source.data}
+
+
+def _deny_all() -> dict[str, Any]:
+    """A valid policy under the same decision path that denies everything."""
+    return {
+        "modules": {
+            "agents/authz.rego": (
+                "package agents.authz\n\n"
+                'decision := {"effect": "deny", "allow": false, '
+                '"reasons": ["maintenance"], "obligations": []}\n'
+            )
+        },
+        "data": {},
+    }
+
+
+async def _revisions(client: httpx.AsyncClient, admin: dict[str, str]) -> list[int]:
+    r = await client.get("/v1/policies/default/revisions", headers=admin)
+    return [rev["revision"] for rev in r.json()["data"]]
+
+
+async def test_activation_and_rollback_show_in_the_next_decision(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await decider(client, admin)
+    first = (await client.post("/v1/decisions", json=REFUND, headers=me["headers"])).json()
+    assert (first["effect"], first["revision"]) == ("allow", 1)
+
+    r = await client.post("/v1/policies/default/revisions", json=_deny_all(), headers=admin)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["revision"] == 2
+    assert created["active"] is False
+    assert created["digest"].startswith("sha256:")
+    assert r.headers["location"] == "/v1/policies/default/revisions/2"
+    # Stored but not active: decisions still use revision 1.
+    assert (await client.post("/v1/decisions", json=REFUND, headers=me["headers"])).json()[
+        "revision"
+    ] == 1
+
+    r = await client.post("/v1/policies/default/revisions/2/activate", headers=admin)
+    assert r.json()["active"] is True
+    after = (await client.post("/v1/decisions", json=REFUND, headers=me["headers"])).json()
+    assert (after["effect"], after["reasons"], after["revision"]) == ("deny", ["maintenance"], 2)
+
+    await client.post("/v1/policies/default/revisions/1/activate", headers=admin)
+    rolled = (await client.post("/v1/decisions", json=REFUND, headers=me["headers"])).json()
+    assert (rolled["effect"], rolled["revision"]) == ("allow", 1)
+
+    listed = (await client.get("/v1/policies/default/revisions", headers=admin)).json()["data"]
+    assert [(r["revision"], r["active"]) for r in listed] == [(2, False), (1, True)]
+    full = (await client.get("/v1/policies/default/revisions/2", headers=admin)).json()
+    assert full["sources"] == _deny_all()["modules"]
+    bundles = (await client.get("/v1/policies", headers=admin)).json()["data"]
+    assert bundles[0]["name"] == "default"
+    assert bundles[0]["active_revision"] == 1
+
+
+async def test_same_content_gives_the_same_digest(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    shipped = _shipped()
+    a = (await client.post("/v1/policies/other/revisions", json=shipped, headers=admin)).json()
+    b = (await client.post("/v1/policies/other/revisions", json=shipped, headers=admin)).json()
+    assert a["digest"] == b["digest"]
+    assert (a["revision"], b["revision"]) == (1, 2)
+    default = (await client.get("/v1/policies/default/revisions/1", headers=admin)).json()
+    assert default["digest"] == a["digest"]
+
+
+# (name, source, lines an engine may truthfully point at)
+INVALID: list[tuple[str, str, set[int]]] = [
+    ("v0_rule_without_if", "package agents.authz\n\nallow {\n\tinput.x == 1\n}\n", {3}),
+    (
+        "v0_partial_set",
+        'package agents.authz\n\ndeny[msg] {\n\tmsg := "no"\n}\n',
+        {3},
+    ),
+    ("unsafe_variable", "package agents.authz\n\nallow if {\n\tx == 1\n}\n", {4}),
+    (
+        "unknown_function",
+        "package agents.authz\n\nallow if {\n\tnot_a_builtin(input.x)\n}\n",
+        {4},
+    ),
+    # OPA points at the end of input, regopy at the unclosed brace.
+    ("parse_error", "package agents.authz\n\nallow if {\n\tinput.x ==\n", {3, 4, 5}),
+    ("conflicting_complete_rules", "package agents.authz\n\nx := 1\n\nx := 2\n", {3, 5}),
+]
+
+
+@pytest.fixture(params=["opa_binary", "embedded_fallback"])
+def validation(request: pytest.FixtureRequest, app: FastAPI) -> str:
+    """Validate uploads with the OPA binary (authoritative) or without one (fallback)."""
+    if request.param == "opa_binary":
+        opa = request.getfixturevalue("opa_bin")
+        app.state.settings = app.state.settings.model_copy(update={"opa_bin": opa})
+    return str(request.param)
+
+
+@pytest.mark.parametrize(("name", "source", "lines"), INVALID, ids=[c[0] for c in INVALID])
+async def test_invalid_policy_is_422_with_file_and_line(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    validation: str,
+    name: str,
+    source: str,
+    lines: set[int],
+) -> None:
+    body = {"modules": {"agents/bad.rego": source}, "data": {}}
+    r = await client.post("/v1/policies/default/revisions", json=body, headers=admin)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["code"] == "validation_failed"
+    assert "agents/bad.rego:" in problem["detail"], problem
+    located = [e["detail"] for e in problem["errors"] if e["detail"].startswith("agents/bad.rego:")]
+    assert located, problem
+    reported = {int(d.split(":")[1]) for d in located if d.split(":")[1].isdigit()}
+    assert reported & lines, (validation, problem)
+    assert await _revisions(client, admin) == [1]
+
+
+async def test_tar_gz_upload(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    archive = write_bundle_archive(read_policy_dir(POLICIES))
+    r = await client.post(
+        "/v1/policies/default/revisions",
+        content=archive,
+        headers=admin | {"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["modules"] == ["agents/authz.rego", "agents/authz_test.rego"]
+    shipped = (await client.get("/v1/policies/default/revisions/1", headers=admin)).json()
+    assert r.json()["digest"] == shipped["digest"]
+
+
+def _tar(members: dict[str, bytes], *, link: str | None = None) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        if link:
+            info = tarfile.TarInfo("evil.rego")
+            info.type = tarfile.SYMTYPE
+            info.linkname = link
+            tar.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not a tarball",
+        _tar({"../escape.rego": b"package x\n"}),
+        _tar({"/abs.rego": b"package x\n"}),
+        _tar({"a.rego": b"package x\n"}, link="/etc/passwd"),
+        _tar({"README.md": b"hi"}),
+        _tar({"data.json": b"{}"}),
+        _tar({"data.json": b"{not json", "a.rego": b"package a\n"}),
+        _tar({"a.rego": b"\xff\xfe"}),
+    ],
+)
+async def test_bad_archives_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str], raw: bytes
+) -> None:
+    r = await client.post(
+        "/v1/policies/default/revisions",
+        content=raw,
+        headers=admin | {"Content-Type": "application/gzip"},
+    )
+    assert r.status_code == 422, r.text
+    assert await _revisions(client, admin) == [1]
+
+
+async def test_upload_errors_and_permissions(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    url = "/v1/policies/default/revisions"
+    r = await client.post(url, content=b"x", headers=admin | {"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = await client.post(url, json={"modules": {}}, headers=admin)
+    assert r.status_code == 422
+    r = await client.post(url, json={"modules": {"a.rego": 5}}, headers=admin)
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["pointer"].startswith("/body/modules")
+    r = await client.post(url, json={**_deny_all(), "extra": 1}, headers=admin)
+    assert r.status_code == 422
+    r = await client.post(url, content=b"{", headers=admin | {"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert (
+        await client.post("/v1/policies/default/revisions/9/activate", headers=admin)
+    ).status_code == 404
+    assert (await client.get("/v1/policies/nope/revisions", headers=admin)).status_code == 404
+    await client.post("/v1/domains", json={"name": "payments"}, headers=admin)
+    domain_admin = await create_operator(client, admin, "domain_admin", ["payments"])
+    auditor = await create_operator(client, admin, "auditor")
+    assert (await client.post(url, json=_deny_all(), headers=domain_admin)).status_code == 403
+    assert (await client.post(url, json=_deny_all(), headers=auditor)).status_code == 403
+    assert (await client.get(url, headers=auditor)).status_code == 200
+    r = await client.post("/v1/policies/default/revisions/1/activate", headers=auditor)
+    assert r.status_code == 403
+    assert await _revisions(client, admin) == [1]
