@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from bench.servers import ADMIN, _free_port, measure, row, server
+from bench.servers import ADMIN, measure, row, server
+from tests.servers import free_port
 
 SECONDS = 3.0
 CONCURRENCY = 4
@@ -150,7 +151,7 @@ async def _bare_opa(opa_url: str, agent_doc: dict[str, Any]) -> dict[str, float]
 def main() -> None:
     print(f"decisions (issue 4): {CONCURRENCY} concurrent clients, {SECONDS:.0f} s per path")
     opa_bin = _opa_bin()
-    port = _free_port()
+    port = free_port()
     opa = subprocess.Popen(
         [
             opa_bin,

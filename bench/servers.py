@@ -3,71 +3,36 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from tests.servers import server_env, serving
 
-ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "acp_op_bench-admin-token-0123456789abcdefghij"
 KEK = "bench-key-encryption-key-0123456789abcdefghijkl"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
 def server(data_dir: Path, **env_extra: str) -> Iterator[str]:
     """``agentctl serve`` on SQLite in ``data_dir`` (or AGENTCTL_BENCH_DATABASE_URL)."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
-    env.update(
-        AGENTCTL_DATA_DIR=str(data_dir),
+    db_url = os.environ.get(
+        "AGENTCTL_BENCH_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'agentctl.db'}"
+    )
+    env = server_env(
+        db_url,
+        data_dir,
         AGENTCTL_ADMIN_TOKEN=ADMIN,
         AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
         AGENTCTL_ISSUER="http://bench.test",
         AGENTCTL_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
         **env_extra,
     )
-    if os.environ.get("AGENTCTL_BENCH_DATABASE_URL"):
-        env["AGENTCTL_DATABASE_URL"] = os.environ["AGENTCTL_BENCH_DATABASE_URL"]
-    log = tempfile.NamedTemporaryFile(prefix="agentctl-bench-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control_plane", "serve", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(Path(log.name).read_text())
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with serving(env, data_dir / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def measure(

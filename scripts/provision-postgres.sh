@@ -39,6 +39,9 @@ if [ "$(psql_admin "select 1 from pg_roles where rolname='${DB_USER}'")" != "1" 
   log "creating role ${DB_USER}"
   psql_admin "create role ${DB_USER} login createdb password '${DB_PASS}'" >/dev/null
 fi
+# Tests drop their per-test databases WITH (FORCE); that may need to end a backend of another
+# role (autovacuum working on the fresh database).
+psql_admin "grant pg_signal_backend to ${DB_USER}" >/dev/null
 if [ "$(psql_admin "select 1 from pg_database where datname='${DB_NAME}'")" != "1" ]; then
   log "creating database ${DB_NAME}"
   psql_admin "create database ${DB_NAME} owner ${DB_USER}" >/dev/null

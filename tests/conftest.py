@@ -15,6 +15,7 @@ import asyncio
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,17 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+async def _pg_drop(name: str) -> None:
+    """Drop a test database; a backend of another role (autovacuum) can hold it for a moment."""
+    for _ in range(20):
+        try:
+            await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            await asyncio.sleep(0.25)
+    warnings.warn(f"test database {name} could not be dropped", stacklevel=1)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
@@ -102,7 +114,7 @@ def pg_template() -> Iterator[str]:
     asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
     upgrade(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
     yield name
-    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(_pg_drop(name))
 
 
 @pytest.fixture(
@@ -123,7 +135,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        asyncio.run(_pg_drop(name))
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ from control_plane.credentials.tokens import (
     CLIENT_ASSERTION_TYPE,
     ClientAssertionError,
     TokenError,
+    VerifiedAccessToken,
     averify_client_assertion,
     generate_client_secret,
     hash_secret,
@@ -341,6 +342,22 @@ async def issue_token(
 INACTIVE = Introspection(active=False)
 
 
+def _verified_or_none(
+    ring: SigningKeyRing, settings: Settings, token: str
+) -> VerifiedAccessToken | None:
+    """The token's verified claims, or None for anything that is not a valid token of ours."""
+    try:
+        return verify_access_token(
+            ring,
+            token,
+            issuer=settings.issuer_url,
+            audience=settings.token_audience,
+            leeway=settings.token_leeway_seconds,
+        )
+    except TokenError:
+        return None
+
+
 async def introspect(
     session: AsyncSession,
     ring: SigningKeyRing,
@@ -349,15 +366,8 @@ async def introspect(
     token: str,
 ) -> Introspection:
     who.require(Capability.registry_read)
-    try:
-        verified = verify_access_token(
-            ring,
-            token,
-            issuer=settings.issuer_url,
-            audience=settings.token_audience,
-            leeway=settings.token_leeway_seconds,
-        )
-    except TokenError:
+    verified = _verified_or_none(ring, settings, token)
+    if verified is None:
         return INACTIVE
     client_id = _parse_client_id(verified.client_id)
     agent_id = _parse_client_id(verified.subject)
@@ -394,17 +404,8 @@ async def revoke(
     token: str,
 ) -> None:
     """RFC 7009: revoke ``token`` if it belongs to the authenticated client; silent otherwise."""
-    try:
-        verified = verify_access_token(
-            ring,
-            token,
-            issuer=settings.issuer_url,
-            audience=settings.token_audience,
-            leeway=settings.token_leeway_seconds,
-        )
-    except TokenError:
-        return
-    if verified.client_id != str(credential.id):
+    verified = _verified_or_none(ring, settings, token)
+    if verified is None or verified.client_id != str(credential.id):
         return
     expires = datetime.fromtimestamp(verified.expires_at + settings.token_leeway_seconds, UTC)
     await repository.revoke_token(session, verified.jti, credential.id, expires)
