@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_sessionmaker = create_sessionmaker(engine, read_only=True)
         app.state.sqlite_write_lock = asyncio.Lock() if settings.is_sqlite else None
         app.state.migration_head = head_revision()
-        keystore = KeyStore(app.state.sessionmaker, settings)
+        keystore = KeyStore(app.state.sessionmaker, settings, app.state.read_sessionmaker)
         await keystore.start()
         app.state.keystore = keystore
         app.state.agent_authenticator = AgentAuthenticator(keystore, settings)

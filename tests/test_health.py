@@ -18,12 +18,14 @@ async def test_ready_when_migrated(client: httpx.AsyncClient, is_postgres: bool)
     assert ready["migration"]
 
 
-async def _get(settings: Settings, path: str) -> httpx.Response:
+async def _get(
+    settings: Settings, path: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.get(path)
+            return await c.get(path, headers=headers)
 
 
 async def test_not_ready_before_migrations(tmp_path: Path) -> None:
@@ -43,4 +45,14 @@ async def test_not_ready_when_database_unreachable(tmp_path: Path) -> None:
     )
     r = await _get(settings, "/readyz")
     assert r.status_code == 503
+    assert r.json()["code"] == "service_unavailable"
+
+
+async def test_api_answers_503_when_database_unreachable(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none", data_dir=tmp_path
+    )
+    r = await _get(settings, "/v1/agents", {"Authorization": "Bearer acp_op_" + "x" * 43})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
     assert r.json()["code"] == "service_unavailable"

@@ -126,8 +126,13 @@ class KeyStore:
     """The current key ring of this process, reloaded from the database every
     ``key_refresh_seconds`` (and at most once a second on demand, for an unknown kid)."""
 
-    def __init__(self, sessionmaker: SessionMaker, settings: Settings) -> None:
+    def __init__(
+        self, sessionmaker: SessionMaker, settings: Settings, read_sessionmaker: SessionMaker
+    ) -> None:
+        # Reloads happen inside requests that may hold SQLite's write lock: they must read
+        # through a read-only session, or they wait for their own request forever.
         self._sessionmaker = sessionmaker
+        self._read_sessionmaker = read_sessionmaker
         self._settings = settings
         self._kek = resolve_kek(settings)
         self._ring: SigningKeyRing | None = None
@@ -164,11 +169,15 @@ class KeyStore:
         return self._ring
 
     async def _load(self) -> SigningKeyRing:
-        async with self._sessionmaker() as session:
-            if not await repository.active_signing_keys(session):
-                # A fresh database: create the first signing key.
-                await add_signing_key(session, self._kek, self._settings, retire_current=False)
-                await session.commit()
+        async with self._read_sessionmaker() as session:
+            has_key = bool(await repository.active_signing_keys(session))
+        if not has_key:
+            # A fresh database (normally seen at start-up, outside any request).
+            async with self._sessionmaker() as session:
+                if not await repository.active_signing_keys(session):
+                    await add_signing_key(session, self._kek, self._settings, retire_current=False)
+                    await session.commit()
+        async with self._read_sessionmaker() as session:
             rows = await repository.published_signing_keys(session, utcnow())
         self._ring = SigningKeyRing(_records(rows, self._kek))
         self._loaded_at = time.monotonic()

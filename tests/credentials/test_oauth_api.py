@@ -382,3 +382,23 @@ async def test_agent_token_is_not_an_operator_token(
     assert r.status_code == 401
     r = await client.get("/v1/agents/me", headers=admin)
     assert r.status_code == 401
+
+
+async def test_key_refresh_inside_write_requests(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """The key ring reloads while a write request holds the database (SQLite's single writer):
+    that used to deadlock the request against itself until the busy timeout (a 500)."""
+    from tests.decisions.support import REFUND, decider
+
+    keystore = app.state.keystore
+    keystore._settings = keystore._settings.model_copy(update={"key_refresh_seconds": 0.01})
+    me = await decider(client, admin)
+    cred = await secret_credential(client, admin, me["agent"]["id"])
+    for _ in range(5):
+        await asyncio.sleep(0.02)  # past the refresh interval: the next ring() reloads
+        assert (
+            await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
+        ).status_code == 200
+        await asyncio.sleep(0.02)
+        await token(client, cred)
