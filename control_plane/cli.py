@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from control_plane.auth.principals import Role
 from control_plane.config import Settings, get_settings
 from control_plane.kit.db import create_engine, create_sessionmaker
@@ -266,7 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            name = f"AGENTCTL_{where.upper()}" if where else "settings"
+            print(f"error: {name}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     code: int = args.func(settings, args)
     return code
 

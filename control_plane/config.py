@@ -102,6 +102,13 @@ class Settings(BaseSettings):
                 raise ValueError("AGENTCTL_KEY_ENCRYPTION_KEY is required in production")
             if self.issuer is None:
                 raise ValueError("AGENTCTL_ISSUER is required in production")
+        admin = self.admin_token.get_secret_value() if self.admin_token else None
+        if admin is not None and (not admin.startswith("acp_op_") or len(admin) < 39):
+            raise ValueError(
+                "AGENTCTL_ADMIN_TOKEN must look like an operator token: acp_op_ followed by at "
+                "least 32 random characters (e.g. python3 -c 'import secrets; "
+                'print("acp_op_" + secrets.token_urlsafe(32))\')'
+            )
         kek = self.key_encryption_key
         if kek is not None and len(kek.get_secret_value().encode()) < 32:
             raise ValueError("AGENTCTL_KEY_ENCRYPTION_KEY must be at least 32 bytes")

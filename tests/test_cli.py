@@ -133,3 +133,21 @@ def test_help(args: list[str], tmp_path: Path) -> None:
     done = agentctl(*args, env=server_env("sqlite+aiosqlite:///unused.db", tmp_path))
     assert done.returncode == 0
     assert "usage: agentctl" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENTCTL_POLICY_ENGINE", "wasm"),
+        ("AGENTCTL_DATABASE_URL", "mysql://db/x"),
+        ("AGENTCTL_ADMIN_TOKEN", "hunter2"),
+        ("AGENTCTL_KEY_ENCRYPTION_KEY", "too-short"),
+    ],
+)
+def test_bad_settings_are_reported_plainly(name: str, value: str, tmp_path: Path) -> None:
+    env = server_env("sqlite+aiosqlite:///unused.db", tmp_path) | {name: value}
+    done = agentctl("migrate", env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ")
+    assert "Traceback" not in done.stderr
+    assert value not in done.stderr  # a bad secret is not echoed either

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from control_plane.app import create_app
 from control_plane.config import Settings
@@ -56,3 +58,9 @@ async def test_api_answers_503_when_database_unreachable(tmp_path: Path) -> None
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
     assert r.json()["code"] == "service_unavailable"
+
+
+@pytest.mark.parametrize("token", ["secret", "acp_op_short", "Bearer acp_op_" + "x" * 40])
+def test_admin_token_must_look_like_an_operator_token(token: str) -> None:
+    with pytest.raises(ValidationError, match="AGENTCTL_ADMIN_TOKEN"):
+        Settings(admin_token=token)

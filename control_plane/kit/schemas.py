@@ -7,12 +7,9 @@ ignored setting. ``PatchModel`` bodies are partial updates: a field may be left 
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-
-T = TypeVar("T")
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -22,11 +19,6 @@ Name = Annotated[
         description="Lower-case letters, digits and '-', 1-63 characters.", examples=["payments"]
     ),
 ]
-_NAME_RE = re.compile(NAME_PATTERN)
-
-
-def is_name(value: str) -> bool:
-    return bool(_NAME_RE.match(value))
 
 
 class RequestModel(BaseModel):
@@ -63,11 +55,3 @@ class PatchModel(RequestModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-class Page(ResponseModel, Generic[T]):
-    data: list[T]
-    has_more: bool = Field(description="True when another page follows; pass next_after as after.")
-    next_after: str | None = Field(
-        default=None, description="Cursor for the next page (the last item's id)."
-    )
