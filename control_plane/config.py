@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines (use in production).")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    idempotency_retention_hours: float = Field(
+        default=24, gt=0, description="How long an Idempotency-Key is remembered."
+    )
 
     @field_validator("database_url")
     @classmethod

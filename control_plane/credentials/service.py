@@ -57,7 +57,7 @@ from control_plane.kit.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from control_plane.kit.time import utcnow
+from control_plane.kit.time import aware, utcnow
 from control_plane.models import Agent, Credential
 
 # --- operator-facing: managing credentials ----------------------------------------------------
@@ -85,7 +85,8 @@ async def create_credential(
     agent = await _agent_for_write(session, who, agent_id)
     if agent.status == AgentStatus.retired:
         raise InvalidStateTransition("A retired agent cannot get credentials.")
-    if body.expires_at is not None and body.expires_at.astimezone(UTC) <= utcnow():
+    expires_at = aware(body.expires_at) if body.expires_at is not None else None
+    if expires_at is not None and expires_at <= utcnow():
         raise ValidationFailed(
             "expires_at is in the past.",
             errors=[FieldError(pointer="/body/expires_at", detail="must be in the future")],
@@ -120,7 +121,7 @@ async def create_credential(
         version_id=version_id,
         description=body.description,
         created_by=who.key,
-        expires_at=body.expires_at,
+        expires_at=expires_at,
     )
     await repository.add_credential(session, credential)
     return NewCredential(credential, secret)

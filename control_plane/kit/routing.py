@@ -18,12 +18,13 @@ import hashlib
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit.errors import (
@@ -32,6 +33,7 @@ from control_plane.kit.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
 )
+from control_plane.kit.time import aware, utcnow
 from control_plane.models.idempotency import IdempotencyRecord
 
 _REPLAY_HEADERS = ("content-type", "etag", "location")
@@ -47,8 +49,16 @@ class IdempotencyContext:
     principal: str
     key: str
     request_hash: str
+    retention: timedelta
 
     async def store(self, session: AsyncSession, response: Response) -> None:
+        # Keys are kept for the retention window only; prune this principal's expired ones.
+        await session.exec(
+            delete(IdempotencyRecord).where(
+                col(IdempotencyRecord.principal) == self.principal,
+                col(IdempotencyRecord.created_at) < utcnow() - self.retention,
+            )
+        )
         headers = {k: v for k, v in response.headers.items() if k in _REPLAY_HEADERS}
         session.add(
             IdempotencyRecord(
@@ -160,6 +170,12 @@ async def _check_idempotency(request: Request, session: AsyncSession, key: str |
             )
         )
     ).first()
+    retention = timedelta(hours=request.app.state.settings.idempotency_retention_hours)
+    if record is not None and aware(record.created_at) < utcnow() - retention:
+        # Past the retention window the key is new again (Stripe keeps keys for 24 hours).
+        await session.delete(record)
+        await session.flush()
+        record = None
     if record is not None:
         if record.request_hash != request_hash:
             raise IdempotencyKeyReused(
@@ -174,7 +190,7 @@ async def _check_idempotency(request: Request, session: AsyncSession, key: str |
                 headers=headers,
             )
         )
-    request.state.idempotency = IdempotencyContext(principal, key, request_hash)
+    request.state.idempotency = IdempotencyContext(principal, key, request_hash, retention)
 
 
 def idempotent(authenticate: Callable[..., Any]) -> Any:

@@ -402,3 +402,9 @@ async def test_key_refresh_inside_write_requests(
         ).status_code == 200
         await asyncio.sleep(0.02)
         await token(client, cred)
+
+
+async def test_naive_expiry_is_utc(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    agent = await new_agent(client, admin)
+    cred = await secret_credential(client, admin, agent["id"], expires_at="2999-01-01T00:00:00")
+    assert cred["expires_at"] == "2999-01-01T00:00:00Z"

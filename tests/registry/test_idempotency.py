@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 
@@ -103,3 +104,20 @@ async def test_invalid_key(client: httpx.AsyncClient, admin: dict[str, str]) -> 
         "/v1/domains", json={"name": "x"}, headers=admin | {"Idempotency-Key": "k" * 300}
     )
     assert r.status_code == 422
+
+
+async def test_keys_expire_after_the_retention_window(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    app.state.settings = app.state.settings.model_copy(
+        update={"idempotency_retention_hours": 0.1 / 3600}  # 0.1 s
+    )
+    h = admin | {"Idempotency-Key": "reused-later"}
+    assert (await client.post("/v1/domains", json={"name": "one"}, headers=h)).status_code == 201
+    replay = await client.post("/v1/domains", json={"name": "one"}, headers=h)
+    assert replay.headers.get("idempotent-replayed") == "true"
+    await asyncio.sleep(0.2)
+    # Past the window the key is new again: a different body is a new request, not a conflict.
+    r = await client.post("/v1/domains", json={"name": "two"}, headers=h)
+    assert r.status_code == 201
+    assert "idempotent-replayed" not in r.headers
