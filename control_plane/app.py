@@ -23,8 +23,16 @@ from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
-from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, install_error_handlers
-from control_plane.kit.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from control_plane.kit.errors import (
+    PROBLEM_CONTENT_TYPE,
+    error_responses,
+    install_error_handlers,
+)
+from control_plane.kit.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    UrlSanityMiddleware,
+)
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
 from control_plane.policy.endpoints import router as policies_router
@@ -63,11 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=limits,
         )
         app.state.input_limits = limits
-        app.state.policy_runtime = PolicyRuntime(policy_engine, settings.policy_bundle)
+        runtime = PolicyRuntime(
+            policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
+        )
+        app.state.policy_runtime = runtime
         try:
             yield
         finally:
-            await policy_engine.aclose()
+            await runtime.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -75,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Any route may meet an oversized body or an unavailable database.
+        responses=error_responses(413, 503),
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -88,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(decisions_router)
     app.include_router(oauth_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)
     _problem_only_errors(app)
     return app

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     policy_bundle: str = Field(default="default", description="The bundle decisions use.")
     policy_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     policy_threads: int = Field(default=2, ge=1, le=64)
+    policy_load_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How long a decision waits for a policy revision to load before denying.",
+    )
     default_policy_dir: Path | None = Field(
         default=None,
         description="Policy loaded as the `default` bundle on the first start (default: the "

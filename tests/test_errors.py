@@ -84,8 +84,9 @@ async def test_invalid_enum_and_ids(client: httpx.AsyncClient, admin: dict[str, 
         await client.get("/v1/agents", params={"after": "1 or 1=1"}, headers=admin), 422
     )
     _assert_problem(await client.get("/v1/agents", params={"label": "nolabel"}, headers=admin), 422)
-    for bad in ("not-a-uuid", "1", "' OR 1=1 --", "%00", "%2e%2e"):
+    for bad in ("not-a-uuid", "1", "' OR 1=1 --", "%2e%2e"):
         _assert_problem(await client.get(f"/v1/agents/{bad}", headers=admin), 422)
+    _assert_problem(await client.get("/v1/agents/%00", headers=admin), 400)
     # A path that escapes the route matches no route at all.
     _assert_problem(await client.get("/v1/agents/..%2F..%2Fetc", headers=admin), 404)
     _assert_problem(
@@ -141,3 +142,23 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert r.headers["x-request-id"] == "abc-123"
     r = await client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
     assert r.headers["x-request-id"] != "bad id\twith spaces"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/agents?label=a=%00",
+        "/v1/domains?after=%00",
+        "/v1/policies?after=x%00y",
+        "/v1/decisions?action=%00",
+        "/v1/decisions?since=9999-12-31T23:59:59-05:00",
+        "/v1/decisions?until=0001-01-01T00:00:00%2B05:00",
+        "/v1/policies/default/revisions?after=2147483648",
+    ],
+)
+async def test_odd_query_values_are_4xx(
+    client: httpx.AsyncClient, admin: dict[str, str], url: str
+) -> None:
+    r = await client.get(url, headers=admin)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.headers["content-type"] == "application/problem+json"

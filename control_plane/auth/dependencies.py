@@ -18,7 +18,9 @@ from control_plane.kit.errors import Unauthorized
 from control_plane.kit.routing import Session, idempotent
 from control_plane.models import Operator
 
-_bearer = HTTPBearer(auto_error=False, description="Operator token (acp_op_...).")
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="OperatorToken", description="Operator token (acp_op_...)."
+)
 
 
 class MissingCredentials(Unauthorized):

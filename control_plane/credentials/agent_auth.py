@@ -35,7 +35,11 @@ from control_plane.kit.errors import ErrorCode, Forbidden, Unauthorized
 from control_plane.kit.routing import Session
 from control_plane.models import Agent
 
-_bearer = HTTPBearer(auto_error=False, description="Agent access token from /oauth/token.")
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AgentToken",
+    description="Agent access token (a JWT from /oauth/token).",
+)
 _STATE_CACHE_MAX = 50_000
 
 

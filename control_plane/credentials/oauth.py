@@ -78,6 +78,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 @router.post(
     "/oauth/token",
     operation_id="oauth-token",
+    response_model=TokenResponse,
     responses=error_responses(400, 401),
     openapi_extra=_form_body(
         "grant_type",

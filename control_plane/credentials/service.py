@@ -312,6 +312,12 @@ async def issue_token(
         version is None or version.id != credential.version_id
     ):
         raise invalid_client("The credential is bound to a version that is not active.")
+    lifetime = settings.token_lifetime_seconds
+    if credential.expires_at is not None:
+        # A token never outlives its credential, for verifiers that check it offline.
+        lifetime = min(lifetime, int((credential.expires_at - utcnow()).total_seconds()))
+    if lifetime < 1:
+        raise invalid_client("The credential has expired.")
     try:
         issued = issue_access_token(
             ring,
@@ -320,7 +326,7 @@ async def issue_token(
             subject=str(agent.id),
             client_id=str(credential.id),
             scope=scopes,
-            lifetime_seconds=settings.token_lifetime_seconds,
+            lifetime_seconds=lifetime,
             extra_claims={
                 "agent_name": agent.name,
                 "domain": agent.domain,
@@ -333,7 +339,7 @@ async def issue_token(
         raise ServiceUnavailable("No signing key is available; try again shortly.") from exc
     return TokenResponse(
         access_token=issued.token,
-        expires_in=settings.token_lifetime_seconds,
+        expires_in=lifetime,
         scope=" ".join(scopes),
     )
 

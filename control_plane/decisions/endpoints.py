@@ -16,9 +16,10 @@ from control_plane.decisions.schemas import (
     DecisionRequest,
     DecisionResult,
 )
-from control_plane.kit.errors import error_responses
+from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.pagination import Pagination, page_fields
 from control_plane.kit.routing import Session, TransactionalRoute, idempotent
+from control_plane.kit.time import aware
 
 router = APIRouter(
     prefix="/v1/decisions",
@@ -37,7 +38,24 @@ class Effect(StrEnum):
     require_approval = "require_approval"
 
 
-@router.post("", operation_id="decisions-create", dependencies=[idempotent(_decider)])
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return aware(value)
+    except OverflowError:
+        raise ValidationFailed(
+            f"{name} is out of range.",
+            errors=[FieldError(pointer=f"/query/{name}", detail="out of range")],
+        ) from None
+
+
+@router.post(
+    "",
+    operation_id="decisions-create",
+    dependencies=[idempotent(_decider)],
+    responses=error_responses(409),
+)
 async def create_decision(
     body: DecisionRequest, request: Request, agent: Decider, session: Session
 ) -> DecisionResult:
@@ -58,6 +76,7 @@ async def list_decisions(
     until: Annotated[datetime | None, Query(description="Decided before (RFC 3339).")] = None,
 ) -> DecisionList:
     """List recorded decisions visible to the caller, oldest first."""
+    since, until = _utc(since, "since"), _utc(until, "until")
     rows = await service.list_decisions(
         session,
         who,

@@ -71,6 +71,15 @@ def redact(document: dict[str, Any], obligations: Sequence[Any]) -> dict[str, An
     return out
 
 
+def _stored_resource(resource: dict[str, Any], result: Any) -> dict[str, Any]:
+    """What the record keeps of the resource: redacted as the policy's obligations say, or, when
+    the decision failed closed (no obligations to go by), only its type and id."""
+    if result.failure is not None:
+        return {"type": resource.get("type"), "id": resource.get("id")}
+    redacted: dict[str, Any] = redact({"resource": resource}, result.obligations)["resource"]
+    return redacted
+
+
 async def decide(
     session: AsyncSession,
     runtime: PolicyRuntime,
@@ -106,7 +115,7 @@ async def decide(
         version_id=version.id if version is not None else None,
         version=version.version if version is not None else None,
         action=body.action,
-        resource=redact({"resource": input_doc["resource"]}, result.obligations)["resource"],
+        resource=_stored_resource(input_doc["resource"], result),
         input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
         effect=result.effect,
         allow=result.allow,

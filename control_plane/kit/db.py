@@ -23,7 +23,7 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
@@ -32,6 +32,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size * 2,
         pool_pre_ping=True,
         pool_timeout=30,
+        # Failed statements are logged; their parameters may hold agents' data.
+        hide_parameters=True,
     )
 
 

@@ -51,6 +51,42 @@ async def _send_413(send: Send, path: str, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class UrlSanityMiddleware:
+    """Refuses URLs carrying NUL: no route takes one, and PostgreSQL text cannot hold it, so it
+    would otherwise surface as a database error deep inside a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope.get("query_string", b"")
+            if b"%00" in query.lower() or b"\x00" in query or "\x00" in scope["path"]:
+                body = json.dumps(
+                    {
+                        "type": problem_type(ErrorCode.invalid_request),
+                        "title": "Invalid request",
+                        "status": 400,
+                        "detail": "NUL characters are not allowed in URLs.",
+                        "instance": scope["path"].replace("\x00", ""),
+                        "code": ErrorCode.invalid_request.value,
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app

@@ -28,15 +28,18 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit.errors import (
+    PROBLEM_CONTENT_TYPE,
     Conflict,
+    ErrorCode,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidRequest,
+    problem_type,
 )
 from control_plane.kit.time import aware, utcnow
 from control_plane.models.idempotency import IdempotencyRecord
 
-_REPLAY_HEADERS = ("content-type", "etag", "location")
+_REPLAY_HEADERS = ("content-type", "etag", "location", "cache-control")
 
 
 class _Replay(Exception):
@@ -60,14 +63,19 @@ class IdempotencyContext:
             )
         )
         headers = {k: v for k, v in response.headers.items() if k in _REPLAY_HEADERS}
+        status, body = response.status_code, bytes(response.body).decode()
+        if "no-store" in response.headers.get("cache-control", ""):
+            # The response carries a secret shown once (a token, a client secret): never store
+            # it. A replay learns that the request succeeded and where the result is.
+            status, body, headers = _secret_replay(headers.get("location"))
         session.add(
             IdempotencyRecord(
                 principal=self.principal,
                 key=self.key,
                 request_hash=self.request_hash,
-                status_code=response.status_code,
+                status_code=status,
                 response_headers=headers,
-                response_body=bytes(response.body).decode(),
+                response_body=body,
             )
         )
         try:
@@ -79,6 +87,22 @@ class IdempotencyContext:
             ) from exc
 
 
+def _secret_replay(location: str | None) -> tuple[int, str, dict[str, str]]:
+    problem = {
+        "type": problem_type(ErrorCode.idempotency_key_in_use),
+        "title": "Already created; its secret was shown once",
+        "status": 409,
+        "detail": "This request already succeeded. Its response held a secret that is never "
+        "stored, so it cannot be replayed; read the created resource, or create a new one.",
+        "code": ErrorCode.idempotency_key_in_use.value,
+    }
+    headers = {"content-type": PROBLEM_CONTENT_TYPE}
+    if location:
+        problem["instance"] = location
+        headers["location"] = location
+    return 409, json.dumps(problem), headers
+
+
 class TransactionalRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -88,8 +112,11 @@ class TransactionalRoute(APIRoute):
             safe = request.method in ("GET", "HEAD")
             maker = state.read_sessionmaker if safe else state.sessionmaker
             # SQLite has one writer at a time. Queue this process's writers here, in order,
-            # rather than in SQLite's busy handler, which sleeps and retries (slow tail).
+            # rather than in SQLite's busy handler, which sleeps and retries (slow tail). The
+            # body is read first, so a client that sends it slowly holds no one else up.
             writer_turn = state.sqlite_write_lock if state.sqlite_write_lock and not safe else None
+            if writer_turn is not None:
+                await request.body()
             async with writer_turn or contextlib.nullcontext(), maker() as session:
                 request.state.session = session
                 try:

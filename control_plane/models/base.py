@@ -15,7 +15,11 @@ from control_plane.kit.time import aware, utcnow
 
 def _without_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        value = value.replace("\x00", "\ufffd")
+        if not value.isascii():
+            # Lone surrogates are not Unicode text either; U+FFFD, as Go's JSON does.
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
     if isinstance(value, dict):
         return {_without_nul(k): _without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -26,8 +30,9 @@ def _without_nul(value: Any) -> Any:
 class JSONDocument(TypeDecorator[Any]):
     """JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
 
-    PostgreSQL's jsonb cannot hold U+0000, which agents may legitimately send inside free-form
-    attributes; it is stored as U+FFFD instead of failing the request. (Digests are computed
+    PostgreSQL's jsonb cannot hold U+0000 or lone surrogates, and no JSON response can carry a
+    lone surrogate; agents may send either inside free-form attributes, so both are stored as
+    U+FFFD instead of failing the request. (Digests are computed
     over the exact input before storage.)
     """
 
@@ -35,9 +40,8 @@ class JSONDocument(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if dialect.name == "postgresql":
-            return _without_nul(value)
-        return value
+        # On every database, so both store and answer the same document.
+        return _without_nul(value)
 
 
 JSONType = JSONDocument()

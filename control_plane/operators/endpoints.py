@@ -29,6 +29,7 @@ router = APIRouter(
     status_code=201,
     operation_id="operators-create",
     dependencies=[OperatorIdempotent],
+    responses=error_responses(409),
 )
 async def create_operator(
     body: OperatorCreate, who: CurrentOperator, session: Session, response: Response

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any, Final
 
@@ -32,13 +33,7 @@ def read_bundle_archive(raw: bytes) -> PolicySource:
     source = PolicySource()
     total = 0
     with archive:
-        try:
-            members = archive.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BundleArchiveError(f"corrupt archive: {exc}") from None
-        if len(members) > MAX_MEMBERS:
-            raise BundleArchiveError(f"more than {MAX_MEMBERS} entries")
-        for member in members:
+        for member in _members(archive):
             if member.isdir():
                 continue
             path = PurePosixPath(member.name.removeprefix("./"))
@@ -73,6 +68,22 @@ def read_bundle_archive(raw: bytes) -> PolicySource:
     if not source.modules:
         raise BundleArchiveError("the archive holds no .rego module")
     return source
+
+
+def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Entries one at a time, stopping at the cap (getmembers() would parse them all first)."""
+    count = 0
+    while True:
+        try:
+            member = archive.next()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise BundleArchiveError(f"corrupt archive: {exc}") from None
+        if member is None:
+            return
+        count += 1
+        if count > MAX_MEMBERS:
+            raise BundleArchiveError(f"more than {MAX_MEMBERS} entries")
+        yield member
 
 
 def write_bundle_archive(source: PolicySource) -> bytes:

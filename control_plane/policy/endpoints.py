@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
+from control_plane.auth.principals import Capability
 from control_plane.kit.errors import (
     FieldError,
     ProblemError,
@@ -63,7 +65,7 @@ async def _source(request: Request) -> PolicySource:
     body = await request.body()
     if ctype in _GZIP:
         try:
-            return read_bundle_archive(body)
+            return await asyncio.to_thread(read_bundle_archive, body)
         except BundleArchiveError as exc:
             raise ValidationFailed(
                 f"The bundle archive was rejected: {exc}",
@@ -104,6 +106,7 @@ async def create_revision(
     bundle: BundleName, request: Request, who: CurrentOperator, session: Session, response: Response
 ) -> RevisionSummary:
     """Store a validated revision (JSON modules and data, or a tar.gz bundle directory)."""
+    who.require(Capability.policy_write)  # before any parsing of what was uploaded
     source = await _source(request)
     revision = await service.create_revision(
         session, who, request.app.state.settings, bundle, source
@@ -131,7 +134,9 @@ async def list_revisions(
     who: CurrentOperator,
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    after: Annotated[int | None, Query(ge=1, description="Revisions below this number.")] = None,
+    after: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Revisions below this number.")
+    ] = None,
 ) -> RevisionList:
     """List a bundle's revisions, newest first."""
     found, rows = await service.list_revisions(session, who, bundle, after=after, limit=limit)
@@ -157,6 +162,7 @@ async def get_revision(
     "/{bundle}/revisions/{revision}/activate",
     operation_id="policies-activate_revision",
     dependencies=[OperatorIdempotent],
+    responses=error_responses(409),
 )
 async def activate_revision(
     bundle: BundleName, revision: RevisionNumber, who: CurrentOperator, session: Session

@@ -2,14 +2,16 @@
 
 Each decision reads the bundle's active revision number (one primary-key lookup), so an
 activation or rollback on any replica shows in the very next decision there. When it differs
-from what the engine has loaded, the revision is loaded first, under a lock so concurrent
-decisions trigger one load. A bundle with no active revision, or a revision that fails to load,
-gives a deny (fail closed) like any other engine failure.
+from what the engine has loaded, one background task loads it; decisions wait for that task for
+at most ``load_wait`` seconds and otherwise deny (``engine_not_loaded``), so a hanging OPA or a
+slow compile never holds a decision longer than that. A failed load is retried by the next
+decision. A bundle with no active revision is a deny too: nothing here ever fails open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -18,10 +20,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.policy import repository
 from control_plane.policy.engine import (
     ENGINE_ERROR,
+    ENGINE_NOT_LOADED,
     EngineResult,
     LoadedBundle,
     PolicyEngine,
-    PolicyLoadError,
     fail_closed,
 )
 
@@ -31,35 +33,44 @@ NO_ACTIVE_POLICY = "no_active_policy"
 
 
 class PolicyRuntime:
-    def __init__(self, engine: PolicyEngine, bundle: str) -> None:
+    def __init__(self, engine: PolicyEngine, bundle: str, *, load_wait: float = 2.0) -> None:
         self.engine = engine
         self.bundle = bundle
-        self._lock = asyncio.Lock()
+        self._load_wait = load_wait
+        self._loading: tuple[int, asyncio.Task[None]] | None = None
 
-    async def _ensure_loaded(self, session: AsyncSession, number: int) -> str | None:
-        """Load revision ``number`` unless loaded; returns a failure detail or None."""
+    async def _load(self, bundle: LoadedBundle) -> None:
+        await self.engine.load(bundle)
+        log.info("policy_loaded", bundle=self.bundle, revision=bundle.revision)
+
+    async def _ensure_loaded(self, session: AsyncSession, number: int) -> tuple[str, str] | None:
+        """None once revision ``number`` is loaded, else (failure code, detail)."""
         if self.engine.revision == str(number):
             return None
-        async with self._lock:
-            if self.engine.revision == str(number):
-                return None
+        current = self._loading
+        if current is None or current[0] != number or current[1].done():
             revision = await repository.get_revision(session, self.bundle, number)
             if revision is None:
-                return f"revision {number} of bundle {self.bundle} is missing"
-            try:
-                await self.engine.load(
-                    LoadedBundle(
-                        modules=revision.modules,
-                        data=revision.data,
-                        revision=str(number),
-                        digest=revision.digest,
-                    )
-                )
-            except PolicyLoadError as exc:
-                log.error("policy_load_failed", bundle=self.bundle, revision=number)
-                return f"revision {number} failed to load: {exc}"
-            log.info("policy_loaded", bundle=self.bundle, revision=number, engine=self.engine.name)
-            return None
+                return ENGINE_ERROR, f"revision {number} of bundle {self.bundle} is missing"
+            bundle = LoadedBundle(
+                modules=revision.modules,
+                data=revision.data,
+                revision=str(number),
+                digest=revision.digest,
+            )
+            current = self._loading
+            if current is None or current[0] != number or current[1].done():
+                current = (number, asyncio.create_task(self._load(bundle)))
+                self._loading = current
+        task = current[1]
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=self._load_wait)
+        except TimeoutError:
+            return ENGINE_NOT_LOADED, f"revision {number} is still loading"
+        except Exception as exc:  # the load failed: deny now, the next decision retries
+            log.error("policy_load_failed", bundle=self.bundle, revision=number)
+            return ENGINE_ERROR, f"revision {number} failed to load: {exc}"
+        return None
 
     async def decide(self, session: AsyncSession, input_doc: dict[str, object]) -> EngineResult:
         started = time.perf_counter()
@@ -74,7 +85,15 @@ class PolicyRuntime:
             )
         problem = await self._ensure_loaded(session, number)
         if problem is not None:
+            code, detail = problem
             return fail_closed(
-                ENGINE_ERROR, problem, self.engine.name, str(number), time.perf_counter() - started
+                code, detail, self.engine.name, str(number), time.perf_counter() - started
             )
         return await self.engine.evaluate(input_doc)
+
+    async def aclose(self) -> None:
+        if self._loading is not None:
+            self._loading[1].cancel()
+            with contextlib.suppress(BaseException):
+                await self._loading[1]
+        await self.engine.aclose()

@@ -106,8 +106,15 @@ def supported_builtins() -> frozenset[str]:
     return frozenset(
         n
         for n in OPA_BUILTINS
-        if (n == "print" or interpreter.is_builtin(n)) and n not in CRASHING_IN_REGOPY
+        if (n == "print" or interpreter.is_builtin(n))
+        and n not in CRASHING_IN_REGOPY
+        and n not in REFUSED_BUILTINS
     )
+
+
+# Builtins no uploaded policy may use, whatever the engine: they reach the host (its
+# environment and configuration, the network) rather than the decision's input and data.
+REFUSED_BUILTINS: Final = frozenset({"opa.runtime", "http.send"})
 
 
 def validate_modules(
@@ -124,11 +131,13 @@ def validate_modules(
     assert isinstance(data, dict)
     sources = dict(modules)
     if opa_bin:
-        issues = _opa_check(sources, opa_bin, timeout)
+        # Builtins the embedded engine lacks (http.send, net.*, opa.runtime ...) are refused
+        # before OPA evaluates anything: an upload must never reach the network or the host.
+        issues = _embedded_gap_issues(sources)
+        if not issues:
+            issues = _opa_check(sources, opa_bin, timeout)
         if not issues:
             issues = _opa_eval(sources, data, opa_bin, timeout)
-        if not issues:
-            issues = _embedded_gap_issues(sources)
         if not issues:
             issues = _regopy_issues(sources, data, evaluate=False, timeout=timeout)
     else:
@@ -258,8 +267,14 @@ def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
         check=False,
-        env={**os.environ, "OPA_TELEMETRY": "false"},
+        env=_opa_env(),
     )
+
+
+def _opa_env() -> dict[str, str]:
+    """Uploaded policy runs under `opa eval`/`opa test`: `opa.runtime().env` must not reveal the
+    server's secrets (database URL, KEK, admin token), so OPA gets a minimal environment."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OPA_TELEMETRY": "false"}
 
 
 def _opa_check(modules: dict[str, str], opa_bin: str, timeout: float) -> list[PolicyIssue]:
@@ -584,7 +599,7 @@ def _opa_test(directory: Path, opa_bin: str, timeout: float) -> PolicyTestReport
             text=True,
             timeout=600,
             check=False,
-            env={**os.environ, "OPA_TELEMETRY": "false"},
+            env=_opa_env(),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return PolicyTestReport(

@@ -408,3 +408,20 @@ async def test_naive_expiry_is_utc(client: httpx.AsyncClient, admin: dict[str, s
     agent = await new_agent(client, admin)
     cred = await secret_credential(client, admin, agent["id"], expires_at="2999-01-01T00:00:00")
     assert cred["expires_at"] == "2999-01-01T00:00:00Z"
+
+
+async def test_token_never_outlives_its_credential(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    agent = await new_agent(client, admin)
+    soon = time.time() + 120
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(soon))
+    cred = await secret_credential(client, admin, agent["id"], expires_at=expires)
+    r = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(cred["client_id"], cred["client_secret"]),
+    )
+    assert r.status_code == 200
+    assert r.json()["expires_in"] <= 120
+    assert claims_of(r.json()["access_token"])["exp"] <= int(soon) + 1

@@ -7,6 +7,7 @@ failure is a deny with a reason, is stored like any other decision, and answers 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ async def test_faults_fail_closed_and_are_stored(
     assert stored["id"] == body["decision_id"]
     assert stored["failure"] == reason
     assert stored["effect"] == "deny"
+    # No obligations to go by: the record keeps only the resource's type and id.
+    assert stored["resource"] == {"type": "order", "id": "o-1"}
 
 
 async def test_opa_killed(rig: Rig, admin: dict[str, str]) -> None:
@@ -147,3 +150,41 @@ async def test_wrong_shaped_policies_deny(
     body, _ = await _decide(rig)
     assert (body["effect"], body["allow"], body["revision"]) == ("deny", False, 2)
     assert body["reasons"][0].startswith(reason), body
+
+
+async def test_decisions_stay_bounded_while_a_load_hangs(
+    settings: Settings, admin: dict[str, str]
+) -> None:
+    """OPA that accepts connections and never answers: loading the policy hangs, yet every
+    decision (three at once) answers within the load wait with a stored deny."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    hanging = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = hanging.sockets[0].getsockname()[1]
+    try:
+        configured = settings.model_copy(
+            update={
+                "policy_engine": "opa",
+                "opa_url": f"http://127.0.0.1:{port}",
+                "policy_timeout_seconds": TIMEOUT,
+                "policy_load_wait_seconds": 0.5,
+            }
+        )
+        await _bootstrap(configured)
+        app = create_app(configured)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+                me = await decider(c, admin)
+                rig = Rig(c, me, None, None)  # type: ignore[arg-type]
+                results = await asyncio.gather(*(_decide(rig) for _ in range(3)))
+                for body, elapsed in results:
+                    assert (body["effect"], body["allow"]) == ("deny", False)
+                    assert body["reasons"][0].startswith("engine_not_loaded"), body
+                    assert elapsed < 3.0, elapsed
+                stored = (await c.get("/v1/decisions", headers=admin)).json()["data"]
+                assert [d["failure"] for d in stored] == ["engine_not_loaded"] * 3
+    finally:
+        hanging.close()

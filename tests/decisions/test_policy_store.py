@@ -224,3 +224,27 @@ async def test_upload_errors_and_permissions(
     r = await client.post("/v1/policies/default/revisions/1/activate", headers=auditor)
     assert r.status_code == 403
     assert await _revisions(client, admin) == [1]
+
+
+async def test_uploads_cannot_reach_the_network_or_the_environment(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    validation: str,
+    key_server: Any,
+) -> None:
+    """Validation evaluates uploaded policy; it must never fetch a URL or read the host's
+    environment (AGENTCTL_* secrets) on the uploader's behalf."""
+    sources = {
+        "http_send": (
+            "package agents.authz\n\nx := http.send("
+            f'{{"method": "get", "url": "{key_server.url}/leak"}})\n'
+        ),
+        "opa_runtime": "package agents.authz\n\nx := opa.runtime().env\n",
+    }
+    for source in sources.values():
+        body = {"modules": {"agents/evil.rego": source}, "data": {}}
+        r = await client.post("/v1/policies/default/revisions", json=body, headers=admin)
+        assert r.status_code == 422, r.text
+        assert "agents/evil.rego:3" in r.json()["detail"]
+    assert key_server.requests == []
+    assert await _revisions(client, admin) == [1]

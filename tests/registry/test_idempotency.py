@@ -6,7 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
+from sqlmodel import select
 
+from control_plane.models import IdempotencyRecord
 from tests.factories import create_domain, create_operator
 
 
@@ -121,3 +123,24 @@ async def test_keys_expire_after_the_retention_window(
     r = await client.post("/v1/domains", json={"name": "two"}, headers=h)
     assert r.status_code == 201
     assert "idempotent-replayed" not in r.headers
+
+
+async def test_secrets_are_never_stored_for_replay(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A response that shows a secret once (operator token) is not kept in the idempotency
+    store; a replay says the request succeeded and points at the result, without the secret."""
+    h = admin | {"Idempotency-Key": "make-operator"}
+    body = {"name": "ops", "role": "auditor"}
+    first = await client.post("/v1/operators", json=body, headers=h)
+    assert first.status_code == 201
+    token = first.json()["token"]
+    replay = await client.post("/v1/operators", json=body, headers=h)
+    assert replay.status_code == 409
+    assert replay.headers["location"] == first.headers["location"]
+    assert token not in replay.text
+    async with app.state.sessionmaker() as session:
+        rows = (await session.exec(select(IdempotencyRecord))).all()
+    assert rows
+    assert all(token not in row.response_body for row in rows)
+    assert len((await client.get("/v1/operators", headers=admin)).json()["data"]) == 2
