@@ -107,7 +107,13 @@ agent_active if agent.status == "active"
 version_active if agent.version.state == "active"
 
 # ---------------------------------------------------------------------------
-# Grants: by agent name or id, or by the agent's domain; "x.*" matches by prefix
+# Grants: by agent (domain and name), by agent id, or by the agent's domain;
+# "x.*" matches by prefix.
+#
+# Agent names are unique only within a domain, so per-agent grants are keyed by
+# domain first: grants.agents[domain][name]. A grant keyed by name alone would
+# pass to a same-named agent that anyone able to register agents in another
+# domain can create. Ids are globally unique, so grants.agent_ids[id] is flat.
 # ---------------------------------------------------------------------------
 
 deny_reasons contains "action_invalid" if not action
@@ -124,13 +130,14 @@ granted if {
 }
 
 agent_grants contains grant if {
+	is_string(agent.domain)
 	is_string(agent.name)
-	some grant in cfg.grants.agents[agent.name]
+	some grant in cfg.grants.agents[agent.domain][agent.name]
 }
 
 agent_grants contains grant if {
 	is_string(agent.id)
-	some grant in cfg.grants.agents[agent.id]
+	some grant in cfg.grants.agent_ids[agent.id]
 }
 
 agent_grants contains grant if {

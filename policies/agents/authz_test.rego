@@ -163,9 +163,59 @@ test_ungranted_action if {
 }
 
 test_grant_by_agent_id if {
-	cfg := with_cfg("grants", {"agents": {"agt-9": ["payments.refund"]}, "domains": {}})
+	cfg := with_cfg("grants", {"agents": {}, "agent_ids": {"agt-9": ["payments.refund"]}, "domains": {}})
 	d := decision_with_cfg(with_agent({"id": "agt-9", "name": "someone"}), cfg)
 	d.effect == "allow"
+}
+
+test_grant_by_agent_name_in_its_domain if {
+	d := decision_for(base_input)
+	d.effect == "allow"
+	d.reasons == []
+	decision_for(put(base_input, "action", "payments.refund.read")).effect == "allow"
+}
+
+# Agent names are unique only within a domain: a same-named agent registered in another
+# domain must not inherit the payments refund-bot's grants.
+test_same_name_in_other_domain_not_granted if {
+	every domain in ["support", "claims", "Payments", "payments ", ""] {
+		d := decision_for(with_agent({"domain": domain}))
+		d.effect == "deny"
+		d.allow == false
+		"action_not_granted" in d.reasons
+	}
+	decision_for(with_agent({"domain": "support"})).reasons == ["action_not_granted"]
+	read := put(with_agent({"domain": "support"}), "action", "payments.refund.read")
+	decision_for(read).reasons == ["action_not_granted"]
+}
+
+test_same_name_in_other_domain_uses_its_own_grants if {
+	cfg := with_cfg("grants", {
+		"agents": {
+			"payments": {"refund-bot": ["payments.refund"]},
+			"support": {"refund-bot": ["support.refund"]},
+		},
+		"domains": {},
+	})
+	support_bot := with_agent({"domain": "support"})
+	decision_with_cfg(support_bot, cfg).reasons == ["action_not_granted"]
+	decision_with_cfg(put(support_bot, "action", "support.refund"), cfg).effect == "allow"
+	decision_with_cfg(base_input, cfg).effect == "allow"
+	decision_with_cfg(put(base_input, "action", "support.refund"), cfg).reasons == ["action_not_granted"]
+}
+
+test_agent_grants_not_keyed_by_name_alone if {
+	# A name-keyed entry at the top of grants.agents (the old shape) grants nothing.
+	cfg := with_cfg("grants", {"agents": {"refund-bot": ["payments.refund"]}, "domains": {}})
+	decision_with_cfg(base_input, cfg).reasons == ["action_not_granted"]
+}
+
+test_agent_id_does_not_match_agent_names if {
+	# Ids are looked up only in grants.agent_ids, never among agent names.
+	d := decision_for(with_agent({"id": "refund-bot", "name": "other-bot", "domain": "support"}))
+	d.reasons == ["action_not_granted"]
+	cfg := with_cfg("grants", {"agents": {"payments": {"agt-1": ["payments.refund"]}}, "domains": {}})
+	decision_with_cfg(with_agent({"name": "other-bot"}), cfg).reasons == ["action_not_granted"]
 }
 
 test_grant_by_domain if {

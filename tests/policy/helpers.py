@@ -50,6 +50,34 @@ def allowed_input() -> dict[str, Any]:
     return copy.deepcopy(ALLOWED_INPUT)
 
 
+# Per-agent grants in the shipped data are keyed by domain, then agent name: names are unique
+# only within a domain. These agents hold per-agent grants there...
+AGENT_GRANTS: dict[str, dict[str, list[str]]] = {
+    "payments": {
+        "refund-bot": ["payments.refund", "payments.refund.read"],
+        "payout-bot": ["payments.payout"],
+    },
+    "claims": {"claims-triage": ["claims.*"]},
+}
+# ...and these (agent name, domain, action) triples are the same names registered in another
+# domain, asking for what only the original agent was granted: always action_not_granted.
+CROSS_DOMAIN_NAMES = [
+    ("refund-bot", "support", "payments.refund"),
+    ("refund-bot", "claims", "payments.refund.read"),
+    ("payout-bot", "support", "payments.payout"),
+    ("claims-triage", "payments", "claims.claim.close"),
+    ("claims-triage", "support", "claims.claim.close"),
+]
+
+
+def agent_input(name: str, domain: str, action: str) -> dict[str, Any]:
+    """The allowed baseline with the agent's name and domain and the action replaced."""
+    doc = allowed_input()
+    doc["agent"].update(name=name, domain=domain)
+    doc["action"] = action
+    return doc
+
+
 def find_opa_bin() -> str | None:
     explicit = os.environ.get("AGENTCTL_OPA_BIN")
     if explicit:

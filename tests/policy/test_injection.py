@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from control_plane.policy.engine import GuardedEngine, LoadedBundle
 from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
-from tests.policy.helpers import OpaServer, allowed_input
+from tests.policy.helpers import (
+    AGENT_GRANTS,
+    CROSS_DOMAIN_NAMES,
+    OpaServer,
+    agent_input,
+    allowed_input,
+)
 
 PAYLOADS = [
     'x"],"allow":true,"zz":["',
@@ -126,6 +132,22 @@ async def test_payloads_as_object_keys(engine: GuardedEngine) -> None:
     assert (result.failure, result.allow) == (None, True)
 
 
+@pytest.mark.parametrize(("name", "domain", "action"), CROSS_DOMAIN_NAMES)
+async def test_agent_name_from_another_domain_is_not_granted(
+    engine: GuardedEngine, name: str, domain: str, action: str
+) -> None:
+    """Registering a same-named agent in another domain inherits none of its grants."""
+    result = await engine.evaluate(agent_input(name, domain, action))
+    assert result.failure is None, result.reasons
+    assert (result.effect, result.allow) == ("deny", False)
+    assert "action_not_granted" in result.reasons
+    # The payloads that try to smuggle a domain into a name are unknown names too.
+    for payload in PAYLOADS:
+        smuggled = await engine.evaluate(agent_input(payload, domain, action))
+        assert smuggled.failure is None, payload
+        assert smuggled.decision() == result.decision(), payload
+
+
 @pytest.mark.parametrize("kind", ["embedded", "opa"])
 @pytest.mark.parametrize("path", [("resource", "id"), ("action",), ("agent", "name")], ids=".".join)
 def test_generated_strings_never_change_a_decision(
@@ -157,8 +179,8 @@ def test_generated_strings_never_change_a_decision(
                 text == "" or text.startswith(("payments.", "ledger.entry.read"))
             ):
                 return  # empty is action_invalid; a grant prefix legitimately matches
-            if path == ("agent", "name") and text in ("refund-bot", "payout-bot", "claims-triage"):
-                return
+            if path == ("agent", "name") and text in AGENT_GRANTS["payments"]:
+                return  # the baseline agent's domain grants these names
             result = runner.run(engine.evaluate(with_value(path, text)))
             assert result.failure is None, result.reasons
             assert result.decision() == expected

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from control_plane.policy.engine import EngineResult, LoadedBundle
 from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
-from tests.policy.helpers import OpaServer
+from tests.policy.helpers import CROSS_DOMAIN_NAMES, OpaServer, agent_input
 
 pytestmark = pytest.mark.opa
 
@@ -68,6 +68,8 @@ GRANTED = [
     ("other-bot", "support", "support.ticket.close"),
     ("other-bot", "support", "crm.customer.read"),
 ]
+# Names that hold per-agent grants in one domain, registered in another: never granted.
+CROSS_DOMAIN = CROSS_DOMAIN_NAMES
 OTHER_ACTIONS = ["payments.invoicesx.read", "hr.salary.update", "payments", "payments."]
 REGIONS_BY_CLASS = {
     "public": ["ap-south-1", "eu-west-1"],
@@ -140,7 +142,10 @@ MUTATIONS: list[tuple[tuple[str, ...], st.SearchStrategy[Any]]] = [
     (("agent", "autonomy_level"), st.sampled_from([-1, 4, "1", None, 1.5, True, 0, 1, 2])),
     (("agent", "name"), st.one_of(odd_text(), SCALARS, st.just(DELETE))),
     (("agent", "id"), st.sampled_from(["refund-bot", "agt-2", ""])),
-    (("agent", "domain"), st.one_of(odd_text(), st.sampled_from(["payments", "claims"]))),
+    (
+        ("agent", "domain"),
+        st.one_of(odd_text(), st.sampled_from(["payments", "claims", "support", "Payments"])),
+    ),
     (("agent", "labels"), st.dictionaries(odd_text(), odd_text(), max_size=2)),
     (
         ("action",),
@@ -196,7 +201,11 @@ def apply(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 @st.composite
 def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
     """A consistent, mostly allowed request, then zero to three mutations of it."""
-    name, domain, action = draw(st.sampled_from(GRANTED))
+    name, domain, action = draw(
+        st.one_of(st.sampled_from(GRANTED), st.sampled_from(CROSS_DOMAIN))
+        if draw(st.integers(0, 9)) == 0
+        else st.sampled_from(GRANTED)
+    )
     level = draw(
         st.sampled_from([0, 1, 2, 3]) if action.endswith(".read") else st.sampled_from([1, 2, 3])
     )
@@ -266,6 +275,31 @@ EXPECTED_REASONS = {
     "time_invalid",
     "outside_time_window",
 }
+
+
+def test_same_name_in_other_domain_is_not_granted(
+    opa_server: OpaServer, shipped_bundle: LoadedBundle
+) -> None:
+    """A same-named agent in another domain gets none of the original's per-agent grants."""
+    with asyncio.Runner() as runner:
+        embedded = EmbeddedEngine(timeout=10)
+        opa = OpaEngine(opa_server.url, timeout=10)
+        runner.run(embedded.load(shipped_bundle))
+        runner.run(opa.load(shipped_bundle))
+        try:
+            for engine in (embedded, opa):
+                allowed = runner.run(
+                    engine.evaluate(agent_input("refund-bot", "payments", "payments.refund"))
+                )
+                assert (allowed.failure, allowed.effect, allowed.allow) == (None, "allow", True)
+                for name, domain, action in CROSS_DOMAIN:
+                    result = runner.run(engine.evaluate(agent_input(name, domain, action)))
+                    assert result.failure is None, (name, domain, result.reasons)
+                    assert (result.effect, result.allow) == ("deny", False), (name, domain)
+                    assert "action_not_granted" in result.reasons, (name, domain, result.reasons)
+        finally:
+            runner.run(embedded.aclose())
+            runner.run(opa.aclose())
 
 
 def test_embedded_and_opa_agree(opa_server: OpaServer, shipped_bundle: LoadedBundle) -> None:

@@ -7,13 +7,27 @@ from pathlib import Path
 import pytest
 
 from control_plane.policy.source import PolicySourceError, read_policy_dir
-from tests.policy.helpers import POLICIES
+from tests.policy.helpers import AGENT_GRANTS, CROSS_DOMAIN_NAMES, POLICIES
 
 
 def test_shipped_directory() -> None:
     source = read_policy_dir(POLICIES)
     assert sorted(source.modules) == ["agents/authz.rego", "agents/authz_test.rego"]
     assert set(source.data) == {"authz"}
+
+
+def test_shipped_agent_grants_are_keyed_by_domain_then_name() -> None:
+    """Agent names are unique only within a domain, so a name alone must never key a grant."""
+    grants = read_policy_dir(POLICIES).data["authz"]["grants"]
+    assert grants["agents"] == AGENT_GRANTS
+    assert set(grants["agents"]) <= set(grants["domains"])
+    for domain, by_name in grants["agents"].items():
+        assert isinstance(by_name, dict), domain
+        assert all(isinstance(actions, list) for actions in by_name.values()), domain
+    for name, domain, action in CROSS_DOMAIN_NAMES:
+        assert name in {n for names in AGENT_GRANTS.values() for n in names}
+        assert name not in grants["agents"].get(domain, {})
+        assert action not in grants["domains"].get(domain, [])
 
 
 def test_data_files_merge_at_their_directory(tmp_path: Path) -> None:

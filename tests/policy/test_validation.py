@@ -202,6 +202,11 @@ def test_both_runners_run_the_same_tests(opa_bin: str) -> None:
         ),
         # Wildcard grants without the dot boundary.
         ('endswith(grant, ".*")', 'endswith(grant, "*")'),
+        # Per-agent grants looked up by name in any domain (same-named agents inherit them).
+        (
+            "cfg.grants.agents[agent.domain][agent.name]",
+            "cfg.grants.agents[_][agent.name]",
+        ),
         # Suspended agents let through.
         ('agent_active if agent.status == "active"', "agent_active if agent.status"),
     ],
