@@ -18,9 +18,14 @@ async def decider(
     domain: str = "payments",
     autonomy_level: int = 1,
     scopes: list[str] | None = None,
+    create_the_domain: bool = True,
 ) -> dict[str, Any]:
-    """Returns {"agent", "headers"} for an agent with an active version and a token."""
-    await create_domain(client, admin, domain)
+    """Returns {"agent", "headers"} for an agent with an active version and a token.
+
+    ``admin`` is the operator doing the registering (a domain_admin works for its domains,
+    with ``create_the_domain=False``: only platform admins create domains)."""
+    if create_the_domain:
+        await create_domain(client, admin, domain)
     r = await client.post(
         "/v1/agents",
         json={"name": name, "domain": domain, "owner": "o", "autonomy_level": autonomy_level},

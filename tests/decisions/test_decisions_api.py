@@ -236,3 +236,22 @@ async def test_no_active_policy_denies(
     assert body["reasons"][0].startswith("no_active_policy")
     stored = (await client.get("/v1/decisions", headers=admin)).json()["data"]
     assert stored[0]["failure"] == "no_active_policy"
+
+
+async def test_a_same_named_agent_of_another_domain_gets_no_grants(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Names are unique per domain only: a `refund-bot` created by the support team must not
+    inherit the payments refund-bot's grants (a domain_admin could otherwise grant itself)."""
+    real = await decider(client, admin, domain="payments", autonomy_level=3)
+    await client.post("/v1/domains", json={"name": "support"}, headers=admin)
+    support_admin = await create_operator(client, admin, "domain_admin", ["support"])
+    impostor = await decider(
+        client, support_admin, domain="support", autonomy_level=3, create_the_domain=False
+    )
+    assert impostor["agent"]["name"] == real["agent"]["name"] == "refund-bot"
+    ok = (await client.post("/v1/decisions", json=REFUND, headers=real["headers"])).json()
+    assert ok["effect"] == "allow"
+    denied = (await client.post("/v1/decisions", json=REFUND, headers=impostor["headers"])).json()
+    assert (denied["effect"], denied["allow"]) == ("deny", False)
+    assert "action_not_granted" in denied["reasons"]
