@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -28,10 +27,6 @@ def head_revision() -> str | None:
 def upgrade(url: str) -> None:
     """Apply every migration up to head. Synchronous: call it outside a running event loop."""
     command.upgrade(alembic_config(url), "head")
-
-
-async def upgrade_async(url: str) -> None:
-    await asyncio.to_thread(upgrade, url)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

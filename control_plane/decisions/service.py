@@ -25,7 +25,7 @@ from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.time import utcnow
 from control_plane.models import Decision
-from control_plane.policy.engine import InputLimits, InvalidInputError, encode_input
+from control_plane.policy.engine import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
 
@@ -71,7 +71,7 @@ def redact(document: dict[str, Any], obligations: Sequence[Any]) -> dict[str, An
     return out
 
 
-def _stored_resource(resource: dict[str, Any], result: Any) -> dict[str, Any]:
+def _stored_resource(resource: dict[str, Any], result: EngineResult) -> dict[str, Any]:
     """What the record keeps of the resource: redacted as the policy's obligations say, or, when
     the decision failed closed (no obligations to go by), only its type and id."""
     if result.failure is not None:
