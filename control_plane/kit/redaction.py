@@ -1,0 +1,174 @@
+"""Redaction of sensitive values before anything is stored, logged or sent.
+
+One module answers "which values are sensitive and what replaces them", for decisions, audit
+records and (by copy of the same rules) the SDK. A value is replaced by a marker
+``{"redacted": "hmac-sha256:<64 hex>"}``: an HMAC-SHA256 under a server key over the value's
+RFC 8785 (JCS) canonical bytes, so equal values stay comparable across records without the raw
+value ever being kept.
+
+Patterns are dotted paths rooted at the document (``resource.customer_email``) with two
+wildcards: ``*`` matches exactly one segment (an object key or an array index) and ``**``
+matches zero or more segments, so ``**.card_number`` finds that key at any depth, inside arrays
+too. Segments compare case-insensitively (``Card_Number`` matches ``card_number``), because an
+agent choosing the spelling of a key must not be able to keep its value in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+
+MARKER_KEY = "redacted"
+MARKER_PREFIX = "hmac-sha256:"
+MAX_PATTERN_SEGMENTS = 32
+
+
+class InvalidPatternError(ValueError):
+    """A redaction pattern that is empty, has an empty segment or too many segments."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionPattern:
+    """A parsed pattern: casefolded segments, ``*`` and ``**`` kept as wildcards."""
+
+    segments: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> RedactionPattern:
+        """Parse ``a.b``, ``**.card_number``, ``resource.*.iban``.
+
+        Raises ``InvalidPatternError`` for an empty pattern, an empty segment (``a..b``) or more
+        than ``MAX_PATTERN_SEGMENTS`` segments.
+        """
+        parts = text.split(".")
+        if not text or any(p == "" for p in parts):
+            raise InvalidPatternError(f"invalid redaction pattern {text!r}")
+        if len(parts) > MAX_PATTERN_SEGMENTS:
+            raise InvalidPatternError(f"redaction pattern {text!r} has too many segments")
+        return cls(tuple(p if p in ("*", "**") else p.casefold() for p in parts))
+
+    def matches(self, path: Sequence[str]) -> bool:
+        """Whether a concrete path (casefolded segments) is matched by this pattern."""
+        return _match(self.segments, tuple(path))
+
+
+def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    # Iterative matcher over (pattern position, path position) states; patterns are short, so
+    # the state set stays small and there is no exponential backtracking on `**`.
+    states = {(0, 0)}
+    seen: set[tuple[int, int]] = set()
+    while states:
+        i, j = states.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == len(pattern):
+            if j == len(path):
+                return True
+            continue
+        seg = pattern[i]
+        if seg == "**":
+            states.add((i + 1, j))  # ** matches nothing more
+            if j < len(path):
+                states.add((i, j + 1))  # ** swallows one more segment
+        elif j < len(path) and (seg == "*" or seg == path[j]):
+            states.add((i + 1, j + 1))
+    return False
+
+
+def marker(value: Any, key: bytes) -> dict[str, str]:
+    """The replacement for ``value``: ``{"redacted": "hmac-sha256:<hex>"}``.
+
+    The HMAC is over the RFC 8785 canonical JSON of the value, so ``{"a":1,"b":2}`` and
+    ``{"b":2,"a":1}`` give the same marker.
+    """
+    digest = hmac.new(key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+    return {MARKER_KEY: MARKER_PREFIX + digest}
+
+
+def is_marker(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and len(value) == 1
+        and isinstance(value.get(MARKER_KEY), str)
+        and value[MARKER_KEY].startswith(MARKER_PREFIX)
+    )
+
+
+def compile_patterns(patterns: Iterable[str]) -> tuple[RedactionPattern, ...]:
+    """Parse and de-duplicate patterns; raises ``InvalidPatternError`` on the first bad one."""
+    return tuple(dict.fromkeys(RedactionPattern.parse(p) for p in patterns))
+
+
+def redact(
+    document: Any, patterns: Iterable[str | RedactionPattern], key: bytes
+) -> tuple[Any, list[str]]:
+    """A redacted copy of ``document`` and the JSON pointers (RFC 6901) of what was replaced.
+
+    ``document`` is a JSON value (dicts, lists, str, int, float, bool, None); it is not changed.
+    A matched value is replaced whole, whatever its type; nothing below a replaced value is
+    visited. Markers already present are left as they are (redacting twice changes nothing).
+    """
+    compiled = tuple(
+        p if isinstance(p, RedactionPattern) else RedactionPattern.parse(p) for p in patterns
+    )
+    replaced: list[str] = []
+    if not compiled:
+        return _copy(document), replaced
+    return _walk(document, (), (), compiled, key, replaced), replaced
+
+
+def _pointer(raw_path: tuple[str, ...]) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in raw_path)
+
+
+def _walk(
+    node: Any,
+    path: tuple[str, ...],
+    raw_path: tuple[str, ...],
+    patterns: tuple[RedactionPattern, ...],
+    key: bytes,
+    replaced: list[str],
+) -> Any:
+    if path and not is_marker(node) and any(p.matches(path) for p in patterns):
+        replaced.append(_pointer(raw_path))
+        return marker(node, key)
+    if isinstance(node, dict):
+        return {
+            k: _walk(v, (*path, str(k).casefold()), (*raw_path, str(k)), patterns, key, replaced)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [
+            _walk(v, (*path, str(i)), (*raw_path, str(i)), patterns, key, replaced)
+            for i, v in enumerate(node)
+        ]
+    return node
+
+
+def _copy(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
+def obligation_patterns(obligations: Iterable[Any]) -> list[str]:
+    """The field patterns named by ``{"type": "redact", "fields": [...]}`` obligations.
+
+    Anything that is not such an obligation, and any field that is not a string, is ignored.
+    """
+    out: list[str] = []
+    for obligation in obligations:
+        if not isinstance(obligation, dict) or obligation.get("type") != "redact":
+            continue
+        for field in obligation.get("fields") or []:
+            if isinstance(field, str) and field:
+                out.append(field)
+    return out
