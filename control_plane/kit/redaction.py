@@ -22,10 +22,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MARKER_KEY = "redacted"
 MARKER_PREFIX = "hmac-sha256:"
 MAX_PATTERN_SEGMENTS = 32
+
+
+_KEY_INFO = b"agent-control-plane/redaction-hmac/v1"
+
+
+def redaction_key(kek: str | bytes) -> bytes:
+    """The 32-byte HMAC key for markers: HKDF-SHA256 of the key-encryption key (the KEK the
+    service resolves at start-up), with an info string of its own so it is independent of the
+    keys that encrypt signing keys. Stable across restarts and replicas sharing one KEK."""
+    data = kek.encode("utf-8") if isinstance(kek, str) else bytes(kek)
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO)
+    return hkdf.derive(data)
 
 
 class InvalidPatternError(ValueError):

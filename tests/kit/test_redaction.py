@@ -124,3 +124,11 @@ def test_no_sensitive_value_survives_wherever_it_is_put(
                 no_clear(v)
 
     no_clear(out)
+
+
+def test_redaction_key_is_stable_per_kek_and_differs_between_keks() -> None:
+    from control_plane.kit.redaction import redaction_key
+
+    assert redaction_key("a" * 43) == redaction_key("a" * 43)
+    assert redaction_key("a" * 43) != redaction_key("b" * 43)
+    assert len(redaction_key("a" * 43)) == 32
