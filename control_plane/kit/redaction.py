@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,8 +102,18 @@ def marker(value: Any, key: bytes) -> dict[str, str]:
     The HMAC is over the RFC 8785 canonical JSON of the value, so ``{"a":1,"b":2}`` and
     ``{"b":2,"a":1}`` give the same marker.
     """
-    digest = hmac.new(key, rfc8785.dumps(value), hashlib.sha256).hexdigest()
+    digest = hmac.new(key, _canonical(value), hashlib.sha256).hexdigest()
     return {MARKER_KEY: MARKER_PREFIX + digest}
+
+
+def _canonical(value: Any) -> bytes:
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        # Outside I-JSON (integers beyond 2^53, NaN): still deterministic, and marked apart so it
+        # can never collide with a JCS encoding. Redaction must not fail on what it hides.
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return b"\x00" + text.encode("utf-8", "surrogatepass")
 
 
 def is_marker(value: Any) -> bool:

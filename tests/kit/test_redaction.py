@@ -132,3 +132,10 @@ def test_redaction_key_is_stable_per_kek_and_differs_between_keks() -> None:
     assert redaction_key("a" * 43) == redaction_key("a" * 43)
     assert redaction_key("a" * 43) != redaction_key("b" * 43)
     assert len(redaction_key("a" * 43)) == 32
+
+
+def test_values_outside_i_json_are_still_redacted() -> None:
+    out, _ = redact({"a": {"secret": 2**60}, "b": {"secret": float("nan")}}, ["**.secret"], KEY)
+    assert is_marker(out["a"]["secret"])
+    assert is_marker(out["b"]["secret"])
+    assert marker(2**60, KEY) != marker(2**60 + 1, KEY)
