@@ -18,7 +18,7 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.policy import repository
-from control_plane.policy.engine import (
+from control_plane.policy.engines.base import (
     ENGINE_ERROR,
     ENGINE_NOT_LOADED,
     EngineResult,

@@ -1,1 +1,62 @@
-"""Engine implementations behind `control_plane.policy.engine.PolicyEngine`."""
+"""The policy engines behind one protocol, and the factory that builds the configured one.
+
+`base` holds the `PolicyEngine` protocol, the `Effect` and `FailureCode` enums and the fail-closed
+guard every engine derives from; `inputs` the one input encoding; `embedded` evaluates with regopy
+in process, `opa` drives an OPA server over its REST API. The implementations import `base`, never
+this package's factory, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+from control_plane.policy.engines.base import (
+    DEFAULT_ENTRYPOINT,
+    DEFAULT_THREADS,
+    DEFAULT_TIMEOUT_SECONDS,
+    Effect,
+    EngineResult,
+    FailureCode,
+    LoadedBundle,
+    PolicyEngine,
+    PolicyLoadError,
+    fail_closed,
+)
+from control_plane.policy.engines.inputs import InputLimits, InvalidInputError, encode_input
+
+__all__ = [
+    "Effect",
+    "EngineResult",
+    "FailureCode",
+    "InputLimits",
+    "InvalidInputError",
+    "LoadedBundle",
+    "PolicyEngine",
+    "PolicyLoadError",
+    "build_engine",
+    "encode_input",
+    "fail_closed",
+]
+
+
+def build_engine(
+    kind: str,
+    *,
+    opa_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    threads: int = DEFAULT_THREADS,
+    entrypoint: str = DEFAULT_ENTRYPOINT,
+    limits: InputLimits | None = None,
+) -> PolicyEngine:
+    """Build the engine named by settings (`embedded` or `opa`); raises ValueError otherwise."""
+    if kind == "embedded":
+        from control_plane.policy.engines.embedded import EmbeddedEngine
+
+        return EmbeddedEngine(
+            timeout=timeout, threads=threads, entrypoint=entrypoint, limits=limits
+        )
+    if kind == "opa":
+        if not opa_url:
+            raise ValueError("the opa engine needs an OPA base URL")
+        from control_plane.policy.engines.opa import OpaEngine
+
+        return OpaEngine(opa_url, timeout=timeout, entrypoint=entrypoint, limits=limits)
+    raise ValueError(f"unknown policy engine {kind!r}; expected 'embedded' or 'opa'")

@@ -36,7 +36,7 @@ from typing import Any
 
 import regopy
 
-from control_plane.policy.engine import (
+from control_plane.policy.engines.base import (
     DEFAULT_ENTRYPOINT,
     DEFAULT_THREADS,
     DEFAULT_TIMEOUT_SECONDS,

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import httpx
 
-from control_plane.policy.engine import (
+from control_plane.policy.engines.base import (
     DEFAULT_ENTRYPOINT,
     DEFAULT_TIMEOUT_SECONDS,
     UNDEFINED,

@@ -1,50 +1,60 @@
 """The policy engine contract and the fail-closed layer every engine goes through.
 
 A `PolicyEngine` evaluates the decision document of a loaded bundle for one input. Two real
-implementations exist (`engines.embedded` on regopy, `engines.opa` on an OPA server); both derive
-from `GuardedEngine`, which owns everything that must behave the same whatever evaluates:
+implementations exist (`embedded` on regopy, `opa` on an OPA server); both derive from
+`GuardedEngine`, which owns everything that must behave the same whatever evaluates:
 
-- the input is encoded once, here (`encode_input`), with size limits, so both engines see the
-  same bytes (lone surrogates become U+FFFD, as Go's JSON decoder does);
+- the input is encoded once (`inputs.encode_input`), with size limits, so both engines see the
+  same bytes;
 - evaluation is bounded in time;
 - every failure (engine error, timeout, undefined result, result of the wrong shape, bad input,
   nothing loaded) becomes a deny with a stable reason, never an allow and never an exception;
 - the decision document is validated in one place (`validate_decision`).
 
-Reason codes for failures are stable strings: `engine_error`, `engine_timeout`,
-`undefined_decision`, `malformed_decision`, `invalid_input`, `engine_not_loaded`; a detail may
-follow after ": ".
+Reason codes for failures are the closed set `FailureCode`; a detail may follow after ": ".
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Final, Protocol, runtime_checkable
 
 import structlog
 
+from control_plane.policy.engines.inputs import InputLimits, InvalidInputError, encode_input
+
 log = structlog.get_logger(__name__)
 
-Effect = Literal["allow", "deny", "require_approval"]
-EFFECTS: Final[frozenset[str]] = frozenset({"allow", "deny", "require_approval"})
+
+
+class Effect(StrEnum):
+    """What a decision document says about the action."""
+
+    allow = "allow"
+    deny = "deny"
+    require_approval = "require_approval"
+
+
+class FailureCode(StrEnum):
+    """Why a decision failed closed: the first word of its single reason."""
+
+    engine_error = "engine_error"
+    engine_timeout = "engine_timeout"
+    undefined_decision = "undefined_decision"
+    malformed_decision = "malformed_decision"
+    invalid_input = "invalid_input"
+    engine_not_loaded = "engine_not_loaded"
+    no_active_policy = "no_active_policy"
+
 
 DEFAULT_ENTRYPOINT: Final = "agents/authz/decision"
 DEFAULT_TIMEOUT_SECONDS: Final = 0.5
 DEFAULT_THREADS: Final = 2
-
-# Failure codes: the first word of the single reason of a fail-closed decision.
-ENGINE_ERROR: Final = "engine_error"
-ENGINE_TIMEOUT: Final = "engine_timeout"
-UNDEFINED_DECISION: Final = "undefined_decision"
-MALFORMED_DECISION: Final = "malformed_decision"
-INVALID_INPUT: Final = "invalid_input"
-ENGINE_NOT_LOADED: Final = "engine_not_loaded"
 
 # Bounds on what a decision document may carry, so a runaway policy cannot bloat the decision
 # log; exceeding them is a malformed decision.
@@ -52,8 +62,6 @@ MAX_REASONS: Final = 64
 MAX_REASON_LENGTH: Final = 512
 MAX_OBLIGATIONS: Final = 64
 _DETAIL_LENGTH: Final = 300
-FLOAT_MIN_MAGNITUDE: Final = 1e-300
-FLOAT_MAX_MAGNITUDE: Final = 1e300
 
 
 class _Undefined:
@@ -85,10 +93,6 @@ class EngineNotLoadedError(PolicyEngineError):
     """No bundle is loaded, the last load failed, or the engine is closed."""
 
 
-class InvalidInputError(ValueError):
-    """The input cannot be encoded as a bounded JSON document."""
-
-
 class PolicyLoadError(Exception):
     """A bundle could not be loaded into an engine; the previous state is no longer trusted."""
 
@@ -108,15 +112,6 @@ class LoadedBundle:
 
 
 @dataclass(frozen=True, slots=True)
-class InputLimits:
-    """Bounds on an input document; regopy's input parsing is quadratic in container size."""
-
-    max_bytes: int = 64 * 1024
-    max_depth: int = 32
-    max_items: int = 2_000
-
-
-@dataclass(frozen=True, slots=True)
 class EngineResult:
     """A validated decision. `failure` is set (and effect is deny) when the guard failed closed."""
 
@@ -126,13 +121,13 @@ class EngineResult:
     obligations: tuple[Mapping[str, Any], ...]
     engine: str
     revision: str | None
-    failure: str | None = None
+    failure: FailureCode | None = None
     duration_seconds: float = field(default=0.0, compare=False)
 
     def decision(self) -> dict[str, Any]:
         """The decision document as JSON-ready data (lists, not tuples)."""
         return {
-            "effect": self.effect,
+            "effect": self.effect.value,
             "allow": self.allow,
             "reasons": list(self.reasons),
             "obligations": [dict(o) for o in self.obligations],
@@ -166,66 +161,6 @@ def runtime_modules(modules: Mapping[str, str]) -> dict[str, str]:
     return {path: modules[path] for path in sorted(modules) if not is_test_module(path)}
 
 
-def encode_input(input_doc: object, limits: InputLimits | None = None) -> str:
-    """Encode an input document to the JSON text both engines receive.
-
-    Raises InvalidInputError for anything that is not a bounded JSON object. The text keeps
-    non-ASCII characters as they are: regopy stores `\\uXXXX` escapes verbatim inside strings, so
-    escaping them would make the two engines compare different strings.
-    """
-    limits = limits or InputLimits()
-    if not isinstance(input_doc, Mapping):
-        raise InvalidInputError("input must be a JSON object")
-    _check_shape(input_doc, limits)
-    try:
-        text = json.dumps(input_doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"input is not JSON: {exc}") from exc
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # Lone surrogates cannot travel as UTF-8; Go replaces them with U+FFFD, do the same.
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if len(text) > limits.max_bytes or len(text.encode("utf-8")) > limits.max_bytes:
-        raise InvalidInputError(f"input exceeds {limits.max_bytes} bytes")
-    return text
-
-
-def _check_shape(doc: object, limits: InputLimits) -> None:
-    """Iteratively check types, depth and total item count (no recursion on hostile input)."""
-    items = 0
-    stack: list[tuple[object, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, Mapping):
-            children: list[object] = []
-            for key, child in value.items():
-                if not isinstance(key, str):
-                    raise InvalidInputError("object keys must be strings")
-                children.append(child)
-        elif isinstance(value, list | tuple):
-            children = list(value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidInputError("numbers must be finite")
-            if value and not FLOAT_MIN_MAGNITUDE <= abs(value) <= FLOAT_MAX_MAGNITUDE:
-                # regopy 1.5.2 fails on subnormals, the smallest normals and the largest
-                # doubles; both engines refuse them so they keep agreeing.
-                raise InvalidInputError("float magnitude outside [1e-300, 1e300]")
-            continue
-        elif value is None or isinstance(value, str | int | bool):
-            continue
-        else:
-            raise InvalidInputError(f"unsupported value type {type(value).__name__}")
-        if depth > limits.max_depth:
-            raise InvalidInputError(f"input nesting exceeds depth {limits.max_depth}")
-        items += len(children)
-        if items > limits.max_items:
-            raise InvalidInputError(f"input has more than {limits.max_items} items")
-        stack.extend((child, depth + 1) for child in children)
-
-
 def validate_decision(
     raw: object,
     *,
@@ -238,13 +173,13 @@ def validate_decision(
     This is the only place that decides whether an engine's answer is acceptable.
     """
     if raw is UNDEFINED:
-        return fail_closed(UNDEFINED_DECISION, None, engine, revision, duration_seconds)
+        return fail_closed(FailureCode.undefined_decision, None, engine, revision, duration_seconds)
     problem = _decision_problem(raw)
     if problem is not None:
-        return fail_closed(MALFORMED_DECISION, problem, engine, revision, duration_seconds)
+        return fail_closed(FailureCode.malformed_decision, problem, engine, revision, duration_seconds)
     assert isinstance(raw, dict)
     return EngineResult(
-        effect=raw["effect"],
+        effect=Effect(raw["effect"]),
         allow=raw["allow"],
         reasons=tuple(raw["reasons"]),
         obligations=tuple(raw["obligations"]),
@@ -266,7 +201,7 @@ def _decision_problem(raw: object) -> str | None:
         raw["reasons"],
         raw["obligations"],
     )
-    if not isinstance(effect, str) or effect not in EFFECTS:
+    if not isinstance(effect, str) or effect not in Effect.__members__:
         return "effect must be one of allow, deny, require_approval"
     if not isinstance(allow, bool):
         return f"allow is {_json_type(allow)}, not a boolean"
@@ -303,7 +238,7 @@ def _json_type(value: object) -> str:
 
 
 def fail_closed(
-    code: str,
+    code: FailureCode,
     detail: str | None,
     engine: str,
     revision: str | None,
@@ -312,7 +247,7 @@ def fail_closed(
     """A deny carrying one reason that names the failure."""
     reason = code if not detail else f"{code}: {_clip(detail)}"
     return EngineResult(
-        effect="deny",
+        effect=Effect.deny,
         allow=False,
         reasons=(reason,),
         obligations=(),
@@ -371,20 +306,20 @@ class GuardedEngine(ABC):
         try:
             payload = encode_input(input_doc, self._limits)
         except InvalidInputError as exc:
-            return self._failed(INVALID_INPUT, str(exc), revision, started)
+            return self._failed(FailureCode.invalid_input, str(exc), revision, started)
         try:
             async with asyncio.timeout(self._timeout):
                 raw, revision = await self._evaluate_encoded(payload)
         except TimeoutError:
-            return self._failed(ENGINE_TIMEOUT, None, revision, started)
+            return self._failed(FailureCode.engine_timeout, None, revision, started)
         except EngineTimeoutError:
-            return self._failed(ENGINE_TIMEOUT, None, revision, started)
+            return self._failed(FailureCode.engine_timeout, None, revision, started)
         except EngineNotLoadedError as exc:
-            return self._failed(ENGINE_NOT_LOADED, str(exc), revision, started)
+            return self._failed(FailureCode.engine_not_loaded, str(exc), revision, started)
         except PolicyEngineError as exc:
-            return self._failed(ENGINE_ERROR, str(exc), revision, started)
+            return self._failed(FailureCode.engine_error, str(exc), revision, started)
         except Exception as exc:  # fail closed on anything an engine or its transport raises
-            return self._failed(ENGINE_ERROR, f"{type(exc).__name__}: {exc}", revision, started)
+            return self._failed(FailureCode.engine_error, f"{type(exc).__name__}: {exc}", revision, started)
         result = validate_decision(
             raw,
             engine=self.name,
@@ -402,7 +337,7 @@ class GuardedEngine(ABC):
         return result
 
     def _failed(
-        self, code: str, detail: str | None, revision: str | None, started: float
+        self, code: FailureCode, detail: str | None, revision: str | None, started: float
     ) -> EngineResult:
         result = fail_closed(code, detail, self.name, revision, time.perf_counter() - started)
         log.warning(
@@ -413,28 +348,3 @@ class GuardedEngine(ABC):
             reason=result.reasons[0],
         )
         return result
-
-
-def build_engine(
-    kind: str,
-    *,
-    opa_url: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT_SECONDS,
-    threads: int = DEFAULT_THREADS,
-    entrypoint: str = DEFAULT_ENTRYPOINT,
-    limits: InputLimits | None = None,
-) -> PolicyEngine:
-    """Build the engine named by settings (`embedded` or `opa`)."""
-    if kind == "embedded":
-        from control_plane.policy.engines.embedded import EmbeddedEngine
-
-        return EmbeddedEngine(
-            timeout=timeout, threads=threads, entrypoint=entrypoint, limits=limits
-        )
-    if kind == "opa":
-        if not opa_url:
-            raise ValueError("the opa engine needs an OPA base URL")
-        from control_plane.policy.engines.opa import OpaEngine
-
-        return OpaEngine(opa_url, timeout=timeout, entrypoint=entrypoint, limits=limits)
-    raise ValueError(f"unknown policy engine {kind!r}; expected 'embedded' or 'opa'")

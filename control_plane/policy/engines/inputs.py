@@ -1,0 +1,90 @@
+"""The one encoding of a decision input that every engine receives.
+
+Both engines must see the same bytes, so the input is checked (types, depth, item count, float
+range) and serialised here once. Lone surrogates become U+FFFD, as Go's JSON decoder does, and the
+decision's input digest is computed over this text, so the digest names what was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+FLOAT_MIN_MAGNITUDE: Final = 1e-300
+FLOAT_MAX_MAGNITUDE: Final = 1e300
+
+
+class InvalidInputError(ValueError):
+    """The input cannot be encoded as a bounded JSON document."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Bounds on an input document; regopy's input parsing is quadratic in container size."""
+
+    max_bytes: int = 64 * 1024
+    max_depth: int = 32
+    max_items: int = 2_000
+
+
+def encode_input(input_doc: object, limits: InputLimits | None = None) -> str:
+    """Encode an input document to the JSON text both engines receive.
+
+    Raises InvalidInputError for anything that is not a bounded JSON object. The text keeps
+    non-ASCII characters as they are: regopy stores `\\uXXXX` escapes verbatim inside strings, so
+    escaping them would make the two engines compare different strings.
+    """
+    limits = limits or InputLimits()
+    if not isinstance(input_doc, Mapping):
+        raise InvalidInputError("input must be a JSON object")
+    _check_shape(input_doc, limits)
+    try:
+        text = json.dumps(input_doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"input is not JSON: {exc}") from exc
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates cannot travel as UTF-8; Go replaces them with U+FFFD, do the same.
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if len(text) > limits.max_bytes or len(text.encode("utf-8")) > limits.max_bytes:
+        raise InvalidInputError(f"input exceeds {limits.max_bytes} bytes")
+    return text
+
+
+def _check_shape(doc: object, limits: InputLimits) -> None:
+    """Iteratively check types, depth and total item count (no recursion on hostile input)."""
+    items = 0
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: list[object] = []
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError("object keys must be strings")
+                children.append(child)
+        elif isinstance(value, list | tuple):
+            children = list(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidInputError("numbers must be finite")
+            if value and not FLOAT_MIN_MAGNITUDE <= abs(value) <= FLOAT_MAX_MAGNITUDE:
+                # regopy 1.5.2 fails on subnormals, the smallest normals and the largest
+                # doubles; both engines refuse them so they keep agreeing.
+                raise InvalidInputError("float magnitude outside [1e-300, 1e300]")
+            continue
+        elif value is None or isinstance(value, str | int | bool):
+            continue
+        else:
+            raise InvalidInputError(f"unsupported value type {type(value).__name__}")
+        if depth > limits.max_depth:
+            raise InvalidInputError(f"input nesting exceeds depth {limits.max_depth}")
+        items += len(children)
+        if items > limits.max_items:
+            raise InvalidInputError(f"input has more than {limits.max_items} items")
+        stack.extend((child, depth + 1) for child in children)

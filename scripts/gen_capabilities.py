@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Generate control_plane/policy/validation/capabilities.json: the builtins every engine runs.
+
+    .venv/bin/python scripts/gen_capabilities.py [--opa BIN] [--output FILE]
+
+Starts from `opa capabilities --current` of the pinned OPA (its JSON format, so `opa check
+--capabilities FILE` reads the result) and keeps a builtin only if every engine in `ENGINES`
+evaluates it, minus `REFUSED` (builtins that reach the host or the network). An engine's probe
+answers, for each builtin name, whether it implements it; to add an engine (an OPA-wasm one,
+say), add its probe to `ENGINES`.
+
+The embedded engine (regopy) is probed, not listed by hand: each builtin is called, in a child
+interpreter that loaded greenlet first as the server does, with sample arguments of every type
+form its OPA declaration allows (`time.clock` takes a number or `[ns, "tz"]`: both are tried).
+A builtin is kept when no form crashes the child, regopy builds and evaluates every form without
+an error, and regopy either registers the name (`Interpreter.is_builtin`) or returns a value for
+some form (operators and `print` are handled by regopy's compiler, not registered). A crash
+(`time.weekday`, timezone forms of `time.clock`/`date`/`format` corrupt memory) removes it.
+
+Prints the file to stdout when no --output is given; tests/policy/test_capabilities.py checks that
+the committed file equals this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "control_plane" / "policy" / "validation" / "capabilities.json"
+DEFAULT_OPA = Path.home() / ".cache/agentctl/tools/opa-v1.22.2/opa"
+
+# Builtins no uploaded policy may use, whatever the engine: they reach the host (environment,
+# configuration) or the network rather than the decision's input and data.
+REFUSED = frozenset({"http.send", "net.lookup_ip_addr", "opa.runtime"})
+
+# Operators that are syntax rather than callable names in Rego.
+SYNTAX = {"assign": "r if {\n\tx := 1\n\tx == 1\n}", "eq": "r if 1 = 1"}
+MAX_FORMS = 16
+
+Decl = dict[str, Any]
+
+
+def _samples(decl: Decl) -> list[str]:
+    """Rego literals of each form a declared type allows (one per `of` alternative)."""
+    kind = decl.get("type")
+    alternatives = decl.get("of")
+    if kind == "any" and isinstance(alternatives, list):
+        return [s for alt in alternatives for s in _samples(alt)]
+    if kind == "array" and isinstance(decl.get("static"), list):
+        items = [_samples(item)[0] for item in decl["static"]]
+        return ["[" + ", ".join(items) + "]"]
+    return {
+        "number": ["1"],
+        "string": ['"UTC"'],
+        "boolean": ["true"],
+        "null": ["null"],
+        "array": ["[]"],
+        "object": ["{}"],
+        "set": ["set()"],
+    }.get(str(kind), ["1"])
+
+
+def _expressions(builtin: Decl) -> list[str]:
+    name = builtin["name"]
+    if name in SYNTAX:
+        return [SYNTAX[name]]
+    args = [_samples(arg) for arg in builtin.get("decl", {}).get("args", [])]
+    forms = itertools.islice(itertools.product(*args), MAX_FORMS)
+    return [f"r := {name}({', '.join(form)})" for form in forms]
+
+
+_CHILD = r"""
+import json, os, sys
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)  # Rego print() and regopy's reports write to fd 1: keep the answer channel clean
+import greenlet  # noqa: F401 - the server loads it before regopy; some crashes need it
+import regopy
+
+def run(expr):
+    i = regopy.Interpreter()
+    i.log_level = regopy.LogLevel.NONE
+    try:
+        i.add_module("probe.rego", "package probe\n\n" + expr + "\n")
+        built = i.build(None, ["probe/r"])
+        if not built.ok():
+            return "error"
+        i.set_input_term("{}")
+        out = i.query_bundle_entrypoint(built, "probe/r")
+    except Exception:
+        return "error"
+    if not out.ok():
+        return "error"
+    return "value" if out.results and out.results[0].expressions else "undefined"
+
+known = regopy.Interpreter()
+for line in sys.stdin:
+    name, exprs = json.loads(line)
+    verdicts = [run(e) for e in exprs]
+    answers.write(json.dumps([name, known.is_builtin(name), verdicts]) + "\n")
+    answers.flush()
+"""
+
+
+def _regopy_results(builtins: list[Decl]) -> Iterator[tuple[str, bool, list[str] | None]]:
+    """(name, registered, verdict per form), or None verdicts when the child crashed on it."""
+    pending = [(b["name"], _expressions(b)) for b in builtins]
+    while pending:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        done = 0
+        for name, exprs in pending:
+            child.stdin.write(json.dumps([name, exprs]) + "\n")
+            child.stdin.flush()
+            line = child.stdout.readline()
+            if not line:  # the child died on this builtin
+                yield name, False, None
+                done += 1
+                break
+            answered, registered, verdicts = json.loads(line)
+            assert answered == name
+            yield name, registered, verdicts
+            done += 1
+        child.stdin.close()
+        child.wait()
+        pending = pending[done:]
+
+
+def regopy_supports(builtins: list[Decl]) -> set[str]:
+    """Names of the builtins the embedded engine (regopy) evaluates; see the module docstring."""
+    supported = set()
+    for name, registered, verdicts in _regopy_results(builtins):
+        if verdicts is None or "error" in verdicts:
+            continue
+        if registered or name in SYNTAX or "value" in verdicts:
+            supported.add(name)
+    return supported
+
+
+ENGINES: dict[str, Callable[[list[Decl]], set[str]]] = {"embedded": regopy_supports}
+
+
+def generate(opa_bin: str) -> str:
+    """The capabilities JSON text (OPA's format, builtins sorted by name, 2-space indent)."""
+    current = json.loads(
+        subprocess.run(
+            [opa_bin, "capabilities", "--current"], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    builtins: list[Decl] = current["builtins"]
+    keep = {b["name"] for b in builtins} - REFUSED
+    for probe in ENGINES.values():
+        keep &= probe(builtins)
+    current["builtins"] = sorted(
+        (b for b in builtins if b["name"] in keep), key=lambda b: str(b["name"])
+    )
+    return json.dumps(current, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--opa", default=os.environ.get("AGENTCTL_OPA_BIN") or str(DEFAULT_OPA))
+    parser.add_argument("--output", type=Path, help=f"write here (e.g. {TARGET.relative_to(ROOT)})")
+    args = parser.parse_args()
+    text = generate(args.opa)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
