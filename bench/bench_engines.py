@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import regopy  # noqa: E402
 
-from control_plane.policy.engine import LoadedBundle, encode_input  # noqa: E402
+from control_plane.policy.bundles import read_policy_dir  # noqa: E402
+from control_plane.policy.engines import LoadedBundle, encode_input  # noqa: E402
 from control_plane.policy.engines.embedded import EmbeddedEngine  # noqa: E402
 from control_plane.policy.engines.opa import OpaEngine  # noqa: E402
-from control_plane.policy.source import read_policy_dir  # noqa: E402
 
 ENTRYPOINT = "agents/authz/decision"
 

@@ -36,7 +36,7 @@ from control_plane.kit.middleware import (
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
 from control_plane.policy.endpoints import router as policies_router
-from control_plane.policy.engine import InputLimits, build_engine
+from control_plane.policy.engines import InputLimits, build_engine
 from control_plane.policy.runtime import PolicyRuntime
 
 DESCRIPTION = (

@@ -162,8 +162,11 @@ def _print_problem(response: Any) -> None:
 def cmd_policy_push(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
-    from control_plane.policy.bundle_io import write_bundle_archive
-    from control_plane.policy.source import PolicySourceError, read_policy_dir
+    from control_plane.policy.bundles import (
+        PolicySourceError,
+        read_policy_dir,
+        write_bundle_archive,
+    )
 
     try:
         source = read_policy_dir(args.directory)
@@ -200,9 +203,13 @@ def cmd_policy_push(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_policy_test(settings: Settings, args: argparse.Namespace) -> int:
-    from control_plane.policy.validation import run_policy_tests
+    from control_plane.policy.validation import OpaUnavailableError, run_policy_tests
 
-    report = run_policy_tests(args.directory, opa_bin=settings.opa_bin)
+    try:
+        report = run_policy_tests(args.directory, opa_bin=settings.opa_bin)
+    except OpaUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(report.output if report.output.endswith("\n") else report.output + "\n")
     return report.exit_code
 
@@ -255,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
     push.set_defaults(func=cmd_policy_push)
     test = policy_sub.add_parser(
-        "test", help="run the directory's Rego tests (opa test with AGENTCTL_OPA_BIN)"
+        "test", help="check the directory with OPA and run its Rego tests (opa test)"
     )
     test.add_argument("directory")
     test.set_defaults(func=cmd_policy_test)

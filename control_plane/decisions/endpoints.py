@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,6 +19,7 @@ from control_plane.kit.errors import FieldError, ValidationFailed, error_respons
 from control_plane.kit.pagination import Pagination, page_fields
 from control_plane.kit.routing import Session, TransactionalRoute, idempotent
 from control_plane.kit.time import aware
+from control_plane.policy.engines import Effect
 
 router = APIRouter(
     prefix="/v1/decisions",
@@ -30,12 +30,6 @@ router = APIRouter(
 
 _decider = require_scope("decisions:create")
 Decider = Annotated[AgentPrincipal, Depends(_decider)]
-
-
-class Effect(StrEnum):
-    allow = "allow"
-    deny = "deny"
-    require_approval = "require_approval"
 
 
 def _utc(value: datetime | None, name: str) -> datetime | None:

@@ -25,7 +25,7 @@ from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.time import utcnow
 from control_plane.models import Decision
-from control_plane.policy.engine import EngineResult, InputLimits, InvalidInputError, encode_input
+from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
 

@@ -24,7 +24,7 @@ async def healthz() -> Health:
 
 @router.get("/readyz", operation_id="health-ready", responses=error_responses(503))
 async def readyz(request: Request) -> Health:
-    """The database is reachable and its migrations are current."""
+    """The database is reachable, its migrations are current and the policy engine is loaded."""
     state = request.app.state
     try:
         current = await current_revision(state.engine)
@@ -35,4 +35,8 @@ async def readyz(request: Request) -> Health:
             f"Database migration {current} is not the expected {state.migration_head}; "
             "run `agentctl migrate`."
         )
+    async with state.read_sessionmaker() as session:
+        problem = await state.policy_runtime.ready(session)
+    if problem is not None:
+        raise ServiceUnavailable(f"The policy engine is not ready: {problem}.")
     return Health(status="ok", database=state.engine.dialect.name, migration=current)

@@ -1,12 +1,20 @@
+"""HTTP for policy bundles: parse, authorise, call the service.
+
+An upload is validated by `ValidatedUploadRoute` before the route's transaction (and SQLite's
+writer turn) begins: OPA takes a second or so, and other writers must not queue behind it.
+"""
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
-from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
+from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent, current_operator
 from control_plane.auth.principals import Capability
 from control_plane.kit.errors import (
     FieldError,
@@ -20,7 +28,7 @@ from control_plane.kit.routing import Session, TransactionalRoute
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import service
-from control_plane.policy.bundle_io import BundleArchiveError, read_bundle_archive
+from control_plane.policy.bundles import BundleArchiveError, PolicySource, read_bundle_archive
 from control_plane.policy.schemas import (
     BundleList,
     BundlePublic,
@@ -29,7 +37,6 @@ from control_plane.policy.schemas import (
     RevisionPublic,
     RevisionSummary,
 )
-from control_plane.policy.source import PolicySource
 
 router = APIRouter(
     prefix="/v1/policies",
@@ -94,26 +101,54 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post(
-    "/{bundle}/revisions",
-    status_code=201,
-    operation_id="policies-create_revision",
-    dependencies=[OperatorIdempotent],
-    responses=error_responses(409, 415),
-    openapi_extra=_UPLOAD_BODY,
-)
+_bearer = HTTPBearer(auto_error=False)
+
+
+class ValidatedUploadRoute(TransactionalRoute):
+    """Authorise, parse and validate the upload first; then run the transactional route.
+
+    The operator is authenticated on a read session (SQLite readers never wait for the writer)
+    and must hold policy_write before anything uploaded is parsed. The endpoint authenticates
+    again inside the transaction and finds the validated source on `request.state`.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        transactional = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            async with request.app.state.read_sessionmaker() as session:
+                who = await current_operator(request, session, await _bearer(request))
+            who.require(Capability.policy_write)
+            source = await _source(request)
+            settings = request.app.state.settings
+            request.state.validated_policy = await service.validate_upload(settings, source)
+            return await transactional(request)
+
+        return route
+
+
 async def create_revision(
     bundle: BundleName, request: Request, who: CurrentOperator, session: Session, response: Response
 ) -> RevisionSummary:
     """Store a validated revision (JSON modules and data, or a tar.gz bundle directory)."""
-    who.require(Capability.policy_write)  # before any parsing of what was uploaded
-    source = await _source(request)
-    revision = await service.create_revision(
-        session, who, request.app.state.settings, bundle, source
-    )
+    validated: service.ValidatedSource = request.state.validated_policy
+    revision = await service.create_revision(session, who, bundle, validated)
     response.headers["Location"] = f"/v1/policies/{bundle}/revisions/{revision.revision}"
     stored = await service.get_revision(session, who, bundle, revision.revision)
     return RevisionSummary(**_summary(*stored))
+
+
+router.add_api_route(
+    "/{bundle}/revisions",
+    create_revision,
+    methods=["POST"],
+    status_code=201,
+    operation_id="policies-create_revision",
+    dependencies=[OperatorIdempotent],
+    responses=error_responses(409, 415, 503),
+    openapi_extra=_UPLOAD_BODY,
+    route_class_override=ValidatedUploadRoute,
+)
 
 
 @router.get("", operation_id="policies-list_bundles")

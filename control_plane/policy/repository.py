@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -48,6 +50,17 @@ async def list_revisions(
     if after is not None:
         stmt = stmt.where(col(PolicyRevision.revision) < after)
     return (await session.exec(stmt)).all()
+
+
+async def stored_content(
+    session: AsyncSession, revision_id: uuid.UUID
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(modules, data) of a revision as the database holds them (read back, not cached)."""
+    stmt = select(PolicyRevision.modules, PolicyRevision.data).where(
+        PolicyRevision.id == revision_id
+    )
+    modules, data = (await session.exec(stmt)).one()
+    return dict(modules), dict(data)
 
 
 async def next_revision_number(session: AsyncSession, bundle: str) -> int:

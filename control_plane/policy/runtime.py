@@ -18,10 +18,9 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.policy import repository
-from control_plane.policy.engines.base import (
-    ENGINE_ERROR,
-    ENGINE_NOT_LOADED,
+from control_plane.policy.engines import (
     EngineResult,
+    FailureCode,
     LoadedBundle,
     PolicyEngine,
     fail_closed,
@@ -29,7 +28,7 @@ from control_plane.policy.engines.base import (
 
 log = structlog.get_logger(__name__)
 
-NO_ACTIVE_POLICY = "no_active_policy"
+NO_ACTIVE_POLICY = FailureCode.no_active_policy
 
 
 class PolicyRuntime:
@@ -43,7 +42,9 @@ class PolicyRuntime:
         await self.engine.load(bundle)
         log.info("policy_loaded", bundle=self.bundle, revision=bundle.revision)
 
-    async def _ensure_loaded(self, session: AsyncSession, number: int) -> tuple[str, str] | None:
+    async def _ensure_loaded(
+        self, session: AsyncSession, number: int
+    ) -> tuple[FailureCode, str] | None:
         """None once revision ``number`` is loaded, else (failure code, detail)."""
         if self.engine.revision == str(number):
             return None
@@ -51,7 +52,10 @@ class PolicyRuntime:
         if current is None or current[0] != number or current[1].done():
             revision = await repository.get_revision(session, self.bundle, number)
             if revision is None:
-                return ENGINE_ERROR, f"revision {number} of bundle {self.bundle} is missing"
+                return (
+                    FailureCode.engine_error,
+                    f"revision {number} of bundle {self.bundle} is missing",
+                )
             bundle = LoadedBundle(
                 modules=revision.modules,
                 data=revision.data,
@@ -66,10 +70,10 @@ class PolicyRuntime:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=self._load_wait)
         except TimeoutError:
-            return ENGINE_NOT_LOADED, f"revision {number} is still loading"
+            return FailureCode.engine_not_loaded, f"revision {number} is still loading"
         except Exception as exc:  # the load failed: deny now, the next decision retries
             log.error("policy_load_failed", bundle=self.bundle, revision=number)
-            return ENGINE_ERROR, f"revision {number} failed to load: {exc}"
+            return FailureCode.engine_error, f"revision {number} failed to load: {exc}"
         return None
 
     async def decide(self, session: AsyncSession, input_doc: dict[str, object]) -> EngineResult:
@@ -90,6 +94,23 @@ class PolicyRuntime:
                 code, detail, self.engine.name, str(number), time.perf_counter() - started
             )
         return await self.engine.evaluate(input_doc)
+
+    async def ready(self, session: AsyncSession) -> str | None:
+        """None when the engine holds the active revision (loading it if needed), else why not.
+
+        Checks the engine rather than trusting what was loaded: a restarted OPA is empty.
+        """
+        number = await repository.active_revision_number(session, self.bundle)
+        if number is None:
+            return None  # nothing to load: decisions deny with no_active_policy, by design
+        if self.engine.revision == str(number) and not await self.engine.verify():
+            log.warning("policy_engine_lost_revision", bundle=self.bundle, revision=number)
+        problem = await self._ensure_loaded(session, number)
+        if problem is not None:
+            return problem[1]
+        if not await self.engine.verify():
+            return f"the {self.engine.name} engine does not hold revision {number}"
+        return None
 
     async def aclose(self) -> None:
         if self._loading is not None:

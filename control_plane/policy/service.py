@@ -1,16 +1,20 @@
 """The policy store: immutable, validated revisions of named bundles, and which one is active.
 
-A revision is validated before it is stored (``validation.validate_modules``: OPA's compiler when
-an OPA binary is configured, the embedded engine plus static checks otherwise), so a bundle that
-either engine would reject never reaches a decision.
+An upload is validated first (`validate_upload`: OPA's compiler with the shared capabilities,
+then the embedded engine; see `validation`), before the request's transaction begins and outside
+SQLite's writer turn, so other writes never wait for it. Only a `ValidatedSource` can be stored,
+and what is stored is read back and digested again: the digest reported is the digest of what the
+database holds. Without an OPA binary nothing is validated and nothing is stored (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,12 +22,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.config import Settings
-from control_plane.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
+from control_plane.kit.errors import (
+    Conflict,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from control_plane.kit.time import utcnow
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import repository
-from control_plane.policy.source import PolicySource
-from control_plane.policy.validation import PolicyIssue, validate_modules
+from control_plane.policy.bundles import PolicySource
+from control_plane.policy.validation import OpaUnavailableError, PolicyIssue, validate_bundle
+from control_plane.policy.validation.structure import DATA_FILE
 
 
 def content_digest(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
@@ -36,60 +47,71 @@ def content_digest(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _issue_text(issue: PolicyIssue) -> str:
-    where = issue.file
-    if issue.line is not None:
-        where += f":{issue.line}"
-        if issue.column is not None:
-            where += f":{issue.column}"
-    return f"{where}: {issue.message}"
+def _pointer(issue: PolicyIssue) -> str:
+    if issue.file == DATA_FILE:
+        return "/body/data"
+    return f"/body/modules/{issue.file.replace('~', '~0').replace('/', '~1')}"
 
 
 def _rejected(issues: Sequence[PolicyIssue]) -> ValidationFailed:
-    errors = [
-        FieldError(
-            pointer=f"/body/modules/{i.file.replace('~', '~0').replace('/', '~1')}",
-            detail=_issue_text(i),
-        )
-        for i in issues
-    ]
+    errors = [FieldError(pointer=_pointer(i), detail=f"{i.text()} ({i.code})") for i in issues]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return ValidationFailed(
-        f"The policy was rejected: {_issue_text(issues[0])}{more}", errors=errors
-    )
+    return ValidationFailed(f"The policy was rejected: {issues[0].text()}{more}", errors=errors)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSource:
+    """Modules and data exactly as validated (private copies), with their content digest."""
+
+    modules: dict[str, str]
+    data: dict[str, Any]
+    digest: str
+
+
+async def validate_upload(settings: Settings, source: PolicySource) -> ValidatedSource:
+    """Validate in a worker thread; raises ValidationFailed (422) or ServiceUnavailable (503)."""
+    modules, data = copy.deepcopy(source.modules), copy.deepcopy(source.data)
+    try:
+        issues = await asyncio.to_thread(validate_bundle, modules, data, opa_bin=settings.opa_bin)
+    except OpaUnavailableError as exc:
+        raise ServiceUnavailable(
+            f"Policy cannot be validated, so it is not stored: {exc}. Decisions go on."
+        ) from exc
+    if issues:
+        raise _rejected(issues)
+    return ValidatedSource(modules, data, content_digest(modules, data))
 
 
 async def create_revision(
     session: AsyncSession,
     who: OperatorPrincipal | None,
-    settings: Settings,
     bundle_name: str,
-    source: PolicySource,
-    *,
-    validate: bool = True,
+    source: ValidatedSource,
 ) -> PolicyRevision:
+    """Store `source` as the bundle's next revision; 409 on a concurrent store."""
     if who is not None:
         who.require(Capability.policy_write)
-    if validate:
-        issues = await asyncio.to_thread(
-            validate_modules, source.modules, source.data, opa_bin=settings.opa_bin
-        )
-        if issues:
-            raise _rejected(issues)
     if await repository.get_bundle(session, bundle_name) is None:
         await repository.add(session, PolicyBundle(name=bundle_name))
     revision = PolicyRevision(
         bundle=bundle_name,
         revision=await repository.next_revision_number(session, bundle_name),
-        modules=dict(source.modules),
-        data=dict(source.data),
-        digest=content_digest(source.modules, source.data),
+        modules=source.modules,
+        data=source.data,
+        digest=source.digest,
         created_by=who.key if who is not None else "system",
     )
     try:
         await repository.add(session, revision)
     except IntegrityError as exc:
         raise Conflict("Another revision was stored concurrently; retry.") from exc
+    stored = await repository.stored_content(session, revision.id)
+    if content_digest(*stored) != source.digest:
+        # The database would hold something other than what was validated: store nothing.
+        raise ValidationFailed(
+            "The policy cannot be stored exactly as it was validated.",
+            errors=[FieldError(pointer="/body", detail="stored content differs from the upload")],
+        )
     return revision
 
 
@@ -150,12 +172,16 @@ async def list_bundles(
 async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> int | None:
     """On the first start, store the shipped policy as the ``default`` bundle and activate it.
     Returns the revision created, or None when the bundle already exists."""
-    from control_plane.policy.source import read_policy_dir
+    from control_plane.policy.bundles import read_policy_dir
 
     if await repository.get_bundle(session, "default") is not None:
         return None
     source = read_policy_dir(settings.resolved_policy_dir)
-    # The shipped policy is validated by the test suite (opa check and opa test in CI).
-    revision = await create_revision(session, None, settings, "default", source, validate=False)
+    # The shipped policy is validated by the test suite (opa check and opa test in CI), and the
+    # service must start without an OPA binary.
+    shipped = ValidatedSource(
+        source.modules, source.data, content_digest(source.modules, source.data)
+    )
+    revision = await create_revision(session, None, "default", shipped)
     await activate(session, None, "default", revision.revision)
     return revision.revision

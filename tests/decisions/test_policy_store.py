@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from control_plane.policy.bundle_io import write_bundle_archive
-from control_plane.policy.source import read_policy_dir
+from control_plane.policy.bundles import write_bundle_archive
+from control_plane.policy.bundles import read_policy_dir
 from tests.decisions.support import REFUND, decider
 from tests.factories import create_operator
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from control_plane.policy.engine import LoadedBundle
+from control_plane.policy.engines.base import LoadedBundle
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"

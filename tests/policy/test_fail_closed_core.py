@@ -13,20 +13,18 @@ from typing import Any
 
 import pytest
 
-from control_plane.policy.engine import (
+from control_plane.policy.engines import build_engine
+from control_plane.policy.engines.base import (
     UNDEFINED,
     EngineNotLoadedError,
     EngineResult,
     GuardedEngine,
-    InputLimits,
-    InvalidInputError,
     LoadedBundle,
     PolicyEngine,
     PolicyEngineError,
-    build_engine,
-    encode_input,
     validate_decision,
 )
+from control_plane.policy.engines.inputs import InputLimits, InvalidInputError, encode_input
 
 GOOD = {"effect": "allow", "allow": True, "reasons": [], "obligations": []}
 
@@ -58,6 +56,9 @@ class ScriptedEngine(GuardedEngine):
 
     async def load(self, bundle: LoadedBundle) -> None:
         return None
+
+    async def verify(self) -> bool:
+        return True
 
     async def aclose(self) -> None:
         return None

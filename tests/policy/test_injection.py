@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_plane.policy.engine import GuardedEngine, LoadedBundle
+from control_plane.policy.engines.base import GuardedEngine, LoadedBundle
 from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
 from tests.policy.helpers import (

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from control_plane.policy.engine import EngineResult, LoadedBundle, PolicyLoadError
+from control_plane.policy.engines.base import EngineResult, LoadedBundle, PolicyLoadError
 from control_plane.policy.engines.opa import OpaEngine
 from tests.policy.helpers import OpaServer, allowed_input, decision_module, one_module
 from tests.policy.proxy import Fault, FaultProxy
@@ -234,10 +234,11 @@ async def test_load_replaces_modules_and_data(start_opa: Callable[[], OpaServer]
                 "agentctl/agents/authz.rego",
                 "agentctl/lib/reasons.rego",
                 "agentctl/lib/old.rego",
+                "agentctl/.revision",  # the marker that tells a restarted (empty) OPA apart
             }  # test modules are not loaded
             await engine.load(second)
             ids = {p["id"] for p in (await client.get("/v1/policies")).json()["result"]}
-            assert ids == {"agentctl/agents/authz.rego"}
+            assert ids == {"agentctl/agents/authz.rego", "agentctl/.revision"}
             assert (await client.get("/v1/data/cfg")).json() == {}
         result = await engine.evaluate({})
         assert (result.effect, result.revision) == ("allow", "r2")

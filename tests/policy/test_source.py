@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.policy.source import PolicySourceError, read_policy_dir
+from control_plane.policy.bundles import PolicySourceError, read_policy_dir
 from tests.policy.helpers import AGENT_GRANTS, CROSS_DOMAIN_NAMES, POLICIES
 
 

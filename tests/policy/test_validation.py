@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.policy.source import read_policy_dir
+from control_plane.policy.bundles import read_policy_dir
 from control_plane.policy.validation import PolicyIssue, run_policy_tests, validate_modules
 from tests.policy.helpers import POLICIES
 

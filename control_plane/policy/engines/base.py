@@ -31,7 +31,6 @@ from control_plane.policy.engines.inputs import InputLimits, InvalidInputError, 
 log = structlog.get_logger(__name__)
 
 
-
 class Effect(StrEnum):
     """What a decision document says about the action."""
 
@@ -148,6 +147,10 @@ class PolicyEngine(Protocol):
 
     async def evaluate(self, input_doc: Mapping[str, Any]) -> EngineResult: ...
 
+    async def verify(self) -> bool:
+        """Whether the engine still holds the revision it loaded (checked, not assumed)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -176,7 +179,9 @@ def validate_decision(
         return fail_closed(FailureCode.undefined_decision, None, engine, revision, duration_seconds)
     problem = _decision_problem(raw)
     if problem is not None:
-        return fail_closed(FailureCode.malformed_decision, problem, engine, revision, duration_seconds)
+        return fail_closed(
+            FailureCode.malformed_decision, problem, engine, revision, duration_seconds
+        )
     assert isinstance(raw, dict)
     return EngineResult(
         effect=Effect(raw["effect"]),
@@ -292,6 +297,10 @@ class GuardedEngine(ABC):
         """Make `bundle` the policy evaluated from now on; raises PolicyLoadError."""
 
     @abstractmethod
+    async def verify(self) -> bool:
+        """Whether the loaded revision is still what evaluates (False: load it again)."""
+
+    @abstractmethod
     async def aclose(self) -> None:
         """Release threads, connections; evaluate denies afterwards."""
 
@@ -319,7 +328,9 @@ class GuardedEngine(ABC):
         except PolicyEngineError as exc:
             return self._failed(FailureCode.engine_error, str(exc), revision, started)
         except Exception as exc:  # fail closed on anything an engine or its transport raises
-            return self._failed(FailureCode.engine_error, f"{type(exc).__name__}: {exc}", revision, started)
+            return self._failed(
+                FailureCode.engine_error, f"{type(exc).__name__}: {exc}", revision, started
+            )
         result = validate_decision(
             raw,
             engine=self.name,

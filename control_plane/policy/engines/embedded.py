@@ -16,8 +16,8 @@ Facts about regopy 1.5.2 this module is built around:
 - Some failures cannot be caught: regopy aborts the process compiling `with input as {...}`
   over a rule that passes input to a builtin, and corrupts memory in `time.weekday` (and the
   timezone forms of `time.clock/date/format`) when greenlet was loaded before regopy. Load only
-  bundles that passed `validation.validate_modules` (it compiles in a child process and rejects
-  those builtins), and import regopy before sqlalchemy/structlog where possible.
+  bundles that passed `validation.validate_bundle` (it builds them in a child process, and its
+  capabilities file leaves those builtins out).
 - Strings keep their JSON escapes inside regopy (`"a\\tb"` has 4 characters there, 3 in OPA):
   equality and prefix tests agree with OPA on the escaped text `encode_input` produces, but
   string builtins that count or transform characters can differ on control characters.
@@ -43,12 +43,12 @@ from control_plane.policy.engines.base import (
     UNDEFINED,
     EngineNotLoadedError,
     GuardedEngine,
-    InputLimits,
     LoadedBundle,
     PolicyEngineError,
     PolicyLoadError,
     runtime_modules,
 )
+from control_plane.policy.engines.inputs import InputLimits
 
 _ERRORMSG = re.compile(r"\(errormsg (\d+):")
 
@@ -102,7 +102,10 @@ def node_errors(node: Any) -> str:
 
 
 def _first_error(sexpr: str) -> str:
-    """Extract `errormsg` texts from rego-cpp's S-expression error format."""
+    """Extract `errormsg` texts from rego-cpp's S-expression error format.
+
+    The one parser of regopy's error text in the project (validation reads OPA's JSON instead).
+    """
     messages = []
     for match in _ERRORMSG.finditer(sexpr):
         length = int(match.group(1))
@@ -170,6 +173,10 @@ class EmbeddedEngine(GuardedEngine):
             except Exception as exc:
                 raise PolicyLoadError(f"{type(exc).__name__}: {exc}") from exc
             self._snapshot = snapshot
+
+    async def verify(self) -> bool:
+        """In process, a loaded bundle stays loaded until the engine is closed."""
+        return self._snapshot is not None and not self._closed
 
     async def aclose(self) -> None:
         self._closed = True

@@ -1,7 +1,7 @@
 """Remote policy engine: a real OPA server driven over its REST API.
 
 One pooled `httpx.AsyncClient` per engine, explicit timeouts, no retries: a decision that does not
-come back within the engine timeout is a deny (the guard in `engine.py` bounds the whole call,
+come back within the engine timeout is a deny (the guard in `base.py` bounds the whole call,
 httpx's own timeouts bound each phase). OPA answers `{}` without `result` for an undefined
 document; that, any non-200 answer and any unparseable body are failures the guard turns into a
 deny.
@@ -14,6 +14,13 @@ puts and deletes run in rounds until no more progress is possible; a 4xx answer 
 after another operation changed what the compiler sees. Decisions wait while a load is in
 progress (bounded by the evaluation timeout), so a decision never sees half a bundle and always
 reports the revision it was evaluated against.
+
+An OPA server that restarts comes back empty. Every load therefore also puts a marker module
+(package `__agentctl__`: the revision and digest it completes), and the engine checks it rather
+than assuming OPA still holds what was loaded: on an undefined decision, on a transport error and
+whenever readiness is asked (`verify`). When the marker is missing or names another revision the
+engine counts as not loaded, so decisions deny with `engine_not_loaded` and the runtime loads the
+active revision again on the next decision; `/readyz` is not ready until it is back.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import structlog
 
 from control_plane.policy.engines.base import (
     DEFAULT_ENTRYPOINT,
@@ -35,14 +43,17 @@ from control_plane.policy.engines.base import (
     EngineNotLoadedError,
     EngineTimeoutError,
     GuardedEngine,
-    InputLimits,
     LoadedBundle,
     PolicyEngineError,
     PolicyLoadError,
     runtime_modules,
 )
+from control_plane.policy.engines.inputs import InputLimits
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_POLICY_PREFIX = "agentctl"
+MARKER_PACKAGE = "__agentctl__"
 
 
 class _LoadGate:
@@ -114,6 +125,7 @@ class OpaEngine(GuardedEngine):
         )
         self._gate = _LoadGate()
         self._revision: str | None = None
+        self._marker: dict[str, str] | None = None
         self._loaded = False
         self._closed = False
 
@@ -122,12 +134,30 @@ class OpaEngine(GuardedEngine):
         return self._revision if self._loaded else None
 
     async def health(self) -> bool:
-        """Whether OPA answers its health endpoint (for readiness probes)."""
+        """Whether OPA answers its health endpoint."""
         try:
             response = await self._client.get("/health")
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+    async def verify(self) -> bool:
+        """Whether OPA still holds the loaded revision (its marker); forgets it if not."""
+        if not self._loaded or self._closed:
+            return False
+        expected = self._marker
+        try:
+            response = await self._client.get(f"/v1/data/{MARKER_PACKAGE}")
+            body = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, json.JSONDecodeError, UnicodeDecodeError):
+            return False  # unreachable: nothing is known to be lost, decisions deny meanwhile
+        held = body.get("result") if isinstance(body, dict) else None
+        if held == expected:
+            return True
+        if self._marker == expected and self._loaded:
+            log.warning("opa_lost_policy", expected=expected, held=held)
+            self._loaded = False
+        return False
 
     async def aclose(self) -> None:
         self._closed = True
@@ -154,7 +184,11 @@ class OpaEngine(GuardedEngine):
                 raise EngineTimeoutError(type(exc).__name__) from exc
             except httpx.HTTPError as exc:
                 raise PolicyEngineError(f"OPA unreachable: {type(exc).__name__}: {exc}") from exc
-            return _decision_from_response(response), revision
+            decision = _decision_from_response(response)
+            if decision is UNDEFINED and not await self.verify():
+                # A restarted OPA is empty: say so, and the runtime loads the revision again.
+                raise EngineNotLoadedError(f"OPA no longer holds revision {revision}")
+            return decision, revision
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -165,6 +199,12 @@ class OpaEngine(GuardedEngine):
         modules = {
             self._policy_id(path): src for path, src in runtime_modules(bundle.modules).items()
         }
+        marker = {"revision": bundle.revision, "digest": bundle.digest}
+        # Last, so OPA holds the marker only once everything before it is in place.
+        modules[self._policy_id(".revision")] = (
+            f"package {MARKER_PACKAGE}\n\n"
+            f"revision := {json.dumps(bundle.revision)}\n\ndigest := {json.dumps(bundle.digest)}\n"
+        )
         async with self._gate.write():
             # Until the load succeeds, OPA holds a mix of revisions: decisions must deny.
             self._loaded = False
@@ -189,6 +229,7 @@ class OpaEngine(GuardedEngine):
             except httpx.HTTPError as exc:
                 raise PolicyLoadError(f"OPA unreachable: {type(exc).__name__}: {exc}") from exc
             self._revision = bundle.revision
+            self._marker = marker
             self._loaded = True
 
     def _policy_id(self, path: str) -> str:
