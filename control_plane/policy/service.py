@@ -34,7 +34,7 @@ from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import repository
 from control_plane.policy.bundles import PolicySource
 from control_plane.policy.validation import OpaUnavailableError, PolicyIssue, validate_bundle
-from control_plane.policy.validation.structure import DATA_FILE
+from control_plane.policy.validation.structure import DATA_FILE, canonical_numbers
 
 
 def content_digest(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
@@ -70,7 +70,7 @@ class ValidatedSource:
 
 async def validate_upload(settings: Settings, source: PolicySource) -> ValidatedSource:
     """Validate in a worker thread; raises ValidationFailed (422) or ServiceUnavailable (503)."""
-    modules, data = copy.deepcopy(source.modules), copy.deepcopy(source.data)
+    modules, data = copy.deepcopy(source.modules), canonical_numbers(source.data)
     try:
         issues = await asyncio.to_thread(validate_bundle, modules, data, opa_bin=settings.opa_bin)
     except OpaUnavailableError as exc:

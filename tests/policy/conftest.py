@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.policy.engines.base import LoadedBundle
 from control_plane.policy.bundles import read_policy_dir
+from control_plane.policy.engines.base import LoadedBundle
 from tests.policy.helpers import IN_CI, OPA_VERSION, POLICIES, OpaServer, find_opa_bin, running_opa
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.policy.engines.base import LoadedBundle, PolicyLoadError
 from control_plane.policy.engines import embedded
+from control_plane.policy.engines.base import LoadedBundle, PolicyLoadError
 from control_plane.policy.engines.embedded import EmbeddedEngine
 from tests.policy.helpers import allowed_input, decision_module, one_module
 

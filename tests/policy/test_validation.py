@@ -1,7 +1,7 @@
-"""Validation before a revision is stored, with the OPA binary and with the regopy fallback.
+"""Validation before a revision is stored: OPA (with the shared capabilities) is the judge.
 
-Every kind of policy OPA 1.x rejects is checked in both modes. Where the fallback cannot see a
-problem (type errors such as an arity mismatch), the test pins down what it does instead.
+Every kind of policy OPA 1.x rejects is refused with its file and line; builtins outside the
+capabilities file are refused by name; without an OPA binary nothing validates.
 """
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from pathlib import Path
 import pytest
 
 from control_plane.policy.bundles import read_policy_dir
-from control_plane.policy.validation import PolicyIssue, run_policy_tests, validate_modules
+from control_plane.policy.validation import (
+    OpaUnavailableError,
+    PolicyIssue,
+    run_policy_tests,
+    validate_bundle,
+)
 from tests.policy.helpers import POLICIES
 
 PATH = "bundle/rules.rego"
 
-# name: (source, expected code, expected line); caught by OPA and by the fallback.
+# name: (source, expected code, expected line).
 REJECTED = {
     "v0_rule_body": ("package t\n\nallow { input.a == 1 }\n", "rego_parse_error", 3),
     "v0_partial_set": ("package t\n\ndeny[x] {\n\tx := 1\n}\n", "rego_parse_error", 3),
@@ -42,6 +47,7 @@ REJECTED = {
         "rego_type_error",
         None,
     ),
+    "arity_mismatch": ("package t\n\np if count(input.x, 1) > 2\n", "rego_type_error", 3),
     "missing_in_embedded_engine": (
         'package t\n\np := net.cidr_contains("10.0.0.0/8", input.ip)\n',
         "unsupported_builtin",
@@ -59,39 +65,19 @@ REJECTED = {
     ),
 }
 
-# What the fallback does where it cannot match OPA (documented gaps).
-FALLBACK_GAPS = {
-    # OPA's type checker: no Python equivalent; regopy evaluates `count` with two arguments
-    # without complaint when input.x is undefined.
-    "arity_mismatch": "package t\n\np if count(input.x, 1) > 2\n",
-}
-
 # Conflicts that only show for some inputs: neither OPA's compiler nor validation rejects them;
 # at evaluation both engines fail closed (see the engine tests).
-ACCEPTED_BY_BOTH = {
+ACCEPTED = {
     "input_dependent_conflict": "package t\n\np := 1 if input.a\n\np := 2 if input.b\n",
 }
 
-
-def modes() -> list[object]:
-    return [
-        pytest.param(None, id="fallback"),
-        pytest.param("opa", id="opa", marks=pytest.mark.opa),
-    ]
-
-
-@pytest.fixture(params=modes())
-def opa_mode(request: pytest.FixtureRequest) -> str | None:
-    if request.param is None:
-        return None
-    found: str = request.getfixturevalue("opa_bin")
-    return found
+pytestmark = pytest.mark.opa
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
-def test_rejected_with_file_and_line(opa_mode: str | None, case: str) -> None:
+def test_rejected_with_file_and_line(opa_bin: str, case: str) -> None:
     source, code, line = REJECTED[case]
-    issues = validate_modules({PATH: source}, {}, opa_bin=opa_mode)
+    issues = validate_bundle({PATH: source}, {}, opa_bin=opa_bin)
     assert issues, f"{case} accepted"
     located = [i for i in issues if i.file == PATH and i.line is not None]
     assert located, issues
@@ -101,41 +87,60 @@ def test_rejected_with_file_and_line(opa_mode: str | None, case: str) -> None:
         assert line in {i.line for i in located}, issues
 
 
-@pytest.mark.parametrize("case", sorted(FALLBACK_GAPS))
-def test_fallback_gaps(opa_mode: str | None, case: str) -> None:
-    issues = validate_modules({PATH: FALLBACK_GAPS[case]}, {}, opa_bin=opa_mode)
-    if opa_mode:
-        assert [(i.file, i.line, i.code) for i in issues] == [(PATH, 3, "rego_type_error")]
-    else:
-        assert issues == []  # the fallback cannot see it: only OPA's type checker does
+@pytest.mark.parametrize(
+    ("case", "builtin"),
+    [
+        ("missing_in_embedded_engine", "net.cidr_contains"),
+        ("crashes_embedded_engine", "time.weekday"),
+        ("timezone_form", "time.clock"),
+    ],
+)
+def test_unsupported_builtin_is_named(opa_bin: str, case: str, builtin: str) -> None:
+    issues = validate_bundle({PATH: REJECTED[case][0]}, {}, opa_bin=opa_bin)
+    assert [(i.file, i.line, i.code) for i in issues] == [(PATH, 3, "unsupported_builtin")]
+    assert builtin in issues[0].message
 
 
-@pytest.mark.parametrize("case", sorted(ACCEPTED_BY_BOTH))
-def test_input_dependent_conflicts_are_accepted(opa_mode: str | None, case: str) -> None:
-    assert validate_modules({PATH: ACCEPTED_BY_BOTH[case]}, {}, opa_bin=opa_mode) == []
+def test_unknown_function_is_not_called_unsupported(opa_bin: str) -> None:
+    issues = validate_bundle({PATH: "package t\n\nr if foo.bar(1)\n"}, {}, opa_bin=opa_bin)
+    assert [i.code for i in issues] == ["rego_type_error"]
+    assert "undefined function foo.bar" in issues[0].message
 
 
-def test_shipped_policies_are_valid(opa_mode: str | None) -> None:
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+def test_input_dependent_conflicts_are_accepted(opa_bin: str, case: str) -> None:
+    assert validate_bundle({PATH: ACCEPTED[case]}, {}, opa_bin=opa_bin) == []
+
+
+def test_without_opa_nothing_validates(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-opa")
+    with pytest.raises(OpaUnavailableError, match="make opa"):
+        validate_bundle({PATH: "package t\n\np := 1\n"}, {}, opa_bin=missing)
+    with pytest.raises(OpaUnavailableError, match=r"install-opa\.sh"):
+        run_policy_tests(POLICIES, missing)
+
+
+def test_shipped_policies_are_valid(opa_bin: str) -> None:
     source = read_policy_dir(POLICIES)
-    assert validate_modules(source.modules, source.data, opa_bin=opa_mode) == []
+    assert validate_bundle(source.modules, source.data, opa_bin=opa_bin) == []
 
 
-def test_issue_names_the_right_file_among_several(opa_mode: str | None) -> None:
+def test_issue_names_the_right_file_among_several(opa_bin: str) -> None:
     modules = {
         "a/good.rego": "package a\n\nok := true\n",
         "b/bad.rego": "package b\n\n\n\nallow {\n\ttrue\n}\n",
     }
-    issues = validate_modules(modules, {}, opa_bin=opa_mode)
+    issues = validate_bundle(modules, {}, opa_bin=opa_bin)
     assert {(i.file, i.line) for i in issues} == {("b/bad.rego", 5)}
 
 
-def test_embedded_engine_crash_is_an_issue_not_a_crash(opa_mode: str | None) -> None:
+def test_embedded_engine_crash_is_an_issue_not_a_crash(opa_bin: str) -> None:
     """regopy 1.5.2 aborts compiling `with input as {...}` over a builtin call on input."""
     modules = {
         "a.rego": "package a\n\nr if is_object(input.agent)\n",
         "b.rego": 'package b\n\nt if {\n\tdata.a.r with input as {"agent": {}}\n}\n',
     }
-    issues = validate_modules(modules, {}, opa_bin=opa_mode)
+    issues = validate_bundle(modules, {}, opa_bin=opa_bin)
     assert [i.code for i in issues] == ["embedded_engine_crash"]
     assert "SIGABRT" in issues[0].message
 
@@ -153,12 +158,40 @@ def test_embedded_engine_crash_is_an_issue_not_a_crash(opa_mode: str | None) -> 
         ({"a.rego": "package x\n#" + "x" * (1024 * 1024)}, {}, "invalid_module"),
         ({"a.rego": "package x\n"}, [1], "invalid_data"),
         ({"a.rego": "package x\n"}, {"n": float("nan")}, "invalid_data"),
-        ({"a.rego": "package agents.authz\n"}, {"agents": {"authz": {"x": 1}}}, "invalid_data"),
+        ({"a.rego": "package x\n"}, {"b": {"x\u0000": 1}}, "invalid_data"),
+        ({"a.rego": "package x\n"}, {"b": ["x\ud800"]}, "invalid_data"),
     ],
 )
 def test_structure(modules: dict[str, str], data: object, code: str) -> None:
-    issues = validate_modules(modules, data)
+    issues = validate_bundle(modules, data, opa_bin=None)
     assert code in {i.code for i in issues}, issues
+
+
+def test_data_that_cannot_be_stored_exactly_is_named_by_path() -> None:
+    data = {"b": {"x\u0000": 1, "x\ufffd": 2}, "ok": ["fine", "y\udc00"]}
+    issues = validate_bundle({"a.rego": "package x\n"}, data, opa_bin=None)
+    assert {(i.file, i.code) for i in issues} == {("data.json", "invalid_data")}
+    messages = sorted(i.message for i in issues)
+    assert messages == [
+        'data at "/b/x\\u0000": object key contains U+0000 (NUL), which cannot be stored',
+        'data at "/ok/1": string contains a lone surrogate, which is not Unicode text',
+    ]
+
+
+# OPA's own rule on data beside rules (issue 8, fault 4): a value where a rule lives is refused,
+# data below a package that no rule claims is accepted.
+def test_data_clashing_with_a_rule_is_refused(opa_bin: str) -> None:
+    modules = {"agents/authz.rego": "package agents.authz\n\nallow := true\n"}
+    issues = validate_bundle(modules, {"agents": 5}, opa_bin=opa_bin)
+    assert [(i.file, i.line, i.code) for i in issues] == [
+        ("agents/authz.rego", 3, "rego_compile_error")
+    ]
+    assert "conflicting rule for data path agents/authz/allow" in issues[0].message
+
+
+def test_data_beside_rules_of_a_package_is_accepted(opa_bin: str) -> None:
+    modules = {"agents/authz.rego": "package agents.authz\n\nallow := true\n"}
+    assert validate_bundle(modules, {"agents": {"authz": {"x": 1}}}, opa_bin=opa_bin) == []
 
 
 def test_issue_serialises() -> None:
@@ -175,21 +208,13 @@ def test_issue_serialises() -> None:
 # --- Rego tests of a directory ---------------------------------------------------------------
 
 
-def test_policy_tests_pass_under_both_engines(opa_mode: str | None) -> None:
-    report = run_policy_tests(POLICIES, opa_mode)
+def test_policy_tests_pass(opa_bin: str) -> None:
+    report = run_policy_tests(POLICIES, opa_bin)
     assert report.exit_code == 0, report.output
     assert report.failed == report.errored == 0
     assert report.passed >= 60
     assert report.passed == len(report.results)
     assert all(verdict == "PASS" for _, verdict in report.results)
-
-
-@pytest.mark.opa
-def test_both_runners_run_the_same_tests(opa_bin: str) -> None:
-    embedded = run_policy_tests(POLICIES)
-    opa = run_policy_tests(POLICIES, opa_bin)
-    assert sorted(embedded.results) == sorted(opa.results)
-    assert (embedded.engine, opa.engine) == ("embedded", "opa")
 
 
 @pytest.mark.parametrize(
@@ -212,7 +237,7 @@ def test_both_runners_run_the_same_tests(opa_bin: str) -> None:
     ],
 )
 def test_rego_tests_catch_a_broken_policy(
-    opa_mode: str | None, tmp_path: Path, original: str, mutant: str
+    opa_bin: str, tmp_path: Path, original: str, mutant: str
 ) -> None:
     copy = tmp_path / "policies"
     shutil.copytree(POLICIES, copy)
@@ -220,20 +245,43 @@ def test_rego_tests_catch_a_broken_policy(
     text = policy.read_text()
     assert original in text
     policy.write_text(text.replace(original, mutant))
-    report = run_policy_tests(copy, opa_mode)
+    report = run_policy_tests(copy, opa_bin)
     assert report.exit_code != 0
     assert report.failed >= 1, report.output
 
 
-def test_runner_reports_compile_errors(tmp_path: Path) -> None:
+def test_runner_reports_compile_errors(opa_bin: str, tmp_path: Path) -> None:
     (tmp_path / "x.rego").write_text("package x\n\np := 1 +\n")
-    report = run_policy_tests(tmp_path)
+    report = run_policy_tests(tmp_path, opa_bin)
     assert report.exit_code == 1
-    assert "x.rego:3" in report.output
+    assert "x.rego:4: unexpected eof token" in report.output  # OPA reports the end of file
 
 
-def test_runner_without_tests(tmp_path: Path) -> None:
+def test_runner_without_tests(opa_bin: str, tmp_path: Path) -> None:
     (tmp_path / "x.rego").write_text("package x\n\np := 1\n")
-    report = run_policy_tests(tmp_path)
+    report = run_policy_tests(tmp_path, opa_bin)
     assert (report.exit_code, report.passed) == (0, 0)
     assert "no tests found" in report.output
+
+
+def test_runner_refuses_builtins_outside_the_capabilities(opa_bin: str, tmp_path: Path) -> None:
+    (tmp_path / "x.rego").write_text('package x\n\np := net.cidr_contains("10.0.0.0/8", "1")\n')
+    report = run_policy_tests(tmp_path, opa_bin)
+    assert report.exit_code == 1
+    assert "x.rego:3:" in report.output
+    assert "net.cidr_contains" in report.output
+
+
+def test_runner_reports_failures_and_errors(opa_bin: str, tmp_path: Path) -> None:
+    (tmp_path / "x.rego").write_text("package x\n\np := 1\n")
+    (tmp_path / "x_test.rego").write_text(
+        "package x_test\n\nimport data.x\n\ntest_ok if x.p == 1\n\ntest_bad if x.p == 2\n"
+    )
+    report = run_policy_tests(tmp_path, opa_bin)
+    assert report.exit_code == 2
+    assert sorted(report.results) == [
+        ("data.x_test.test_bad", "FAIL"),
+        ("data.x_test.test_ok", "PASS"),
+    ]
+    assert (report.passed, report.failed) == (1, 1)
+    assert "data.x_test.test_bad: FAIL" in report.output

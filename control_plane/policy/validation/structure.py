@@ -124,6 +124,23 @@ def data_issues(data: dict[str, Any]) -> list[PolicyIssue]:
     return []
 
 
+def canonical_numbers(value: Any) -> Any:
+    """`value` with numbers in the form every database hands back: no -0.0, and integral
+    floats that JSON writes with an exponent (1e+20) as integers. PostgreSQL's jsonb stores
+    numbers as `numeric`, which keeps neither; both forms are equal numbers in Rego, so the
+    revision is digested and validated in this form and stored exactly."""
+    if isinstance(value, dict):
+        return {k: canonical_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical_numbers(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value):
+        if value == 0:
+            return 0.0
+        if value.is_integer() and "e" in repr(value):
+            return int(value)
+    return value
+
+
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains U+0000 (NUL), which cannot be stored"
