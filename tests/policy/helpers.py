@@ -106,9 +106,9 @@ class OpaServer:
 
 
 @contextmanager
-def running_opa(opa_bin: str, log: Path) -> Iterator[OpaServer]:
-    """`opa run --server` on a free loopback port until the block ends."""
-    port = free_port()
+def running_opa(opa_bin: str, log: Path, port: int | None = None) -> Iterator[OpaServer]:
+    """`opa run --server` on a loopback port (a free one by default) until the block ends."""
+    port = port or free_port()
     argv = [opa_bin, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"]
     with log.open("wb") as out:
         process = subprocess.Popen([*argv, "--disable-telemetry"], stdout=out, stderr=out)
