@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The pinned OPA validates policy uploads; when it cannot be installed the service still runs and
+# decides, and uploads answer 503 until OPA is there. An AGENTCTL_OPA_BIN you set is used as is.
 run: $(STAMP)
-	$(BIN)/agentctl serve --host $(HOST) --port $(PORT)
+	@if [ -z "$$AGENTCTL_OPA_BIN" ]; then \
+	  AGENTCTL_OPA_BIN=$$(scripts/install-opa.sh | tail -n 1); \
+	  if [ -x "$$AGENTCTL_OPA_BIN" ]; then export AGENTCTL_OPA_BIN; else unset AGENTCTL_OPA_BIN; \
+	    echo "make run: OPA could not be installed; serving without it (policy uploads answer 503)" >&2; fi; \
+	fi; \
+	exec $(BIN)/agentctl serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -40,7 +47,7 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# A pinned OPA for the tests that run against a real OPA server (needs Go).
+# The pinned OPA: policy validation, `agentctl policy test`, the tests against a real OPA server.
 opa:
 	scripts/install-opa.sh
 
