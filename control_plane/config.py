@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     opa_url: str = "http://127.0.0.1:8181"
     opa_bin: str | None = Field(
         default=None,
-        description="An OPA binary: authoritative validation of uploaded policy, `opa test`.",
+        description="The OPA binary that validates uploaded policy and runs `opa test`; unset: "
+        "the pinned one where scripts/install-opa.sh puts it. Without one, uploads answer 503.",
     )
     policy_bundle: str = Field(default="default", description="The bundle decisions use.")
     policy_timeout_seconds: float = Field(default=0.5, gt=0, le=10)

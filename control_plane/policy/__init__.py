@@ -1,7 +1,8 @@
-"""Policy: Rego bundles, the engines that evaluate them, and their validation.
+"""Policy: Rego bundles, the engines that evaluate them, and their validation by OPA.
 
-`engine` holds the `PolicyEngine` protocol, the fail-closed evaluation layer shared by every
-engine and the `build_engine` factory; `engines/` holds the embedded (regopy) and remote (OPA)
-implementations; `validation` checks modules before a revision is stored and runs Rego tests;
-`source` reads a policy directory the way OPA's loader does.
+`engines/` holds the `PolicyEngine` protocol and fail-closed guard (`base`), the embedded (regopy)
+and remote (OPA) implementations and the factory; `validation/` runs the pinned OPA binary (`opa
+check` with the shared capabilities file, `opa eval`, `opa test`) before a revision is stored;
+`bundles` reads and writes bundle directories and archives; `service` and `repository` store
+revisions; `runtime` keeps the engine on the active revision.
 """

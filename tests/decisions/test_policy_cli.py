@@ -13,17 +13,27 @@ from tests.servers import ROOT, agentctl, server_env, serving
 ADMIN = "acp_op_policy-cli-admin-token-0123456789abcdef"
 
 
-@pytest.mark.parametrize("engine", ["embedded", "opa"])
-def test_policy_test_runs_the_shipped_tests(
-    engine: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+@pytest.mark.parametrize("where", ["AGENTCTL_OPA_BIN", "installed"])
+def test_policy_test_runs_the_shipped_tests(where: str, tmp_path: Path, opa_bin: str) -> None:
+    """With AGENTCTL_OPA_BIN, or the pinned OPA where scripts/install-opa.sh puts it."""
     env = server_env("sqlite+aiosqlite:///unused.db", tmp_path)
-    if engine == "opa":
-        env["AGENTCTL_OPA_BIN"] = request.getfixturevalue("opa_bin")
+    if where == "AGENTCTL_OPA_BIN":
+        env["AGENTCTL_OPA_BIN"] = opa_bin
+    else:
+        env["AGENTCTL_TOOLS_DIR"] = str(Path(opa_bin).parent.parent)
     done = agentctl("policy", "test", str(ROOT / "policies"), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
     assert "FAIL" not in done.stdout
+
+
+def test_policy_test_without_opa_says_how_to_install_it(tmp_path: Path) -> None:
+    env = server_env("sqlite+aiosqlite:///unused.db", tmp_path)
+    env["AGENTCTL_OPA_BIN"] = str(tmp_path / "no-opa")
+    done = agentctl("policy", "test", str(ROOT / "policies"), env=env)
+    assert done.returncode == 2
+    assert "make opa" in done.stderr
+    assert "scripts/install-opa.sh" in done.stderr
 
 
 def test_policy_test_reports_failures(tmp_path: Path) -> None:
