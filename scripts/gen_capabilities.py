@@ -155,7 +155,7 @@ ENGINES: dict[str, Callable[[list[Decl]], set[str]]] = {"embedded": regopy_suppo
 
 
 def generate(opa_bin: str) -> str:
-    """The capabilities JSON text (OPA's format, builtins sorted by name, 2-space indent)."""
+    """The capabilities JSON text (OPA's format, one builtin per line, sorted by name)."""
     current = json.loads(
         subprocess.run(  # noqa: S603 - the OPA binary given, fixed arguments
             [opa_bin, "capabilities", "--current"], check=True, capture_output=True, text=True
@@ -165,10 +165,17 @@ def generate(opa_bin: str) -> str:
     keep = {b["name"] for b in builtins} - REFUSED
     for probe in ENGINES.values():
         keep &= probe(builtins)
-    current["builtins"] = sorted(
-        (b for b in builtins if b["name"] in keep), key=lambda b: str(b["name"])
-    )
-    return json.dumps(current, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    kept = sorted((b for b in builtins if b["name"] in keep), key=lambda b: str(b["name"]))
+    # One builtin per line: a reviewable diff when OPA or an engine changes, in few lines.
+    lines = [_compact(b) for b in kept]
+    rest = {k: v for k, v in sorted(current.items()) if k != "builtins"}
+    parts = ['{\n"builtins": [\n' + ",\n".join(lines) + "\n]"]
+    parts += [f"{_compact(k)}: {_compact(v)}" for k, v in rest.items()]
+    return ",\n".join(parts) + "\n}\n"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def main() -> int:
