@@ -280,7 +280,10 @@ async def test_data_that_cannot_be_stored_exactly_is_422_naming_the_path(
 async def test_stored_content_has_the_reported_digest(
     client: httpx.AsyncClient, admin: dict[str, str], validation: str
 ) -> None:
-    data = {"b": {"x\ufffd": 2, "x": 1, "\u2028": "\U0001f600", "e": "caf\u00e9"}, "n": [1.5, -0.0, 1e20]}
+    data = {
+        "b": {"x\ufffd": 2, "x": 1, "\u2028": "\U0001f600", "e": "caf\u00e9"},
+        "n": [1.5, -0.0, 1e20],
+    }
     body = {**_deny_all(), "data": data}
     r = await client.post("/v1/policies/default/revisions", json=body, headers=admin)
     assert r.status_code == 201, r.text
