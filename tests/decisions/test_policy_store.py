@@ -350,3 +350,17 @@ async def test_writes_do_not_wait_for_an_upload_being_validated(
         f"upload {upload_seconds * 1000:.0f} ms"
     )
     assert during < upload_seconds / 2
+
+
+@pytest.mark.parametrize("builtin", ["time.weekday", "net.cidr_contains"])
+async def test_builtin_the_embedded_engine_lacks_is_refused_by_name(
+    client: httpx.AsyncClient, admin: dict[str, str], validation: str, builtin: str
+) -> None:
+    call = f"{builtin}(input.x)" if builtin == "time.weekday" else f'{builtin}("10.0.0.0/8", "x")'
+    body = {"modules": {"agents/authz.rego": f"package agents.authz\n\nx := {call}\n"}}
+    r = await client.post("/v1/policies/default/revisions", json=body, headers=admin)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("The policy was rejected: agents/authz.rego:3:"), detail
+    assert f"builtin {builtin} is not supported" in detail
+    assert await _revisions(client, admin) == [1]
