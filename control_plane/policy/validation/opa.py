@@ -78,6 +78,7 @@ def run_opa(opa_bin: str, args: list[str], cwd: Path, timeout: float) -> tuple[i
         proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
             [opa_bin, *args],
             cwd=cwd,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
