@@ -31,19 +31,18 @@ if str(_ROOT) not in sys.path:
 
 from joserfc import jwt  # noqa: E402
 
-from control_plane.credentials.keys import (  # noqa: E402
-    JWS_REGISTRY,
+from control_plane.crypto.jose import JWS_REGISTRY  # noqa: E402
+from control_plane.crypto.jwk import SigningAlg  # noqa: E402
+from control_plane.crypto.signing import (  # noqa: E402
     KeyRecord,
-    SigningAlg,
     SigningKeyRing,
     generate_signing_key,
 )
-from control_plane.credentials.tokens import (  # noqa: E402
+from control_plane.oauth2.cache import (  # noqa: E402
     VerifiedTokenCache,
-    issue_access_token,
-    verify_access_token,
     verify_access_token_cached,
 )
+from control_plane.oauth2.tokens import issue_access_token, verify_access_token  # noqa: E402
 
 ISSUER = "https://control-plane.example"
 AUDIENCE = "agent-control-plane"

@@ -18,7 +18,8 @@ import httpx
 from joserfc import jws
 
 from bench.servers import ADMIN, measure, row, server
-from control_plane.credentials.keys import JWS_REGISTRY, generate_signing_key
+from control_plane.crypto.jose import JWS_REGISTRY
+from control_plane.crypto.signing import generate_signing_key
 
 SECONDS = 3.0
 CONCURRENCY = 4

@@ -1,10 +1,9 @@
-"""The application factory. ``create_app`` wires routers, error handlers and middleware; the
-lifespan creates the database engine and hands it on through ``app.state``. Nothing heavy happens
-at import time."""
+"""The application factory. ``create_app`` wires routers (``api.py``), error handlers and
+middleware; the lifespan builds the typed ``AppState`` (database, key store, policy runtime,
+background tasks) and stops it again. Nothing heavy happens at import time."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,17 +11,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from control_plane import __version__
-from control_plane.agents.endpoints import router as agents_router
+from control_plane.api import build_api
 from control_plane.config import Settings, get_settings
-from control_plane.credentials.agent_auth import AgentAuthenticator
-from control_plane.credentials.endpoints import router as credentials_router
-from control_plane.credentials.endpoints import self_router as agent_self_router
-from control_plane.credentials.keystore import KeyStore
-from control_plane.credentials.oauth import router as oauth_router
-from control_plane.decisions.endpoints import router as decisions_router
-from control_plane.domains.endpoints import router as domains_router
-from control_plane.health.endpoints import router as health_router
-from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.crypto.keystore import KeyStore
+from control_plane.kit.database import Database
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     error_responses,
@@ -34,10 +26,11 @@ from control_plane.kit.middleware import (
     UrlSanityMiddleware,
 )
 from control_plane.migrate import head_revision
-from control_plane.operators.endpoints import router as operators_router
-from control_plane.policy.endpoints import router as policies_router
+from control_plane.oauth2.agent_auth import AgentAuthenticator
+from control_plane.oauth2.pruning import Pruner
 from control_plane.policy.engines import InputLimits, build_engine
 from control_plane.policy.runtime import PolicyRuntime
+from control_plane.state import AppState
 
 DESCRIPTION = (
     "Registers agents and their versions, issues their credentials, decides on their actions "
@@ -50,18 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(
-            settings.resolved_database_url, pool_size=settings.database_pool_size
-        )
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.read_sessionmaker = create_sessionmaker(engine, read_only=True)
-        app.state.sqlite_write_lock = asyncio.Lock() if settings.is_sqlite else None
-        app.state.migration_head = head_revision()
-        keystore = KeyStore(app.state.sessionmaker, settings, app.state.read_sessionmaker)
+        database = Database.open(settings)
+        keystore = KeyStore(database.sessionmaker, settings, database.read_sessionmaker)
         await keystore.start()
-        app.state.keystore = keystore
-        app.state.agent_authenticator = AgentAuthenticator(keystore, settings)
         limits = InputLimits()
         policy_engine = build_engine(
             settings.policy_engine,
@@ -70,16 +54,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threads=settings.policy_threads,
             limits=limits,
         )
-        app.state.input_limits = limits
-        runtime = PolicyRuntime(
-            policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
+        state = AppState(
+            settings=settings,
+            database=database,
+            migration_head=head_revision(),
+            keystore=keystore,
+            agent_authenticator=AgentAuthenticator(keystore, settings),
+            input_limits=limits,
+            policy_runtime=PolicyRuntime(
+                policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
+            ),
+            pruner=Pruner(database, settings.prune_interval_seconds),
         )
-        app.state.policy_runtime = runtime
+        app.state.context = state
+        state.pruner.start()
         try:
             yield
         finally:
-            await runtime.aclose()
-            await engine.dispose()
+            await state.pruner.aclose()
+            await state.policy_runtime.aclose()
+            await database.aclose()
 
     app = FastAPI(
         title="agent-control-plane",
@@ -89,17 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Any route may meet an oversized body or an unavailable database.
         responses=error_responses(413, 503),
     )
-    app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(health_router)
-    app.include_router(domains_router)
-    app.include_router(agent_self_router)  # /v1/agents/me before /v1/agents/{agent_id}
-    app.include_router(agents_router)
-    app.include_router(credentials_router)
-    app.include_router(operators_router)
-    app.include_router(policies_router)
-    app.include_router(decisions_router)
-    app.include_router(oauth_router)
+    app.include_router(build_api())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)

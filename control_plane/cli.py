@@ -124,7 +124,7 @@ def cmd_operators_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> int:
-    from control_plane.credentials.keystore import rotate
+    from control_plane.crypto.keystore import rotate
 
     _prepare(settings)
 

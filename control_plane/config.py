@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "calls (at most 1 s); 0 reads it on every call.",
     )
     token_cache_size: int = Field(default=10_000, ge=0)
+    prune_interval_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="How often expired one-time assertion and revoked-token rows are deleted.",
+    )
     policy_engine: Literal["embedded", "opa"] = Field(
         default="embedded",
         description="embedded (regopy, in process) or opa (a real OPA server at opa_url).",

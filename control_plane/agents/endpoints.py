@@ -3,33 +3,27 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import Header, Query, Response
 
 from control_plane.agents import service
 from control_plane.agents.schemas import (
     AgentCreate,
-    AgentList,
     AgentPublic,
     AgentStatus,
     AgentUpdate,
     VersionCreate,
-    VersionList,
     VersionPublic,
 )
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.etag import etag
-from control_plane.kit.pagination import Pagination, page_fields
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.pagination import Page, Pagination
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import Agent, AgentVersion
 
-router = APIRouter(
-    prefix="/v1/agents",
-    tags=["agents"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 404, 422),
-)
+router = Router(tag="agents", prefix="/v1/agents", errors=(401, 403, 404, 422))
 
 IfMatch = Annotated[
     str | None,
@@ -58,7 +52,6 @@ def _parse_labels(values: list[str]) -> dict[str, str]:
 @router.post(
     "",
     status_code=201,
-    operation_id="agents-create",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )
@@ -71,7 +64,7 @@ async def create_agent(
     return _agent(agent, response)
 
 
-@router.get("", operation_id="agents-list")
+@router.get("")
 async def list_agents(
     who: CurrentOperator,
     session: Session,
@@ -81,7 +74,7 @@ async def list_agents(
     label: Annotated[
         list[str], Query(description="key=value; repeat to require several labels.")
     ] = [],  # noqa: B006 - FastAPI copies query defaults
-) -> AgentList:
+) -> Page[AgentPublic]:
     """List agents visible to the caller, newest last, with filters."""
     rows = await service.list_agents(
         session,
@@ -92,10 +85,10 @@ async def list_agents(
         after=page.after,
         limit=page.limit,
     )
-    return AgentList(**page_fields(rows, page.limit, AgentPublic))
+    return Page[AgentPublic].of(rows, page.limit)
 
 
-@router.get("/{agent_id}", operation_id="agents-get")
+@router.get("/{agent_id}")
 async def get_agent(
     agent_id: uuid.UUID, who: CurrentOperator, session: Session, response: Response
 ) -> AgentPublic:
@@ -105,7 +98,6 @@ async def get_agent(
 
 @router.patch(
     "/{agent_id}",
-    operation_id="agents-update",
     responses=error_responses(409, 412, 428),
 )
 async def update_agent(
@@ -137,7 +129,6 @@ def _lifecycle(action: str, summary: str) -> None:
         f"/{{agent_id}}/{action}",
         endpoint,
         methods=["POST"],
-        operation_id=f"agents-{action}",
         name=f"{action}_agent",
         dependencies=[OperatorIdempotent],
         responses=error_responses(409, 412),
@@ -157,7 +148,6 @@ def _version(version: AgentVersion) -> VersionPublic:
 @router.post(
     "/{agent_id}/versions",
     status_code=201,
-    operation_id="agents-register_version",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )
@@ -174,16 +164,16 @@ async def register_version(
     return _version(version)
 
 
-@router.get("/{agent_id}/versions", operation_id="agents-list_versions")
+@router.get("/{agent_id}/versions")
 async def list_versions(
     agent_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
-) -> VersionList:
+) -> Page[VersionPublic]:
     """List the agent's versions, oldest first."""
     rows = await service.list_versions(session, who, agent_id, after=page.after, limit=page.limit)
-    return VersionList(**page_fields(rows, page.limit, VersionPublic))
+    return Page[VersionPublic].of(rows, page.limit)
 
 
-@router.get("/{agent_id}/versions/{version_id}", operation_id="agents-get_version")
+@router.get("/{agent_id}/versions/{version_id}")
 async def get_version(
     agent_id: uuid.UUID, version_id: uuid.UUID, who: CurrentOperator, session: Session
 ) -> VersionPublic:
@@ -204,7 +194,6 @@ def _version_action(action: str, summary: str) -> None:
         f"/{{agent_id}}/versions/{{version_id}}/{action}",
         endpoint,
         methods=["POST"],
-        operation_id=f"agents-{action}_version",
         name=f"{action}_version",
         dependencies=[OperatorIdempotent],
         responses=error_responses(409),

@@ -84,6 +84,13 @@ async def find_version(
     return (await session.exec(stmt)).first()
 
 
+async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVersion | None:
+    stmt = select(AgentVersion).where(
+        AgentVersion.agent_id == agent_id, AgentVersion.state == "active"
+    )
+    return (await session.exec(stmt)).first()
+
+
 async def list_versions(
     session: AsyncSession, agent_id: uuid.UUID, *, after: uuid.UUID | None, limit: int
 ) -> Sequence[AgentVersion]:

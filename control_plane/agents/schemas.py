@@ -81,12 +81,6 @@ class AgentPublic(ResponseModel):
     updated_at: datetime
 
 
-class AgentList(ResponseModel):
-    data: list[AgentPublic]
-    has_more: bool
-    next_after: str | None = None
-
-
 class VersionCreate(RequestModel):
     version: Annotated[
         str,
@@ -121,9 +115,3 @@ class VersionPublic(ResponseModel):
     approved_at: datetime | None
     approved_by: str | None
     activated_at: datetime | None
-
-
-class VersionList(ResponseModel):
-    data: list[VersionPublic]
-    has_more: bool
-    next_after: str | None = None

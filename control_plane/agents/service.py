@@ -18,7 +18,7 @@ from control_plane.agents.schemas import (
     VersionState,
 )
 from control_plane.auth.principals import Capability, OperatorPrincipal
-from control_plane.domains import repository as domains
+from control_plane.domains import service as domains
 from control_plane.kit.errors import (
     AlreadyExists,
     Conflict,
@@ -43,10 +43,38 @@ _AGENT_TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 async def _visible_agent(
     session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID
 ) -> Agent:
-    agent = await repository.get(session, agent_id)
-    if agent is None or not who.sees_domain(agent.domain):
-        raise NotFound("Agent not found.")
-    return agent
+    return who.visible(await repository.get(session, agent_id), what="Agent")
+
+
+# --- for other domains (no operator involved: token issuance, agent authentication) ----------
+
+
+async def find(session: AsyncSession, agent_id: uuid.UUID) -> Agent | None:
+    """The agent, whoever asks; callers apply their own rules."""
+    return await repository.get(session, agent_id)
+
+
+async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVersion | None:
+    return await repository.active_version(session, agent_id)
+
+
+async def usable_version(
+    session: AsyncSession, agent_id: uuid.UUID, version: str
+) -> AgentVersion | None:
+    """The version named ``version`` if it is approved or active (credentials bind to those)."""
+    found = await repository.find_version(session, agent_id, version)
+    if found is None or found.state not in (VersionState.approved, VersionState.active):
+        return None
+    return found
+
+
+async def writable(session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID) -> Agent:
+    """The agent, when ``who`` may change it (registry:write, in their domains)."""
+    return await _writable_agent(session, who, agent_id)
+
+
+async def readable(session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID) -> Agent:
+    return await get(session, who, agent_id)
 
 
 async def get(session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID) -> Agent:
@@ -64,7 +92,7 @@ async def _writable_agent(
 async def create(session: AsyncSession, who: OperatorPrincipal, body: AgentCreate) -> Agent:
     who.require(Capability.registry_write)
     # An unknown domain and a domain outside the caller's scope answer the same way.
-    if not who.sees_domain(body.domain) or await domains.get(session, body.domain) is None:
+    if not who.sees_domain(body.domain) or not await domains.exists(session, body.domain):
         raise ValidationFailed(
             "The domain does not exist.",
             errors=[FieldError(pointer="/body/domain", detail="unknown domain")],

@@ -6,17 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlmodel import col, select
 
-from control_plane.auth.principals import (
-    OPERATOR_TOKEN_PREFIX,
-    OperatorPrincipal,
-    Role,
-    hash_token,
-)
+from control_plane.auth.principals import OPERATOR_TOKEN_PREFIX, OperatorPrincipal
 from control_plane.kit.errors import Unauthorized
 from control_plane.kit.routing import Session, idempotent
-from control_plane.models import Operator
+from control_plane.operators import service as operators
 
 _bearer = HTTPBearer(
     auto_error=False, scheme_name="OperatorToken", description="Operator token (acp_op_...)."
@@ -40,21 +34,9 @@ async def current_operator(
     token = credentials.credentials
     if not token.startswith(OPERATOR_TOKEN_PREFIX) or len(token) > 256:
         raise Unauthorized("The token is not a valid operator token.")
-    operator = (
-        await session.exec(
-            select(Operator).where(
-                Operator.token_hash == hash_token(token), col(Operator.revoked_at).is_(None)
-            )
-        )
-    ).first()
-    if operator is None:
+    principal = await operators.authenticate(session, token)
+    if principal is None:
         raise Unauthorized("The token is not a valid operator token.")
-    principal = OperatorPrincipal(
-        id=operator.id,
-        name=operator.name,
-        role=Role(operator.role),
-        domains=frozenset(operator.domains),
-    )
     request.state.principal_key = principal.key
     return principal
 

@@ -12,12 +12,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from control_plane.kit.errors import Forbidden, NotFound
 
 OPERATOR_TOKEN_PREFIX = "acp_op_"  # noqa: S105 - a public prefix, not a secret
+
+T = TypeVar("T")
+
+
+def _domain_of(found: Any) -> str:
+    domain: str = found.domain
+    return domain
 
 
 class Role(StrEnum):
@@ -74,10 +83,15 @@ class OperatorPrincipal:
     def sees_domain(self, domain: str) -> bool:
         return self.is_global or domain in self.domains
 
-    def require_domain(self, domain: str, *, what: str = "Agent") -> None:
-        """404 for anything outside the caller's domains: existence is not disclosed."""
-        if not self.sees_domain(domain):
+    def visible(
+        self, found: T | None, *, what: str, domain_of: Callable[[T], str] = _domain_of
+    ) -> T:
+        """``found`` when it exists and lies in one of the caller's domains, else ``NotFound``
+        ("{what} not found."): outside your domains the answer is the same 404 as for nothing,
+        so existence is not disclosed. Every domain uses this one helper for that rule."""
+        if found is None or not self.sees_domain(domain_of(found)):
             raise NotFound(f"{what} not found.")
+        return found
 
     def visible_domains(self) -> frozenset[str] | None:
         """None means every domain."""

@@ -2,35 +2,30 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from control_plane.agents.schemas import AgentPublic
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
 from control_plane.credentials import service
-from control_plane.credentials.agent_auth import CurrentAgent
 from control_plane.credentials.schemas import (
     CredentialCreate,
     CredentialCreated,
-    CredentialList,
     CredentialPublic,
 )
 from control_plane.kit.errors import error_responses
-from control_plane.kit.pagination import Pagination, page_fields
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.pagination import Page, Pagination
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
+from control_plane.oauth2.agent_auth import CurrentAgent
 
-router = APIRouter(
-    prefix="/v1/agents",
-    tags=["credentials"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 404, 422),
-)
+router = Router(tag="credentials", prefix="/v1/agents", errors=(401, 403, 404, 422))
 
-#: Routes an agent calls with its own token. Included before the registry's /v1/agents/{id}.
-self_router = APIRouter(prefix="/v1/agents", tags=["agents"], route_class=TransactionalRoute)
+#: Routes an agent calls with its own token (``api.py`` includes it before /v1/agents/{id}).
+self_router = Router(tag="agents", prefix="/v1/agents")
 
 
-@self_router.get("/me", operation_id="agents-me", responses=error_responses(401))
-async def get_me(agent: CurrentAgent) -> AgentPublic:
+@self_router.get("/me", responses=error_responses(401))
+async def me(agent: CurrentAgent) -> AgentPublic:
     """The calling agent's own record (agent token)."""
     return AgentPublic.model_validate(agent.agent)
 
@@ -38,7 +33,6 @@ async def get_me(agent: CurrentAgent) -> AgentPublic:
 @router.post(
     "/{agent_id}/credentials",
     status_code=201,
-    operation_id="credentials-create",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )
@@ -57,20 +51,19 @@ async def create_credential(
     return CredentialCreated(**public.model_dump(), client_secret=created.client_secret)
 
 
-@router.get("/{agent_id}/credentials", operation_id="credentials-list")
+@router.get("/{agent_id}/credentials")
 async def list_credentials(
     agent_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
-) -> CredentialList:
+) -> Page[CredentialPublic]:
     """List the agent's credentials; secrets are never shown."""
     rows = await service.list_credentials(
         session, who, agent_id, after=page.after, limit=page.limit
     )
-    return CredentialList(**page_fields(rows, page.limit, CredentialPublic))
+    return Page[CredentialPublic].of(rows, page.limit)
 
 
 @router.post(
     "/{agent_id}/credentials/{client_id}/revoke",
-    operation_id="credentials-revoke",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )

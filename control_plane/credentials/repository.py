@@ -1,45 +1,14 @@
-"""All SQL for credentials, signing keys, used client assertions and revoked tokens."""
+"""All SQL for credentials (the OAuth2 clients of agents)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit.time import aware
-from control_plane.models import (
-    Agent,
-    AgentVersion,
-    Credential,
-    RevokedToken,
-    SigningKeyRow,
-    UsedAssertion,
-)
-
-# --- signing keys -----------------------------------------------------------------------------
-
-
-async def active_signing_keys(session: AsyncSession) -> Sequence[SigningKeyRow]:
-    stmt = select(SigningKeyRow).where(col(SigningKeyRow.retired_at).is_(None))
-    return (await session.exec(stmt)).all()
-
-
-async def published_signing_keys(session: AsyncSession, now: datetime) -> Sequence[SigningKeyRow]:
-    stmt = select(SigningKeyRow).where(
-        or_(col(SigningKeyRow.not_after).is_(None), col(SigningKeyRow.not_after) > now)
-    )
-    return (await session.exec(stmt)).all()
-
-
-async def prune_signing_keys(session: AsyncSession, now: datetime) -> None:
-    await session.exec(delete(SigningKeyRow).where(col(SigningKeyRow.not_after) < now))
-
+from control_plane.models import Credential
 
 # --- credentials ------------------------------------------------------------------------------
 
@@ -65,78 +34,3 @@ async def list_credentials(
     if after is not None:
         stmt = stmt.where(col(Credential.id) > after)
     return (await session.exec(stmt)).all()
-
-
-async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVersion | None:
-    stmt = select(AgentVersion).where(
-        AgentVersion.agent_id == agent_id, AgentVersion.state == "active"
-    )
-    return (await session.exec(stmt)).first()
-
-
-# --- one-time assertions and revocation -------------------------------------------------------
-
-
-async def record_assertion(
-    session: AsyncSession, client_id: uuid.UUID, jti: str, expires_at: datetime
-) -> bool:
-    """Record a client assertion's jti; False when it was used before (on any replica)."""
-    try:
-        async with session.begin_nested():
-            session.add(UsedAssertion(client_id=client_id, jti=jti, expires_at=expires_at))
-    except IntegrityError:
-        return False
-    return True
-
-
-async def prune_assertions(session: AsyncSession, now: datetime) -> None:
-    await session.exec(delete(UsedAssertion).where(col(UsedAssertion.expires_at) < now))
-
-
-async def revoke_token(
-    session: AsyncSession, jti: str, client_id: uuid.UUID, expires_at: datetime
-) -> None:
-    if await session.get(RevokedToken, jti) is None:
-        try:
-            async with session.begin_nested():
-                session.add(RevokedToken(jti=jti, client_id=client_id, expires_at=expires_at))
-        except IntegrityError:
-            pass  # revoked concurrently: the outcome is the same
-
-
-async def prune_revoked_tokens(session: AsyncSession, now: datetime) -> None:
-    await session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < now))
-
-
-@dataclass(frozen=True)
-class AuthState:
-    """What a protected call must re-check on every request, in one read."""
-
-    agent: Agent
-    credential_revoked: bool
-    credential_expires_at: datetime | None
-    bound_version_state: str | None
-    token_revoked: bool
-
-
-async def auth_state(
-    session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
-) -> AuthState | None:
-    stmt = (
-        select(Agent, Credential, AgentVersion, RevokedToken)
-        .join(Credential, col(Credential.agent_id) == col(Agent.id))
-        .outerjoin(AgentVersion, col(AgentVersion.id) == col(Credential.version_id))
-        .outerjoin(RevokedToken, col(RevokedToken.jti) == jti)
-        .where(col(Credential.id) == client_id, col(Agent.id) == agent_id)
-    )
-    row = (await session.exec(stmt)).first()
-    if row is None:
-        return None
-    agent, credential, version, revoked = row
-    return AuthState(
-        agent=agent,
-        credential_revoked=credential.revoked_at is not None,
-        credential_expires_at=aware(credential.expires_at) if credential.expires_at else None,
-        bound_version_state=version.state if version is not None else None,
-        token_revoked=revoked is not None,
-    )

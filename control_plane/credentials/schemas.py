@@ -55,24 +55,3 @@ class CredentialCreated(CredentialPublic):
     client_secret: str | None = Field(
         default=None, description="Shown in this response only; only its hash is stored."
     )
-
-
-class CredentialList(ResponseModel):
-    data: list[CredentialPublic]
-    has_more: bool
-    next_after: str | None = None
-
-
-class TokenResponse(ResponseModel):
-    access_token: str
-    token_type: str = "Bearer"  # noqa: S105 - RFC 6749 token type
-    expires_in: int
-    scope: str
-
-
-class Introspection(ResponseModel):
-    """RFC 7662: an inactive token yields only ``{"active": false}``."""
-
-    model_config = {"extra": "allow"}
-
-    active: bool

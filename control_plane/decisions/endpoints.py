@@ -4,29 +4,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query
 
 from control_plane.auth.dependencies import CurrentOperator
-from control_plane.credentials.agent_auth import AgentPrincipal, require_scope
 from control_plane.decisions import service
 from control_plane.decisions.schemas import (
-    DecisionList,
     DecisionRecord,
     DecisionRequest,
     DecisionResult,
 )
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
-from control_plane.kit.pagination import Pagination, page_fields
-from control_plane.kit.routing import Session, TransactionalRoute, idempotent
+from control_plane.kit.pagination import Page, Pagination
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session, idempotent
 from control_plane.kit.time import aware
+from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
 from control_plane.policy.engines import Effect
+from control_plane.state import State
 
-router = APIRouter(
-    prefix="/v1/decisions",
-    tags=["decisions"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 422),
-)
+router = Router(tag="decisions", prefix="/v1/decisions", errors=(401, 403, 422))
 
 _decider = require_scope("decisions:create")
 Decider = Annotated[AgentPrincipal, Depends(_decider)]
@@ -46,19 +42,17 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 
 @router.post(
     "",
-    operation_id="decisions-create",
     dependencies=[idempotent(_decider)],
     responses=error_responses(409),
 )
 async def create_decision(
-    body: DecisionRequest, request: Request, agent: Decider, session: Session
+    body: DecisionRequest, agent: Decider, session: Session, state: State
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
-    state = request.app.state
     return await service.decide(session, state.policy_runtime, agent, body, state.input_limits)
 
 
-@router.get("", operation_id="decisions-list")
+@router.get("")
 async def list_decisions(
     who: CurrentOperator,
     session: Session,
@@ -68,7 +62,7 @@ async def list_decisions(
     action: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[datetime | None, Query(description="Decided at or after (RFC 3339).")] = None,
     until: Annotated[datetime | None, Query(description="Decided before (RFC 3339).")] = None,
-) -> DecisionList:
+) -> Page[DecisionRecord]:
     """List recorded decisions visible to the caller, oldest first."""
     since, until = _utc(since, "since"), _utc(until, "until")
     rows = await service.list_decisions(
@@ -82,4 +76,4 @@ async def list_decisions(
         after=page.after,
         limit=page.limit,
     )
-    return DecisionList(**page_fields(rows, page.limit, DecisionRecord))
+    return Page[DecisionRecord].of(rows, page.limit)

@@ -67,9 +67,3 @@ class DecisionRecord(ResponseModel):
     failure: str | None
     latency_ms: float
     created_at: datetime
-
-
-class DecisionList(ResponseModel):
-    data: list[DecisionRecord]
-    has_more: bool
-    next_after: str | None = None

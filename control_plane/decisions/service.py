@@ -17,14 +17,14 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.agents import service as agents
 from control_plane.auth.principals import Capability, OperatorPrincipal
-from control_plane.credentials import repository as credentials
-from control_plane.credentials.agent_auth import AgentPrincipal
 from control_plane.decisions import repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.time import utcnow
 from control_plane.models import Decision
+from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
@@ -88,7 +88,7 @@ async def decide(
     limits: InputLimits,
 ) -> DecisionResult:
     started = time.perf_counter()
-    version = await credentials.active_version(session, principal.agent.id)
+    version = await agents.active_version(session, principal.agent.id)
     context = dict(body.context)
     # Time windows must not trust the agent's clock: the control plane's time is the time.
     if "time" in context:

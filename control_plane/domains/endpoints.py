@@ -2,21 +2,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path, Query, Response
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
 from control_plane.domains import service
-from control_plane.domains.schemas import DomainCreate, DomainList, DomainPublic
+from control_plane.domains.schemas import DomainCreate, DomainPublic
 from control_plane.kit.errors import error_responses
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.pagination import Page
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
 
-router = APIRouter(
-    prefix="/v1/domains",
-    tags=["domains"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 422),
-)
+router = Router(tag="domains", prefix="/v1/domains", errors=(401, 403, 422))
 
 DomainName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 
@@ -24,7 +21,6 @@ DomainName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 @router.post(
     "",
     status_code=201,
-    operation_id="domains-create",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )
@@ -37,18 +33,18 @@ async def create_domain(
     return DomainPublic.model_validate(domain)
 
 
-@router.get("", operation_id="domains-list")
+@router.get("")
 async def list_domains(
     who: CurrentOperator,
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=63, description="Last name seen.")] = None,
-) -> DomainList:
+) -> Page[DomainPublic]:
     """List the domains visible to the caller."""
     return await service.list_domains(session, who, after=after, limit=limit)
 
 
-@router.get("/{name}", operation_id="domains-get", responses=error_responses(404))
+@router.get("/{name}", responses=error_responses(404))
 async def get_domain(name: DomainName, who: CurrentOperator, session: Session) -> DomainPublic:
     """Get one domain."""
     return DomainPublic.model_validate(await service.get(session, who, name))

@@ -6,9 +6,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.auth.principals import Capability, OperatorPrincipal, Role
 from control_plane.domains import repository
-from control_plane.domains.schemas import DomainCreate, DomainList, DomainPublic
-from control_plane.kit.errors import AlreadyExists, Forbidden, NotFound
-from control_plane.kit.pagination import page_fields
+from control_plane.domains.schemas import DomainCreate, DomainPublic
+from control_plane.kit.errors import AlreadyExists, Forbidden
+from control_plane.kit.pagination import Page
 from control_plane.models import Domain
 
 
@@ -24,17 +24,20 @@ async def create(session: AsyncSession, who: OperatorPrincipal, body: DomainCrea
 
 async def get(session: AsyncSession, who: OperatorPrincipal, name: str) -> Domain:
     who.require(Capability.registry_read)
-    domain = await repository.get(session, name) if who.sees_domain(name) else None
-    if domain is None:
-        raise NotFound("Domain not found.")
-    return domain
+    found = await repository.get(session, name)
+    return who.visible(found, what="Domain", domain_of=lambda d: d.name)
+
+
+async def exists(session: AsyncSession, name: str) -> bool:
+    """Whether the domain exists, whoever asks (other domains check references with it)."""
+    return await repository.get(session, name) is not None
 
 
 async def list_domains(
     session: AsyncSession, who: OperatorPrincipal, *, after: str | None, limit: int
-) -> DomainList:
+) -> Page[DomainPublic]:
     who.require(Capability.registry_read)
     rows = await repository.list_page(
         session, visible=who.visible_domains(), after=after, limit=limit
     )
-    return DomainList(**page_fields(rows, limit, DomainPublic, cursor=lambda d: d.name))
+    return Page[DomainPublic].of(rows, limit, cursor=lambda d: d.name)

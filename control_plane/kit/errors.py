@@ -161,6 +161,12 @@ class PayloadTooLarge(ProblemError):
     title = "Payload too large"
 
 
+class UnsupportedMediaType(ProblemError):
+    status = 415
+    code = ErrorCode.unsupported_media_type
+    title = "Unsupported media type"
+
+
 class IdempotencyKeyReused(ProblemError):
     status = 422
     code = ErrorCode.idempotency_key_reused
@@ -195,7 +201,7 @@ _STATUS_CODES: dict[int, tuple[ErrorCode, str]] = {
 }
 
 
-def problem_response(
+def problem_body(
     *,
     status: int,
     code: ErrorCode,
@@ -203,9 +209,10 @@ def problem_response(
     detail: str | None,
     instance: str | None,
     errors: Sequence[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
     extensions: Mapping[str, Any] | None = None,
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """The RFC 9457 body (a JSON object) of every problem answer, also those sent below FastAPI
+    (middleware) or stored for replay (idempotency). Extensions never override standard members."""
     body = Problem(
         type=problem_type(code),
         title=title,
@@ -218,6 +225,29 @@ def problem_response(
     content = body.model_dump(mode="json", exclude_none=True)
     for name, value in (extensions or {}).items():
         content.setdefault(name, value)
+    return content
+
+
+def problem_response(
+    *,
+    status: int,
+    code: ErrorCode,
+    title: str,
+    detail: str | None,
+    instance: str | None,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    content = problem_body(
+        status=status,
+        code=code,
+        title=title,
+        detail=detail,
+        instance=instance,
+        errors=errors,
+        extensions=extensions,
+    )
     return JSONResponse(
         content,
         status_code=status,

@@ -14,7 +14,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_type
+from control_plane.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -28,14 +28,13 @@ class _TooLarge(HTTPException):
 
 async def _send_413(send: Send, path: str, limit: int) -> None:
     body = json.dumps(
-        {
-            "type": problem_type(ErrorCode.payload_too_large),
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"The request body exceeds {limit} bytes.",
-            "instance": path,
-            "code": ErrorCode.payload_too_large.value,
-        }
+        problem_body(
+            status=413,
+            code=ErrorCode.payload_too_large,
+            title="Payload too large",
+            detail=f"The request body exceeds {limit} bytes.",
+            instance=path,
+        )
     ).encode()
     await send(
         {
@@ -63,14 +62,13 @@ class UrlSanityMiddleware:
             query: bytes = scope.get("query_string", b"")
             if b"%00" in query.lower() or b"\x00" in query or "\x00" in scope["path"]:
                 body = json.dumps(
-                    {
-                        "type": problem_type(ErrorCode.invalid_request),
-                        "title": "Invalid request",
-                        "status": 400,
-                        "detail": "NUL characters are not allowed in URLs.",
-                        "instance": scope["path"].replace("\x00", ""),
-                        "code": ErrorCode.invalid_request.value,
-                    }
+                    problem_body(
+                        status=400,
+                        code=ErrorCode.invalid_request,
+                        title="Invalid request",
+                        detail="NUL characters are not allowed in URLs.",
+                        instance=scope["path"].replace("\x00", ""),
+                    )
                 ).encode()
                 await send(
                     {

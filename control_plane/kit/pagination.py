@@ -1,4 +1,4 @@
-"""Keyset (cursor) pagination: ``limit`` and ``after``, answered with ``data`` and ``has_more``.
+"""Keyset (cursor) pagination: ``limit`` and ``after``, answered with a ``Page``.
 
 Ids are time-ordered UUIDs, so ordering by id is creation order and a cursor is simply the last id
 of the previous page; pages stay stable while rows are inserted. Repositories fetch ``limit + 1``
@@ -10,10 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,53 @@ def page_params(
 
 Pagination = Annotated[PageParams, Depends(page_params)]
 
+#: Item-schema suffixes dropped when naming a page: ``Page[AgentPublic]`` is ``AgentList``.
+_ITEM_SUFFIXES = ("Public", "Record", "Summary")
 
-def page_fields(
-    rows: Sequence[Any],
-    limit: int,
-    item: type[BaseModel],
-    cursor: Callable[[Any], str] = lambda row: str(row.id),
-) -> dict[str, Any]:
-    """The ``data``/``has_more``/``next_after`` fields of a list answer from ``limit + 1`` rows."""
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "data": [item.model_validate(row) for row in rows],
-        "has_more": has_more,
-        "next_after": cursor(rows[-1]) if has_more and rows else None,
-    }
+
+_NAMED: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def _by_id(row: Any) -> str:
+    return str(row.id)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, in keyset order."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    data: list[T]
+    has_more: bool = Field(description="More items follow; pass next_after as after.")
+    next_after: str | None = Field(
+        default=None, description="Cursor for the next page (the last item's id or name)."
+    )
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        # ``Page[AgentPublic]`` is a subclass named ``AgentList``: the OpenAPI schema names (and
+        # so generated clients' type names) stay what they were before lists were generic.
+        parametrized: type[BaseModel] = super().__class_getitem__(item)  # type: ignore[assignment]
+        if not isinstance(item, type) or not issubclass(item, BaseModel):
+            return parametrized  # Page[T] inside generic code
+        named = _NAMED.get(item)
+        if named is None:
+            name = item.__name__
+            for suffix in _ITEM_SUFFIXES:
+                name = name.removesuffix(suffix)
+            named = type(f"{name}List", (parametrized,), {"__module__": item.__module__})
+            _NAMED[item] = named
+        return named
+
+    @classmethod
+    def of(cls, rows: Sequence[Any], limit: int, cursor: Callable[[Any], str] = _by_id) -> Self:
+        """The page from ``limit + 1`` rows (ORM rows or dicts); ``cursor`` names a row."""
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        return cls.model_validate(
+            {
+                "data": list(rows),
+                "has_more": has_more,
+                "next_after": cursor(rows[-1]) if has_more and rows else None,
+            },
+            from_attributes=True,
+        )

@@ -24,9 +24,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit import repository
+from control_plane.kit.database import kit_state
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     Conflict,
@@ -34,7 +35,7 @@ from control_plane.kit.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidRequest,
-    problem_type,
+    problem_body,
 )
 from control_plane.kit.time import aware, utcnow
 from control_plane.models.idempotency import IdempotencyRecord
@@ -56,11 +57,8 @@ class IdempotencyContext:
 
     async def store(self, session: AsyncSession, response: Response) -> None:
         # Keys are kept for the retention window only; prune this principal's expired ones.
-        await session.exec(
-            delete(IdempotencyRecord).where(
-                col(IdempotencyRecord.principal) == self.principal,
-                col(IdempotencyRecord.created_at) < utcnow() - self.retention,
-            )
+        await repository.prune_idempotency_records(
+            session, self.principal, utcnow() - self.retention
         )
         headers = {k: v for k, v in response.headers.items() if k in _REPLAY_HEADERS}
         status, body = response.status_code, bytes(response.body).decode()
@@ -88,17 +86,16 @@ class IdempotencyContext:
 
 
 def _secret_replay(location: str | None) -> tuple[int, str, dict[str, str]]:
-    problem = {
-        "type": problem_type(ErrorCode.idempotency_key_in_use),
-        "title": "Already created; its secret was shown once",
-        "status": 409,
-        "detail": "This request already succeeded. Its response held a secret that is never "
+    problem = problem_body(
+        status=409,
+        code=ErrorCode.idempotency_key_in_use,
+        title="Already created; its secret was shown once",
+        detail="This request already succeeded. Its response held a secret that is never "
         "stored, so it cannot be replayed; read the created resource, or create a new one.",
-        "code": ErrorCode.idempotency_key_in_use.value,
-    }
+        instance=location,
+    )
     headers = {"content-type": PROBLEM_CONTENT_TYPE}
     if location:
-        problem["instance"] = location
         headers["location"] = location
     return 409, json.dumps(problem), headers
 
@@ -108,13 +105,13 @@ class TransactionalRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            state = request.app.state
+            database = kit_state(request.app).database
             safe = request.method in ("GET", "HEAD")
-            maker = state.read_sessionmaker if safe else state.sessionmaker
+            maker = database.read_sessionmaker if safe else database.sessionmaker
             # SQLite has one writer at a time. Queue this process's writers here, in order,
             # rather than in SQLite's busy handler, which sleeps and retries (slow tail). The
             # body is read first, so a client that sends it slowly holds no one else up.
-            writer_turn = state.sqlite_write_lock if state.sqlite_write_lock and not safe else None
+            writer_turn = database.writer_turn if not safe else None
             if writer_turn is not None:
                 await request.body()
             async with writer_turn or contextlib.nullcontext(), maker() as session:
@@ -189,15 +186,8 @@ async def _check_idempotency(request: Request, session: AsyncSession, key: str |
         raise RuntimeError("idempotency check ran before authentication")
     body = await request.body()
     request_hash = _request_hash(request.method, request.url.path, body)
-    record = (
-        await session.exec(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.principal == principal,
-                IdempotencyRecord.key == key,
-            )
-        )
-    ).first()
-    retention = timedelta(hours=request.app.state.settings.idempotency_retention_hours)
+    record = await repository.find_idempotency_record(session, principal, key)
+    retention = timedelta(hours=kit_state(request.app).settings.idempotency_retention_hours)
     if record is not None and aware(record.created_at) < utcnow() - retention:
         # Past the retention window the key is new again (Stripe keeps keys for 24 hours).
         await session.delete(record)

@@ -2,32 +2,26 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
 from control_plane.kit.errors import error_responses
-from control_plane.kit.pagination import Pagination, page_fields
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.pagination import Page, Pagination
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
 from control_plane.operators import service
 from control_plane.operators.schemas import (
     OperatorCreate,
     OperatorCreated,
-    OperatorList,
     OperatorPublic,
 )
 
-router = APIRouter(
-    prefix="/v1/operators",
-    tags=["operators"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 422),
-)
+router = Router(tag="operators", prefix="/v1/operators", errors=(401, 403, 422))
 
 
 @router.post(
     "",
     status_code=201,
-    operation_id="operators-create",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )
@@ -45,14 +39,16 @@ async def create_operator(
     )
 
 
-@router.get("", operation_id="operators-list")
-async def list_operators(who: CurrentOperator, session: Session, page: Pagination) -> OperatorList:
+@router.get("")
+async def list_operators(
+    who: CurrentOperator, session: Session, page: Pagination
+) -> Page[OperatorPublic]:
     """List operators (platform_admin); tokens are never shown."""
     rows = await service.list_operators(session, who, after=page.after, limit=page.limit)
-    return OperatorList(**page_fields(rows, page.limit, OperatorPublic))
+    return Page[OperatorPublic].of(rows, page.limit)
 
 
-@router.get("/{operator_id}", operation_id="operators-get", responses=error_responses(404))
+@router.get("/{operator_id}", responses=error_responses(404))
 async def get_operator(
     operator_id: uuid.UUID, who: CurrentOperator, session: Session
 ) -> OperatorPublic:
@@ -62,7 +58,6 @@ async def get_operator(
 
 @router.post(
     "/{operator_id}/revoke",
-    operation_id="operators-revoke",
     dependencies=[OperatorIdempotent],
     responses=error_responses(404, 409),
 )

@@ -32,3 +32,10 @@ async def list_page(
 async def add(session: AsyncSession, operator: Operator) -> None:
     session.add(operator)
     await session.flush()
+
+
+async def find_active_by_token_hash(session: AsyncSession, token_hash: str) -> Operator | None:
+    stmt = select(Operator).where(
+        Operator.token_hash == token_hash, col(Operator.revoked_at).is_(None)
+    )
+    return (await session.exec(stmt)).first()

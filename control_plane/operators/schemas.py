@@ -38,9 +38,3 @@ class OperatorPublic(ResponseModel):
 
 class OperatorCreated(OperatorPublic):
     token: str = Field(description="The bearer token. Shown once; store it now.")
-
-
-class OperatorList(ResponseModel):
-    data: list[OperatorPublic]
-    has_more: bool
-    next_after: str | None = None

@@ -15,7 +15,7 @@ from control_plane.auth.principals import (
     hash_token,
     new_operator_token,
 )
-from control_plane.domains import repository as domains
+from control_plane.domains import service as domains
 from control_plane.kit.errors import FieldError, InvalidStateTransition, NotFound, ValidationFailed
 from control_plane.kit.time import utcnow
 from control_plane.models import Operator
@@ -30,12 +30,25 @@ class NewOperator:
     token: str
 
 
+async def authenticate(session: AsyncSession, token: str) -> OperatorPrincipal | None:
+    """The principal of a valid, unrevoked operator token, or None."""
+    operator = await repository.find_active_by_token_hash(session, hash_token(token))
+    if operator is None:
+        return None
+    return OperatorPrincipal(
+        id=operator.id,
+        name=operator.name,
+        role=Role(operator.role),
+        domains=frozenset(operator.domains),
+    )
+
+
 async def create(
     session: AsyncSession, *, name: str, role: Role, domain_names: Sequence[str]
 ) -> NewOperator:
     """Create an operator and its token. The caller shows the token once; only its hash is kept."""
     for i, name_ in enumerate(domain_names):
-        if await domains.get(session, name_) is None:
+        if not await domains.exists(session, name_):
             raise ValidationFailed(
                 f"The domain '{name_}' does not exist.",
                 errors=[FieldError(pointer=f"/body/domains/{i}", detail="unknown domain")],

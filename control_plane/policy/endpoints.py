@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import Path, Query, Request, Response
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
@@ -18,41 +18,31 @@ from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent,
 from control_plane.auth.principals import Capability
 from control_plane.kit.errors import (
     FieldError,
-    ProblemError,
+    UnsupportedMediaType,
     ValidationFailed,
     error_responses,
     field_errors,
 )
-from control_plane.kit.pagination import page_fields
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.pagination import Page
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import service
 from control_plane.policy.bundles import BundleArchiveError, PolicySource, read_bundle_archive
 from control_plane.policy.schemas import (
-    BundleList,
     BundlePublic,
     RevisionCreate,
-    RevisionList,
     RevisionPublic,
     RevisionSummary,
 )
+from control_plane.state import app_state
 
-router = APIRouter(
-    prefix="/v1/policies",
-    tags=["policies"],
-    route_class=TransactionalRoute,
-    responses=error_responses(401, 403, 404, 422),
-)
+router = Router(tag="policies", prefix="/v1/policies", errors=(401, 403, 404, 422))
 
 BundleName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _GZIP = ("application/gzip", "application/x-gzip", "application/x-tar+gzip")
-
-
-class UnsupportedMediaType(ProblemError):
-    status = 415
-    title = "Unsupported media type"
 
 
 def _summary(bundle: PolicyBundle, revision: PolicyRevision) -> dict[str, Any]:
@@ -116,11 +106,11 @@ class ValidatedUploadRoute(TransactionalRoute):
         transactional = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            async with request.app.state.read_sessionmaker() as session:
+            async with app_state(request.app).database.read_sessionmaker() as session:
                 who = await current_operator(request, session, await _bearer(request))
             who.require(Capability.policy_write)
             source = await _source(request)
-            settings = request.app.state.settings
+            settings = app_state(request.app).settings
             request.state.validated_policy = await service.validate_upload(settings, source)
             return await transactional(request)
 
@@ -143,7 +133,6 @@ router.add_api_route(
     create_revision,
     methods=["POST"],
     status_code=201,
-    operation_id="policies-create_revision",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409, 415, 503),
     openapi_extra=_UPLOAD_BODY,
@@ -151,19 +140,19 @@ router.add_api_route(
 )
 
 
-@router.get("", operation_id="policies-list_bundles")
+@router.get("")
 async def list_bundles(
     who: CurrentOperator,
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=63)] = None,
-) -> BundleList:
+) -> Page[BundlePublic]:
     """List policy bundles."""
     rows = await service.list_bundles(session, who, after=after, limit=limit)
-    return BundleList(**page_fields(rows, limit, BundlePublic, cursor=lambda b: b.name))
+    return Page[BundlePublic].of(rows, limit, cursor=lambda b: b.name)
 
 
-@router.get("/{bundle}/revisions", operation_id="policies-list_revisions")
+@router.get("/{bundle}/revisions")
 async def list_revisions(
     bundle: BundleName,
     who: CurrentOperator,
@@ -172,19 +161,15 @@ async def list_revisions(
     after: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="Revisions below this number.")
     ] = None,
-) -> RevisionList:
+) -> Page[RevisionSummary]:
     """List a bundle's revisions, newest first."""
     found, rows = await service.list_revisions(session, who, bundle, after=after, limit=limit)
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    return RevisionList(
-        data=[RevisionSummary(**_summary(found, r)) for r in rows],
-        has_more=has_more,
-        next_after=str(rows[-1].revision) if has_more and rows else None,
+    return Page[RevisionSummary].of(
+        [_summary(found, r) for r in rows], limit, cursor=lambda r: str(r["revision"])
     )
 
 
-@router.get("/{bundle}/revisions/{revision}", operation_id="policies-get_revision")
+@router.get("/{bundle}/revisions/{revision}")
 async def get_revision(
     bundle: BundleName, revision: RevisionNumber, who: CurrentOperator, session: Session
 ) -> RevisionPublic:
@@ -195,7 +180,6 @@ async def get_revision(
 
 @router.post(
     "/{bundle}/revisions/{revision}/activate",
-    operation_id="policies-activate_revision",
     dependencies=[OperatorIdempotent],
     responses=error_responses(409),
 )

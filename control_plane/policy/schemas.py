@@ -34,20 +34,8 @@ class RevisionPublic(RevisionSummary):
     data: dict[str, Any]
 
 
-class RevisionList(ResponseModel):
-    data: list[RevisionSummary]
-    has_more: bool
-    next_after: str | None = None
-
-
 class BundlePublic(ResponseModel):
     name: str
     active_revision: int | None
     created_at: datetime
     updated_at: datetime
-
-
-class BundleList(ResponseModel):
-    data: list[BundlePublic]
-    has_more: bool
-    next_after: str | None = None

@@ -11,7 +11,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 
-from control_plane.credentials.keys import SigningKey, generate_signing_key
+from control_plane.crypto.signing import SigningKey, generate_signing_key
+from control_plane.state import app_state
 from tests.credentials.support import Forge, b64
 from tests.factories import create_agent, create_domain
 
@@ -37,7 +38,7 @@ def header_of(token: str) -> dict[str, Any]:
 
 
 async def server_key(app: FastAPI) -> SigningKey:
-    ring = await app.state.keystore.reload()
+    ring = await app_state(app).keystore.reload()
     key: SigningKey = ring.signing_key()
     return key
 

@@ -12,12 +12,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.credentials.keys import (
-    KeyRecord,
-    SigningKey,
-    SigningKeyRing,
-    generate_signing_key,
-)
+from control_plane.crypto.signing import KeyRecord, SigningKey, SigningKeyRing, generate_signing_key
 from tests.credentials.support import AUDIENCE, ISSUER, NOW, Forge, record
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from control_plane.credentials.keys import KeyRecord, SigningKey
+from control_plane.crypto.signing import KeyRecord, SigningKey
 
 #: Fixed "now" for every test (2027-01-15), so expiry tests are exact.
 NOW = 1_800_000_000

@@ -13,8 +13,8 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from control_plane.credentials.keys import KeyRecord, SigningKey, SigningKeyRing
-from control_plane.credentials.tokens import (
+from control_plane.crypto.signing import KeyRecord, SigningKey, SigningKeyRing
+from control_plane.oauth2.tokens import (
     MAX_TOKEN_LENGTH,
     TokenError,
     issue_access_token,

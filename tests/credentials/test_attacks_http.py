@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from control_plane.credentials.keys import SigningKey, generate_signing_key
+from control_plane.crypto.signing import SigningKey, generate_signing_key
 from tests.credentials.api_support import (
     assertion,
     claims_of,

@@ -8,21 +8,14 @@ from typing import Any
 
 import pytest
 
-from control_plane.credentials.keys import (
-    PublicJWK,
-    SigningKey,
-    SigningKeyRing,
-    generate_signing_key,
-)
-from control_plane.credentials.tokens import (
+from control_plane.crypto.jwk import PublicJWK, parse_client_public_jwk
+from control_plane.crypto.signing import SigningKey, SigningKeyRing, generate_signing_key
+from control_plane.oauth2.assertions import peek_assertion_client_id, verify_client_assertion
+from control_plane.oauth2.tokens import (
     ClientAssertionError,
     TokenError,
-    averify_client_assertion,
     issue_access_token,
-    parse_client_public_jwk,
-    peek_assertion_client_id,
     verify_access_token,
-    verify_client_assertion,
 )
 from tests.credentials.support import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT
 
@@ -75,7 +68,13 @@ def _verify(clients: Clients, assertion: Any, **overrides: Any) -> Any:
         "now": NOW,
     }
     args.update(overrides)
-    return verify_client_assertion(assertion, **args)
+    lookup = args["lookup_client_jwk"]
+
+    async def lookup_async(client_id: str) -> Any:
+        return lookup(client_id)
+
+    args["lookup_client_jwk"] = lookup_async
+    return asyncio.run(verify_client_assertion(assertion, **args))
 
 
 def _reason(clients: Clients, assertion: Any, **overrides: Any) -> str:
@@ -145,7 +144,7 @@ def test_async_lookup(clients: Clients, forge: Any) -> None:
         return clients.lookup(client_id)
 
     async def run() -> Any:
-        return await averify_client_assertion(
+        return await verify_client_assertion(
             _assertion(forge, clients.keys["client-alice"]),
             client_id_hint="client-alice",
             lookup_client_jwk=lookup,
@@ -156,7 +155,7 @@ def test_async_lookup(clients: Clients, forge: Any) -> None:
     assert asyncio.run(run()).jti == "assertion-1"
 
     async def run_bad() -> Any:
-        return await averify_client_assertion(
+        return await verify_client_assertion(
             _assertion(forge, clients.keys["client-bob"]),  # Bob's key, Alice's claims
             client_id_hint=None,
             lookup_client_jwk=lookup,
@@ -177,16 +176,18 @@ def test_peek_names_the_client_without_verifying(clients: Clients, forge: Any) -
 
 
 def test_lookup_errors_propagate(forge: Any, attacker_key: SigningKey) -> None:
-    def broken(client_id: str) -> PublicJWK | None:
+    async def broken(client_id: str) -> PublicJWK | None:
         raise ConnectionError("database down")
 
     with pytest.raises(ConnectionError):
-        verify_client_assertion(
-            _assertion(forge, attacker_key),
-            client_id_hint=None,
-            lookup_client_jwk=broken,
-            token_endpoint_url=TOKEN_ENDPOINT,
-            now=NOW,
+        asyncio.run(
+            verify_client_assertion(
+                _assertion(forge, attacker_key),
+                client_id_hint=None,
+                lookup_client_jwk=broken,
+                token_endpoint_url=TOKEN_ENDPOINT,
+                now=NOW,
+            )
         )
 
 

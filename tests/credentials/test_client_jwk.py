@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from control_plane.credentials.keys import SigningKey, generate_signing_key
-from control_plane.credentials.tokens import InvalidClientJWK, parse_client_public_jwk
+from control_plane.crypto.jwk import InvalidClientJWK, parse_client_public_jwk
+from control_plane.crypto.signing import SigningKey, generate_signing_key
 
 _ED_P = 2**255 - 19
 

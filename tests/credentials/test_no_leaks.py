@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 from sqlmodel import select
 
-from control_plane.credentials.keys import decrypt_private_key, generate_signing_key
+from control_plane.crypto.encryption import decrypt_private_key
+from control_plane.crypto.signing import generate_signing_key
 from control_plane.kit.db import create_engine, create_sessionmaker
 from control_plane.models import SigningKeyRow
 from tests.credentials.api_support import assertion

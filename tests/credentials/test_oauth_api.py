@@ -11,7 +11,9 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from control_plane.credentials.keystore import rotate
+from control_plane.crypto.keystore import rotate
+from control_plane.oauth2.agent_auth import AgentAuthenticator
+from control_plane.state import app_state
 from tests.credentials.api_support import (
     assertion,
     basic,
@@ -248,9 +250,9 @@ async def test_rotation_keeps_old_tokens_valid(
     cred = await secret_credential(client, admin, agent["id"])
     before = await token(client, cred)
     old_kid = header_of(before)["kid"]
-    new_kid = await rotate(app.state.sessionmaker, app.state.settings)
+    new_kid = await rotate(app_state(app).database.sessionmaker, app_state(app).settings)
     assert new_kid != old_kid
-    await app.state.keystore.reload()
+    await app_state(app).keystore.reload()
     after = await token(client, cred)
     assert header_of(after)["kid"] == new_kid
     kids = {k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]}
@@ -264,8 +266,9 @@ async def test_state_cache_is_bounded_by_its_ttl(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     """With a state cache (auth_state_ttl_seconds > 0) a suspension lands within the TTL."""
-    app.state.agent_authenticator._settings = app.state.settings.model_copy(
-        update={"auth_state_ttl_seconds": 0.5}
+    state = app_state(app)
+    state.agent_authenticator = AgentAuthenticator(
+        state.keystore, state.settings.model_copy(update={"auth_state_ttl_seconds": 0.5})
     )
     agent = await new_agent(client, admin)
     cred = await secret_credential(client, admin, agent["id"])
@@ -391,7 +394,7 @@ async def test_key_refresh_inside_write_requests(
     that used to deadlock the request against itself until the busy timeout (a 500)."""
     from tests.decisions.support import REFUND, decider
 
-    keystore = app.state.keystore
+    keystore = app_state(app).keystore
     keystore._settings = keystore._settings.model_copy(update={"key_refresh_seconds": 0.01})
     me = await decider(client, admin)
     cred = await secret_credential(client, admin, me["agent"]["id"])

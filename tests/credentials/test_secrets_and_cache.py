@@ -11,20 +11,20 @@ from typing import Any
 
 import pytest
 
-from control_plane.credentials import tokens
-from control_plane.credentials.keys import KeyRecord, SigningKey, SigningKeyRing
-from control_plane.credentials.tokens import (
+from control_plane.crypto.secrets import (
     CLIENT_SECRET_PREFIX,
-    TokenError,
-    VerifiedTokenCache,
     generate_client_secret,
     hash_secret,
-    issue_access_token,
-    token_fingerprint,
-    verify_access_token,
-    verify_access_token_cached,
     verify_secret,
 )
+from control_plane.crypto.signing import KeyRecord, SigningKey, SigningKeyRing
+from control_plane.oauth2 import cache as tokens
+from control_plane.oauth2.cache import (
+    VerifiedTokenCache,
+    token_fingerprint,
+    verify_access_token_cached,
+)
+from control_plane.oauth2.tokens import TokenError, issue_access_token, verify_access_token
 from tests.credentials.support import AUDIENCE, ISSUER, NOW
 
 # --- client secrets ------------------------------------------------------------------------

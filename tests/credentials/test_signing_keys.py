@@ -10,25 +10,23 @@ from typing import Any
 import pytest
 from joserfc.jwk import thumbprint
 
-from control_plane.credentials.keys import (
+from control_plane.crypto.encryption import (
     KeyEncryptionError,
+    decrypt_private_key,
+    encrypt_private_key,
+    generate_kek,
+    kek_id,
+)
+from control_plane.crypto.jwk import is_safe_kid
+from control_plane.crypto.signing import (
     KeyRecord,
     KeyRingError,
     SigningKey,
     SigningKeyRing,
-    decrypt_private_key,
-    encrypt_private_key,
-    generate_kek,
     generate_signing_key,
-    is_safe_kid,
-    kek_id,
     public_key_not_after,
 )
-from control_plane.credentials.tokens import (
-    TokenError,
-    issue_access_token,
-    verify_access_token,
-)
+from control_plane.oauth2.tokens import TokenError, issue_access_token, verify_access_token
 from tests.credentials.support import AUDIENCE, ISSUER, NOW
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}

@@ -8,6 +8,7 @@ does a mutated token that still verifies.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import UTC, datetime
@@ -16,22 +17,15 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from control_plane.credentials.keys import (
-    KeyRecord,
-    PublicJWK,
-    SigningKey,
-    SigningKeyRing,
-    generate_signing_key,
-)
-from control_plane.credentials.tokens import (
+from control_plane.crypto.jwk import InvalidClientJWK, PublicJWK, parse_client_public_jwk
+from control_plane.crypto.signing import KeyRecord, SigningKey, SigningKeyRing, generate_signing_key
+from control_plane.oauth2.assertions import verify_client_assertion
+from control_plane.oauth2.tokens import (
     TOKEN_ERROR_REASONS,
     ClientAssertionError,
-    InvalidClientJWK,
     TokenError,
     issue_access_token,
-    parse_client_public_jwk,
     verify_access_token,
-    verify_client_assertion,
 )
 from tests.credentials.support import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT, raw_sign
 
@@ -99,15 +93,21 @@ def _access(token: Any, alg: str = "EdDSA") -> Any:
     return None
 
 
+async def _lookup(client_id: str) -> Any:
+    return _CLIENT_KEYS.get(client_id)
+
+
 def _assertion(assertion: Any) -> Any:
     reason = None
     try:
-        return verify_client_assertion(
-            assertion,
-            client_id_hint=None,
-            lookup_client_jwk=_CLIENT_KEYS.get,
-            token_endpoint_url=TOKEN_ENDPOINT,
-            now=NOW,
+        return asyncio.run(
+            verify_client_assertion(
+                assertion,
+                client_id_hint=None,
+                lookup_client_jwk=_lookup,
+                token_endpoint_url=TOKEN_ENDPOINT,
+                now=NOW,
+            )
         )
     except ClientAssertionError as error:
         reason = error.reason

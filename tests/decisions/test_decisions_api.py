@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from control_plane.state import app_state
 from tests.decisions.support import REFUND, decider
 from tests.factories import create_operator
 
@@ -228,7 +229,7 @@ async def test_no_active_policy_denies(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     me = await decider(client, admin)
-    app.state.policy_runtime.bundle = "not-there"
+    app_state(app).policy_runtime.bundle = "not-there"
     r = await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
     assert r.status_code == 200
     body = r.json()

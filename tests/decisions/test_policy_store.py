@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from control_plane.policy.bundles import read_policy_dir, write_bundle_archive
 from control_plane.policy.service import content_digest
+from control_plane.state import app_state
 from tests.decisions.support import REFUND, decider
 from tests.factories import create_operator
 
@@ -117,7 +118,7 @@ INVALID: list[tuple[str, str, set[int]]] = [
 @pytest.fixture
 def validation(app: FastAPI, opa_bin: str) -> str:
     """Validate uploads with the pinned OPA binary (the one authority on Rego)."""
-    app.state.settings = app.state.settings.model_copy(update={"opa_bin": opa_bin})
+    app_state(app).settings = app_state(app).settings.model_copy(update={"opa_bin": opa_bin})
     return opa_bin
 
 
@@ -253,7 +254,9 @@ async def test_uploads_cannot_reach_the_network_or_the_environment(
 async def test_without_opa_an_upload_is_503_and_decisions_go_on(
     client: httpx.AsyncClient, app: FastAPI, admin: dict[str, str], tmp_path: Path
 ) -> None:
-    app.state.settings = app.state.settings.model_copy(update={"opa_bin": str(tmp_path / "opa")})
+    app_state(app).settings = app_state(app).settings.model_copy(
+        update={"opa_bin": str(tmp_path / "opa")}
+    )
     r = await client.post("/v1/policies/default/revisions", json=_deny_all(), headers=admin)
     assert r.status_code == 503, r.text
     problem = r.json()

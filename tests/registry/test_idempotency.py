@@ -9,6 +9,7 @@ import httpx
 from sqlmodel import select
 
 from control_plane.models import IdempotencyRecord
+from control_plane.state import app_state
 from tests.factories import create_domain, create_operator
 
 
@@ -111,7 +112,7 @@ async def test_invalid_key(client: httpx.AsyncClient, admin: dict[str, str]) -> 
 async def test_keys_expire_after_the_retention_window(
     app: Any, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
-    app.state.settings = app.state.settings.model_copy(
+    app_state(app).settings = app_state(app).settings.model_copy(
         update={"idempotency_retention_hours": 0.1 / 3600}  # 0.1 s
     )
     h = admin | {"Idempotency-Key": "reused-later"}
@@ -139,7 +140,7 @@ async def test_secrets_are_never_stored_for_replay(
     assert replay.status_code == 409
     assert replay.headers["location"] == first.headers["location"]
     assert token not in replay.text
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).database.sessionmaker() as session:
         rows = (await session.exec(select(IdempotencyRecord))).all()
     assert rows
     assert all(token not in row.response_body for row in rows)

@@ -6,19 +6,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from control_plane.auth.dependencies import CurrentOperator
-from control_plane.config import Settings
-from control_plane.credentials import service
-from control_plane.credentials.keystore import KeyStore
-from control_plane.credentials.schemas import Introspection, Scope, TokenResponse
-from control_plane.credentials.service import OAuthError
+from control_plane.credentials.schemas import Scope
 from control_plane.kit.errors import error_responses
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session
+from control_plane.oauth2 import service
+from control_plane.oauth2.schemas import Introspection, TokenResponse
+from control_plane.oauth2.service import OAuthError
+from control_plane.state import State
 
-router = APIRouter(tags=["oauth"], route_class=TransactionalRoute)
+router = Router(tag="oauth")
 
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FIELDS = 20
@@ -62,22 +63,11 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _keystore(request: Request) -> KeyStore:
-    keystore: KeyStore = request.app.state.keystore
-    return keystore
-
-
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post(
     "/oauth/token",
-    operation_id="oauth-token",
     response_model=TokenResponse,
     responses=error_responses(400, 401),
     openapi_extra=_form_body(
@@ -92,36 +82,37 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def token(
     request: Request,
     session: Session,
+    state: State,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> JSONResponse:
     """Issue an access token (client_credentials; client_secret_basic or private_key_jwt)."""
-    settings = _settings(request)
+    settings = state.settings
     form = await read_form(request)
     auth = service.client_auth_from_request(authorization, form)
     credential = await service.authenticate_client(session, settings, auth)
-    ring = await _keystore(request).ring()
+    ring = await state.keystore.ring()
     issued: TokenResponse = await service.issue_token(session, ring, settings, credential, form)
     return JSONResponse(issued.model_dump(), headers=_NO_STORE)
 
 
 @router.post(
     "/oauth/introspect",
-    operation_id="oauth-introspect",
     responses=error_responses(400, 401, 403),
     openapi_extra=_form_body("token", "token_type_hint", required=("token",)),
 )
-async def introspect(request: Request, who: CurrentOperator, session: Session) -> Introspection:
+async def introspect(
+    request: Request, who: CurrentOperator, session: Session, state: State
+) -> Introspection:
     """Introspect an access token (operators); an inactive token yields only active: false."""
     form = await read_form(request)
     if not form.get("token"):
         raise OAuthError("invalid_request", "token is required.")
-    ring = await _keystore(request).ring()
-    return await service.introspect(session, ring, _settings(request), who, form["token"])
+    ring = await state.keystore.ring()
+    return await service.introspect(session, ring, state.settings, who, form["token"])
 
 
 @router.post(
     "/oauth/revoke",
-    operation_id="oauth-revoke",
     responses=error_responses(400, 401),
     openapi_extra=_form_body(
         "token",
@@ -135,31 +126,32 @@ async def introspect(request: Request, who: CurrentOperator, session: Session) -
 async def revoke(
     request: Request,
     session: Session,
+    state: State,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """Revoke an access token of the authenticated client; 200 even for an unknown token."""
-    settings = _settings(request)
+    settings = state.settings
     form = await read_form(request)
     auth = service.client_auth_from_request(authorization, form)
     credential = await service.authenticate_client(session, settings, auth)
     if "token" not in form:
         raise OAuthError("invalid_request", "token is required.")
-    ring = await _keystore(request).ring()
+    ring = await state.keystore.ring()
     await service.revoke(session, ring, settings, credential, form["token"])
     return Response(status_code=200, headers=_NO_STORE)
 
 
-@router.get("/.well-known/jwks.json", operation_id="oauth-jwks")
-async def jwks(request: Request) -> JSONResponse:
+@router.get("/.well-known/jwks.json")
+async def jwks(state: State) -> JSONResponse:
     """The public keys that verify access tokens."""
-    ring = await _keystore(request).ring()
+    ring = await state.keystore.ring()
     return JSONResponse(ring.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
-@router.get("/.well-known/oauth-authorization-server", operation_id="oauth-metadata")
-async def metadata(request: Request) -> dict[str, Any]:
+@router.get("/.well-known/oauth-authorization-server")
+async def metadata(state: State) -> dict[str, Any]:
     """Authorization server metadata (RFC 8414)."""
-    base = _settings(request).issuer_url
+    base = state.settings.issuer_url
     return {
         "issuer": base,
         "token_endpoint": f"{base}/oauth/token",

@@ -1,5 +1,5 @@
-"""The control plane's token signing keys: where the key-encryption key comes from, loading the
-key ring from the database (refreshed so rotations reach every replica), and rotation.
+"""The control plane's token signing keys: loading the key ring from the database (refreshed so
+rotations reach every replica), and rotation.
 
 Rotation adds a new key and retires the current one. The retired key's public half stays in the
 JWKS until every token it can have signed has expired: its retirement time plus the longest token
@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.config import Settings
-from control_plane.credentials import repository
-from control_plane.credentials.keys import (
+from control_plane.crypto import repository
+from control_plane.crypto.encryption import (
     KeyEncryptionError,
-    KeyRecord,
-    SigningKeyRing,
     decrypt_private_key,
     encrypt_private_key,
-    generate_kek,
+    resolve_kek,
+)
+from control_plane.crypto.signing import (
+    KeyRecord,
+    SigningKeyRing,
     generate_signing_key,
     public_key_not_after,
 )
@@ -37,24 +37,6 @@ from control_plane.kit.time import utcnow
 from control_plane.models import SigningKeyRow
 
 log = structlog.get_logger(__name__)
-
-KEK_FILE = "key-encryption-key"
-
-
-def resolve_kek(settings: Settings) -> str:
-    """The configured key-encryption key or, outside production, one kept in the data dir."""
-    if settings.key_encryption_key is not None:
-        return settings.key_encryption_key.get_secret_value()
-    path = Path(settings.data_dir) / KEK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(generate_kek() + "\n")
-    log.warning("key_encryption_key_generated", path=str(path))
-    return path.read_text().strip()
 
 
 def _records(rows: Sequence[SigningKeyRow], kek: str) -> list[KeyRecord]:

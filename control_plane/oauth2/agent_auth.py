@@ -9,31 +9,26 @@ suspension or revocation on any replica is enforced everywhere within that bound
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.config import Settings
-from control_plane.credentials import repository
-from control_plane.credentials.keystore import KeyStore
-from control_plane.credentials.service import auth_state_problem
-from control_plane.credentials.tokens import (
-    TokenError,
-    VerifiedAccessToken,
-    VerifiedTokenCache,
-    verify_access_token,
-    verify_access_token_cached,
-)
+from control_plane.crypto.keystore import KeyStore
 from control_plane.kit.errors import ErrorCode, Forbidden, Unauthorized
 from control_plane.kit.routing import Session
 from control_plane.models import Agent
+from control_plane.oauth2 import repository
+from control_plane.oauth2.cache import VerifiedTokenCache, verify_access_token_cached
+from control_plane.oauth2.service import auth_state_problem
+from control_plane.oauth2.tokens import TokenError, VerifiedAccessToken, verify_access_token
+from control_plane.state import app_state
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -78,7 +73,12 @@ class AgentAuthenticator:
             if settings.token_cache_size > 0
             else None
         )
-        self._state: OrderedDict[tuple[uuid.UUID, str], tuple[float, Any]] = OrderedDict()
+        # (client id, jti) -> the state read at most auth_state_ttl_seconds ago
+        self._state: TTLCache[tuple[uuid.UUID, str], repository.AuthState | None] | None = (
+            TTLCache(maxsize=_STATE_CACHE_MAX, ttl=settings.auth_state_ttl_seconds)
+            if settings.auth_state_ttl_seconds > 0
+            else None
+        )
 
     def _verify(self, ring: Any, token: str) -> VerifiedAccessToken:
         kwargs: dict[str, Any] = {
@@ -103,20 +103,12 @@ class AgentAuthenticator:
     async def _auth_state(
         self, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
     ) -> repository.AuthState | None:
-        ttl = self._settings.auth_state_ttl_seconds
         key = (client_id, jti)
-        now = time.monotonic()
-        if ttl > 0:
-            hit = self._state.get(key)
-            if hit is not None and now - hit[0] < ttl:
-                state: repository.AuthState | None = hit[1]
-                return state
+        if self._state is not None and key in self._state:
+            return self._state[key]
         state = await repository.auth_state(session, client_id, agent_id, jti)
-        if ttl > 0:
-            self._state[key] = (now, state)
-            self._state.move_to_end(key)
-            while len(self._state) > _STATE_CACHE_MAX:
-                self._state.popitem(last=False)
+        if self._state is not None:
+            self._state[key] = state
         return state
 
     async def authenticate(self, session: AsyncSession, token: str) -> AgentPrincipal:
@@ -152,7 +144,7 @@ async def current_agent(
         error = Unauthorized("An agent access token is required.")
         error.headers = {"WWW-Authenticate": 'Bearer realm="agentctl"'}
         raise error
-    authenticator: AgentAuthenticator = request.app.state.agent_authenticator
+    authenticator = app_state(request.app).agent_authenticator
     principal = await authenticator.authenticate(session, credentials.credentials)
     request.state.principal_key = principal.key
     return principal

@@ -1,0 +1,40 @@
+"""Every router of the service, included in one stated order.
+
+Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
+is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
+domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
+decisions, OAuth2. A new domain adds its router here.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from control_plane.agents.endpoints import router as agents
+from control_plane.credentials.endpoints import router as credentials
+from control_plane.credentials.endpoints import self_router as agent_self
+from control_plane.decisions.endpoints import router as decisions
+from control_plane.domains.endpoints import router as domains
+from control_plane.health.endpoints import router as health
+from control_plane.oauth2.endpoints import router as oauth2
+from control_plane.operators.endpoints import router as operators
+from control_plane.policy.endpoints import router as policies
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health,
+    domains,
+    agent_self,  # before agents: /v1/agents/me is not an agent id
+    agents,
+    credentials,
+    operators,
+    policies,
+    decisions,
+    oauth2,
+)
+
+
+def build_api() -> APIRouter:
+    api = APIRouter()
+    for router in ROUTERS:
+        api.include_router(router)
+    return api

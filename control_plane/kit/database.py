@@ -1,0 +1,66 @@
+"""The process's database handles, built once in the lifespan and shared through the app state.
+
+``writer_turn`` is SQLite's: one writer at a time, so this process queues its writers on an
+``asyncio.Lock`` (in order) rather than in SQLite's busy handler, which sleeps and retries. It is
+None on PostgreSQL. Background tasks that write take the same turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.applications import Starlette
+
+from control_plane.config import Settings
+from control_plane.kit.db import SessionMaker, create_engine, create_sessionmaker
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    read_sessionmaker: SessionMaker
+    writer_turn: asyncio.Lock | None
+
+    @classmethod
+    def open(cls, settings: Settings) -> Database:
+        engine = create_engine(
+            settings.resolved_database_url, pool_size=settings.database_pool_size
+        )
+        return cls(
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            read_sessionmaker=create_sessionmaker(engine, read_only=True),
+            writer_turn=asyncio.Lock() if settings.is_sqlite else None,
+        )
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A write session outside any request, in this process's writer turn. The caller
+        commits."""
+        async with self.writer_turn or contextlib.nullcontext(), self.sessionmaker() as session:
+            yield session
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+class KitState(Protocol):
+    """What the kit needs of the application state (``control_plane.state.AppState``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def database(self) -> Database: ...
+
+
+def kit_state(app: Starlette) -> KitState:
+    """The application state that the lifespan stored on ``app.state.context``."""
+    return cast(KitState, app.state.context)

@@ -1,0 +1,298 @@
+"""The OAuth2 authorisation server's rules: client authentication (client_secret_basic and
+private_key_jwt), the client_credentials grant, introspection (RFC 7662) and revocation (RFC 7009).
+
+Every way a client can fail to authenticate ends in one ``invalid_client`` answer whose
+description names the reason class but never echoes a secret, token or claim value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote_plus
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import service as agents
+from control_plane.agents.schemas import AgentStatus, VersionState
+from control_plane.auth.principals import Capability, OperatorPrincipal
+from control_plane.config import Settings
+from control_plane.credentials import service as credentials
+from control_plane.credentials.schemas import AuthMethod
+from control_plane.crypto.jwk import PublicJWK, parse_client_public_jwk
+from control_plane.crypto.secrets import verify_secret
+from control_plane.crypto.signing import KeyRingError, SigningKeyRing
+from control_plane.kit.errors import ErrorCode, ProblemError, ServiceUnavailable
+from control_plane.kit.time import utcnow
+from control_plane.models import Agent, Credential
+from control_plane.oauth2 import repository
+from control_plane.oauth2.assertions import verify_client_assertion
+from control_plane.oauth2.schemas import Introspection, TokenResponse
+from control_plane.oauth2.tokens import (
+    CLIENT_ASSERTION_TYPE,
+    ClientAssertionError,
+    TokenError,
+    VerifiedAccessToken,
+    issue_access_token,
+    verify_access_token,
+)
+
+
+class OAuthError(ProblemError):
+    """An RFC 6749 section 5.2 error, rendered as problem+json with the OAuth ``error`` member."""
+
+    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+        headers = {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="agentctl"'
+        super().__init__(
+            description,
+            headers=headers,
+            extensions={"error": error, "error_description": description},
+        )
+        self.status = status
+        self.code = {
+            "invalid_client": ErrorCode.invalid_client,
+            "invalid_scope": ErrorCode.invalid_scope,
+            "unsupported_grant_type": ErrorCode.unsupported_grant_type,
+        }.get(error, ErrorCode.invalid_request)
+        self.title = "OAuth error"
+
+
+def invalid_client(description: str) -> OAuthError:
+    return OAuthError("invalid_client", description, status=401)
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    method: AuthMethod
+    client_id: str
+    secret: str | None = None
+    assertion: str | None = None
+
+
+def client_auth_from_request(authorization: str | None, form: Mapping[str, str]) -> ClientAuth:
+    """Which client is calling, and how it proves it (exactly one method, RFC 6749 2.3)."""
+    has_assertion = "client_assertion" in form or "client_assertion_type" in form
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            raise invalid_client("Use HTTP Basic client authentication or a client assertion.")
+        if has_assertion or "client_secret" in form:
+            raise OAuthError("invalid_request", "Use exactly one client authentication method.")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid_client("Malformed Basic credentials.") from None
+        client_id, sep, secret = decoded.partition(":")
+        if not sep:
+            raise invalid_client("Malformed Basic credentials.")
+        return ClientAuth(
+            AuthMethod.client_secret_basic, unquote_plus(client_id), secret=unquote_plus(secret)
+        )
+    if has_assertion:
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            raise invalid_client(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}.")
+        assertion = form.get("client_assertion", "")
+        if not assertion:
+            raise invalid_client("client_assertion is missing.")
+        return ClientAuth(
+            AuthMethod.private_key_jwt, form.get("client_id", ""), assertion=assertion
+        )
+    if "client_secret" in form:
+        raise invalid_client("client_secret_post is not supported; use HTTP Basic.")
+    raise invalid_client("Client authentication is required.")
+
+
+def _parse_client_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value and len(value) <= 64 else None
+    except ValueError:
+        return None
+
+
+async def authenticate_client(
+    session: AsyncSession, settings: Settings, auth: ClientAuth
+) -> Credential:
+    """The credential the client proved it holds, or ``invalid_client``."""
+    if auth.method is AuthMethod.client_secret_basic:
+        client_id = _parse_client_id(auth.client_id)
+        credential = await credentials.find(session, client_id) if client_id is not None else None
+        stored = credential.secret_hash if credential is not None else None
+        # Compare even when the client is unknown, so timing does not tell the two apart.
+        ok = verify_secret(auth.secret or "", stored or "sha256$" + "0" * 64)
+        if credential is None or stored is None or not ok:
+            raise invalid_client("Unknown client or wrong secret.")
+        return credential
+
+    found: dict[str, Credential] = {}
+
+    async def lookup(client_id_text: str) -> PublicJWK | None:
+        client_id = _parse_client_id(client_id_text)
+        if client_id is None:
+            return None
+        credential = await credentials.find(session, client_id)
+        if credential is None or credential.public_jwk is None:
+            return None
+        found["credential"] = credential
+        return parse_client_public_jwk(credential.public_jwk)
+
+    try:
+        claims = await verify_client_assertion(
+            auth.assertion,
+            client_id_hint=auth.client_id or None,
+            lookup_client_jwk=lookup,
+            token_endpoint_url=settings.token_endpoint,
+            leeway=settings.token_leeway_seconds,
+        )
+    except ClientAssertionError as exc:
+        raise invalid_client(f"Client assertion rejected ({exc.reason}).") from None
+    credential = found["credential"]
+    expires = datetime.fromtimestamp(claims.exp + settings.token_leeway_seconds, UTC)
+    if not await repository.record_assertion(session, credential.id, claims.jti, expires):
+        raise invalid_client("Client assertion rejected (jti already used).")
+    return credential
+
+
+def _check_usable(credential: Credential, agent: Agent | None) -> Agent:
+    now = utcnow()
+    if credential.revoked_at is not None:
+        raise invalid_client("The credential is revoked.")
+    if credential.expires_at is not None and credential.expires_at <= now:
+        raise invalid_client("The credential has expired.")
+    if agent is None or agent.status != AgentStatus.active:
+        raise invalid_client("The agent is not active.")
+    return agent
+
+
+async def issue_token(
+    session: AsyncSession,
+    ring: SigningKeyRing,
+    settings: Settings,
+    credential: Credential,
+    form: Mapping[str, str],
+) -> TokenResponse:
+    grant = form.get("grant_type")
+    if grant is None:
+        raise OAuthError("invalid_request", "grant_type is required.")
+    if grant != "client_credentials":
+        raise OAuthError("unsupported_grant_type", "Only client_credentials is supported.")
+    agent = _check_usable(credential, await agents.find(session, credential.agent_id))
+    allowed = list(credential.scopes)
+    requested = form.get("scope")
+    scopes = allowed if requested is None else list(dict.fromkeys(requested.split()))
+    if not scopes or not set(scopes) <= set(allowed):
+        raise OAuthError("invalid_scope", "The requested scope exceeds the credential's scopes.")
+    version = await agents.active_version(session, agent.id)
+    if credential.version_id is not None and (
+        version is None or version.id != credential.version_id
+    ):
+        raise invalid_client("The credential is bound to a version that is not active.")
+    lifetime = settings.token_lifetime_seconds
+    if credential.expires_at is not None:
+        # A token never outlives its credential, for verifiers that check it offline.
+        lifetime = min(lifetime, int((credential.expires_at - utcnow()).total_seconds()))
+    if lifetime < 1:
+        raise invalid_client("The credential has expired.")
+    try:
+        issued = issue_access_token(
+            ring,
+            issuer=settings.issuer_url,
+            audience=settings.token_audience,
+            subject=str(agent.id),
+            client_id=str(credential.id),
+            scope=scopes,
+            lifetime_seconds=lifetime,
+            extra_claims={
+                "agent_name": agent.name,
+                "domain": agent.domain,
+                "autonomy_level": agent.autonomy_level,
+                "version": version.version if version else None,
+                "version_id": str(version.id) if version else None,
+            },
+        )
+    except KeyRingError as exc:
+        raise ServiceUnavailable("No signing key is available; try again shortly.") from exc
+    return TokenResponse(
+        access_token=issued.token,
+        expires_in=lifetime,
+        scope=" ".join(scopes),
+    )
+
+
+# --- introspection and revocation -------------------------------------------------------------
+
+INACTIVE = Introspection(active=False)
+
+
+def _verified_or_none(
+    ring: SigningKeyRing, settings: Settings, token: str
+) -> VerifiedAccessToken | None:
+    """The token's verified claims, or None for anything that is not a valid token of ours."""
+    try:
+        return verify_access_token(
+            ring,
+            token,
+            issuer=settings.issuer_url,
+            audience=settings.token_audience,
+            leeway=settings.token_leeway_seconds,
+        )
+    except TokenError:
+        return None
+
+
+async def introspect(
+    session: AsyncSession,
+    ring: SigningKeyRing,
+    settings: Settings,
+    who: OperatorPrincipal,
+    token: str,
+) -> Introspection:
+    who.require(Capability.registry_read)
+    verified = _verified_or_none(ring, settings, token)
+    if verified is None:
+        return INACTIVE
+    client_id = _parse_client_id(verified.client_id)
+    agent_id = _parse_client_id(verified.subject)
+    if client_id is None or agent_id is None:
+        return INACTIVE
+    state = await repository.auth_state(session, client_id, agent_id, verified.jti)
+    if state is None or auth_state_problem(state) is not None:
+        return INACTIVE
+    if not who.sees_domain(state.agent.domain):
+        return INACTIVE
+    return Introspection(active=True, token_type="Bearer", **dict(verified.claims))  # noqa: S106
+
+
+def auth_state_problem(state: repository.AuthState) -> str | None:
+    """Why a verified token must nonetheless be refused now, or None."""
+    if state.token_revoked:
+        return "the token is revoked"
+    if state.credential_revoked:
+        return "the credential is revoked"
+    if state.credential_expires_at is not None and state.credential_expires_at <= utcnow():
+        return "the credential has expired"
+    if state.agent.status != AgentStatus.active:
+        return "the agent is not active"
+    if state.bound_version_state is not None and state.bound_version_state != VersionState.active:
+        return "the credential's version is not active"
+    return None
+
+
+async def revoke(
+    session: AsyncSession,
+    ring: SigningKeyRing,
+    settings: Settings,
+    credential: Credential,
+    token: str,
+) -> None:
+    """RFC 7009: revoke ``token`` if it belongs to the authenticated client; silent otherwise."""
+    verified = _verified_or_none(ring, settings, token)
+    if verified is None or verified.client_id != str(credential.id):
+        return
+    expires = datetime.fromtimestamp(verified.expires_at + settings.token_leeway_seconds, UTC)
+    await repository.revoke_token(session, verified.jti, credential.id, expires)

@@ -1,0 +1,48 @@
+"""The typed application state: everything the lifespan builds, in one object.
+
+``create_app``'s lifespan builds an ``AppState`` and stores it on ``app.state.context``;
+endpoints take it through the ``State`` dependency (or ``app_state(app)`` outside a request)
+instead of reading untyped ``app.state`` attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, cast
+
+from fastapi import Depends, Request
+from starlette.applications import Starlette
+
+from control_plane.config import Settings
+from control_plane.kit.database import Database
+
+if TYPE_CHECKING:  # built in the lifespan; importing them here would be an import cycle
+    from control_plane.crypto.keystore import KeyStore
+    from control_plane.oauth2.agent_auth import AgentAuthenticator
+    from control_plane.oauth2.pruning import Pruner
+    from control_plane.policy.engine import InputLimits
+    from control_plane.policy.runtime import PolicyRuntime
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database
+    migration_head: str | None
+    keystore: KeyStore
+    agent_authenticator: AgentAuthenticator
+    input_limits: InputLimits
+    policy_runtime: PolicyRuntime
+    pruner: Pruner
+
+
+def app_state(app: Starlette) -> AppState:
+    """The state of a started app (its lifespan has run)."""
+    return cast(AppState, app.state.context)
+
+
+def get_state(request: Request) -> AppState:
+    return app_state(request.app)
+
+
+State = Annotated[AppState, Depends(get_state)]
