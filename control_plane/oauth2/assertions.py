@@ -13,10 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from control_plane.crypto.jwk import (
-    PublicJWK,
-)
-from control_plane.oauth2.tokens import (
+from control_plane.crypto.jwk import PublicJWK
+from control_plane.oauth2.jws import (
     DEFAULT_LEEWAY_SECONDS,
     EXTENSION_HEADERS,
     MAX_ASSERTION_LIFETIME_SECONDS,
