@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench.servers import ADMIN, measure, row, server
-from tests.servers import free_port
+from tests.fixtures.servers import free_port
 
 SECONDS = 3.0
 CONCURRENCY = 4

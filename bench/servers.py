@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import server_env, serving
+from tests.fixtures.servers import server_env, serving
 
 ADMIN = "acp_op_bench-admin-token-0123456789abcdefghij"
 KEK = "bench-key-encryption-key-0123456789abcdefghijkl"

@@ -33,6 +33,9 @@ from control_plane.migrate import upgrade
 from control_plane.operators.service import ensure_bootstrap_admin
 from control_plane.policy.service import ensure_default_bundle
 
+#: Fixtures every package shares live in tests/fixtures/; the pytest ones are registered here.
+pytest_plugins = ["tests.fixtures.keys"]
+
 PG_URL = os.environ.get("AGENTCTL_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ADMIN_TOKEN = "acp_op_test-bootstrap-admin-token-0123456789abcdef"

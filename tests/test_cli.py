@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, agentctl, server_env, serving
+from tests.fixtures.servers import ROOT, agentctl, server_env, serving
 
 TOKEN_LINE = re.compile(r"export AGENTCTL_TOKEN=(acp_op_\S+)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.pgcluster import PrivateCluster
+from tests.fixtures.pgcluster import PrivateCluster
 
 pytestmark = pytest.mark.postgres
 

@@ -16,12 +16,3 @@ def opa_bin() -> str:
             pytest.fail(f"CI=true and {reason}")
         pytest.skip(reason)
     return found
-
-
-from tests.credentials.conftest import (  # noqa: E402  (shared fixtures)
-    KeyServer,
-    attacker_key,
-    key_server,
-)
-
-__all__ = ["KeyServer", "attacker_key", "key_server", "opa_bin"]

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from control_plane.state import app_state
-from tests.decisions.support import REFUND, decider
-from tests.factories import create_operator
+from tests.fixtures.decisions import REFUND, decider
+from tests.fixtures.factories import create_operator
 
 
 async def test_allow_approval_deny_and_the_record(

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, agentctl, server_env, serving
+from tests.fixtures.servers import ROOT, agentctl, server_env, serving
 
 ADMIN = "acp_op_policy-cli-admin-token-0123456789abcdef"
 

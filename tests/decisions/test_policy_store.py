@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from control_plane.policy.bundles import read_policy_dir, write_bundle_archive
 from control_plane.policy.service import content_digest
 from control_plane.state import app_state
-from tests.decisions.support import REFUND, decider
-from tests.factories import create_operator
+from tests.fixtures.decisions import REFUND, decider
+from tests.fixtures.factories import create_operator
 
 POLICIES = Path(__file__).parent.parent.parent / "policies"
 

@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from control_plane.crypto.keystore import rotate
 from control_plane.oauth2.agent_auth import AgentAuthenticator
 from control_plane.state import app_state
-from tests.credentials.api_support import (
+from tests.fixtures.factories import create_operator, create_version
+from tests.fixtures.oauth2 import (
     assertion,
     basic,
     claims_of,
@@ -25,7 +26,6 @@ from tests.credentials.api_support import (
     token,
     token_by_assertion,
 )
-from tests.factories import create_operator, create_version
 
 
 async def test_token_carries_rfc9068_claims_and_verifies_with_pyjwt(
@@ -392,7 +392,7 @@ async def test_key_refresh_inside_write_requests(
 ) -> None:
     """The key ring reloads while a write request holds the database (SQLite's single writer):
     that used to deadlock the request against itself until the busy timeout (a 500)."""
-    from tests.decisions.support import REFUND, decider
+    from tests.fixtures.decisions import REFUND, decider
 
     keystore = app_state(app).keystore
     keystore._settings = keystore._settings.model_copy(update={"key_refresh_seconds": 0.01})

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import create_agent, create_domain
+from tests.fixtures.factories import create_agent, create_domain
 
 AGENT = {"name": "bot", "domain": "payments", "owner": "o"}
 

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from control_plane.models import IdempotencyRecord
 from control_plane.state import app_state
-from tests.factories import create_domain, create_operator
+from tests.fixtures.factories import create_domain, create_operator
 
 
 async def test_replay_returns_identical_response_and_creates_nothing(

@@ -14,7 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from control_plane.crypto.signing import SigningKey, generate_signing_key
-from tests.credentials.api_support import (
+from tests.fixtures.jose import Forge, b64json
+from tests.fixtures.keys import KeyServer
+from tests.fixtures.oauth2 import (
     assertion,
     claims_of,
     header_of,
@@ -25,8 +27,6 @@ from tests.credentials.api_support import (
     token,
     token_by_assertion,
 )
-from tests.credentials.conftest import KeyServer
-from tests.credentials.support import Forge, b64json
 
 
 def _assert_401(r: httpx.Response) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.factories import create_agent, create_domain, create_version, digest
+from tests.fixtures.factories import create_agent, create_domain, create_version, digest
 
 
 async def test_domain_create_get_list(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

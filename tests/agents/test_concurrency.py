@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.factories import create_agent, create_domain
+from tests.fixtures.factories import create_agent, create_domain
 
 
 async def test_fifty_concurrent_updates_with_one_etag(

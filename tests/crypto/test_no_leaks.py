@@ -18,8 +18,8 @@ from control_plane.crypto.encryption import decrypt_private_key
 from control_plane.crypto.signing import generate_signing_key
 from control_plane.kit.db import create_engine, create_sessionmaker
 from control_plane.models import SigningKeyRow
-from tests.credentials.api_support import assertion
-from tests.servers import server_env, serving
+from tests.fixtures.oauth2 import assertion
+from tests.fixtures.servers import server_env, serving
 
 ADMIN = "acp_op_leak-test-admin-token-0123456789abcdef"
 KEK = "leak-test-key-encryption-key-0123456789abcdefgh"

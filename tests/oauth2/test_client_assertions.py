@@ -17,7 +17,7 @@ from control_plane.oauth2.tokens import (
     issue_access_token,
     verify_access_token,
 )
-from tests.credentials.support import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT
+from tests.fixtures.jose import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT
 
 
 class Clients:

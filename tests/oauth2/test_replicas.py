@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import server_env, serving
+from tests.fixtures.servers import server_env, serving
 
 ADMIN = "acp_op_replica-test-admin-token-0123456789abcdef"
 KEK = "replica-test-key-encryption-key-0123456789abcdef"

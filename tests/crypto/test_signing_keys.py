@@ -27,7 +27,7 @@ from control_plane.crypto.signing import (
     public_key_not_after,
 )
 from control_plane.oauth2.tokens import TokenError, issue_access_token, verify_access_token
-from tests.credentials.support import AUDIENCE, ISSUER, NOW
+from tests.fixtures.jose import AUDIENCE, ISSUER, NOW
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import create_agent, create_domain, create_operator, create_version
+from tests.fixtures.factories import create_agent, create_domain, create_operator, create_version
 
 
 @pytest.fixture

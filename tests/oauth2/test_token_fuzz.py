@@ -27,7 +27,7 @@ from control_plane.oauth2.tokens import (
     issue_access_token,
     verify_access_token,
 )
-from tests.credentials.support import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT, raw_sign
+from tests.fixtures.jose import AUDIENCE, ISSUER, NOW, TOKEN_ENDPOINT, raw_sign
 
 # database=None: no .hypothesis example store in the repository; failures print their example.
 FUZZ = settings(

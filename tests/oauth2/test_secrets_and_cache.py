@@ -25,7 +25,7 @@ from control_plane.oauth2.cache import (
     verify_access_token_cached,
 )
 from control_plane.oauth2.tokens import TokenError, issue_access_token, verify_access_token
-from tests.credentials.support import AUDIENCE, ISSUER, NOW
+from tests.fixtures.jose import AUDIENCE, ISSUER, NOW
 
 # --- client secrets ------------------------------------------------------------------------
 
