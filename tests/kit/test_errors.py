@@ -162,3 +162,16 @@ async def test_odd_query_values_are_4xx(
     r = await client.get(url, headers=admin)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_unsupported_media_type_has_its_own_code(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    r = await client.post(
+        "/v1/policies/default/revisions",
+        content=b"package x",
+        headers={**admin, "Content-Type": "text/plain"},
+    )
+    body = _assert_problem(r, 415)
+    assert body["code"] == "unsupported_media_type"
+    assert body["type"] == "urn:agentctl:problem:unsupported_media_type"
