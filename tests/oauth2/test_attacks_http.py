@@ -59,7 +59,9 @@ def _resign(header: dict[str, Any] | None = None, **claims: Any) -> Case:
 
     def make(i: dict[str, Any], forge: Forge, _attacker: SigningKey) -> str:
         head = {**i["header"], **(header or {})}
-        body = {**i["claims"], **claims}
+        # Times are relative to when the case runs, not to when the module was imported: a long
+        # run must not let a "future" nbf slip into the past.
+        body = {**i["claims"], **{k: v() if callable(v) else v for k, v in claims.items()}}
         return forge.signed(i["key"], head, {k: v for k, v in body.items() if v is not None})
 
     return make
@@ -106,9 +108,9 @@ CASES: dict[str, Case] = {
     "wrong_iss": _resign(iss="https://evil.example"),
     "wrong_aud": _resign(aud="someone-else"),
     "wrong_typ": _resign({"typ": "JWT"}),
-    "expired": _resign(exp=NOW - 300, iat=NOW - 900),
-    "nbf_future": _resign(nbf=NOW + 600),
-    "iat_future": _resign(iat=NOW + 600),
+    "expired": _resign(exp=lambda: int(time.time()) - 300, iat=lambda: int(time.time()) - 900),
+    "nbf_future": _resign(nbf=lambda: int(time.time()) + 600),
+    "iat_future": _resign(iat=lambda: int(time.time()) + 600),
     "tampered_payload": _tampered,
     "attacker_key_attacker_kid": _attacker_signed,
     "embedded_jwk_header": _embedded_jwk,
