@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.crypto.keystore import KeyStore
     from control_plane.oauth2.agent_auth import AgentAuthenticator
     from control_plane.oauth2.pruning import Pruner
-    from control_plane.policy.engine import InputLimits
+    from control_plane.policy.engines import InputLimits
     from control_plane.policy.runtime import PolicyRuntime
 
 

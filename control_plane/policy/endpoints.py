@@ -25,7 +25,7 @@ from control_plane.kit.errors import (
 )
 from control_plane.kit.pagination import Page
 from control_plane.kit.router import Router
-from control_plane.kit.routing import Session
+from control_plane.kit.routing import Session, TransactionalRoute
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import service
