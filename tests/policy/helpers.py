@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from control_plane.policy.engines.base import LoadedBundle
+from tests.fixtures.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -85,13 +85,6 @@ def find_opa_bin() -> str | None:
     tools = Path(os.environ.get("AGENTCTL_TOOLS_DIR") or Path.home() / ".cache/agentctl/tools")
     candidate = tools / f"opa-v{OPA_VERSION}" / "opa"
     return str(candidate) if os.access(candidate, os.X_OK) else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 
 from tests.decisions.support import REFUND, decider
-from tests.policy.helpers import free_port, running_opa
+from tests.fixtures.servers import free_port
+from tests.policy.helpers import running_opa
 from tests.servers import server_env, serving
 
 ADMIN = "acp_op_opa-restart-test-admin-token-0123456789abcdef"
