@@ -12,10 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.decisions.support import REFUND, decider
-from tests.fixtures.servers import free_port
+from tests.fixtures.decisions import REFUND, decider
+from tests.fixtures.servers import free_port, server_env, serving
 from tests.policy.helpers import running_opa
-from tests.servers import server_env, serving
 
 ADMIN = "acp_op_opa-restart-test-admin-token-0123456789abcdef"
 
