@@ -17,12 +17,13 @@ from control_plane.config import Settings, get_settings
 from control_plane.credentials.agent_auth import AgentAuthenticator
 from control_plane.credentials.endpoints import router as credentials_router
 from control_plane.credentials.endpoints import self_router as agent_self_router
-from control_plane.credentials.keystore import KeyStore
+from control_plane.credentials.keystore import KeyStore, resolve_kek
 from control_plane.credentials.oauth import router as oauth_router
 from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit.redaction import redaction_key
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     error_responses,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keystore = KeyStore(app.state.sessionmaker, settings, app.state.read_sessionmaker)
         await keystore.start()
         app.state.keystore = keystore
+        app.state.redaction_key = redaction_key(resolve_kek(settings))
         app.state.agent_authenticator = AgentAuthenticator(keystore, settings)
         limits = InputLimits()
         policy_engine = build_engine(

@@ -9,9 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.credentials.agent_auth import AgentPrincipal, require_scope
 from control_plane.decisions import service
+from control_plane.decisions.replay import DecisionReplayGuard
 from control_plane.decisions.schemas import (
     DecisionList,
     DecisionRecord,
+    DecisionReplayList,
+    DecisionReplayRecord,
     DecisionRequest,
     DecisionResult,
 )
@@ -47,7 +50,8 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 @router.post(
     "",
     operation_id="decisions-create",
-    dependencies=[idempotent(_decider)],
+    # A replay is valid only while the state it was decided on is unchanged; each is recorded.
+    dependencies=[idempotent(_decider, DecisionReplayGuard())],
     responses=error_responses(409),
 )
 async def create_decision(
@@ -55,7 +59,9 @@ async def create_decision(
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
     state = request.app.state
-    return await service.decide(session, state.policy_runtime, agent, body, state.input_limits)
+    return await service.decide(
+        session, state.policy_runtime, agent, body, state.input_limits, state.redaction_key
+    )
 
 
 @router.get("", operation_id="decisions-list")
@@ -83,3 +89,14 @@ async def list_decisions(
         limit=page.limit,
     )
     return DecisionList(**page_fields(rows, page.limit, DecisionRecord))
+
+
+@router.get("/{decision_id}/replays", operation_id="decisions-list-replays")
+async def list_decision_replays(
+    decision_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
+) -> DecisionReplayList:
+    """List the replays of a decision by its Idempotency-Key, oldest first."""
+    rows = await service.list_replays(
+        session, who, decision_id, after=page.after, limit=page.limit
+    )
+    return DecisionReplayList(**page_fields(rows, page.limit, DecisionReplayRecord))

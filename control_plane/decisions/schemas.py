@@ -73,3 +73,19 @@ class DecisionList(ResponseModel):
     data: list[DecisionRecord]
     has_more: bool
     next_after: str | None = None
+
+
+class DecisionReplayRecord(ResponseModel):
+    """One replay of a recorded decision by its ``Idempotency-Key``."""
+
+    id: uuid.UUID
+    decision_id: uuid.UUID
+    agent_id: uuid.UUID
+    client_id: uuid.UUID | None
+    replayed_at: datetime
+
+
+class DecisionReplayList(ResponseModel):
+    data: list[DecisionReplayRecord]
+    has_more: bool
+    next_after: str | None = None

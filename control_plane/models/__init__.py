@@ -5,12 +5,14 @@ from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
 from control_plane.models.registry import Agent, AgentVersion, Domain
+from control_plane.models.replay import DecisionReplay
 
 __all__ = [
     "Agent",
     "AgentVersion",
     "Credential",
     "Decision",
+    "DecisionReplay",
     "Domain",
     "IdempotencyRecord",
     "Operator",
