@@ -23,7 +23,6 @@ from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
-from control_plane.kit.redaction import redaction_key
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     error_responses,
@@ -34,6 +33,7 @@ from control_plane.kit.middleware import (
     RequestIdMiddleware,
     UrlSanityMiddleware,
 )
+from control_plane.kit.redaction import redaction_key
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
 from control_plane.policy.endpoints import router as policies_router

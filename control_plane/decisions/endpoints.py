@@ -96,7 +96,5 @@ async def list_decision_replays(
     decision_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
 ) -> DecisionReplayList:
     """List the replays of a decision by its Idempotency-Key, oldest first."""
-    rows = await service.list_replays(
-        session, who, decision_id, after=page.after, limit=page.limit
-    )
+    rows = await service.list_replays(session, who, decision_id, after=page.after, limit=page.limit)
     return DecisionReplayList(**page_fields(rows, page.limit, DecisionReplayRecord))

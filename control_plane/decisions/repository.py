@@ -69,9 +69,7 @@ async def vouched_state(
     ).first()
     credential = await session.get(Credential, client_id, populate_existing=True)
     revision = (
-        await session.exec(
-            select(PolicyBundle.active_revision).where(PolicyBundle.name == bundle)
-        )
+        await session.exec(select(PolicyBundle.active_revision).where(PolicyBundle.name == bundle))
     ).first()
     return agent, version, credential, revision
 

@@ -245,13 +245,13 @@ async def _check_idempotency(
         await session.flush()
         record = None
     depends_on = await guard.fingerprint(request, session, principal_object) if guard else None
-    if record is not None and record.request_hash == request_hash and depends_on is not None:
-        if record.depends_on != depends_on:
-            # What the answer depended on has changed: it is no longer the answer. Handle the
-            # request again and store the new answer under the same key.
-            await session.delete(record)
-            await session.flush()
-            record = None
+    stale = depends_on is not None and record is not None and record.depends_on != depends_on
+    if record is not None and record.request_hash == request_hash and stale:
+        # What the answer depended on has changed: it is no longer the answer. Handle the
+        # request again and store the new answer under the same key.
+        await session.delete(record)
+        await session.flush()
+        record = None
     if record is not None:
         if record.request_hash != request_hash:
             raise IdempotencyKeyReused(

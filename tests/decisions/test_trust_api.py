@@ -77,9 +77,7 @@ async def test_undeclared_and_wildcard_actions_are_denied(
     delete = await _decide(client, h, {"action": "support.ticket.delete", "resource": ticket})
     assert delete["reasons"] == ["autonomy_observe_only"]
     await client.post("/v1/domains", json={"name": "payments"}, headers=admin)
-    payer = await decider(
-        client, admin, name="invoicer", autonomy_level=3, create_the_domain=False
-    )
+    payer = await decider(client, admin, name="invoicer", autonomy_level=3, create_the_domain=False)
     invoice = {"type": "invoice", "id": "i-1", "region": "eu-west-1"}
     star = await _decide(
         client, payer["headers"], {"action": "payments.invoice.*", "resource": invoice}
@@ -162,9 +160,7 @@ async def test_a_new_policy_revision_invalidates_replays(
     revisions = (await client.get("/v1/policies/default/revisions", headers=admin)).json()
     current = revisions["data"][0]
     detail = (
-        await client.get(
-            f"/v1/policies/default/revisions/{current['revision']}", headers=admin
-        )
+        await client.get(f"/v1/policies/default/revisions/{current['revision']}", headers=admin)
     ).json()
     data = detail["data"]
     data["authz"]["autonomy"]["levels"][2]["approval_above_amount"] = 10

@@ -35,7 +35,9 @@ REGIONS = ["eu-west-1", "eu-central-1", "us-east-1", "ap-south-1"]
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**9) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 CLAIM_KEYS = st.sampled_from(
@@ -182,9 +184,7 @@ def test_claims_only_make_decisions_stricter(
             if claimed_pair[0].failure is None and claimed_pair[1].failure is None:
                 assert claimed_pair[0].decision() == claimed_pair[1].decision()
             seen["base_allow"] += base_pair[1].effect == "allow"
-            seen["stricter"] += STRICTNESS[claimed_pair[1].effect] > STRICTNESS[
-                base_pair[1].effect
-            ]
+            seen["stricter"] += STRICTNESS[claimed_pair[1].effect] > STRICTNESS[base_pair[1].effect]
 
         try:
             stricter_only()

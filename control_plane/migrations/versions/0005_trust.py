@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        "ix_decision_replays_decision_id_id", "decision_replays", ["decision_id", "id"]
-    )
+    op.create_index("ix_decision_replays_decision_id_id", "decision_replays", ["decision_id", "id"])
     with op.batch_alter_table("idempotency_keys") as batch:
         batch.add_column(sa.Column("depends_on", sa.String(length=64), nullable=True))
 
