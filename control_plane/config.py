@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         "selects PostgreSQL.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted "
+        "(uvicorn's forwarded_allow_ips). Empty: none, the peer address is the client.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bootstrap platform_admin token. Generated and printed once when unset.",

@@ -90,6 +90,7 @@ def test_admin_token_from_settings(db_url: str, tmp_path: Path) -> None:
         assert TOKEN_LINE.search((tmp_path / "serve.log").read_text()) is None
         r = httpx.get(f"{url}/v1/agents", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
+        assert "server" not in r.headers  # no server header naming the software
 
 
 def test_operators_create_cli(db_url: str, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -42,14 +43,26 @@ def _agent(agent: Agent, response: Response) -> AgentPublic:
     return AgentPublic.model_validate(agent)
 
 
+MAX_LABEL_FILTERS = 16
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[^\x00-\x1f\x7f]{0,63}$")
+
+
 def _parse_labels(values: list[str]) -> dict[str, str]:
+    """``key=value`` filters, refused (422) unless each could be a stored label (the key and
+    value rules of ``Labels``) and there are at most ``MAX_LABEL_FILTERS``."""
+    if len(values) > MAX_LABEL_FILTERS:
+        raise ValidationFailed(
+            f"At most {MAX_LABEL_FILTERS} label filters.",
+            errors=[FieldError(pointer="/query/label", detail="too many label filters")],
+        )
     labels: dict[str, str] = {}
     for raw in values:
         key, sep, value = raw.partition("=")
-        if not sep or not key:
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
             raise ValidationFailed(
-                "Label filters look like key=value.",
-                errors=[FieldError(pointer="/query/label", detail=f"expected key=value: {raw!r}")],
+                "Label filters look like key=value, with a valid label key and value.",
+                errors=[FieldError(pointer="/query/label", detail="expected key=value")],
             )
         labels[key] = value
     return labels
