@@ -1,8 +1,10 @@
 """Credential rules and the OAuth2 authorisation server: issuing agent credentials, the
 client_credentials grant (client_secret_basic and private_key_jwt), introspection and revocation.
 
-Every way a client can fail to authenticate ends in one ``invalid_client`` answer whose
-description names the reason class but never echoes a secret, token or claim value.
+Every way a client can fail to authenticate ends in one ``invalid_client`` answer with one
+description, whatever check failed: telling ``unknown client`` from ``wrong secret`` would tell an
+outsider which client ids exist. The reason goes to the log (``client_authentication_failed``),
+never echoing a secret, token or claim value.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import repository as agents
@@ -160,6 +163,9 @@ async def revoke_credential(
 # --- the token endpoint -----------------------------------------------------------------------
 
 
+log = structlog.get_logger(__name__)
+
+
 class OAuthError(ProblemError):
     """An RFC 6749 section 5.2 error, rendered as problem+json with the OAuth ``error`` member."""
 
@@ -181,8 +187,13 @@ class OAuthError(ProblemError):
         self.title = "OAuth error"
 
 
-def invalid_client(description: str) -> OAuthError:
-    return OAuthError("invalid_client", description, status=401)
+CLIENT_AUTH_FAILED = "Client authentication failed."
+
+
+def invalid_client(reason: str) -> OAuthError:
+    """The one 401 ``invalid_client`` answer; ``reason`` is logged, not sent."""
+    log.info("client_authentication_failed", reason=reason)
+    return OAuthError("invalid_client", CLIENT_AUTH_FAILED, status=401)
 
 
 @dataclass(frozen=True)
