@@ -91,7 +91,7 @@ async def list_decisions(
     return DecisionList(**page_fields(rows, page.limit, DecisionRecord))
 
 
-@router.get("/{decision_id}/replays", operation_id="decisions-list-replays")
+@router.get("/{decision_id}/replays", operation_id="decisions-list_replays")
 async def list_decision_replays(
     decision_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
 ) -> DecisionReplayList:
