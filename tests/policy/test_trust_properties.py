@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_plane.policy.engine import EngineResult, LoadedBundle
+from control_plane.policy.engines.base import EngineResult, LoadedBundle
 from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
 from tests.policy.helpers import POLICIES, OpaServer
