@@ -23,16 +23,13 @@ from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
-from control_plane.kit.errors import (
-    PROBLEM_CONTENT_TYPE,
-    error_responses,
-    install_error_handlers,
-)
+from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     UrlSanityMiddleware,
 )
+from control_plane.kit.openapi_doc import finalize
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
 from control_plane.policy.endpoints import router as policies_router
@@ -103,24 +100,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    _problem_only_errors(app)
+    _finalize_openapi(app)
     return app
 
 
-def _problem_only_errors(app: FastAPI) -> None:
-    """Error answers are problem+json only; FastAPI would also list application/json."""
+def _finalize_openapi(app: FastAPI) -> None:
+    """The document FastAPI generates, completed by ``kit.openapi_doc.finalize``."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
-            for item in schema.get("paths", {}).values():
-                for operation in item.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
-                            content.pop("application/json", None)
-            app.openapi_schema = schema
+            app.openapi_schema = finalize(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

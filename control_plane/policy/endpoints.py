@@ -23,6 +23,7 @@ from control_plane.kit.errors import (
     error_responses,
     field_errors,
 )
+from control_plane.kit.openapi_doc import schema_ref
 from control_plane.kit.pagination import page_fields
 from control_plane.kit.routing import Session, TransactionalRoute
 from control_plane.kit.schemas import NAME_PATTERN
@@ -94,7 +95,7 @@ _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RevisionCreate"}},
+            "application/json": {"schema": schema_ref(RevisionCreate)},
             "application/gzip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
