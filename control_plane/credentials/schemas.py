@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, StringConstraints
 
+from control_plane.kit.errors import ErrorCode
 from control_plane.kit.schemas import RequestModel, ResponseModel
 
 
@@ -76,3 +77,27 @@ class Introspection(ResponseModel):
     model_config = {"extra": "allow"}
 
     active: bool
+
+
+class OAuthErrorCode(StrEnum):
+    """The RFC 6749 section 5.2 error codes this server answers."""
+
+    invalid_request = "invalid_request"
+    invalid_client = "invalid_client"
+    invalid_scope = "invalid_scope"
+    unauthorized_client = "unauthorized_client"
+    unsupported_grant_type = "unsupported_grant_type"
+
+
+class OAuthErrorBody(ResponseModel):
+    """An OAuth error (RFC 6749 section 5.2), ``application/json``; the RFC 9457 problem members
+    are added so a problem-aware client reads it too."""
+
+    error: OAuthErrorCode
+    error_description: str
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    code: ErrorCode

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from control_plane.kit.errors import PROBLEM_CONTENT_TYPE
 
 _REF = "#/components/schemas/{model}"
+_DEFAULT_422 = "#/components/schemas/HTTPValidationError"
 _EXTRA_MODELS: dict[str, type[BaseModel]] = {}
 
 
@@ -34,9 +35,17 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
         components.setdefault(name, rendered)
     for item in schema.get("paths", {}).values():
         for operation in item.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.get("responses", {})
+            # FastAPI's default 422 shape never occurs: validation errors are problems, and a
+            # route that can fail validation declares its 422 with error_responses.
+            if _DEFAULT_422 in str(responses.get("422", {})):
+                del responses["422"]
+            for status, response in responses.items():
                 content = response.get("content", {})
                 # Error answers are problem+json only; FastAPI would also list application/json.
                 if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
                     content.pop("application/json", None)
+    if _DEFAULT_422 not in str(schema.get("paths")):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
     return schema

@@ -32,7 +32,10 @@ from tests.credentials.support import Forge, b64json
 def _assert_401(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"]
-    assert r.headers["content-type"] == "application/problem+json"
+    # OAuth endpoints answer RFC 6749 section 5.2 JSON; resource endpoints answer problems.
+    oauth = r.request.url.path.startswith("/oauth/")
+    expected = "application/json" if oauth else "application/problem+json"
+    assert r.headers["content-type"] == expected
 
 
 @pytest.fixture
@@ -203,8 +206,8 @@ async def test_assertion_jti_is_single_use(
     ("overrides", "reason"),
     [
         ({"aud": "http://testserver/elsewhere"}, "invalid_audience"),
-        ({"aud": "http://testserver"}, "invalid_audience"),
-        ({"exp": NOW + 3600}, "exp_too_far"),
+        ({"aud": "http://testserver/"}, "invalid_audience"),
+        ({"exp": NOW + 3700}, "exp_too_far"),
         ({"exp": NOW - 300, "iat": NOW - 400}, "expired"),
         ({"exp": None}, "missing_claim"),
         ({"jti": None}, "missing_claim"),
@@ -218,7 +221,7 @@ async def test_bad_assertions(
     reason: str,
 ) -> None:
     if "exp" in overrides and overrides["exp"] is not None and overrides["exp"] > NOW + 1000:
-        overrides = {**overrides, "exp": int(time.time()) + 3600}
+        overrides = {**overrides, "exp": int(time.time()) + 3700}
     signed = assertion(jwt_client["key"], jwt_client["cred"]["client_id"], **overrides)
     r = await token_by_assertion(client, signed)
     _assert_401(r)

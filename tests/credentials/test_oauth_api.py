@@ -212,7 +212,10 @@ async def test_another_clients_token_is_not_revocable(
         data={"token": access},
         headers=basic(b["client_id"], b["client_secret"]),
     )
-    assert r.status_code == 200
+    # RFC 7009 section 2.1: refused, and the client is told (issue 8 fault 10).
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "unauthorized_client"
     me = await client.get("/v1/agents/me", headers={"Authorization": f"Bearer {access}"})
     assert me.status_code == 200
 
@@ -293,7 +296,7 @@ async def test_token_endpoint_client_auth_errors(
     assert r.status_code == 401
     assert r.json()["error"] == "invalid_client"
     assert r.headers["www-authenticate"].startswith("Basic")
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
 
 
 async def test_token_endpoint_request_errors(
