@@ -44,8 +44,7 @@ def _is_oauth_error(r: httpx.Response, status: int, error: str) -> dict[str, Any
 @pytest.fixture
 async def secret_client(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
     agent = await new_agent(client, admin)
-    cred = await secret_credential(client, admin, agent["id"])
-    return cred
+    return await secret_credential(client, admin, agent["id"])
 
 
 # --- fault 12: RFC 6749 section 5.2 error bodies ----------------------------------------------
