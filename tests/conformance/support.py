@@ -23,9 +23,7 @@ def new_agent(url: str, admin: dict[str, str], domain: str = "payments") -> dict
     return agent
 
 
-def new_credential(
-    url: str, admin: dict[str, str], agent_id: str, **fields: Any
-) -> dict[str, Any]:
+def new_credential(url: str, admin: dict[str, str], agent_id: str, **fields: Any) -> dict[str, Any]:
     body = {"scopes": ["decisions:create"], **fields}
     r = httpx.post(f"{url}/v1/agents/{agent_id}/credentials", json=body, headers=admin)
     assert r.status_code == 201, r.text

@@ -119,8 +119,9 @@ def test_generated_client_against_live_server(generated: Path, live: Live) -> No
     assert isinstance(r.parsed, models.Problem)
     assert r.parsed.code == models.ErrorCode.PRECONDITION_REQUIRED
 
-    etag = r.headers.get("etag") or (
-        api["agents_get"].sync_detailed(agent.id, client=admin).headers["etag"]
+    etag = (
+        r.headers.get("etag")
+        or (api["agents_get"].sync_detailed(agent.id, client=admin).headers["etag"])
     )
     r = api["agents_update"].sync_detailed(
         agent.id,
