@@ -24,6 +24,7 @@ from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
 from control_plane.kit.errors import error_responses, install_error_handlers
+from control_plane.kit.http_methods import MethodMiddleware
 from control_plane.kit.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Any route may meet an oversized body or an unavailable database.
         responses=error_responses(413, 503),
+        # No redirect built from the request's Host header (a trailing slash is a 404).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policies_router)
     app.include_router(decisions_router)
     app.include_router(oauth_router)
+    app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)

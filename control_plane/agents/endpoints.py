@@ -106,7 +106,7 @@ async def get_agent(
 @router.patch(
     "/{agent_id}",
     operation_id="agents-update",
-    responses=error_responses(409, 412, 428),
+    responses=error_responses(400, 409, 412, 428),
 )
 async def update_agent(
     agent_id: uuid.UUID,
@@ -140,7 +140,7 @@ def _lifecycle(action: str, summary: str) -> None:
         operation_id=f"agents-{action}",
         name=f"{action}_agent",
         dependencies=[OperatorIdempotent],
-        responses=error_responses(409, 412),
+        responses=error_responses(400, 409, 412),
         response_model=AgentPublic,
     )
 

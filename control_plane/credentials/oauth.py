@@ -14,7 +14,10 @@ from control_plane.config import Settings
 from control_plane.credentials import service
 from control_plane.credentials.keystore import KeyStore
 from control_plane.credentials.schemas import (
+    AuthMethod,
+    AuthorizationServerMetadata,
     Introspection,
+    JWKSet,
     OAuthErrorBody,
     Scope,
     TokenResponse,
@@ -171,7 +174,11 @@ async def revoke(
     return Response(status_code=200, headers=_NO_STORE)
 
 
-@router.get("/.well-known/jwks.json", operation_id="oauth-jwks")
+_ASSERTION_ALGS = ["EdDSA", "ES256"]
+_CLIENT_AUTH_METHODS = [AuthMethod.client_secret_basic, AuthMethod.private_key_jwt]
+
+
+@router.get("/.well-known/jwks.json", operation_id="oauth-jwks", response_model=JWKSet)
 async def jwks(request: Request) -> JSONResponse:
     """The public keys that verify access tokens."""
     ring = await _keystore(request).ring()
@@ -179,19 +186,23 @@ async def jwks(request: Request) -> JSONResponse:
 
 
 @router.get("/.well-known/oauth-authorization-server", operation_id="oauth-metadata")
-async def metadata(request: Request) -> dict[str, Any]:
-    """Authorization server metadata (RFC 8414)."""
+async def metadata(request: Request) -> AuthorizationServerMetadata:
+    """Authorization server metadata (RFC 8414). A client assertion (private_key_jwt) names the
+    issuer identifier or the endpoint URL as ``aud`` and expires at most 3600 s after it is
+    checked; each ``jti`` is accepted once."""
     base = _settings(request).issuer_url
-    return {
-        "issuer": base,
-        "token_endpoint": f"{base}/oauth/token",
-        "jwks_uri": f"{base}/.well-known/jwks.json",
-        "introspection_endpoint": f"{base}/oauth/introspect",
-        "revocation_endpoint": f"{base}/oauth/revoke",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
-        "scopes_supported": [s.value for s in Scope],
-    }
+    return AuthorizationServerMetadata(
+        issuer=base,
+        token_endpoint=f"{base}/oauth/token",
+        jwks_uri=f"{base}/.well-known/jwks.json",
+        introspection_endpoint=f"{base}/oauth/introspect",
+        revocation_endpoint=f"{base}/oauth/revoke",
+        grant_types_supported=["client_credentials"],
+        response_types_supported=["none"],
+        token_endpoint_auth_methods_supported=_CLIENT_AUTH_METHODS,
+        token_endpoint_auth_signing_alg_values_supported=_ASSERTION_ALGS,
+        revocation_endpoint_auth_methods_supported=_CLIENT_AUTH_METHODS,
+        revocation_endpoint_auth_signing_alg_values_supported=_ASSERTION_ALGS,
+        introspection_endpoint_auth_methods_supported=["Bearer"],
+        scopes_supported=list(Scope),
+    )

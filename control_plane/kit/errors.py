@@ -291,13 +291,14 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(exc.detail, str) and exc.detail.lower() != title.lower()
             else None
         )
+        headers = dict(exc.headers or {})
         return problem_response(
             status=exc.status_code,
             code=code,
             title=title,
             detail=detail,
             instance=request.url.path,
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -40,6 +40,12 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
             # route that can fail validation declares its 422 with error_responses.
             if _DEFAULT_422 in str(responses.get("422", {})):
                 del responses["422"]
+            if "428" in responses:
+                # 428 is declared exactly where If-Match is required: say so on the parameter.
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "header" and parameter["name"] == "If-Match":
+                        parameter["required"] = True
+                        parameter["schema"] = {"type": "string", "minLength": 1}
             for status, response in responses.items():
                 content = response.get("content", {})
                 # Error answers are problem+json only; FastAPI would also list application/json.

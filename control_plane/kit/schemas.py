@@ -7,9 +7,18 @@ ignored setting. ``PatchModel`` bodies are partial updates: a field may be left 
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -19,6 +28,28 @@ Name = Annotated[
         description="Lower-case letters, digits and '-', 1-63 characters.", examples=["payments"]
     ),
 ]
+
+# RFC 3339 section 5.6 date-time, with its offset: pydantic alone also takes numbers ("0.5" as
+# seconds since the epoch), dates without a time and times without an offset.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+RFC3339DateTime = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+"""A request date-time: RFC 3339 strings only (numbers, bare dates and naive times refused)."""
 
 
 class RequestModel(BaseModel):
