@@ -50,3 +50,24 @@ def tool(name: str, *fallbacks: str) -> str:
         if found:
             return found
     pytest.fail(f"{name} is not installed; the conformance tests need it")
+
+
+GO = "/usr/local/go/bin/go"
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/conformance/go built with the pinned go.mod (modules cached in Go's usual caches)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("go") / "oauth-client"
+    done = subprocess.run(
+        [tool("go", GO), "build", "-mod=readonly", "-o", str(out), "."],
+        cwd=HERE / "go",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return str(out)
