@@ -84,8 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        # Any route may meet an oversized body or an unavailable database.
-        responses=error_responses(413, 503),
+        # Any route may meet a malformed request (NUL in the URL, a body that is not UTF-8, a
+        # malformed Idempotency-Key), an oversized body or an unavailable database.
+        responses=error_responses(400, 413, 503),
         # No redirect built from the request's Host header (a trailing slash is a 404).
         redirect_slashes=False,
     )
