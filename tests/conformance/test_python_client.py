@@ -113,7 +113,7 @@ def test_generated_client_against_live_server(generated: Path, live: Live) -> No
 
     # A typed problem: the update without If-Match is refused with 428.
     r = api["agents_update"].sync_detailed(
-        agent.id, client=admin, body=models.AgentUpdate(description="first")
+        agent.id, client=admin, body=models.AgentUpdate(description="first"), if_match=""
     )
     assert r.status_code == 428
     assert isinstance(r.parsed, models.Problem)

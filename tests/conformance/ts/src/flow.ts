@@ -5,6 +5,7 @@ import createClient from "openapi-fetch";
 import type { components, paths } from "../generated/schema.js";
 
 type Problem = components["schemas"]["Problem"];
+const FORM = "application/x-www-form-urlencoded";
 
 const [baseUrl, adminToken] = process.argv.slice(2);
 if (!baseUrl || !adminToken) throw new Error("usage: flow.js BASE_URL ADMIN_TOKEN");
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
       Object.entries(body).filter((e): e is [string, string] => e[1] !== undefined),
     ).toString();
   const issued = await oauth.POST("/oauth/token", {
-    headers: { Authorization: `Basic ${basic}` },
+    headers: { Authorization: `Basic ${basic}`, "Content-Type": FORM },
     body: { grant_type: "client_credentials", scope: "decisions:create" },
     bodySerializer: form,
   });
@@ -89,12 +90,19 @@ async function main(): Promise<void> {
   check(issued.data.token_type === "Bearer", "bearer token");
 
   const refused = await oauth.POST("/oauth/token", {
-    headers: { Authorization: `Basic ${Buffer.from(`${credential.data.client_id}:x`).toString("base64")}` },
+    headers: {
+      Authorization: `Basic ${Buffer.from(`${credential.data.client_id}:x`).toString("base64")}`,
+      "Content-Type": FORM,
+    },
     body: { grant_type: "client_credentials" },
     bodySerializer: form,
   });
   check(refused.response.status === 401, "wrong secret refused");
-  check(refused.error?.error === "invalid_client", "typed OAuth error");
+  const oauthError = refused.error;
+  check(
+    oauthError !== undefined && "error" in oauthError && oauthError.error === "invalid_client",
+    "typed OAuth error",
+  );
 
   const agent = createClient<paths>({
     baseUrl,
