@@ -12,6 +12,7 @@ from control_plane.agents.schemas import (
     AgentPublic,
     AgentStatus,
     AgentUpdate,
+    LabelFilter,
     VersionCreate,
     VersionList,
     VersionPublic,
@@ -79,7 +80,7 @@ async def list_agents(
     domain: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
     status: AgentStatus | None = None,
     label: Annotated[
-        list[str], Query(description="key=value; repeat to require several labels.")
+        list[LabelFilter], Query(description="key=value; repeat to require several labels.")
     ] = [],  # noqa: B006 - FastAPI copies query defaults
 ) -> AgentList:
     """List agents visible to the caller, newest last, with filters."""

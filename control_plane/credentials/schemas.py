@@ -63,7 +63,7 @@ class CredentialCreated(CredentialPublic):
 class CredentialList(ResponseModel):
     data: list[CredentialPublic]
     has_more: bool
-    next_after: str | None = None
+    next_after: uuid.UUID | None = Field(default=None, description="The after of the next page.")
 
 
 class TokenResponse(ResponseModel):

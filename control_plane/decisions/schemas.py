@@ -72,4 +72,4 @@ class DecisionRecord(ResponseModel):
 class DecisionList(ResponseModel):
     data: list[DecisionRecord]
     has_more: bool
-    next_after: str | None = None
+    next_after: uuid.UUID | None = Field(default=None, description="The after of the next page.")

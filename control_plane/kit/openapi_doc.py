@@ -25,6 +25,54 @@ def schema_ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
+_CLIENT_AUTH_PATHS = ("/oauth/token", "/oauth/revoke")
+# Operations that answer a Location header with their 201, and those that answer an ETag.
+_LOCATION = {
+    "agents-create",
+    "agents-register_version",
+    "credentials-create",
+    "policies-create_revision",
+}
+_ETAG = {
+    "agents-create",
+    "agents-get",
+    "agents-update",
+    "agents-suspend",
+    "agents-resume",
+    "agents-retire",
+}
+
+
+def _header(description: str, required: bool = True) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": "string"}}
+
+
+def _declare_headers(operation_id: str, responses: dict[str, Any]) -> None:
+    for status, response in responses.items():
+        headers = response.setdefault("headers", {})
+        if status == "401":
+            headers["WWW-Authenticate"] = _header("The scheme to use, and why it failed.")
+        elif status == "503":
+            headers["Retry-After"] = _header("Seconds to wait before retrying.", required=False)
+        elif status.startswith("2"):
+            if operation_id in _ETAG:
+                headers["ETag"] = _header("Strong entity tag to send as If-Match.")
+            if status == "201" and operation_id in _LOCATION:
+                headers["Location"] = _header("Path of the created resource.")
+        if not headers:
+            del response["headers"]
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    """A query or header parameter is text or absent, never JSON null."""
+    schema = parameter.get("schema", {})
+    if "anyOf" in schema:
+        kept = [sub for sub in schema["anyOf"] if sub != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            parameter["schema"] = {**kept[0], **rest}
+
+
 def finalize(schema: dict[str, Any]) -> dict[str, Any]:
     """Complete ``schema`` (the dict FastAPI generated) in place and return it."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -33,9 +81,22 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
         for def_name, definition in rendered.pop("$defs", {}).items():
             components.setdefault(def_name, definition)
         components.setdefault(name, rendered)
-    for item in schema.get("paths", {}).values():
+    schemes = schema["components"].setdefault("securitySchemes", {})
+    schemes["ClientSecretBasic"] = {
+        "type": "http",
+        "scheme": "basic",
+        "description": "client_secret_basic (RFC 6749 section 2.3.1). private_key_jwt sends "
+        "client_assertion_type and client_assertion in the form instead (RFC 7523).",
+    }
+    for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             responses = operation.get("responses", {})
+            if path in _CLIENT_AUTH_PATHS:
+                # Basic, or no header at all (the assertion is in the form body).
+                operation["security"] = [{"ClientSecretBasic": []}, {}]
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter)
+            _declare_headers(operation.get("operationId", ""), responses)
             # FastAPI's default 422 shape never occurs: validation errors are problems, and a
             # route that can fail validation declares its 422 with error_responses.
             if _DEFAULT_422 in str(responses.get("422", {})):

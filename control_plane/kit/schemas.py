@@ -52,8 +52,36 @@ RFC3339DateTime = Annotated[
 """A request date-time: RFC 3339 strings only (numbers, bare dates and naive times refused)."""
 
 
+_NO_NUL = "^[^\\x00]*$"
+
+
+def _string_schemas(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    return [prop, *prop.get("anyOf", [])]
+
+
+def _request_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The document states what the validators enforce: no NUL in text fields (unless the model
+    allows it), and no ``null`` for a patch field that refuses it."""
+    nullable: frozenset[str] = getattr(model, "nullable_fields", frozenset())
+    is_patch = issubclass(model, PatchModel)
+    for name, prop in schema.get("properties", {}).items():
+        if not getattr(model, "allow_nul", False):
+            for sub in _string_schemas(prop):
+                if sub.get("type") == "string" and "pattern" not in sub and "format" not in sub:
+                    sub["pattern"] = _NO_NUL
+        if is_patch and name not in nullable and "anyOf" in prop:
+            kept = [sub for sub in prop["anyOf"] if sub != {"type": "null"}]
+            del prop["anyOf"]
+            if len(kept) == 1:
+                prop.update(kept[0])
+            else:
+                prop["anyOf"] = kept
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+
+
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema)
 
     #: Free-form models (a decision's resource) accept NUL; the database layer copes with it.
     allow_nul: ClassVar[bool] = False

@@ -181,7 +181,7 @@ async def list_revisions(
     return RevisionList(
         data=[RevisionSummary(**_summary(found, r)) for r in rows],
         has_more=has_more,
-        next_after=str(rows[-1].revision) if has_more and rows else None,
+        next_after=rows[-1].revision if has_more and rows else None,
     )
 
 
