@@ -130,6 +130,8 @@ async def token(
 @router.post(
     "/oauth/introspect",
     operation_id="oauth-introspect",
+    response_model=Introspection,
+    response_model_exclude_none=True,
     responses={**oauth_error_responses(400), **error_responses(401, 403)},
     openapi_extra=_form_body("token", "token_type_hint", required=("token",)),
 )
