@@ -23,16 +23,14 @@ from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
 from control_plane.kit.db import create_engine, create_sessionmaker
-from control_plane.kit.errors import (
-    PROBLEM_CONTENT_TYPE,
-    error_responses,
-    install_error_handlers,
-)
+from control_plane.kit.errors import error_responses, install_error_handlers
+from control_plane.kit.http_methods import MethodMiddleware
 from control_plane.kit.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     UrlSanityMiddleware,
 )
+from control_plane.kit.openapi_doc import finalize
 from control_plane.kit.redaction import redaction_key
 from control_plane.migrate import head_revision
 from control_plane.operators.endpoints import router as operators_router
@@ -88,8 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        # Any route may meet an oversized body or an unavailable database.
-        responses=error_responses(413, 503),
+        # Any route may meet a malformed request (NUL in the URL, a body that is not UTF-8, a
+        # malformed Idempotency-Key), an oversized body or an unavailable database.
+        responses=error_responses(400, 413, 503),
+        # No redirect built from the request's Host header (a trailing slash is a 404).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -102,27 +103,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policies_router)
     app.include_router(decisions_router)
     app.include_router(oauth_router)
+    app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    _problem_only_errors(app)
+    _finalize_openapi(app)
     return app
 
 
-def _problem_only_errors(app: FastAPI) -> None:
-    """Error answers are problem+json only; FastAPI would also list application/json."""
+def _finalize_openapi(app: FastAPI) -> None:
+    """The document FastAPI generates, completed by ``kit.openapi_doc.finalize``."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
-            for item in schema.get("paths", {}).values():
-                for operation in item.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
-                            content.pop("application/json", None)
-            app.openapi_schema = schema
+            app.openapi_schema = finalize(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from control_plane.agents.schemas import (
     AgentPublic,
     AgentStatus,
     AgentUpdate,
+    LabelFilter,
     VersionCreate,
     VersionList,
     VersionPublic,
@@ -92,7 +93,7 @@ async def list_agents(
     domain: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
     status: AgentStatus | None = None,
     label: Annotated[
-        list[str], Query(description="key=value; repeat to require several labels.")
+        list[LabelFilter], Query(description="key=value; repeat to require several labels.")
     ] = [],  # noqa: B006 - FastAPI copies query defaults
 ) -> AgentList:
     """List agents visible to the caller, newest last, with filters."""
@@ -119,7 +120,7 @@ async def get_agent(
 @router.patch(
     "/{agent_id}",
     operation_id="agents-update",
-    responses=error_responses(409, 412, 428),
+    responses=error_responses(400, 409, 412, 428),
 )
 async def update_agent(
     agent_id: uuid.UUID,
@@ -153,7 +154,7 @@ def _lifecycle(action: str, summary: str) -> None:
         operation_id=f"agents-{action}",
         name=f"{action}_agent",
         dependencies=[OperatorIdempotent],
-        responses=error_responses(409, 412),
+        responses=error_responses(400, 409, 412),
         response_model=AgentPublic,
     )
 

@@ -39,7 +39,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, get_args
@@ -96,8 +96,10 @@ ACCESS_TOKEN_TYP: Final = "at+jwt"  # noqa: S105 - a media type, not a secret
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Longest access-token lifetime `issue_access_token` agrees to mint.
 MAX_ACCESS_TOKEN_LIFETIME_SECONDS: Final = 24 * 3600
-#: Issue 3: an assertion's `exp` is at most 5 minutes ahead.
-MAX_ASSERTION_LIFETIME_SECONDS: Final = 300
+#: An assertion's `exp` is at most one hour ahead: the common client defaults (Authlib's
+#: `PrivateKeyJWT` signs for 3600 s) must interoperate. Replay is stopped by the `jti` record,
+#: which the caller keeps until `exp` + leeway, not by a short window.
+MAX_ASSERTION_LIFETIME_SECONDS: Final = 3600
 
 TokenErrorReason: TypeAlias = Literal[
     "malformed",  # not a compact JWS with JSON header and claims, or a claim of the wrong type
@@ -520,6 +522,7 @@ def _finish_assertion(
     at: float,
     max_future_seconds: int,
     leeway: float,
+    extra_audiences: Collection[str] = (),
 ) -> AssertionClaims:
     if jwk is None:
         raise TokenError("unknown_client")
@@ -533,7 +536,9 @@ def _finish_assertion(
     aud = claims.get("aud")
     if isinstance(aud, list) and len(aud) == 1:
         aud = aud[0]
-    accepted = {token_endpoint_url} if issuer is None else {token_endpoint_url, issuer}
+    accepted = {token_endpoint_url, *extra_audiences}
+    if issuer is not None:
+        accepted.add(issuer)
     if not isinstance(aud, str) or aud not in accepted:
         raise TokenError("invalid_audience")
     exp = _check_times(claims, at, leeway, iat_required=False)
@@ -548,9 +553,7 @@ def _finish_assertion(
 def _check_assertion_args(max_future_seconds: int, leeway: float) -> None:
     _check_leeway(leeway)
     if not 0 < max_future_seconds <= MAX_ASSERTION_LIFETIME_SECONDS:
-        raise ValueError(
-            f"max_future_seconds must be in 1..{MAX_ASSERTION_LIFETIME_SECONDS} (issue 3)"
-        )
+        raise ValueError(f"max_future_seconds must be in 1..{MAX_ASSERTION_LIFETIME_SECONDS}")
 
 
 def peek_assertion_client_id(assertion: object, client_id_hint: str | None = None) -> str:
@@ -574,6 +577,7 @@ def verify_client_assertion(
     now: float | None = None,
     max_future_seconds: int = MAX_ASSERTION_LIFETIME_SECONDS,
     leeway: float = DEFAULT_LEEWAY_SECONDS,
+    extra_audiences: Collection[str] = (),
 ) -> AssertionClaims:
     """Verify a `private_key_jwt` client assertion; raise `ClientAssertionError` otherwise.
 
@@ -581,8 +585,9 @@ def verify_client_assertion(
     `client-authentication+jwt` (so an access token, `at+jwt`, is refused); `iss` == `sub`, equal
     to `client_id_hint` when the request named a client; the signature by the key that
     `lookup_client_jwk(client_id)` returns for THAT client (None: `unknown_client`), whose
-    algorithm must match `alg`; `aud` is `token_endpoint_url` (or `issuer`, when given: the value
-    draft-ietf-oauth-rfc7523bis asks clients to use); `exp` present, not passed, and at most
+    algorithm must match `alg`; `aud` is `token_endpoint_url`, `issuer` when given (the value
+    draft-ietf-oauth-rfc7523bis asks clients to use) or one of `extra_audiences` (the URL of the
+    endpoint the assertion was sent to); `exp` present, not passed, and at most
     `max_future_seconds` (+ leeway) ahead; `nbf`/`iat` not in the future; `jti` present.
     `jku`/`x5u`/`jwk`/`x5c`/`kid` headers play no part in choosing the key and nothing is fetched.
 
@@ -602,6 +607,7 @@ def verify_client_assertion(
             at=at,
             max_future_seconds=max_future_seconds,
             leeway=leeway,
+            extra_audiences=extra_audiences,
         )
     except ClientAssertionError:
         raise
@@ -619,6 +625,7 @@ async def averify_client_assertion(
     now: float | None = None,
     max_future_seconds: int = MAX_ASSERTION_LIFETIME_SECONDS,
     leeway: float = DEFAULT_LEEWAY_SECONDS,
+    extra_audiences: Collection[str] = (),
 ) -> AssertionClaims:
     """`verify_client_assertion` with an async key lookup (a database query)."""
     _check_assertion_args(max_future_seconds, leeway)
@@ -634,6 +641,7 @@ async def averify_client_assertion(
             at=at,
             max_future_seconds=max_future_seconds,
             leeway=leeway,
+            extra_audiences=extra_audiences,
         )
     except ClientAssertionError:
         raise

@@ -21,6 +21,7 @@ from control_plane.decisions.schemas import (
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.pagination import Pagination, page_fields
 from control_plane.kit.routing import Session, TransactionalRoute, idempotent
+from control_plane.kit.schemas import RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.policy.engines import Effect
 
@@ -72,8 +73,12 @@ async def list_decisions(
     agent_id: uuid.UUID | None = None,
     effect: Effect | None = None,
     action: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[datetime | None, Query(description="Decided at or after (RFC 3339).")] = None,
-    until: Annotated[datetime | None, Query(description="Decided before (RFC 3339).")] = None,
+    since: Annotated[
+        RFC3339DateTime | None, Query(description="Decided at or after (RFC 3339).")
+    ] = None,
+    until: Annotated[
+        RFC3339DateTime | None, Query(description="Decided before (RFC 3339).")
+    ] = None,
 ) -> DecisionList:
     """List recorded decisions visible to the caller, oldest first."""
     since, until = _utc(since, "since"), _utc(until, "until")

@@ -72,7 +72,7 @@ class DecisionRecord(ResponseModel):
 class DecisionList(ResponseModel):
     data: list[DecisionRecord]
     has_more: bool
-    next_after: str | None = None
+    next_after: uuid.UUID | None = Field(default=None, description="The after of the next page.")
 
 
 class DecisionReplayRecord(ResponseModel):
@@ -88,4 +88,4 @@ class DecisionReplayRecord(ResponseModel):
 class DecisionReplayList(ResponseModel):
     data: list[DecisionReplayRecord]
     has_more: bool
-    next_after: str | None = None
+    next_after: uuid.UUID | None = Field(default=None, description="The after of the next page.")

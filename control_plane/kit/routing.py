@@ -210,6 +210,8 @@ IdempotencyKeyHeader = Annotated[
         description="Makes the POST safe to retry: a repeat with the same key and body replays "
         "the first response; the same key with another body is refused.",
         max_length=255,
+        # Checked in _check_idempotency (400), so only stated here.
+        json_schema_extra={"pattern": "^[\\x21-\\x7e]{1,255}$"},
     ),
 ]
 

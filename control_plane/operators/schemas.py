@@ -43,4 +43,4 @@ class OperatorCreated(OperatorPublic):
 class OperatorList(ResponseModel):
     data: list[OperatorPublic]
     has_more: bool
-    next_after: str | None = None
+    next_after: uuid.UUID | None = Field(default=None, description="The after of the next page.")

@@ -23,6 +23,7 @@ from control_plane.kit.errors import (
     error_responses,
     field_errors,
 )
+from control_plane.kit.openapi_doc import schema_ref
 from control_plane.kit.pagination import page_fields
 from control_plane.kit.routing import Session, TransactionalRoute
 from control_plane.kit.schemas import NAME_PATTERN
@@ -94,7 +95,7 @@ _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RevisionCreate"}},
+            "application/json": {"schema": schema_ref(RevisionCreate)},
             "application/gzip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -180,7 +181,7 @@ async def list_revisions(
     return RevisionList(
         data=[RevisionSummary(**_summary(found, r)) for r in rows],
         has_more=has_more,
-        next_after=str(rows[-1].revision) if has_more and rows else None,
+        next_after=rows[-1].revision if has_more and rows else None,
     )
 
 

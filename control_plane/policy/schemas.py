@@ -37,7 +37,7 @@ class RevisionPublic(RevisionSummary):
 class RevisionList(ResponseModel):
     data: list[RevisionSummary]
     has_more: bool
-    next_after: str | None = None
+    next_after: int | None = Field(default=None, description="The after of the next page.")
 
 
 class BundlePublic(ResponseModel):
