@@ -179,9 +179,7 @@ def decisions_of(server: Server, agent: Agent) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     params: dict[str, Any] = {"agent_id": agent.agent_id, "limit": 100}
     while True:
-        r = httpx.get(
-            f"{server.url}/v1/decisions", params=params, headers=server.admin, timeout=30
-        )
+        r = httpx.get(f"{server.url}/v1/decisions", params=params, headers=server.admin, timeout=30)
         assert r.status_code == 200, r.text
         page = r.json()
         out.extend(d for d in page["data"] if d["client_id"] == agent.client_id)
