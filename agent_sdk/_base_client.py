@@ -45,6 +45,7 @@ from agent_sdk._tracing import current_traceparent, trace_id_of
 from agent_sdk._version import __version__
 
 log = logging.getLogger("agent_sdk")
+log.addHandler(logging.NullHandler())  # a library: the application decides where logs go
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_MAX_RETRIES = 2
