@@ -62,15 +62,17 @@ class AuditRecord(BaseModel):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     timestamp: datetime = Field(default_factory=_now)
-    action: str = Field(min_length=1, max_length=200)
+    action: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:*/-]{0,199}$")
     resource: dict[str, Any]
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
-    rationale: str | None = None
+    rationale: str | None = Field(default=None, max_length=10_000)
     status: AuditStatus
     decision_id: uuid.UUID | None = None
-    trace_id: str | None = None
-    traceparent: str | None = None
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    traceparent: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+    )
     parent_id: uuid.UUID | None = None
 
     @field_validator("resource")
