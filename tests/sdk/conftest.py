@@ -265,6 +265,7 @@ async def make_sdk(
 
     def build(agent: Agent, **options: Any) -> SDK:
         options.setdefault("outbox_path", tmp_path / f"outbox-{agent.client_id}.sqlite3")
+        options.setdefault("timeout", 60)  # a loaded CI machine must not turn into a failure
         if agent.private_jwk is not None and "client_secret" not in options:
             options.setdefault("private_key", agent.private_jwk)
         else:

@@ -330,3 +330,46 @@ async def test_an_outbox_belongs_to_one_credential(
     other = make_agent(server)
     with pytest.raises(AgentControlPlaneError, match="another credential"):
         make_sdk(other, outbox_path=path)
+
+
+@pytest.mark.usefixtures("needs_audit_endpoint")
+async def test_governed_outcome_arrives_on_the_server_linked_and_redacted(
+    server: Server, agent: Agent, make_sdk: Any
+) -> None:
+    sdk = make_sdk(agent)
+    card = "4111111111111111"
+
+    def body(act: Any) -> str:
+        act.inputs["card_number"] = card
+        act.outputs["refund_id"] = "r-7"
+        act.rationale = "damaged item"
+        return str(act.record_id)
+
+    record_id = await sdk.run_governed("payments.refund", {**SMALL, "card_number": card}, body)
+    more = await sdk.audit_many(
+        [
+            {
+                "action": "payments.refund",
+                "resource": SMALL,
+                "status": "compensated",
+                "parent_id": record_id,
+            }
+            for _ in range(3)
+        ]
+    )
+    assert await sdk.flush(timeout=30)
+    assert sdk.client.rejected() == []
+    with httpx.Client(base_url=server.url, headers=server.admin, timeout=30) as c:
+        r = c.get(f"/v1/audit/records/{record_id}")
+        assert r.status_code == 200, r.text
+        stored = r.json()["record"]
+        assert stored["status"] == "succeeded"
+        assert stored["decision_id"] == str(
+            next(d["id"] for d in decisions_of(server, agent) if d["effect"] == "allow")
+        )
+        assert stored["rationale"] == "damaged item"
+        assert card not in r.text
+        for other in more:
+            r = c.get(f"/v1/audit/records/{other}")
+            assert r.status_code == 200, r.text
+            assert r.json()["record"]["parent_id"] == record_id
