@@ -373,3 +373,39 @@ async def test_governed_outcome_arrives_on_the_server_linked_and_redacted(
             r = c.get(f"/v1/audit/records/{other}")
             assert r.status_code == 200, r.text
             assert r.json()["record"]["parent_id"] == record_id
+
+
+async def test_governed_as_a_decorator(
+    server: Server, agent: Agent, make_sdk: Any, client_kind: str
+) -> None:
+    log = Log()
+    sdk = make_sdk(agent, http_client=recording_client(client_kind, log))
+    client = sdk.client
+
+    def resource(order_id: str, amount: int) -> dict[str, Any]:
+        return {"type": "order", "id": order_id, "amount": amount, "region": "eu-west-1"}
+
+    if sdk.is_async:
+
+        @client.governed("payments.refund", resource)
+        async def refund_async(order_id: str, amount: int) -> str:
+            return f"r-{order_id}"
+
+        assert await refund_async("o-5", 40) == "r-o-5"
+        with pytest.raises(ApprovalRequired):
+            await refund_async("o-6", 9000)
+    else:
+
+        @client.governed("payments.refund", resource)
+        def refund(order_id: str, amount: int) -> str:
+            return f"r-{order_id}"
+
+        assert await asyncio.to_thread(refund, "o-5", 40) == "r-o-5"
+        with pytest.raises(ApprovalRequired):
+            await asyncio.to_thread(refund, "o-6", 9000)
+    await sdk.flush(timeout=5)
+    sent = [r for s in log.to("/v1/audit/records") for r in json.loads(s.body)["records"]]
+    assert len({r["id"] for r in sent}) == 1  # only the allowed call ran and was recorded
+    assert sent[0]["inputs"] == {"order_id": "o-5", "amount": 40}
+    assert sent[0]["outputs"] == {"result": "r-o-5"}
+    assert sent[0]["resource"]["id"] == "o-5"
