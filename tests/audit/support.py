@@ -1,0 +1,46 @@
+"""Helpers for audit tests: records, an agent that may write them, settling the log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.decisions.support import decider
+
+
+async def writer(
+    client: httpx.AsyncClient, admin: dict[str, str], *, name: str = "refund-bot", **kw: Any
+) -> dict[str, Any]:
+    """An agent with decisions:create and audit:write; {"agent", "headers"}."""
+    return await decider(client, admin, name=name, scopes=["decisions:create", "audit:write"], **kw)
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2026-11-29T10:00:00Z",
+        "action": "payments.refund",
+        "resource": {"type": "order", "id": "o-1"},
+        "inputs": {"amount": 40},
+        "outputs": {"refund_id": "r-1"},
+        "rationale": "customer asked",
+        "status": "succeeded",
+    }
+    body.update(fields)
+    return body
+
+
+async def send(
+    client: httpx.AsyncClient, headers: dict[str, str], records: list[dict[str, Any]]
+) -> list[str]:
+    r = await client.post("/v1/audit/records", json={"records": records}, headers=headers)
+    assert r.status_code == 200, r.text
+    return [item["status"] for item in r.json()["records"]]
+
+
+async def settle(app: FastAPI) -> None:
+    """Run the sequencer and checkpointer now (the real worker, one round, forced)."""
+    await app.state.audit_worker.run_once(checkpoint=True)
