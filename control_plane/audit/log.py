@@ -63,6 +63,22 @@ def ijson_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, s
     return None
 
 
+def as_unicode(value: Any) -> Any:
+    """A copy of a JSON value with lone surrogates replaced by U+FFFD (as Go's JSON and the
+    decision store do): they are not Unicode text and RFC 8785 cannot encode them."""
+    if isinstance(value, str):
+        return value if _is_unicode(value) else _replace_surrogates(value)
+    if isinstance(value, dict):
+        return {as_unicode(k): as_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_unicode(v) for v in value]
+    return value
+
+
+def _replace_surrogates(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _is_unicode(text: str) -> bool:
     if text.isascii():
         return True

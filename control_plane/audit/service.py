@@ -29,6 +29,7 @@ from control_plane.audit import repository
 from control_plane.audit.keys import load_keys
 from control_plane.audit.log import (
     MAX_RECORD_BYTES,
+    as_unicode,
     canonical,
     ijson_problem,
     split_leaf,
@@ -152,7 +153,7 @@ async def ingest(
     agent = principal.agent
     errors: list[FieldError] = []
     for i, rec in enumerate(batch.records):
-        problem = ijson_problem(rec.model_dump(), f"/body/records/{i}")
+        problem = ijson_problem(as_unicode(rec.model_dump()), f"/body/records/{i}")
         if problem is not None:
             errors.append(FieldError(pointer=problem[0], detail=problem[1]))
     if errors:
@@ -170,7 +171,7 @@ async def ingest(
     outcome: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(batch.records):
-        content = rec.model_dump(mode="json")
+        content = as_unicode(rec.model_dump(mode="json"))
         mac = hmac.new(
             ctx.redaction_key,
             canonical({"agent": str(agent.id), "domain": agent.domain, "record": content}),
@@ -260,6 +261,13 @@ async def record_decision(
     Raises ``AuditUnavailable`` (503) when it cannot be written: the caller's transaction must
     then roll back, so no decision is answered without its record.
     """
+    resource = as_unicode(resource)
+    problem = ijson_problem(resource, "/body/resource")
+    if problem is not None:
+        raise ValidationFailed(
+            "The resource cannot be canonicalised (RFC 8785) for the audit record.",
+            errors=[FieldError(pointer=problem[0], detail=problem[1])],
+        )
     domain_patterns = await repository.redaction_list(session, decision.domain)
     if decision.failure is not None:
         kept: dict[str, Any] = {"type": resource.get("type"), "id": resource.get("id")}
@@ -291,7 +299,7 @@ async def record_decision(
         "trace_id": decision.trace_id,
         "received_at": _iso(created),
     }
-    data = _encode(stored, "/body/resource")
+    data = _encode(stored, "/body")
     row = AuditRecordRow(
         id=decision.id,
         domain=decision.domain,
