@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
+from control_plane.audit import repository
 from tests.decisions.support import decider
 
 
@@ -41,6 +43,21 @@ async def send(
     return [item["status"] for item in r.json()["records"]]
 
 
-async def settle(app: FastAPI) -> None:
-    """Run the sequencer and checkpointer now (the real worker, one round, forced)."""
-    await app.state.audit_worker.run_once(checkpoint=True)
+async def settle(app: FastAPI, timeout: float = 10.0) -> None:
+    """Run the sequencer and checkpointer now (the real worker, forced rounds) until every log
+    is sequenced and checkpointed. The background worker may hold a log's lock for a moment,
+    in which case a forced round skips that log, so repeat."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await app.state.audit_worker.run_once(checkpoint=True)
+        async with app.state.read_sessionmaker() as session:
+            pending = await repository.pending_domains(session)
+            behind = []
+            for domain in await repository.log_domains(session):
+                latest = await repository.latest_checkpoint(session, domain)
+                if latest is None or latest.size < await repository.log_size(session, domain):
+                    behind.append(domain)
+        if not pending and not behind:
+            return
+        assert asyncio.get_running_loop().time() < deadline, (pending, behind)
+        await asyncio.sleep(0.05)
