@@ -33,8 +33,9 @@ _PREFIX = re.compile(rb'^\{"index":(0|[1-9][0-9]*),"record":')
 
 def ijson_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, str] | None:
     """The first place where ``value`` cannot be canonicalised (RFC 8785 works on I-JSON:
-    integers within +-(2^53 - 1), finite numbers, Unicode text) or nests deeper than
-    ``MAX_DEPTH``; as (JSON pointer, detail), or None when it can be."""
+    integers within +-(2^53 - 1), finite numbers) or nests deeper than ``MAX_DEPTH``; as
+    (JSON pointer, detail), or None when it can be. Text is not checked: callers replace lone
+    surrogates first (``as_unicode``)."""
     stack: list[tuple[Any, str, int]] = [(value, pointer, depth)]
     while stack:
         node, where, level = stack.pop()
@@ -48,13 +49,8 @@ def ijson_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, s
         elif isinstance(node, float):
             if not math.isfinite(node):
                 return where, "NaN and infinities cannot be canonicalised (RFC 8785)"
-        elif isinstance(node, str):
-            if not _is_unicode(node):
-                return where, "text with a lone surrogate cannot be canonicalised (RFC 8785)"
         elif isinstance(node, Mapping):
             for key, item in node.items():
-                if not _is_unicode(str(key)):
-                    return where, "a key with a lone surrogate cannot be canonicalised"
                 escaped = str(key).replace("~", "~0").replace("/", "~1")
                 stack.append((item, f"{where}/{escaped}", level + 1))
         elif isinstance(node, list | tuple):

@@ -39,11 +39,12 @@ async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
     dialect = postgresql if _is_postgres(session) else sqlite
     stmt = (
         dialect.insert(AuditRecordRow)
-        .values(list(rows))
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(col(AuditRecordRow.id))
     )
-    result = await session.exec(stmt)
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmany
+    # values") from one cached compiled statement.
+    result = await session.exec(stmt, params=list(rows))
     return {row[0] for row in result}
 
 

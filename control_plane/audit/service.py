@@ -153,7 +153,13 @@ async def ingest(
     agent = principal.agent
     errors: list[FieldError] = []
     for i, rec in enumerate(batch.records):
-        problem = ijson_problem(as_unicode(rec.model_dump()), f"/body/records/{i}")
+        # Only the free-form parts can hold what RFC 8785 refuses; the rest is typed.
+        where = f"/body/records/{i}"
+        problem = (
+            ijson_problem(rec.inputs, f"{where}/inputs", 1)
+            or ijson_problem(rec.outputs, f"{where}/outputs", 1)
+            or ijson_problem(rec.resource.model_extra or {}, f"{where}/resource", 1)
+        )
         if problem is not None:
             errors.append(FieldError(pointer=problem[0], detail=problem[1]))
     if errors:
@@ -172,11 +178,14 @@ async def ingest(
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(batch.records):
         content = as_unicode(rec.model_dump(mode="json"))
-        mac = hmac.new(
-            ctx.redaction_key,
-            canonical({"agent": str(agent.id), "domain": agent.domain, "record": content}),
-            hashlib.sha256,
-        ).hexdigest()
+        # Any deterministic encoding will do for telling retries apart (json is C-fast).
+        fingerprint = json.dumps(
+            [str(agent.id), agent.domain, content],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+        )
+        mac = hmac.new(ctx.redaction_key, fingerprint.encode(), hashlib.sha256).hexdigest()
         if rec.id in macs:  # the same id twice in one batch
             outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
             continue
