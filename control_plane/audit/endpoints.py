@@ -31,7 +31,7 @@ from control_plane.auth.dependencies import CurrentOperator
 from control_plane.credentials.agent_auth import AgentPrincipal, require_scope
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.pagination import Pagination, page_fields
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.routing import Session, TransactionalRoute, idempotent
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.kit.time import aware
 
@@ -42,7 +42,8 @@ router = APIRouter(
     responses=error_responses(401, 403, 422),
 )
 
-Writer = Annotated[AgentPrincipal, Depends(require_scope("audit:write"))]
+_writer = require_scope("audit:write")
+Writer = Annotated[AgentPrincipal, Depends(_writer)]
 DomainName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 OptionalDomain = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)]
 Size = Annotated[int, Query(ge=0, le=2**62)]
@@ -75,7 +76,13 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         ) from None
 
 
-@router.post("/records", operation_id="audit-records-create")
+@router.post(
+    "/records",
+    operation_id="audit-create_records",
+    # Each record's id already makes a retry safe; an Idempotency-Key also replays the answer.
+    dependencies=[idempotent(_writer)],
+    responses=error_responses(409),
+)
 async def create_records(
     body: AuditBatch, request: Request, agent: Writer, session: Session
 ) -> AuditBatchResult:
@@ -83,7 +90,7 @@ async def create_records(
     return await service.ingest(session, agent, body, _ctx(request))
 
 
-@router.get("/records", operation_id="audit-records-list")
+@router.get("/records", operation_id="audit-list_records")
 async def list_records(
     who: CurrentOperator,
     session: Session,
@@ -115,9 +122,7 @@ async def list_records(
     return AuditRecordList(**page_fields(items, page.limit, AuditRecordSummary))
 
 
-@router.get(
-    "/records/{record_id}", operation_id="audit-records-get", responses=error_responses(404)
-)
+@router.get("/records/{record_id}", operation_id="audit-get_record", responses=error_responses(404))
 async def get_record(
     record_id: uuid.UUID, request: Request, who: CurrentOperator, session: Session
 ) -> AuditRecordPublic:
@@ -127,7 +132,7 @@ async def get_record(
 
 @router.get(
     "/logs/{domain}/checkpoint",
-    operation_id="audit-checkpoint-latest",
+    operation_id="audit-latest_checkpoint",
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/plain": {}}, "description": "C2SP tlog-checkpoint signed note"},
@@ -139,7 +144,7 @@ async def latest_checkpoint(domain: DomainName, who: CurrentOperator, session: S
     return await service.latest_checkpoint_note(session, who, domain)
 
 
-@router.get("/checkpoints", operation_id="audit-checkpoints-list")
+@router.get("/checkpoints", operation_id="audit-list_checkpoints")
 async def list_checkpoints(
     who: CurrentOperator, session: Session, page: Pagination, domain: OptionalDomain = None
 ) -> CheckpointList:
@@ -152,7 +157,7 @@ async def list_checkpoints(
 
 @router.get(
     "/logs/{domain}/proof/inclusion",
-    operation_id="audit-proof-inclusion",
+    operation_id="audit-prove_inclusion",
     responses=error_responses(404),
 )
 async def inclusion_proof(
@@ -169,7 +174,7 @@ async def inclusion_proof(
 
 @router.get(
     "/logs/{domain}/proof/consistency",
-    operation_id="audit-proof-consistency",
+    operation_id="audit-prove_consistency",
     responses=error_responses(404),
 )
 async def consistency_proof(
@@ -184,7 +189,7 @@ async def consistency_proof(
     return await service.consistency_proof(session, who, _trees(request), domain, first, to)
 
 
-@router.get("/keys", operation_id="audit-keys-list")
+@router.get("/keys", operation_id="audit-list_keys")
 async def verifier_keys(
     request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
 ) -> VerifierKeys:
@@ -229,7 +234,7 @@ async def export(
 
 @router.get(
     "/logs/{domain}/redaction",
-    operation_id="audit-redaction-get",
+    operation_id="audit-get_redaction",
     responses=error_responses(404),
 )
 async def get_redaction(
@@ -242,7 +247,7 @@ async def get_redaction(
 
 @router.put(
     "/logs/{domain}/redaction",
-    operation_id="audit-redaction-put",
+    operation_id="audit-put_redaction",
     responses=error_responses(404),
 )
 async def put_redaction(

@@ -8,8 +8,11 @@ that does not get it skips the log this round); on SQLite, writers are serialise
 process's writer lock and ``BEGIN IMMEDIATE``. The primary key (domain, seq) is the backstop:
 a second writer at the same index would fail, never fork the log.
 
-Every ``audit_checkpoint_seconds`` the checkpointer signs a checkpoint for each log that has
-grown since its last one, under the same lock, from this process's tree cache.
+The checkpointer signs a checkpoint, under the same lock and from this process's tree cache,
+for a log that has grown: at once when its last checkpoint is older than
+``audit_checkpoint_seconds``, otherwise when that time has passed; so a log's checkpoint is
+never more than that far behind, and a quiet log gets one as soon as it grows. A full pass over
+every log each interval picks up growth sequenced by other replicas.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import Checkpoint, sign_note
 from control_plane.audit.service import AuditContext, LogTrees
 from control_plane.kit.db import SessionMaker
+from control_plane.kit.time import utcnow
 from control_plane.models import AuditCheckpoint
 
 log = structlog.get_logger(__name__)
@@ -58,6 +62,8 @@ class AuditWorker:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_checkpoint_pass = 0.0
+        self._dirty: set[str] = set()
+        self._signed_at: dict[str, float] = {}  # monotonic time of a log's last checkpoint
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-worker")
@@ -86,21 +92,32 @@ class AuditWorker:
     def _writer(self) -> Any:
         return self._writer_lock if self._writer_lock is not None else contextlib.nullcontext()
 
-    async def run_once(self, *, checkpoint: bool | None = None) -> int:
-        """One round: sequence every log with queued records; checkpoint when due. Returns the
-        number of records sequenced."""
+    async def run_once(self, *, checkpoint: bool = False) -> int:
+        """One round: sequence every log with queued records, then checkpoint the logs that
+        grew and are due (``checkpoint``: every log that grew, now). Returns the number of
+        records sequenced."""
+        if self._key is None:
+            await self._signing_key()  # published before the first checkpoint needs it
         async with self._sessionmaker() as session:
             domains = await repository.pending_domains(session)
         sequenced = 0
         for domain in domains:
-            sequenced += await self._sequence(domain)
-        due = time.monotonic() - self._last_checkpoint_pass >= self._checkpoint_seconds
-        if checkpoint if checkpoint is not None else due:
-            self._last_checkpoint_pass = time.monotonic()
+            count = await self._sequence(domain)
+            if count:
+                self._dirty.add(domain)
+            sequenced += count
+        now = time.monotonic()
+        full_pass = now - self._last_checkpoint_pass >= self._checkpoint_seconds
+        if checkpoint or full_pass:
+            self._last_checkpoint_pass = now
             async with self._sessionmaker() as session:
-                logs = await repository.log_domains(session)
-            for domain in logs:
-                await self._checkpoint(domain)
+                self._dirty.update(await repository.log_domains(session))
+        for domain in sorted(self._dirty):
+            recent = now - self._signed_at.get(domain, -1e9) < self._checkpoint_seconds
+            if recent and not checkpoint:
+                continue
+            if await self._checkpoint(domain, force=checkpoint):
+                self._dirty.discard(domain)
         return sequenced
 
     async def _sequence(self, domain: str) -> int:
@@ -140,20 +157,27 @@ class AuditWorker:
             self._key = key
         return self._key
 
-    async def _checkpoint(self, domain: str) -> None:
+    async def _checkpoint(self, domain: str, *, force: bool) -> bool:
+        """Sign a checkpoint of ``domain`` if it grew; False when it must wait (another replica
+        signed one less than the interval ago, or holds the log's lock)."""
         key = await self._signing_key()
         assert key.private is not None
         async with self._writer(), self._sessionmaker() as session:
             if not await repository.try_log_lock(session, domain):
-                return
+                return False
             size = await repository.log_size(session, domain)
             latest = await repository.latest_checkpoint(session, domain)
             if latest is not None and latest.size >= size:
-                return
+                return True
+            if latest is not None and not force:
+                age = (utcnow() - latest.created_at).total_seconds()
+                if age < self._checkpoint_seconds:
+                    self._signed_at[domain] = time.monotonic() - max(age, 0.0)
+                    return False
             tree = await self._trees.get(session, domain, size)
             size = min(size, tree.size)
             if latest is not None and latest.size >= size:
-                return
+                return True
             origin = self._ctx.origin(domain)
             root = tree.root(size)
             note = sign_note(Checkpoint(origin, size, root).text(), origin, key.private)
@@ -164,4 +188,6 @@ class AuditWorker:
                 ),
             )
             await session.commit()
+        self._signed_at[domain] = time.monotonic()
         log.info("audit_checkpoint_signed", domain=domain, size=size)
+        return True
