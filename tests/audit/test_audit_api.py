@@ -228,3 +228,18 @@ async def test_export_streams_every_leaf(
     r = await client.get("/v1/audit/export", params={"domain": "nope"}, headers=admin)
     assert r.status_code == 200
     assert r.text == ""
+
+
+async def test_lone_surrogates_are_carried_as_replacement_characters(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    # Not Unicode text, so RFC 8785 cannot encode it; stored as U+FFFD, as decisions do.
+    me = await writer(client, admin)
+    one = record(inputs={"note": "lone \ud800 surrogate"})
+    h = {**me["headers"], "Content-Type": "application/json"}
+    r = await client.post(
+        "/v1/audit/records", content=json.dumps({"records": [one]}).encode(), headers=h
+    )
+    assert r.status_code == 200, r.text
+    got = (await client.get(f"/v1/audit/records/{one['id']}", headers=admin)).json()
+    assert got["record"]["inputs"]["note"] == "lone \ufffd surrogate"

@@ -24,10 +24,9 @@ HERE = Path(__file__).parent / "goverifier"
 
 
 def _go() -> str | None:
-    found = shutil.which("go")
-    if found:
-        return found
-    return "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    if Path("/usr/local/go/bin/go").exists():
+        return "/usr/local/go/bin/go"
+    return shutil.which("go")
 
 
 @pytest.fixture(scope="session")
