@@ -1,7 +1,7 @@
 """audit log: records, per-domain leaves and checkpoints (append-only), checkpoint key
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005 (chained after main's head at rebase)
 Create Date: 2026-11-29 11:07:37.798272
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
