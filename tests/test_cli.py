@@ -79,10 +79,10 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert out.count("urn:agentctl:problem:unauthorized") == 1
         # The audit walk-through: stored, read back, verified offline, tampering found.
         assert '"status":"stored"' in out
-        assert "ok: payments.jsonl: 4 records verified" in out
-        assert "BAD: payments.jsonl: first bad index 3" in out
+        assert "ok: payments.jsonl: 5 records verified" in out
+        assert "BAD: payments.jsonl: first bad index 4" in out
         assert "exit code 1" in out
-        assert "ok: payments: 4 records verified" in out
+        assert "ok: payments: 5 records verified" in out
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log
