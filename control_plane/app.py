@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from control_plane import __version__
 from control_plane.agents.endpoints import router as agents_router
+from control_plane.audit.endpoints import router as audit_router
+from control_plane.audit.service import AuditContext, LogTrees
+from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.credentials.agent_auth import AgentAuthenticator
 from control_plane.credentials.endpoints import router as credentials_router
@@ -75,9 +78,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
         )
         app.state.policy_runtime = runtime
+        kek = resolve_kek(settings)
+        app.state.kek = kek
+        app.state.audit_context = AuditContext.from_issuer(
+            app.state.redaction_key, settings.issuer_url
+        )
+        app.state.audit_trees = LogTrees()
+        worker = AuditWorker(
+            app.state.sessionmaker,
+            app.state.audit_context,
+            app.state.audit_trees,
+            kek,
+            interval=settings.audit_sequencer_interval_seconds,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+            writer_lock=app.state.sqlite_write_lock,
+        )
+        app.state.audit_worker = worker
+        worker.start()
         try:
             yield
         finally:
+            await worker.stop()
             await runtime.aclose()
             await engine.dispose()
 
@@ -102,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operators_router)
     app.include_router(policies_router)
     app.include_router(decisions_router)
+    app.include_router(audit_router)
     app.include_router(oauth_router)
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,9 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=tmp_path,
-            env=env | {"AGENTCTL_TOKEN": token},
+            # The audit walk-through calls agentctl: the one of this environment.
+            env=env
+            | {"AGENTCTL_TOKEN": token, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
             capture_output=True,
             text=True,
             timeout=120,
@@ -74,6 +77,12 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert out.count('"reasons":["residency_violation"]') >= 2
         assert '"bundle":"default","revision":1,"digest":"sha256:' in out
         assert out.count("urn:agentctl:problem:unauthorized") == 1
+        # The audit walk-through: stored, read back, verified offline, tampering found.
+        assert '"status":"stored"' in out
+        assert "ok: payments.jsonl: 5 records verified" in out
+        assert "BAD: payments.jsonl: first bad index 4" in out
+        assert "exit code 1" in out
+        assert "ok: payments: 5 records verified" in out
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log

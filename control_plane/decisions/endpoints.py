@@ -61,7 +61,13 @@ async def create_decision(
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
     state = request.app.state
     return await service.decide(
-        session, state.policy_runtime, agent, body, state.input_limits, state.redaction_key
+        session,
+        state.policy_runtime,
+        agent,
+        body,
+        state.input_limits,
+        state.redaction_key,
+        state.audit_context,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.credentials import repository as credentials
 from control_plane.credentials.agent_auth import AgentPrincipal
@@ -84,6 +85,7 @@ async def decide(
     body: DecisionRequest,
     limits: InputLimits,
     redaction_key: bytes,
+    audit_context: audit.AuditContext,
 ) -> DecisionResult:
     """Decide on ``body`` for the calling agent and record the decision (flush only).
 
@@ -121,6 +123,15 @@ async def decide(
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     await repository.add(session, decision)
+    # In the same transaction: no decision is answered without its audit record.
+    await audit.record_decision(
+        session,
+        audit_context,
+        principal,
+        version,
+        decision=decision,
+        resource=input_doc["resource"],
+    )
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,

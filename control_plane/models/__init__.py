@@ -1,5 +1,13 @@
 """All table models, imported here so ``SQLModel.metadata`` is complete for Alembic and tests."""
 
+from control_plane.models.audit import (
+    AuditCheckpoint,
+    AuditKey,
+    AuditLeaf,
+    AuditPending,
+    AuditRecordRow,
+    AuditRedactionList,
+)
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
@@ -10,6 +18,12 @@ from control_plane.models.replay import DecisionReplay
 __all__ = [
     "Agent",
     "AgentVersion",
+    "AuditCheckpoint",
+    "AuditKey",
+    "AuditLeaf",
+    "AuditPending",
+    "AuditRecordRow",
+    "AuditRedactionList",
     "Credential",
     "Decision",
     "DecisionReplay",
