@@ -1,8 +1,66 @@
-"""Python client for agent-control-plane, embedded by domain services.
+"""Python SDK for agent-control-plane, embedded by domain services.
 
-The typed client arrives with the agent-facing routes (credentials and decisions); for now the
-package only marks its place in the distribution.
+``Client`` (sync) and ``AsyncClient`` (asyncio) share one I/O-free core. They get and refresh
+the agent's token, ask before acting (``decide()``), record what happened (``audit()``, through
+a durable local outbox and a background flusher) and wrap both in ``governed()``.
+
+```python
+from agent_sdk import Client
+
+with Client() as client:  # AGENTCTL_URL, AGENTCTL_CLIENT_ID, AGENTCTL_CLIENT_SECRET
+    with client.governed("payments.refund", {"type": "order", "id": "o-1", "amount": 40}) as act:
+        act.outputs["refund_id"] = refund("o-1", 40)
+```
 """
 
-__version__ = "0.1.0"
-__all__ = ["__version__"]
+from agent_sdk._async_client import AsyncClient
+from agent_sdk._auth import PrivateKey
+from agent_sdk._client import Client
+from agent_sdk._exceptions import (
+    AgentControlPlaneError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ApprovalRequired,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    Denied,
+    InternalServerError,
+    NotFoundError,
+    OutboxFull,
+    PermissionDeniedError,
+    RateLimitError,
+    Unavailable,
+    UnprocessableEntityError,
+)
+from agent_sdk._governed import GovernedAction
+from agent_sdk._models import AuditRecord, AuditStatus, Decision
+from agent_sdk._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AgentControlPlaneError",
+    "ApprovalRequired",
+    "AsyncClient",
+    "AuditRecord",
+    "AuditStatus",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "Decision",
+    "Denied",
+    "GovernedAction",
+    "InternalServerError",
+    "NotFoundError",
+    "OutboxFull",
+    "PermissionDeniedError",
+    "PrivateKey",
+    "RateLimitError",
+    "Unavailable",
+    "UnprocessableEntityError",
+    "__version__",
+]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import credentials, decisions
+from bench import audit, credentials, decisions, sdk
 
 
 def main() -> None:
@@ -22,6 +22,12 @@ def main() -> None:
     print()
     print("== decisions over HTTP")
     decisions.main()
+    print()
+    print("== the Python SDK")
+    sdk.main()
+    print()
+    print("== audit log on PostgreSQL")
+    audit.main([])
 
 
 if __name__ == "__main__":

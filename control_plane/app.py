@@ -12,19 +12,21 @@ from fastapi import FastAPI
 
 from control_plane import __version__
 from control_plane.api import build_api
+from control_plane.audit.service import AuditContext, LogTrees
+from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
+from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
 from control_plane.kit.database import Database
-from control_plane.kit.errors import (
-    PROBLEM_CONTENT_TYPE,
-    error_responses,
-    install_error_handlers,
-)
+from control_plane.kit.errors import error_responses, install_error_handlers
+from control_plane.kit.http_methods import MethodMiddleware
 from control_plane.kit.middleware import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
     UrlSanityMiddleware,
 )
+from control_plane.kit.openapi_doc import finalize
+from control_plane.kit.redaction import redaction_key
 from control_plane.migrate import head_revision
 from control_plane.oauth2.agent_auth import AgentAuthenticator
 from control_plane.oauth2.pruning import Pruner
@@ -54,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threads=settings.policy_threads,
             limits=limits,
         )
+        kek = resolve_kek(settings)
+        audit_context = AuditContext.from_issuer(redaction_key(kek), settings.issuer_url)
+        audit_trees = LogTrees()
         state = AppState(
             settings=settings,
             database=database,
@@ -65,12 +70,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
             ),
             pruner=Pruner(database, settings.prune_interval_seconds),
+            kek=kek,
+            redaction_key=audit_context.redaction_key,
+            audit_context=audit_context,
+            audit_trees=audit_trees,
+            audit_worker=AuditWorker(
+                database.sessionmaker,
+                audit_context,
+                audit_trees,
+                kek,
+                interval=settings.audit_sequencer_interval_seconds,
+                checkpoint_seconds=settings.audit_checkpoint_seconds,
+                writer_lock=database.writer_turn,
+            ),
         )
         app.state.context = state
         state.pruner.start()
+        state.audit_worker.start()
         try:
             yield
         finally:
+            await state.audit_worker.stop()
             await state.pruner.aclose()
             await state.policy_runtime.aclose()
             await database.aclose()
@@ -80,32 +100,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        # Any route may meet an oversized body or an unavailable database.
-        responses=error_responses(413, 503),
+        # Any route may meet a malformed request (NUL in the URL, a body that is not UTF-8, a
+        # malformed Idempotency-Key), an oversized body or an unavailable database.
+        responses=error_responses(400, 413, 503),
+        # No redirect built from the request's Host header (a trailing slash is a 404).
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     app.include_router(build_api())
+    app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    _problem_only_errors(app)
+    _finalize_openapi(app)
     return app
 
 
-def _problem_only_errors(app: FastAPI) -> None:
-    """Error answers are problem+json only; FastAPI would also list application/json."""
+def _finalize_openapi(app: FastAPI) -> None:
+    """The document FastAPI generates, completed by ``kit.openapi_doc.finalize``."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
-            for item in schema.get("paths", {}).values():
-                for operation in item.values():
-                    for status, response in operation.get("responses", {}).items():
-                        content = response.get("content", {})
-                        if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
-                            content.pop("application/json", None)
-            app.openapi_schema = schema
+            app.openapi_schema = finalize(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

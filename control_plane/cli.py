@@ -77,7 +77,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
-        proxy_headers=True,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        server_header=False,
     )
     return 0
 
@@ -225,6 +227,114 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Stream a domain's log to a JSON Lines file, with a progress bar."""
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    url, headers = _api(args)
+    out = Path(args.output)
+    console = Console(stderr=True)
+    try:
+        with (
+            httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(60, read=300)) as c,
+            c.stream("GET", "/v1/audit/export", params={"domain": args.domain}) as r,
+        ):
+            if r.status_code != 200:
+                r.read()
+                _print_problem(r)
+                return 1
+            total = int(r.headers.get("x-audit-log-size", "0"))
+            written = 0
+            with (
+                out.open("w", encoding="utf-8") as sink,
+                Progress(
+                    "[progress.description]{task.description}",
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                    disable=args.quiet,
+                ) as progress,
+            ):
+                task = progress.add_task(f"export {args.domain}", total=total)
+                for line in r.iter_lines():
+                    if line:
+                        sink.write(line + "\n")
+                        written += 1
+                        progress.advance(task)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported {written} records of {args.domain} to {out}", file=sys.stderr)
+    return 0
+
+
+def _report_verification(results: list[dict[str, Any]], ok: bool, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": ok, "logs": results}, indent=2))
+    else:
+        for item in results:
+            where = item.get("domain") or item.get("file")
+            if item.get("first_bad_index") is None and item.get("reason") is None:
+                print(f"ok: {where}: {item['size']} records verified")
+            else:
+                print(
+                    f"BAD: {where}: first bad index {item.get('first_bad_index')}: "
+                    f"{item.get('reason')}"
+                )
+    return 0 if ok else 1
+
+
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Offline (FILE with --checkpoint and --key) or by asking the server (--url)."""
+    if args.file is None:
+        import httpx
+
+        if not (args.url or os.environ.get("AGENTCTL_URL")):
+            print("error: give an export FILE (offline) or --url (ask the server)", file=sys.stderr)
+            return 2
+        url, headers = _api(args)
+        params = {"domain": args.domain} if args.domain else {}
+        try:
+            r = httpx.get(f"{url}/v1/audit/verify", params=params, headers=headers, timeout=600)
+        except httpx.HTTPError as exc:
+            print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
+            return 1
+        if r.status_code != 200:
+            _print_problem(r)
+            return 1
+        body = r.json()
+        return _report_verification(body["logs"], bool(body["ok"]), args.output == "json")
+
+    from control_plane.audit.note import NoteError
+    from control_plane.audit.offline import verify_export
+
+    if not args.checkpoint or not args.key:
+        print("error: offline verification needs --checkpoint and --key", file=sys.stderr)
+        return 2
+    key = Path(args.key).read_text().strip() if Path(args.key).is_file() else args.key
+    try:
+        note = Path(args.checkpoint).read_text(encoding="utf-8")
+        with Path(args.file).open(encoding="utf-8") as lines:
+            status = verify_export(lines, note, key)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NoteError as exc:
+        print(f"error: the verifier key is not valid: {exc}", file=sys.stderr)
+        return 2
+    result = {
+        "file": args.file,
+        "size": status.size,
+        "checkpoint_size": status.checkpoint_size,
+        "first_bad_index": status.first_bad_index,
+        "reason": status.reason,
+    }
+    return _report_verification([result], status.ok, args.output == "json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentctl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +376,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("directory")
     test.set_defaults(func=cmd_policy_test)
+
+    audit = sub.add_parser("audit", help="export and verify the audit logs")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="stream a domain's log to a JSON Lines file")
+    export.add_argument("--domain", required=True)
+    export.add_argument("--output", "-o", required=True, help="file to write")
+    export.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    export.add_argument("--url", help="control plane URL (AGENTCTL_URL)")
+    export.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
+    export.set_defaults(func=cmd_audit_export)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="verify an export offline (FILE --checkpoint --key) or ask the server (--url)",
+    )
+    verify.add_argument("file", nargs="?", help="an export made by `agentctl audit export`")
+    verify.add_argument("--checkpoint", help="file holding the signed checkpoint note")
+    verify.add_argument("--key", help="the note verifier key (or a file holding it)")
+    verify.add_argument("--domain", help="with --url: only this domain's log")
+    verify.add_argument("--url", help="ask this control plane instead (AGENTCTL_URL)")
+    verify.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
+    verify.add_argument("--output", choices=["text", "json"], default="text")
+    verify.set_defaults(func=cmd_audit_verify)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--output", "-o", help="write to this file instead of stdout")

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         "selects PostgreSQL.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted "
+        "(uvicorn's forwarded_allow_ips). Empty: none, the peer address is the client.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bootstrap platform_admin token. Generated and printed once when unset.",
@@ -95,6 +100,18 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines (use in production).")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    audit_checkpoint_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often a grown audit log gets a new signed checkpoint.",
+    )
+    audit_sequencer_interval_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="How often the sequencer looks for newly committed audit records.",
+    )
     idempotency_retention_hours: float = Field(
         default=24, gt=0, description="How long an Idempotency-Key is remembered."
     )

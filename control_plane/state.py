@@ -17,6 +17,8 @@ from control_plane.config import Settings
 from control_plane.kit.database import Database
 
 if TYPE_CHECKING:  # built in the lifespan; importing them here would be an import cycle
+    from control_plane.audit.service import AuditContext, LogTrees
+    from control_plane.audit.worker import AuditWorker
     from control_plane.crypto.keystore import KeyStore
     from control_plane.oauth2.agent_auth import AgentAuthenticator
     from control_plane.oauth2.pruning import Pruner
@@ -34,6 +36,12 @@ class AppState:
     input_limits: InputLimits
     policy_runtime: PolicyRuntime
     pruner: Pruner
+    #: The key-encryption key (``crypto.resolve_kek``) and the redaction key derived from it.
+    kek: str
+    redaction_key: bytes
+    audit_context: AuditContext
+    audit_trees: LogTrees
+    audit_worker: AuditWorker
 
 
 def app_state(app: Starlette) -> AppState:

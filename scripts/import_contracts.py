@@ -9,6 +9,8 @@ packages are covered without editing the contract. ``make lint`` puts this direc
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from grimp import ImportGraph
@@ -25,6 +27,17 @@ class DomainPrivateContract(Contract):
         root = str(self.root)  # type: ignore[attr-defined]
         private: list[str] = [str(p) for p in self.private]  # type: ignore[attr-defined]
         illegal: list[dict[str, Any]] = []
+        # A domain directory without __init__.py is a namespace package that grimp leaves out of
+        # the graph, so its imports would escape this contract: count it as a breach.
+        spec = importlib.util.find_spec(root)
+        locations = (spec.submodule_search_locations or []) if spec is not None else []
+        for location in locations:
+            for folder in sorted(Path(location).iterdir()):
+                has_private = any((folder / f"{name}.py").exists() for name in private)
+                if has_private and not (folder / "__init__.py").exists():
+                    illegal.append(
+                        {"importer": f"{root}.{folder.name}", "imported": "__init__", "line": None}
+                    )
         for domain in sorted(graph.find_children(root)):
             for name in private:
                 target = f"{domain}.{name}"
@@ -45,6 +58,13 @@ class DomainPrivateContract(Contract):
 
     def render_broken_contract(self, check: ContractCheck) -> None:
         for item in check.metadata["illegal"]:
+            if item["imported"] == "__init__":
+                output.print_error(
+                    f"{item['importer']} has no __init__.py, so no contract sees its imports.",
+                    bold=False,
+                )
+                output.new_line()
+                continue
             output.print_error(
                 f"{item['importer']} imports {item['imported']} (l.{item['line']}): "
                 "call that domain's service instead.",

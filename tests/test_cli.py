@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,9 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=tmp_path,
-            env=env | {"AGENTCTL_TOKEN": token},
+            # The audit walk-through calls agentctl: the one of this environment.
+            env=env
+            | {"AGENTCTL_TOKEN": token, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
             capture_output=True,
             text=True,
             timeout=120,
@@ -70,9 +73,16 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
             '"effect":"require_approval","allow":false,"reasons":["amount_requires_approval"]'
         )
         assert approval in out
-        assert '"reasons":["residency_violation"]' in out
+        # Both residency denials: the order's declared class, and the claimed `public`.
+        assert out.count('"reasons":["residency_violation"]') >= 2
         assert '"bundle":"default","revision":1,"digest":"sha256:' in out
         assert out.count("urn:agentctl:problem:unauthorized") == 1
+        # The audit walk-through: stored, read back, verified offline, tampering found.
+        assert '"status":"stored"' in out
+        assert "ok: payments.jsonl: 5 records verified" in out
+        assert "BAD: payments.jsonl: first bad index 4" in out
+        assert "exit code 1" in out
+        assert "ok: payments: 5 records verified" in out
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log
@@ -89,6 +99,7 @@ def test_admin_token_from_settings(db_url: str, tmp_path: Path) -> None:
         assert TOKEN_LINE.search((tmp_path / "serve.log").read_text()) is None
         r = httpx.get(f"{url}/v1/agents", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
+        assert "server" not in r.headers  # no server header naming the software
 
 
 def test_operators_create_cli(db_url: str, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from control_plane.agents.schemas import (
     AgentPublic,
     AgentStatus,
     AgentUpdate,
+    LabelFilter,
     VersionCreate,
     VersionPublic,
 )
@@ -36,14 +38,26 @@ def _agent(agent: Agent, response: Response) -> AgentPublic:
     return AgentPublic.model_validate(agent)
 
 
+MAX_LABEL_FILTERS = 16
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[^\x00-\x1f\x7f]{0,63}$")
+
+
 def _parse_labels(values: list[str]) -> dict[str, str]:
+    """``key=value`` filters, refused (422) unless each could be a stored label (the key and
+    value rules of ``Labels``) and there are at most ``MAX_LABEL_FILTERS``."""
+    if len(values) > MAX_LABEL_FILTERS:
+        raise ValidationFailed(
+            f"At most {MAX_LABEL_FILTERS} label filters.",
+            errors=[FieldError(pointer="/query/label", detail="too many label filters")],
+        )
     labels: dict[str, str] = {}
     for raw in values:
         key, sep, value = raw.partition("=")
-        if not sep or not key:
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
             raise ValidationFailed(
-                "Label filters look like key=value.",
-                errors=[FieldError(pointer="/query/label", detail=f"expected key=value: {raw!r}")],
+                "Label filters look like key=value, with a valid label key and value.",
+                errors=[FieldError(pointer="/query/label", detail="expected key=value")],
             )
         labels[key] = value
     return labels
@@ -72,7 +86,7 @@ async def list_agents(
     domain: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)] = None,
     status: AgentStatus | None = None,
     label: Annotated[
-        list[str], Query(description="key=value; repeat to require several labels.")
+        list[LabelFilter], Query(description="key=value; repeat to require several labels.")
     ] = [],  # noqa: B006 - FastAPI copies query defaults
 ) -> Page[AgentPublic]:
     """List agents visible to the caller, newest last, with filters."""
@@ -98,7 +112,7 @@ async def get_agent(
 
 @router.patch(
     "/{agent_id}",
-    responses=error_responses(409, 412, 428),
+    responses=error_responses(400, 409, 412, 428),
 )
 async def update_agent(
     agent_id: uuid.UUID,
@@ -131,7 +145,7 @@ def _lifecycle(action: str, summary: str) -> None:
         methods=["POST"],
         name=f"{action}_agent",
         dependencies=[OperatorIdempotent],
-        responses=error_responses(409, 412),
+        responses=error_responses(400, 409, 412),
         response_model=AgentPublic,
     )
 

@@ -41,7 +41,13 @@ LabelKey = Annotated[
 LabelValue = Annotated[
     str, StringConstraints(strict=True, max_length=63, pattern=r"^[^\x00-\x1f\x7f]*$")
 ]
-Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=64)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue],
+    # Keys outside LabelKey's pattern are refused, so the document says so.
+    Field(max_length=64, json_schema_extra={"additionalProperties": False}),
+]
+#: A label filter in a query: key=value.
+LabelFilter = Annotated[str, StringConstraints(pattern=r"^[^=]+=[\s\S]*$")]
 
 SEMVER = (
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"

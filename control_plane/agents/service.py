@@ -170,7 +170,7 @@ async def transition(
     # Lifecycle calls are conditional too, but If-Match is optional for them: the transition
     # itself is checked against the state read in this transaction.
     return await _conditional_update(
-        session, agent, if_match if if_match is not None else "*", {"status": target}
+        session, agent, if_match if if_match and if_match.strip() else "*", {"status": target}
     )
 
 

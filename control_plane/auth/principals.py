@@ -43,15 +43,28 @@ class Capability(StrEnum):
     policy_read = "policy:read"
     policy_write = "policy:write"
     decisions_read = "decisions:read"
+    audit_read = "audit:read"
+    audit_manage = "audit:manage"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
     Role.platform_admin: frozenset(Capability),
     Role.domain_admin: frozenset(
-        {Capability.registry_read, Capability.registry_write, Capability.decisions_read}
+        {
+            Capability.registry_read,
+            Capability.registry_write,
+            Capability.decisions_read,
+            Capability.audit_read,
+            Capability.audit_manage,
+        }
     ),
     Role.auditor: frozenset(
-        {Capability.registry_read, Capability.policy_read, Capability.decisions_read}
+        {
+            Capability.registry_read,
+            Capability.policy_read,
+            Capability.decisions_read,
+            Capability.audit_read,
+        }
     ),
     # Approvers act on approvals only (a later piece); least privilege elsewhere.
     Role.approver: frozenset(),

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, StringConstraints
 
-from control_plane.kit.schemas import RequestModel, ResponseModel
+from control_plane.kit.schemas import RequestModel, ResponseModel, RFC3339DateTime
 
 
 class Scope(StrEnum):
@@ -23,7 +23,9 @@ class AuthMethod(StrEnum):
 
 class CredentialCreate(RequestModel):
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=20)]
-    expires_at: datetime | None = Field(default=None, description="When the credential stops.")
+    expires_at: RFC3339DateTime | None = Field(
+        default=None, description="When the credential stops."
+    )
     version: Annotated[str, StringConstraints(strict=True, max_length=100)] | None = Field(
         default=None,
         description="Bind to this approved version of the agent: tokens are issued only while "

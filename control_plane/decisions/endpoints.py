@@ -8,8 +8,10 @@ from fastapi import Depends, Query
 
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.decisions import service
+from control_plane.decisions.replay import DecisionReplayGuard
 from control_plane.decisions.schemas import (
     DecisionRecord,
+    DecisionReplayRecord,
     DecisionRequest,
     DecisionResult,
 )
@@ -17,6 +19,7 @@ from control_plane.kit.errors import FieldError, ValidationFailed, error_respons
 from control_plane.kit.pagination import Page, Pagination
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session, idempotent
+from control_plane.kit.schemas import RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
 from control_plane.policy.engines import Effect
@@ -42,14 +45,23 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 
 @router.post(
     "",
-    dependencies=[idempotent(_decider)],
+    # A replay is valid only while the state it was decided on is unchanged; each is recorded.
+    dependencies=[idempotent(_decider, DecisionReplayGuard())],
     responses=error_responses(409),
 )
 async def create_decision(
     body: DecisionRequest, agent: Decider, session: Session, state: State
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
-    return await service.decide(session, state.policy_runtime, agent, body, state.input_limits)
+    return await service.decide(
+        session,
+        state.policy_runtime,
+        agent,
+        body,
+        state.input_limits,
+        state.redaction_key,
+        state.audit_context,
+    )
 
 
 @router.get("")
@@ -60,8 +72,12 @@ async def list_decisions(
     agent_id: uuid.UUID | None = None,
     effect: Effect | None = None,
     action: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[datetime | None, Query(description="Decided at or after (RFC 3339).")] = None,
-    until: Annotated[datetime | None, Query(description="Decided before (RFC 3339).")] = None,
+    since: Annotated[
+        RFC3339DateTime | None, Query(description="Decided at or after (RFC 3339).")
+    ] = None,
+    until: Annotated[
+        RFC3339DateTime | None, Query(description="Decided before (RFC 3339).")
+    ] = None,
 ) -> Page[DecisionRecord]:
     """List recorded decisions visible to the caller, oldest first."""
     since, until = _utc(since, "since"), _utc(until, "until")
@@ -77,3 +93,12 @@ async def list_decisions(
         limit=page.limit,
     )
     return Page[DecisionRecord].of(rows, page.limit)
+
+
+@router.get("/{decision_id}/replays")
+async def list_replays(
+    decision_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
+) -> Page[DecisionReplayRecord]:
+    """List the replays of a decision by its Idempotency-Key, oldest first."""
+    rows = await service.list_replays(session, who, decision_id, after=page.after, limit=page.limit)
+    return Page[DecisionReplayRecord].of(rows, page.limit)

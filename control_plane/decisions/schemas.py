@@ -67,3 +67,13 @@ class DecisionRecord(ResponseModel):
     failure: str | None
     latency_ms: float
     created_at: datetime
+
+
+class DecisionReplayRecord(ResponseModel):
+    """One replay of a recorded decision by its ``Idempotency-Key``."""
+
+    id: uuid.UUID
+    decision_id: uuid.UUID
+    agent_id: uuid.UUID
+    client_id: uuid.UUID | None
+    replayed_at: datetime

@@ -1,8 +1,14 @@
 """Deciding on an agent's action and recording the decision.
 
-The agent's identity, domain, status, autonomy level and version come from its verified token
-and the registry, never from the request body. The decision row is written in the same
-transaction that produces the answer, so an answer the agent receives is always on record.
+The trust boundary is in the input's shape. ``agent`` (identity, domain, status, autonomy level
+and version, from the verified token and the registry) and ``vouched`` (the control plane's
+clock) are what the control plane vouches for; ``resource`` and ``context`` are the agent's
+claims, passed exactly as sent. The shipped policy grants only on vouched facts and policy data;
+a claim may only make a decision stricter (see policies/agents/authz.rego).
+
+The decision row is written in the same transaction that produces the answer, so an answer the
+agent receives is always on record; what it keeps of the resource is redacted by the policy's
+path patterns (``control_plane.kit.redaction``) before it is stored.
 """
 
 from __future__ import annotations
@@ -11,19 +17,20 @@ import hashlib
 import time
 import uuid
 from collections.abc import Sequence
-from copy import deepcopy
 from datetime import datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
+from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.decisions import repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.time import utcnow
-from control_plane.models import Decision
+from control_plane.models import Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
@@ -46,38 +53,29 @@ def _agent_document(principal: AgentPrincipal, version: Any) -> dict[str, Any]:
     }
 
 
-REDACTED = "[REDACTED]"
-
-
-def redact(document: dict[str, Any], obligations: Sequence[Any]) -> dict[str, Any]:
-    """A copy of ``document`` with every field named by a ``redact`` obligation replaced.
-
-    Paths are dotted and rooted at the input (``resource.card_number``); only the parts of the
-    input that are stored (``resource``) are touched here.
-    """
-    out = deepcopy(document)
-    for obligation in obligations:
-        if not isinstance(obligation, dict) or obligation.get("type") != "redact":
-            continue
-        for path in obligation.get("fields") or []:
-            if not isinstance(path, str):
-                continue
-            parts = path.split(".")
-            node: Any = out
-            for part in parts[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict) and parts[-1] in node:
-                node[parts[-1]] = REDACTED
-    return out
-
-
-def _stored_resource(resource: dict[str, Any], result: EngineResult) -> dict[str, Any]:
-    """What the record keeps of the resource: redacted as the policy's obligations say, or, when
+def _stored_resource(resource: dict[str, Any], result: EngineResult, key: bytes) -> dict[str, Any]:
+    """What the record keeps of the resource: redacted by the path patterns of the policy's
+    ``redact`` obligations (at any depth, any letter case; values become HMAC markers), or, when
     the decision failed closed (no obligations to go by), only its type and id."""
     if result.failure is not None:
         return {"type": resource.get("type"), "id": resource.get("id")}
-    redacted: dict[str, Any] = redact({"resource": resource}, result.obligations)["resource"]
-    return redacted
+    redacted, _ = redact({"resource": resource}, obligation_patterns(result.obligations), key)
+    kept: dict[str, Any] = redacted["resource"]
+    return kept
+
+
+def decision_input(
+    principal: AgentPrincipal, version: Any, body: DecisionRequest
+) -> dict[str, Any]:
+    """The policy input: ``agent`` and ``vouched`` from the control plane, ``action``,
+    ``resource`` and ``context`` as the agent sent them."""
+    return {
+        "agent": _agent_document(principal, version),
+        "action": body.action,
+        "resource": body.resource.model_dump(),
+        "context": dict(body.context),
+        "vouched": {"time": utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")},
+    }
 
 
 async def decide(
@@ -86,20 +84,17 @@ async def decide(
     principal: AgentPrincipal,
     body: DecisionRequest,
     limits: InputLimits,
+    redaction_key: bytes,
+    audit_context: audit.AuditContext,
 ) -> DecisionResult:
+    """Decide on ``body`` for the calling agent and record the decision (flush only).
+
+    Raises ``ValidationFailed`` (422) when the input exceeds ``limits``. An engine failure is a
+    recorded deny, never an exception.
+    """
     started = time.perf_counter()
     version = await agents.active_version(session, principal.agent.id)
-    context = dict(body.context)
-    # Time windows must not trust the agent's clock: the control plane's time is the time.
-    if "time" in context:
-        context["client_time"] = context["time"]
-    context["time"] = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
-    input_doc: dict[str, Any] = {
-        "agent": _agent_document(principal, version),
-        "action": body.action,
-        "resource": body.resource.model_dump(),
-        "context": context,
-    }
+    input_doc = decision_input(principal, version, body)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
@@ -115,7 +110,7 @@ async def decide(
         version_id=version.id if version is not None else None,
         version=version.version if version is not None else None,
         action=body.action,
-        resource=_stored_resource(input_doc["resource"], result),
+        resource=_stored_resource(input_doc["resource"], result, redaction_key),
         input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
         effect=result.effect,
         allow=result.allow,
@@ -128,6 +123,15 @@ async def decide(
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     await repository.add(session, decision)
+    # In the same transaction: no decision is answered without its audit record.
+    await audit.record_decision(
+        session,
+        audit_context,
+        principal,
+        version,
+        decision=decision,
+        resource=input_doc["resource"],
+    )
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,
@@ -163,4 +167,19 @@ async def list_decisions(
         until=until,
         after=after,
         limit=limit,
+    )
+
+
+async def list_replays(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    decision_id: uuid.UUID,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[DecisionReplay]:
+    """The replays of one decision visible to ``who``, oldest first (decisions:read)."""
+    who.require(Capability.decisions_read)
+    return await repository.list_replays(
+        session, decision_id, visible=who.visible_domains(), after=after, limit=limit
     )

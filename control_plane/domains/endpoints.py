@@ -39,7 +39,7 @@ async def list_domains(
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=63, description="Last name seen.")] = None,
-) -> Page[DomainPublic]:
+) -> Page[DomainPublic, str]:
     """List the domains visible to the caller."""
     return await service.list_domains(session, who, after=after, limit=limit)
 

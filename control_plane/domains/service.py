@@ -35,9 +35,9 @@ async def exists(session: AsyncSession, name: str) -> bool:
 
 async def list_domains(
     session: AsyncSession, who: OperatorPrincipal, *, after: str | None, limit: int
-) -> Page[DomainPublic]:
+) -> Page[DomainPublic, str]:
     who.require(Capability.registry_read)
     rows = await repository.list_page(
         session, visible=who.visible_domains(), after=after, limit=limit
     )
-    return Page[DomainPublic].of(rows, limit, cursor=lambda d: d.name)
+    return Page[DomainPublic, str].of(rows, limit, cursor=lambda d: d.name)

@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     invalid_client = "invalid_client"
     invalid_scope = "invalid_scope"
     unsupported_grant_type = "unsupported_grant_type"
+    unauthorized_client = "unauthorized_client"
     insufficient_scope = "insufficient_scope"
     service_unavailable = "service_unavailable"
     internal_error = "internal_error"
@@ -76,6 +77,8 @@ class ProblemError(Exception):
     status: int = 400
     code: ErrorCode = ErrorCode.invalid_request
     title: str = "Invalid request"
+    # OAuth endpoints answer application/json (RFC 6749 section 5.2) with the same members.
+    media_type: str = PROBLEM_CONTENT_TYPE
 
     def __init__(
         self,
@@ -238,7 +241,10 @@ def problem_response(
     errors: Sequence[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
     extensions: Mapping[str, Any] | None = None,
+    media_type: str = PROBLEM_CONTENT_TYPE,
 ) -> JSONResponse:
+    """``problem_body`` as a response; ``media_type`` is application/problem+json except for
+    OAuth errors (application/json, RFC 6749 section 5.2)."""
     content = problem_body(
         status=status,
         code=code,
@@ -251,7 +257,7 @@ def problem_response(
     return JSONResponse(
         content,
         status_code=status,
-        media_type=PROBLEM_CONTENT_TYPE,
+        media_type=media_type,
         headers=dict(headers or {}),
     )
 
@@ -289,6 +295,7 @@ def install_error_handlers(app: FastAPI) -> None:
             errors=exc.errors,
             headers=exc.headers,
             extensions=exc.extensions,
+            media_type=exc.media_type,
         )
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -316,13 +323,14 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(exc.detail, str) and exc.detail.lower() != title.lower()
             else None
         )
+        headers = dict(exc.headers or {})
         return problem_response(
             status=exc.status_code,
             code=code,
             title=title,
             detail=detail,
             instance=request.url.path,
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:

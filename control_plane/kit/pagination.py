@@ -10,12 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 T = TypeVar("T")
+#: The cursor's type: an id (the default), a name (``str``) or a revision number (``int``); it is
+#: the type of the list's ``after`` parameter, so a client passes ``next_after`` back unchanged.
+C = TypeVar("C", default=uuid.UUID)
 
 
 @dataclass(frozen=True)
@@ -39,41 +43,43 @@ Pagination = Annotated[PageParams, Depends(page_params)]
 _ITEM_SUFFIXES = ("Public", "Record", "Summary")
 
 
-_NAMED: dict[type[BaseModel], type[BaseModel]] = {}
+_NAMED: dict[tuple[type[BaseModel], Any], type[BaseModel]] = {}
 
 
-def _by_id(row: Any) -> str:
-    return str(row.id)
+def _by_id(row: Any) -> Any:
+    return row["id"] if isinstance(row, dict) else row.id
 
 
-class Page(BaseModel, Generic[T]):
-    """One page of a list, in keyset order."""
+class Page(BaseModel, Generic[T, C]):
+    """One page of a list, in keyset order: ``Page[ThingPublic]`` (id cursor) or
+    ``Page[ThingPublic, str]`` (name cursor)."""
 
     model_config = ConfigDict(from_attributes=True)
 
     data: list[T]
     has_more: bool = Field(description="More items follow; pass next_after as after.")
-    next_after: str | None = Field(
-        default=None, description="Cursor for the next page (the last item's id or name)."
+    next_after: C | None = Field(
+        default=None, description="Cursor for the next page (the last item's id, name or number)."
     )
 
     def __class_getitem__(cls, item: Any) -> Any:
         # ``Page[AgentPublic]`` is a subclass named ``AgentList``: the OpenAPI schema names (and
         # so generated clients' type names) stay what they were before lists were generic.
         parametrized: type[BaseModel] = super().__class_getitem__(item)  # type: ignore[assignment]
-        if not isinstance(item, type) or not issubclass(item, BaseModel):
+        first, cursor = item if isinstance(item, tuple) else (item, uuid.UUID)
+        if not isinstance(first, type) or not issubclass(first, BaseModel):
             return parametrized  # Page[T] inside generic code
-        named = _NAMED.get(item)
+        named = _NAMED.get((first, cursor))
         if named is None:
-            name = item.__name__
+            name = first.__name__
             for suffix in _ITEM_SUFFIXES:
                 name = name.removesuffix(suffix)
-            named = type(f"{name}List", (parametrized,), {"__module__": item.__module__})
-            _NAMED[item] = named
+            named = type(f"{name}List", (parametrized,), {"__module__": first.__module__})
+            _NAMED[(first, cursor)] = named
         return named
 
     @classmethod
-    def of(cls, rows: Sequence[Any], limit: int, cursor: Callable[[Any], str] = _by_id) -> Self:
+    def of(cls, rows: Sequence[Any], limit: int, cursor: Callable[[Any], Any] = _by_id) -> Self:
         """The page from ``limit + 1`` rows (ORM rows or dicts); ``cursor`` names a row."""
         has_more = len(rows) > limit
         rows = rows[:limit]

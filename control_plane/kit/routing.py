@@ -9,6 +9,12 @@ Idempotency follows Stripe's contract: the key is stored with the principal, a h
 and the response in the same transaction as the change. A repeat with the same body replays the
 stored response; the same key with another body is refused (422); a concurrent duplicate that loses
 the race on the unique (principal, key) row is refused (409) and its transaction rolled back.
+
+A route whose answer depends on state besides the request (a decision depends on the agent's
+registry entry, its version, its credential and the policy revision) passes a ``ReplayGuard``:
+the stored answer is replayed only while the guard's fingerprint of that state is unchanged,
+otherwise the request is handled again and its new answer stored under the key; and the guard
+records every replay in the replay's own transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
@@ -44,8 +50,28 @@ _REPLAY_HEADERS = ("content-type", "etag", "location", "cache-control")
 
 
 class _Replay(Exception):
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, *, keep_writes: bool = False) -> None:
         self.response = response
+        self.keep_writes = keep_writes
+
+
+class ReplayGuard(Protocol):
+    """Decides whether a stored answer may still be replayed, and records each replay."""
+
+    async def fingerprint(self, request: Request, session: AsyncSession, principal: Any) -> str:
+        """A digest (at most 64 characters) of the state the answer depends on."""
+        ...
+
+    async def replayed(
+        self,
+        request: Request,
+        session: AsyncSession,
+        principal: Any,
+        key: str,
+        record: IdempotencyRecord,
+    ) -> None:
+        """Record that ``record``'s answer was served again (flush only; the route commits)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,7 @@ class IdempotencyContext:
     key: str
     request_hash: str
     retention: timedelta
+    depends_on: str | None = None
 
     async def store(self, session: AsyncSession, response: Response) -> None:
         # Keys are kept for the retention window only; prune this principal's expired ones.
@@ -74,6 +101,7 @@ class IdempotencyContext:
                 status_code=status,
                 response_headers=headers,
                 response_body=body,
+                depends_on=self.depends_on,
             )
         )
         try:
@@ -119,7 +147,14 @@ class TransactionalRoute(APIRoute):
                 try:
                     response = await handler(request)
                 except _Replay as replay:
-                    await session.rollback()
+                    if not replay.keep_writes:
+                        await session.rollback()
+                        return replay.response
+                    try:
+                        await session.commit()
+                    except IntegrityError as exc:
+                        await session.rollback()
+                        raise Conflict("The replay conflicts with a concurrent change.") from exc
                     return replay.response
                 except BaseException:
                     await session.rollback()
@@ -172,11 +207,19 @@ IdempotencyKeyHeader = Annotated[
         description="Makes the POST safe to retry: a repeat with the same key and body replays "
         "the first response; the same key with another body is refused.",
         max_length=255,
+        # Checked in _check_idempotency (400), so only stated here.
+        json_schema_extra={"pattern": "^[\\x21-\\x7e]{1,255}$"},
     ),
 ]
 
 
-async def _check_idempotency(request: Request, session: AsyncSession, key: str | None) -> None:
+async def _check_idempotency(
+    request: Request,
+    session: AsyncSession,
+    key: str | None,
+    guard: ReplayGuard | None = None,
+    principal_object: Any = None,
+) -> None:
     if key is None:
         return
     if not _valid_key(key):
@@ -193,6 +236,14 @@ async def _check_idempotency(request: Request, session: AsyncSession, key: str |
         await session.delete(record)
         await session.flush()
         record = None
+    depends_on = await guard.fingerprint(request, session, principal_object) if guard else None
+    stale = depends_on is not None and record is not None and record.depends_on != depends_on
+    if record is not None and record.request_hash == request_hash and stale:
+        # What the answer depended on has changed: it is no longer the answer. Handle the
+        # request again and store the new answer under the same key.
+        await session.delete(record)
+        await session.flush()
+        record = None
     if record is not None:
         if record.request_hash != request_hash:
             raise IdempotencyKeyReused(
@@ -200,27 +251,33 @@ async def _check_idempotency(request: Request, session: AsyncSession, key: str |
             )
         headers = dict(record.response_headers)
         headers["idempotent-replayed"] = "true"
+        if guard is not None:
+            await guard.replayed(request, session, principal_object, key, record)
         raise _Replay(
             Response(
                 content=record.response_body.encode(),
                 status_code=record.status_code,
                 headers=headers,
-            )
+            ),
+            keep_writes=guard is not None,
         )
-    request.state.idempotency = IdempotencyContext(principal, key, request_hash, retention)
+    request.state.idempotency = IdempotencyContext(
+        principal, key, request_hash, retention, depends_on
+    )
 
 
-def idempotent(authenticate: Callable[..., Any]) -> Any:
+def idempotent(authenticate: Callable[..., Any], guard: ReplayGuard | None = None) -> Any:
     """A route dependency that authenticates with ``authenticate`` and then replays or records
     the POST by its ``Idempotency-Key``. FastAPI caches ``authenticate`` per request, so the
-    endpoint's own use of it does not run it twice."""
+    endpoint's own use of it does not run it twice. With ``guard``, a stored answer is replayed
+    only while ``guard.fingerprint`` is unchanged, and every replay is recorded by the guard."""
 
     async def dependency(
         request: Request,
         session: Session,
         idempotency_key: IdempotencyKeyHeader = None,
-        _principal: Any = Depends(authenticate),
+        principal: Any = Depends(authenticate),
     ) -> None:
-        await _check_idempotency(request, session, idempotency_key)
+        await _check_idempotency(request, session, idempotency_key, guard, principal)
 
     return Depends(dependency)

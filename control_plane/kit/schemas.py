@@ -7,9 +7,18 @@ ignored setting. ``PatchModel`` bodies are partial updates: a field may be left 
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -20,9 +29,59 @@ Name = Annotated[
     ),
 ]
 
+# RFC 3339 section 5.6 date-time, with its offset: pydantic alone also takes numbers ("0.5" as
+# seconds since the epoch), dates without a time and times without an offset.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+RFC3339DateTime = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+"""A request date-time: RFC 3339 strings only (numbers, bare dates and naive times refused)."""
+
+
+_NO_NUL = "^[^\\x00]*$"
+
+
+def _string_schemas(prop: dict[str, Any]) -> list[dict[str, Any]]:
+    return [prop, *prop.get("anyOf", [])]
+
+
+def _request_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The document states what the validators enforce: no NUL in text fields (unless the model
+    allows it), and no ``null`` for a patch field that refuses it."""
+    nullable: frozenset[str] = getattr(model, "nullable_fields", frozenset())
+    is_patch = issubclass(model, PatchModel)
+    for name, prop in schema.get("properties", {}).items():
+        if not getattr(model, "allow_nul", False):
+            for sub in _string_schemas(prop):
+                if sub.get("type") == "string" and "pattern" not in sub and "format" not in sub:
+                    sub["pattern"] = _NO_NUL
+        if is_patch and name not in nullable and "anyOf" in prop:
+            kept = [sub for sub in prop["anyOf"] if sub != {"type": "null"}]
+            del prop["anyOf"]
+            if len(kept) == 1:
+                prop.update(kept[0])
+            else:
+                prop["anyOf"] = kept
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_request_schema)
 
     #: Free-form models (a decision's resource) accept NUL; the database layer copes with it.
     allow_nul: ClassVar[bool] = False

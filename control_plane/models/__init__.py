@@ -1,16 +1,32 @@
 """All table models, imported here so ``SQLModel.metadata`` is complete for Alembic and tests."""
 
+from control_plane.models.audit import (
+    AuditCheckpoint,
+    AuditKey,
+    AuditLeaf,
+    AuditPending,
+    AuditRecordRow,
+    AuditRedactionList,
+)
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
 from control_plane.models.registry import Agent, AgentVersion, Domain
+from control_plane.models.replay import DecisionReplay
 
 __all__ = [
     "Agent",
     "AgentVersion",
+    "AuditCheckpoint",
+    "AuditKey",
+    "AuditLeaf",
+    "AuditPending",
+    "AuditRecordRow",
+    "AuditRedactionList",
     "Credential",
     "Decision",
+    "DecisionReplay",
     "Domain",
     "IdempotencyRecord",
     "Operator",

@@ -23,4 +23,7 @@ class IdempotencyRecord(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSONType, nullable=False)
     )
     response_body: str = Field(sa_column=Column(Text, nullable=False))
+    # A digest of the state the stored answer depended on (routes with a replay guard): a
+    # replay is valid only while it is unchanged.
+    depends_on: str | None = Field(default=None, max_length=64)
     created_at: datetime = timestamp_now()

@@ -9,6 +9,7 @@ suspension or revocation on any replica is enforced everywhere within that bound
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -93,12 +94,16 @@ class AgentAuthenticator:
     async def verify(self, token: str) -> VerifiedAccessToken:
         ring = await self._keystore.ring()
         try:
-            return self._verify(ring, token)
+            verified = self._verify(ring, token)
         except TokenError as exc:
             if exc.reason != "unknown_kid":
                 raise
-        # A key rotated on another replica: reload (rate-limited) and try once more.
-        return self._verify(await self._keystore.ring(force=True), token)
+            # A key rotated on another replica: reload (rate-limited) and try once more.
+            verified = self._verify(await self._keystore.ring(force=True), token)
+        # The leeway is for other verifiers' clocks: the issuer's own token ends at its exp.
+        if verified.expires_at <= time.time():
+            raise TokenError("expired")
+        return verified
 
     async def _auth_state(
         self, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str

@@ -9,7 +9,7 @@ assertion is used once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -92,6 +92,7 @@ def _finish_assertion(
     at: float,
     max_future_seconds: int,
     leeway: float,
+    extra_audiences: Collection[str] = (),
 ) -> AssertionClaims:
     if jwk is None:
         raise TokenError("unknown_client")
@@ -105,7 +106,9 @@ def _finish_assertion(
     aud = claims.get("aud")
     if isinstance(aud, list) and len(aud) == 1:
         aud = aud[0]
-    accepted = {token_endpoint_url} if issuer is None else {token_endpoint_url, issuer}
+    accepted = {token_endpoint_url, *extra_audiences}
+    if issuer is not None:
+        accepted.add(issuer)
     if not isinstance(aud, str) or aud not in accepted:
         raise TokenError("invalid_audience")
     exp = check_times(claims, at, leeway, iat_required=False)
@@ -120,9 +123,7 @@ def _finish_assertion(
 def _check_assertion_args(max_future_seconds: int, leeway: float) -> None:
     check_leeway(leeway)
     if not 0 < max_future_seconds <= MAX_ASSERTION_LIFETIME_SECONDS:
-        raise ValueError(
-            f"max_future_seconds must be in 1..{MAX_ASSERTION_LIFETIME_SECONDS} (issue 3)"
-        )
+        raise ValueError(f"max_future_seconds must be in 1..{MAX_ASSERTION_LIFETIME_SECONDS}")
 
 
 def peek_assertion_client_id(assertion: object, client_id_hint: str | None = None) -> str:
@@ -146,6 +147,7 @@ async def verify_client_assertion(
     now: float | None = None,
     max_future_seconds: int = MAX_ASSERTION_LIFETIME_SECONDS,
     leeway: float = DEFAULT_LEEWAY_SECONDS,
+    extra_audiences: Collection[str] = (),
 ) -> AssertionClaims:
     """Verify a `private_key_jwt` client assertion; raise `ClientAssertionError` otherwise.
 
@@ -153,8 +155,9 @@ async def verify_client_assertion(
     `client-authentication+jwt` (so an access token, `at+jwt`, is refused); `iss` == `sub`, equal
     to `client_id_hint` when the request named a client; the signature by the key that
     `lookup_client_jwk(client_id)` returns for THAT client (None: `unknown_client`), whose
-    algorithm must match `alg`; `aud` is `token_endpoint_url` (or `issuer`, when given: the value
-    draft-ietf-oauth-rfc7523bis asks clients to use); `exp` present, not passed, and at most
+    algorithm must match `alg`; `aud` is `token_endpoint_url`, `issuer` when given (the value
+    draft-ietf-oauth-rfc7523bis asks clients to use) or one of `extra_audiences` (the URL of the
+    endpoint the assertion was sent to); `exp` present, not passed, and at most
     `max_future_seconds` (+ leeway) ahead; `nbf`/`iat` not in the future; `jti` present.
     `jku`/`x5u`/`jwk`/`x5c`/`kid` headers play no part in choosing the key and nothing is fetched.
 
@@ -174,6 +177,7 @@ async def verify_client_assertion(
             at=at,
             max_future_seconds=max_future_seconds,
             leeway=leeway,
+            extra_audiences=extra_audiences,
         )
     except ClientAssertionError:
         raise

@@ -10,19 +10,29 @@ from fastapi import Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from control_plane.auth.dependencies import CurrentOperator
-from control_plane.credentials.schemas import Scope
+from control_plane.credentials.schemas import AuthMethod, Scope
 from control_plane.kit.errors import error_responses
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session
 from control_plane.oauth2 import service
-from control_plane.oauth2.schemas import Introspection, TokenResponse
+from control_plane.oauth2.schemas import (
+    AuthorizationServerMetadata,
+    Introspection,
+    JWKSet,
+    OAuthErrorBody,
+    TokenResponse,
+)
 from control_plane.oauth2.service import OAuthError
 from control_plane.state import State
 
 router = Router(tag="oauth")
 
 _FORM = "application/x-www-form-urlencoded"
-_MAX_FIELDS = 20
+_MAX_FIELDS = 100
+_CLIENT_AUTH = ("client_id", "client_secret", "client_assertion_type", "client_assertion")
+_TOKEN_FIELDS = frozenset(("grant_type", "scope", *_CLIENT_AUTH))
+_REVOKE_FIELDS = frozenset(("token", "token_type_hint", *_CLIENT_AUTH))
+_INTROSPECT_FIELDS = frozenset(("token", "token_type_hint"))
 
 
 def _form_body(*fields: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -42,8 +52,9 @@ def _form_body(*fields: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The urlencoded body; a parameter given twice is an error (RFC 6749 section 3.2)."""
+async def read_form(request: Request, known: frozenset[str]) -> dict[str, str]:
+    """The urlencoded body's ``known`` parameters. A known parameter given twice is an error
+    (RFC 6749 section 3.1); unknown parameters are ignored, repeated or not (section 3.2)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != _FORM:
         raise OAuthError("invalid_request", f"The body must be {_FORM}.")
@@ -57,6 +68,8 @@ async def read_form(request: Request) -> dict[str, str]:
         raise OAuthError("invalid_request", "The form body cannot be parsed.") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        if name not in known:
+            continue
         if name in form:
             raise OAuthError("invalid_request", f"The parameter {name} is repeated.")
         form[name] = value
@@ -66,10 +79,18 @@ async def read_form(request: Request) -> dict[str, str]:
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for OAuth errors: ``application/json`` (RFC 6749 section 5.2)."""
+    titles = {400: "OAuth error (invalid_request, invalid_scope, ...)", 401: "invalid_client"}
+    return {
+        s: {"model": OAuthErrorBody, "description": titles.get(s, "OAuth error")} for s in statuses
+    }
+
+
 @router.post(
     "/oauth/token",
     response_model=TokenResponse,
-    responses=error_responses(400, 401),
+    responses=oauth_error_responses(400, 401),
     openapi_extra=_form_body(
         "grant_type",
         "scope",
@@ -87,9 +108,9 @@ async def token(
 ) -> JSONResponse:
     """Issue an access token (client_credentials; client_secret_basic or private_key_jwt)."""
     settings = state.settings
-    form = await read_form(request)
+    form = await read_form(request, _TOKEN_FIELDS)
     auth = service.client_auth_from_request(authorization, form)
-    credential = await service.authenticate_client(session, settings, auth)
+    credential = await service.authenticate_client(session, settings, auth, settings.token_endpoint)
     ring = await state.keystore.ring()
     issued: TokenResponse = await service.issue_token(session, ring, settings, credential, form)
     return JSONResponse(issued.model_dump(), headers=_NO_STORE)
@@ -97,14 +118,16 @@ async def token(
 
 @router.post(
     "/oauth/introspect",
-    responses=error_responses(400, 401, 403),
+    response_model=Introspection,
+    response_model_exclude_none=True,
+    responses={**oauth_error_responses(400), **error_responses(401, 403)},
     openapi_extra=_form_body("token", "token_type_hint", required=("token",)),
 )
 async def introspect(
     request: Request, who: CurrentOperator, session: Session, state: State
 ) -> Introspection:
     """Introspect an access token (operators); an inactive token yields only active: false."""
-    form = await read_form(request)
+    form = await read_form(request, _INTROSPECT_FIELDS)
     if not form.get("token"):
         raise OAuthError("invalid_request", "token is required.")
     ring = await state.keystore.ring()
@@ -113,7 +136,7 @@ async def introspect(
 
 @router.post(
     "/oauth/revoke",
-    responses=error_responses(400, 401),
+    responses=oauth_error_responses(400, 401),
     openapi_extra=_form_body(
         "token",
         "token_type_hint",
@@ -131,9 +154,11 @@ async def revoke(
 ) -> Response:
     """Revoke an access token of the authenticated client; 200 even for an unknown token."""
     settings = state.settings
-    form = await read_form(request)
+    form = await read_form(request, _REVOKE_FIELDS)
     auth = service.client_auth_from_request(authorization, form)
-    credential = await service.authenticate_client(session, settings, auth)
+    credential = await service.authenticate_client(
+        session, settings, auth, f"{settings.issuer_url}/oauth/revoke"
+    )
     if "token" not in form:
         raise OAuthError("invalid_request", "token is required.")
     ring = await state.keystore.ring()
@@ -141,7 +166,11 @@ async def revoke(
     return Response(status_code=200, headers=_NO_STORE)
 
 
-@router.get("/.well-known/jwks.json")
+_ASSERTION_ALGS = ["EdDSA", "ES256"]
+_CLIENT_AUTH_METHODS = [AuthMethod.client_secret_basic, AuthMethod.private_key_jwt]
+
+
+@router.get("/.well-known/jwks.json", response_model=JWKSet)
 async def jwks(state: State) -> JSONResponse:
     """The public keys that verify access tokens."""
     ring = await state.keystore.ring()
@@ -149,19 +178,23 @@ async def jwks(state: State) -> JSONResponse:
 
 
 @router.get("/.well-known/oauth-authorization-server")
-async def metadata(state: State) -> dict[str, Any]:
-    """Authorization server metadata (RFC 8414)."""
+async def metadata(state: State) -> AuthorizationServerMetadata:
+    """Authorization server metadata (RFC 8414). A client assertion (private_key_jwt) names the
+    issuer identifier or the endpoint URL as ``aud`` and expires at most 3600 s after it is
+    checked; each ``jti`` is accepted once."""
     base = state.settings.issuer_url
-    return {
-        "issuer": base,
-        "token_endpoint": f"{base}/oauth/token",
-        "jwks_uri": f"{base}/.well-known/jwks.json",
-        "introspection_endpoint": f"{base}/oauth/introspect",
-        "revocation_endpoint": f"{base}/oauth/revoke",
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
-        "scopes_supported": [s.value for s in Scope],
-    }
+    return AuthorizationServerMetadata(
+        issuer=base,
+        token_endpoint=f"{base}/oauth/token",
+        jwks_uri=f"{base}/.well-known/jwks.json",
+        introspection_endpoint=f"{base}/oauth/introspect",
+        revocation_endpoint=f"{base}/oauth/revoke",
+        grant_types_supported=["client_credentials"],
+        response_types_supported=["none"],
+        token_endpoint_auth_methods_supported=_CLIENT_AUTH_METHODS,
+        token_endpoint_auth_signing_alg_values_supported=_ASSERTION_ALGS,
+        revocation_endpoint_auth_methods_supported=_CLIENT_AUTH_METHODS,
+        revocation_endpoint_auth_signing_alg_values_supported=_ASSERTION_ALGS,
+        introspection_endpoint_auth_methods_supported=["Bearer"],
+        scopes_supported=list(Scope),
+    )

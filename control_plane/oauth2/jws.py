@@ -27,8 +27,10 @@ ACCESS_TOKEN_TYP: Final = "at+jwt"  # noqa: S105 - a media type, not a secret
 CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Longest access-token lifetime `issue_access_token` agrees to mint.
 MAX_ACCESS_TOKEN_LIFETIME_SECONDS: Final = 24 * 3600
-#: Issue 3: an assertion's `exp` is at most 5 minutes ahead.
-MAX_ASSERTION_LIFETIME_SECONDS: Final = 300
+#: An assertion's `exp` is at most one hour ahead: the common client defaults (Authlib's
+#: `PrivateKeyJWT` signs for 3600 s) must interoperate. Replay is stopped by the `jti` record,
+#: which the caller keeps until `exp` + leeway, not by a short window.
+MAX_ASSERTION_LIFETIME_SECONDS: Final = 3600
 
 TokenErrorReason: TypeAlias = Literal[
     "malformed",  # not a compact JWS with JSON header and claims, or a claim of the wrong type

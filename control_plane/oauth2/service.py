@@ -1,20 +1,26 @@
 """The OAuth2 authorisation server's rules: client authentication (client_secret_basic and
 private_key_jwt), the client_credentials grant, introspection (RFC 7662) and revocation (RFC 7009).
 
-Every way a client can fail to authenticate ends in one ``invalid_client`` answer whose
-description names the reason class but never echoes a secret, token or claim value.
+Every way a client can fail to authenticate ends in one ``invalid_client`` answer with one
+description, whatever check failed: telling ``unknown client`` from ``wrong secret`` would tell an
+outsider which client ids exist. The reason goes to the log (``client_authentication_failed``),
+never echoing a secret, token or claim value. Only refusals of an assertion that reveal nothing
+about which clients exist name their rule (``_PUBLIC_ASSERTION_REASONS``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
+import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
@@ -31,6 +37,7 @@ from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Credential
 from control_plane.oauth2 import repository
 from control_plane.oauth2.assertions import verify_client_assertion
+from control_plane.oauth2.jws import MAX_ASSERTION_LIFETIME_SECONDS
 from control_plane.oauth2.schemas import Introspection, TokenResponse
 from control_plane.oauth2.tokens import (
     CLIENT_ASSERTION_TYPE,
@@ -41,9 +48,17 @@ from control_plane.oauth2.tokens import (
     verify_access_token,
 )
 
+log = structlog.get_logger(__name__)
+
+_SCOPE_CHARS = r"[\x21\x23-\x5b\x5d-\x7e]+"
+_SCOPE = re.compile(rf"{_SCOPE_CHARS}(?: {_SCOPE_CHARS})*")
+
 
 class OAuthError(ProblemError):
-    """An RFC 6749 section 5.2 error, rendered as problem+json with the OAuth ``error`` member."""
+    """An RFC 6749 section 5.2 error: ``application/json`` with ``error`` and
+    ``error_description``, plus the problem members (schema ``OAuthErrorBody``)."""
+
+    media_type = "application/json"
 
     def __init__(self, error: str, description: str, *, status: int = 400) -> None:
         headers = {}
@@ -59,12 +74,27 @@ class OAuthError(ProblemError):
             "invalid_client": ErrorCode.invalid_client,
             "invalid_scope": ErrorCode.invalid_scope,
             "unsupported_grant_type": ErrorCode.unsupported_grant_type,
+            "unauthorized_client": ErrorCode.unauthorized_client,
         }.get(error, ErrorCode.invalid_request)
         self.title = "OAuth error"
 
 
-def invalid_client(description: str) -> OAuthError:
-    return OAuthError("invalid_client", description, status=401)
+CLIENT_AUTH_FAILED = "Client authentication failed."
+
+
+# Refusals of an assertion whose signature already verified (or, for the algorithm, that do not
+# depend on the client at all): saying why tells nothing to someone without the client's key, and
+# a client author needs the rule (issue 8: state the lifetime limit). Everything else, above all
+# unknown client vs wrong secret vs bad signature, gets the one uniform answer.
+_PUBLIC_ASSERTION_REASONS = frozenset({"exp_too_far", "invalid_audience", "unsupported_alg"})
+
+
+def invalid_client(reason: str, *, public: bool = False) -> OAuthError:
+    """The 401 ``invalid_client`` answer. ``reason`` is always logged; it is sent only when
+    ``public`` (a refusal that reveals nothing about which clients exist), otherwise the answer is
+    the uniform ``CLIENT_AUTH_FAILED``."""
+    log.info("client_authentication_failed", reason=reason)
+    return OAuthError("invalid_client", reason if public else CLIENT_AUTH_FAILED, status=401)
 
 
 @dataclass(frozen=True)
@@ -91,9 +121,12 @@ def client_auth_from_request(authorization: str | None, form: Mapping[str, str])
         client_id, sep, secret = decoded.partition(":")
         if not sep:
             raise invalid_client("Malformed Basic credentials.")
-        return ClientAuth(
-            AuthMethod.client_secret_basic, unquote_plus(client_id), secret=unquote_plus(secret)
-        )
+        client_id = unquote_plus(client_id)
+        if "client_id" in form and form["client_id"] != client_id:
+            # One client authentication per request (RFC 6749 section 2.3): the form must not
+            # name another client than the Basic credentials.
+            raise OAuthError("invalid_request", "client_id differs from the Basic credentials.")
+        return ClientAuth(AuthMethod.client_secret_basic, client_id, secret=unquote_plus(secret))
     if has_assertion:
         if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
             raise invalid_client(f"client_assertion_type must be {CLIENT_ASSERTION_TYPE}.")
@@ -109,16 +142,23 @@ def client_auth_from_request(authorization: str | None, form: Mapping[str, str])
 
 
 def _parse_client_id(value: str) -> uuid.UUID | None:
+    """The client id in its one canonical spelling (lowercase, hyphenated): ``uuid.UUID`` alone
+    also takes braces, ``urn:uuid:`` and missing hyphens, so one client would have many ids."""
     try:
-        return uuid.UUID(value) if value and len(value) <= 64 else None
+        parsed = uuid.UUID(value) if value and len(value) == 36 else None
     except ValueError:
         return None
+    return parsed if parsed is not None and str(parsed) == value else None
 
 
 async def authenticate_client(
-    session: AsyncSession, settings: Settings, auth: ClientAuth
+    session: AsyncSession, settings: Settings, auth: ClientAuth, endpoint_url: str
 ) -> Credential:
-    """The credential the client proved it holds, or ``invalid_client``."""
+    """The credential the client proved it holds, or ``invalid_client``.
+
+    A client assertion's ``aud`` may be the issuer identifier (draft-ietf-oauth-rfc7523bis),
+    the token endpoint, or ``endpoint_url``, the endpoint it was sent to (RFC 7523 section 3);
+    its ``exp`` may be up to ``MAX_ASSERTION_LIFETIME_SECONDS`` (3600 s) ahead."""
     if auth.method is AuthMethod.client_secret_basic:
         client_id = _parse_client_id(auth.client_id)
         credential = await credentials.find(session, client_id) if client_id is not None else None
@@ -147,15 +187,33 @@ async def authenticate_client(
             client_id_hint=auth.client_id or None,
             lookup_client_jwk=lookup,
             token_endpoint_url=settings.token_endpoint,
+            issuer=settings.issuer_url,
+            extra_audiences=(endpoint_url,),
             leeway=settings.token_leeway_seconds,
         )
     except ClientAssertionError as exc:
-        raise invalid_client(f"Client assertion rejected ({exc.reason}).") from None
+        raise invalid_client(
+            _assertion_problem(exc.reason, settings),
+            public=exc.reason in _PUBLIC_ASSERTION_REASONS,
+        ) from None
     credential = found["credential"]
     expires = datetime.fromtimestamp(claims.exp + settings.token_leeway_seconds, UTC)
     if not await repository.record_assertion(session, credential.id, claims.jti, expires):
-        raise invalid_client("Client assertion rejected (jti already used).")
+        raise invalid_client("Client assertion rejected (jti already used).", public=True)
     return credential
+
+
+def _assertion_problem(reason: str, settings: Settings) -> str:
+    """The error description for a refused assertion: the reason class, and the rule it broke
+    where a client author needs it."""
+    rules = {
+        "exp_too_far": f"exp must be at most {MAX_ASSERTION_LIFETIME_SECONDS} s ahead",
+        "invalid_audience": f"aud must be the issuer identifier {settings.issuer_url} or the "
+        "URL of the endpoint",
+        "unsupported_alg": "alg must be EdDSA or ES256",
+    }
+    rule = rules.get(reason)
+    return f"Client assertion rejected ({reason}{': ' + rule if rule else ''})."
 
 
 def _check_usable(credential: Credential, agent: Agent | None) -> Agent:
@@ -184,7 +242,11 @@ async def issue_token(
     agent = _check_usable(credential, await agents.find(session, credential.agent_id))
     allowed = list(credential.scopes)
     requested = form.get("scope")
-    scopes = allowed if requested is None else list(dict.fromkeys(requested.split()))
+    if requested is not None and not _SCOPE.fullmatch(requested):
+        # RFC 6749 section 3.3: scope-tokens of %x21 / %x23-5B / %x5D-7E, separated by single
+        # spaces; a tab, a newline or a doubled space is not a separator.
+        raise OAuthError("invalid_scope", "scope must be scope tokens separated by single spaces.")
+    scopes = allowed if requested is None else list(dict.fromkeys(requested.split(" ")))
     if not scopes or not set(scopes) <= set(allowed):
         raise OAuthError("invalid_scope", "The requested scope exceeds the credential's scopes.")
     version = await agents.active_version(session, agent.id)
@@ -254,7 +316,8 @@ async def introspect(
 ) -> Introspection:
     who.require(Capability.registry_read)
     verified = _verified_or_none(ring, settings, token)
-    if verified is None:
+    # The leeway is for other verifiers' clocks; the issuer's own answer ends at exp.
+    if verified is None or verified.expires_at <= time.time():
         return INACTIVE
     client_id = _parse_client_id(verified.client_id)
     agent_id = _parse_client_id(verified.subject)
@@ -290,9 +353,13 @@ async def revoke(
     credential: Credential,
     token: str,
 ) -> None:
-    """RFC 7009: revoke ``token`` if it belongs to the authenticated client; silent otherwise."""
+    """RFC 7009: revoke ``token`` if it belongs to the authenticated client; an invalid or unknown
+    token is answered with success; a token of another client raises ``unauthorized_client``."""
     verified = _verified_or_none(ring, settings, token)
-    if verified is None or verified.client_id != str(credential.id):
+    if verified is None:
         return
+    if verified.client_id != str(credential.id):
+        # RFC 7009 section 2.1: a token of another client is refused, not silently kept.
+        raise OAuthError("unauthorized_client", "The token was not issued to this client.")
     expires = datetime.fromtimestamp(verified.expires_at + settings.token_leeway_seconds, UTC)
     await repository.revoke_token(session, verified.jti, credential.id, expires)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.auth.principals import (
@@ -20,6 +21,8 @@ from control_plane.kit.errors import FieldError, InvalidStateTransition, NotFoun
 from control_plane.kit.time import utcnow
 from control_plane.models import Operator
 from control_plane.operators import repository
+
+log = structlog.get_logger(__name__)
 
 BOOTSTRAP_NAME = "bootstrap-admin"
 
@@ -110,6 +113,10 @@ async def ensure_bootstrap_admin(session: AsyncSession, configured_token: str | 
     With ``AGENTCTL_ADMIN_TOKEN`` set, the bootstrap operator's stored hash follows it. Without
     it, a token is generated on the very first start and returned (for printing once); later
     starts return None and keep the stored hash.
+
+    A revoked bootstrap operator stays revoked: configuration never undoes a revocation. A
+    start with ``AGENTCTL_ADMIN_TOKEN`` set after the revocation logs
+    ``bootstrap_admin_revoked`` (a warning) and changes nothing.
     """
     existing = await repository.get_bootstrap(session)
     if configured_token is not None:
@@ -125,10 +132,17 @@ async def ensure_bootstrap_admin(session: AsyncSession, configured_token: str | 
                     is_bootstrap=True,
                 ),
             )
-        elif existing.token_hash != token_hash or existing.revoked_at is not None:
+        elif existing.revoked_at is not None:
+            log.warning(
+                "bootstrap_admin_revoked",
+                operator_id=str(existing.id),
+                revoked_at=existing.revoked_at.isoformat(),
+                detail="AGENTCTL_ADMIN_TOKEN is set but the bootstrap operator was revoked; "
+                "it stays revoked. Use another platform_admin, and unset the variable.",
+            )
+        elif existing.token_hash != token_hash:
             existing.token_hash = token_hash
             existing.token_prefix = configured_token[:12]
-            existing.revoked_at = None
             session.add(existing)
             await session.flush()
         return None

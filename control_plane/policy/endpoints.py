@@ -23,6 +23,7 @@ from control_plane.kit.errors import (
     error_responses,
     field_errors,
 )
+from control_plane.kit.openapi_doc import schema_ref
 from control_plane.kit.pagination import Page
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session, TransactionalRoute
@@ -84,7 +85,7 @@ _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RevisionCreate"}},
+            "application/json": {"schema": schema_ref(RevisionCreate)},
             "application/gzip": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -146,10 +147,10 @@ async def list_bundles(
     session: Session,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=63)] = None,
-) -> Page[BundlePublic]:
+) -> Page[BundlePublic, str]:
     """List policy bundles."""
     rows = await service.list_bundles(session, who, after=after, limit=limit)
-    return Page[BundlePublic].of(rows, limit, cursor=lambda b: b.name)
+    return Page[BundlePublic, str].of(rows, limit, cursor=lambda b: b.name)
 
 
 @router.get("/{bundle}/revisions")
@@ -161,11 +162,11 @@ async def list_revisions(
     after: Annotated[
         int | None, Query(ge=1, le=2**31 - 1, description="Revisions below this number.")
     ] = None,
-) -> Page[RevisionSummary]:
+) -> Page[RevisionSummary, int]:
     """List a bundle's revisions, newest first."""
     found, rows = await service.list_revisions(session, who, bundle, after=after, limit=limit)
-    return Page[RevisionSummary].of(
-        [_summary(found, r) for r in rows], limit, cursor=lambda r: str(r["revision"])
+    return Page[RevisionSummary, int].of(
+        [_summary(found, r) for r in rows], limit, cursor=lambda r: r["revision"]
     )
 
 

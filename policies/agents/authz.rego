@@ -8,6 +8,22 @@
 #
 #   Configuration lives in bundle data under data.authz (see policies/data.json).
 #
+#   Trust boundary. The input has two kinds of fields:
+#   - vouched for by the enforcement point (the control plane in remote mode):
+#     input.agent (identity, domain, status, autonomy level and version, from the
+#     verified token and the registry) and input.vouched (the enforcement point's
+#     clock: vouched.time);
+#   - claimed by the agent: input.resource and input.context, exactly as sent.
+#   Grants rest on vouched facts and on policy data only. input.action,
+#   resource.type, resource.id and resource.region name the request itself (what,
+#   on which resource, where it takes effect; data.authz.trust.request_fields).
+#   Every other claim may only make a decision stricter: a claimed
+#   classification can raise the declared one, never lower it; a claimed risk can
+#   raise the default, never lower it. The one kind of claim that may relax a
+#   decision is the amount attribute an action declares (an amount below the
+#   approval threshold), and a missing or malformed amount is a deny (or an
+#   approval, as the action's declaration says).
+#
 #   Portability: this module must evaluate identically in OPA and in the
 #   embedded engine (regopy), so it only uses builtins both support, never
 #   echoes input strings into the decision (regopy keeps JSON escapes inside
@@ -53,25 +69,27 @@ reasons := sort([r | some r in approval_reasons]) if effect == "require_approval
 reasons := [] if effect == "allow"
 
 obligations := array.concat(redact_obligations, approval_obligations)
-
 # ---------------------------------------------------------------------------
 # Normalised facts
 # ---------------------------------------------------------------------------
 
+# Vouched for by the enforcement point.
 agent := input.agent if is_object(input.agent)
 
+default vouched := {}
+
+vouched := input.vouched if is_object(input.vouched)
+
+# The request. A "*" in a requested action is never a wildcard: it names no
+# declared action and matches no grant.
 action := input.action if {
 	is_string(input.action)
 	input.action != ""
 }
 
-action_parts := split(action, ".")
+action_has_wildcard if contains(action, "*")
 
-# The verb is the last dot-separated segment: "payments.invoice.read" -> "read".
-action_verb := action_parts[count(action_parts) - 1]
-
-read_action if action_verb in cfg.read_verbs
-
+# Claimed by the agent.
 resource := input.resource if is_object(input.resource)
 
 default resource_fields := {}
@@ -107,16 +125,43 @@ agent_active if agent.status == "active"
 version_active if agent.version.state == "active"
 
 # ---------------------------------------------------------------------------
+# Actions are declared in data.authz.actions: kind (read, write, delete), the
+# resource attribute that carries an amount and what a missing or malformed
+# amount means, and an optional approval threshold of the action's own.
+# An undeclared action is denied, whatever its spelling: "x.delete.read" is not
+# a read because it ends in "read".
+# ---------------------------------------------------------------------------
+
+deny_reasons contains "action_invalid" if not action
+
+deny_reasons contains "unknown_action" if {
+	action
+	not declared_action
+}
+
+declared_action := cfg.actions[action] if {
+	not action_has_wildcard
+	is_object(cfg.actions[action])
+}
+
+action_kind := declared_action.kind if declared_action.kind in {"read", "write", "delete"}
+
+deny_reasons contains "action_kind_invalid" if {
+	declared_action
+	not action_kind
+}
+
+read_action if action_kind == "read"
+
+# ---------------------------------------------------------------------------
 # Grants: by agent (domain and name), by agent id, or by the agent's domain;
-# "x.*" matches by prefix.
+# "x.*" in a grant matches by prefix, never a requested action holding "*".
 #
 # Agent names are unique only within a domain, so per-agent grants are keyed by
 # domain first: grants.agents[domain][name]. A grant keyed by name alone would
 # pass to a same-named agent that anyone able to register agents in another
 # domain can create. Ids are globally unique, so grants.agent_ids[id] is flat.
 # ---------------------------------------------------------------------------
-
-deny_reasons contains "action_invalid" if not action
 
 deny_reasons contains "action_not_granted" if {
 	agent
@@ -145,18 +190,22 @@ agent_grants contains grant if {
 	some grant in cfg.grants.domains[agent.domain]
 }
 
-grant_matches(grant, act) if grant == act
+grant_matches(grant, act) if {
+	grant == act
+	not contains(act, "*")
+}
 
 grant_matches(grant, act) if {
 	is_string(grant)
 	endswith(grant, ".*")
+	not contains(act, "*")
 	startswith(act, trim_suffix(grant, "*"))
 }
 
 # ---------------------------------------------------------------------------
 # Autonomy levels
-#   0: observe only (read verbs only)   1, 2: approval above thresholds
-#   3: autonomous within grants          thresholds are data, per level
+#   0: observe only (read actions only)   1, 2: approval above thresholds
+#   3: autonomous within grants            thresholds are data, per level and per action
 # ---------------------------------------------------------------------------
 
 deny_reasons contains "autonomy_level_invalid" if {
@@ -169,33 +218,84 @@ deny_reasons contains "autonomy_observe_only" if {
 	not read_action
 }
 
-# An amount that is present but not a non-negative number must not slip past
-# the thresholds, so it is a deny rather than "no amount".
-deny_reasons contains "amount_invalid" if {
-	"amount" in object.keys(resource_fields)
-	not valid_amount
+approval_reasons contains "delete_requires_approval" if {
+	action_kind == "delete"
+	autonomy.approve_deletes == true
 }
 
-valid_amount if {
-	is_number(resource_fields.amount)
-	resource_fields.amount >= 0
+# ---------------------------------------------------------------------------
+# Amounts: the declared attribute is required. Missing, not a number or
+# negative: a deny, or an approval when the action says so ("when_invalid").
+# The amount is the one claim that may relax a decision (below a threshold).
+# ---------------------------------------------------------------------------
+
+amount_attribute := declared_action.amount.attribute if is_string(declared_action.amount.attribute)
+
+deny_reasons contains "action_amount_invalid" if {
+	declared_action.amount
+	not amount_attribute
 }
 
-default risk_name := "none"
+amount_present if amount_attribute in object.keys(resource_fields)
 
-risk_name := request_context.risk if "risk" in object.keys(request_context)
+amount := resource_fields[amount_attribute] if {
+	is_number(resource_fields[amount_attribute])
+	resource_fields[amount_attribute] >= 0
+}
 
-risk_name := cfg.default_risk if not "risk" in object.keys(request_context)
+amount_problem := "amount_missing" if {
+	amount_attribute
+	not amount_present
+}
 
-risk_rank := cfg.risk_levels[risk_name]
+amount_problem := "amount_invalid" if {
+	amount_present
+	not amount
+}
 
-deny_reasons contains "risk_invalid" if not risk_rank
+amount_problem_needs_approval if declared_action.amount.when_invalid == "require_approval"
+
+deny_reasons contains amount_problem if not amount_problem_needs_approval
+
+approval_reasons contains amount_problem if amount_problem_needs_approval
+
+amount_thresholds contains t if {
+	t := autonomy.approval_above_amount
+	is_number(t)
+}
+
+amount_thresholds contains t if {
+	t := declared_action.approval_above_amount
+	is_number(t)
+}
 
 approval_reasons contains "amount_requires_approval" if {
 	not read_action
-	valid_amount
-	resource_fields.amount > autonomy.approval_above_amount
+	is_number(amount)
+	some t in amount_thresholds
+	amount > t
 }
+
+# ---------------------------------------------------------------------------
+# Risk: the default applies; a claimed risk may raise it, never lower it.
+# ---------------------------------------------------------------------------
+
+default_risk_rank := cfg.risk_levels[cfg.default_risk]
+
+risk_claimed if "risk" in object.keys(request_context)
+
+claimed_risk_rank := cfg.risk_levels[request_context.risk] if risk_claimed
+
+deny_reasons contains "risk_invalid" if not default_risk_rank
+
+deny_reasons contains "risk_invalid" if {
+	risk_claimed
+	not claimed_risk_rank
+}
+
+risk_rank := max({default_risk_rank, claimed_risk_rank})
+
+risk_rank := default_risk_rank if not risk_claimed
 
 approval_reasons contains "risk_requires_approval" if {
 	not read_action
@@ -203,10 +303,59 @@ approval_reasons contains "risk_requires_approval" if {
 }
 
 # ---------------------------------------------------------------------------
-# Data residency: the resource's region must be allowed for its classification
+# Classification comes from policy data: per resource type, per resource id
+# prefix and per agent domain, the strictest that applies; an undeclared type
+# gets the strictest class. A claimed classification may raise it, never lower
+# it; a claimed class that is not a level is a deny.
 # ---------------------------------------------------------------------------
 
-classification := object.get(resource_fields, "classification", cfg.residency.default_classification)
+class_levels := cfg.classification.levels
+
+class_rank(name) := i if {
+	is_string(name)
+	some i, level in class_levels
+	level == name
+}
+
+type_rank := class_rank(cfg.classification.resource_types[resource_fields.type]) if is_string(resource_fields.type)
+
+declared_ranks contains r if r := type_rank
+
+declared_ranks contains r if {
+	not type_rank
+	r := count(class_levels) - 1
+}
+
+declared_ranks contains r if {
+	is_string(resource_fields.id)
+	some prefix, level in cfg.classification.id_prefixes
+	startswith(resource_fields.id, prefix)
+	r := class_rank(level)
+}
+
+declared_ranks contains r if {
+	is_string(agent.domain)
+	r := class_rank(cfg.classification.domains[agent.domain])
+}
+
+classification_claimed if "classification" in object.keys(resource_fields)
+
+claimed_ranks contains r if {
+	classification_claimed
+	r := class_rank(resource_fields.classification)
+}
+
+deny_reasons contains "classification_unknown" if {
+	classification_claimed
+	count(claimed_ranks) == 0
+}
+
+classification := class_levels[max(declared_ranks | claimed_ranks)] if count(declared_ranks) > 0
+
+# ---------------------------------------------------------------------------
+# Data residency: the region where the action takes effect must be allowed for
+# the resource's classification.
+# ---------------------------------------------------------------------------
 
 allowed_regions := cfg.residency.allowed_regions[classification]
 
@@ -227,6 +376,7 @@ region_allowed if {
 # ---------------------------------------------------------------------------
 # Time windows: per action, else per agent domain; days and HH:MM on a clock
 # shifted by utc_offset_minutes; a window is [start, end) within one day.
+# The time is the enforcement point's (input.vouched.time), never the agent's.
 # ---------------------------------------------------------------------------
 
 time_windows := cfg.time_windows.actions[action]
@@ -239,19 +389,19 @@ action_has_windows if cfg.time_windows.actions[action]
 # see only inputs their parsers agree on.
 rfc3339_pattern := `^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$`
 
-request_time_ns := time.parse_rfc3339_ns(replace(request_context.time, "Z", "+00:00")) if {
-	is_string(request_context.time)
-	regex.match(rfc3339_pattern, request_context.time)
+request_time_ns := time.parse_rfc3339_ns(replace(vouched.time, "Z", "+00:00")) if {
+	is_string(vouched.time)
+	regex.match(rfc3339_pattern, vouched.time)
 }
 
 deny_reasons contains "time_missing" if {
 	time_windows
-	not "time" in object.keys(request_context)
+	not "time" in object.keys(vouched)
 }
 
 deny_reasons contains "time_invalid" if {
 	time_windows
-	"time" in object.keys(request_context)
+	"time" in object.keys(vouched)
 	not request_time_ns
 }
 
@@ -296,7 +446,9 @@ clock_minutes(hhmm) := (to_number(parts[0]) * 60) + to_number(parts[1]) if {
 }
 
 # ---------------------------------------------------------------------------
-# Obligations
+# Obligations. Redaction fields are path patterns ("**.card_number": that key
+# at any depth, any letter case), applied by the enforcement point to
+# everything it stores or sends.
 # ---------------------------------------------------------------------------
 
 redact_fields contains field if some field in cfg.redaction.always

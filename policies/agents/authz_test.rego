@@ -25,8 +25,9 @@ refund_agent := {
 base_input := {
 	"agent": refund_agent,
 	"action": "payments.refund",
-	"resource": {"type": "payment", "id": "pay-1", "amount": 50, "region": "eu-west-1", "classification": "internal"},
-	"context": {"time": "2024-05-06T10:00:00Z", "risk": "low"},
+	"resource": {"type": "payment", "id": "pay-1", "amount": 50, "region": "eu-west-1", "classification": "confidential"},
+	"context": {"risk": "low"},
+	"vouched": {"time": "2024-05-06T10:00:00Z"},
 }
 
 # object.union merges nested objects, so replacing a key goes through put().
@@ -42,12 +43,13 @@ with_cfg(key, value) := put(data.authz, key, value)
 
 # Overrides go key by key: regopy 1.5.2 aborts when it compiles `with input as {...}` for rules
 # that pass input to a builtin, while `with input.<key> as` works in both engines. Every fixture
-# therefore has all four keys; tests of absent keys call authz.decision directly.
+# therefore has all five keys; tests of absent keys call authz.decision directly.
 decision_for(inp) := d if {
 	d := authz.decision with input.agent as inp.agent
 		with input.action as inp.action
 		with input.resource as inp.resource
 		with input.context as inp.context
+		with input.vouched as inp.vouched
 }
 
 decision_with_cfg(inp, cfg) := d if {
@@ -55,6 +57,7 @@ decision_with_cfg(inp, cfg) := d if {
 		with input.action as inp.action
 		with input.resource as inp.resource
 		with input.context as inp.context
+		with input.vouched as inp.vouched
 		with data.authz as cfg
 }
 
@@ -193,15 +196,15 @@ test_same_name_in_other_domain_uses_its_own_grants if {
 	cfg := with_cfg("grants", {
 		"agents": {
 			"payments": {"refund-bot": ["payments.refund"]},
-			"support": {"refund-bot": ["support.refund"]},
+			"support": {"refund-bot": ["support.refund.issue"]},
 		},
 		"domains": {},
 	})
 	support_bot := with_agent({"domain": "support"})
 	decision_with_cfg(support_bot, cfg).reasons == ["action_not_granted"]
-	decision_with_cfg(put(support_bot, "action", "support.refund"), cfg).effect == "allow"
+	decision_with_cfg(put(support_bot, "action", "support.refund.issue"), cfg).effect == "allow"
 	decision_with_cfg(base_input, cfg).effect == "allow"
-	decision_with_cfg(put(base_input, "action", "support.refund"), cfg).reasons == ["action_not_granted"]
+	decision_with_cfg(put(base_input, "action", "support.refund.issue"), cfg).reasons == ["action_not_granted"]
 }
 
 test_agent_grants_not_keyed_by_name_alone if {
@@ -235,7 +238,7 @@ test_wildcard_grant_matches_prefix if {
 
 test_wildcard_grant_needs_dot_boundary if {
 	inp := put(with_agent({"name": "other-bot"}), "action", "payments.invoicesx.read")
-	decision_for(inp).reasons == ["action_not_granted"]
+	decision_for(inp).reasons == ["action_not_granted", "unknown_action"]
 }
 
 test_non_string_name_is_ignored if {
@@ -249,6 +252,55 @@ test_grant_matches_exact if {
 	authz.grant_matches("a.*", "a.b.c")
 	not authz.grant_matches("a.*", "ab.c")
 	not authz.grant_matches("a*", "ab")
+}
+
+# Fault: wildcards in grants never match wildcards in requests, not even the same literal.
+test_wildcard_in_request_matches_nothing if {
+	not authz.grant_matches("a.*", "a.*")
+	not authz.grant_matches("a.*", "a.b.*")
+	not authz.grant_matches("*", "*")
+	inp := put(with_agent({"name": "other-bot"}), "action", "payments.invoice.*")
+	decision_for(inp).reasons == ["action_not_granted", "unknown_action"]
+	cfg := with_cfg("actions", object.union(data.authz.actions, {"payments.invoice.*": {"kind": "read"}}))
+	decision_with_cfg(inp, cfg).reasons == ["action_not_granted", "unknown_action"]
+}
+
+# ---------------------------------------------------------------------------
+# Declared actions
+# ---------------------------------------------------------------------------
+
+support_agent(level) := object.union(refund_agent, {"name": "helper", "domain": "support", "autonomy_level": level})
+
+support_input(level, act) := put(put(base_input, "agent", support_agent(level)), "action", act)
+
+# Fault: read-only is decided by the declared kind, not by the action's spelling.
+test_observe_only_cannot_read_by_spelling if {
+	decision_for(support_input(0, "support.ticket.read")).effect == "allow"
+	decision_for(support_input(0, "support.ticket.delete")).reasons == ["autonomy_observe_only"]
+	decision_for(support_input(0, "support.ticket.delete.read")).reasons == ["autonomy_observe_only", "unknown_action"]
+	view := put(support_input(0, "support.refund.issue.view"), "resource", object.union(base_input.resource, {"amount": 9000}))
+	decision_for(view).reasons == ["autonomy_observe_only", "unknown_action"]
+}
+
+test_undeclared_action_denied_even_when_granted if {
+	d := decision_for(support_input(3, "support.anything"))
+	d.effect == "deny"
+	d.reasons == ["unknown_action"]
+	decision_with_cfg(base_input, with_cfg("actions", {})).reasons == ["unknown_action"]
+	decision_with_cfg(base_input, with_cfg("actions", {"payments.refund": "write"})).reasons == ["unknown_action"]
+}
+
+test_action_kind_must_be_known if {
+	cfg := with_cfg("actions", {"payments.refund": {"kind": "READ"}})
+	decision_with_cfg(with_agent({"autonomy_level": 0}), cfg).reasons == ["action_kind_invalid", "autonomy_observe_only"]
+}
+
+test_delete_needs_approval_below_level3 if {
+	d := decision_for(support_input(1, "support.ticket.delete"))
+	d.effect == "require_approval"
+	d.reasons == ["delete_requires_approval"]
+	decision_for(support_input(2, "support.ticket.delete")).reasons == ["delete_requires_approval"]
+	decision_for(support_input(3, "support.ticket.delete")).effect == "allow"
 }
 
 # ---------------------------------------------------------------------------
@@ -290,7 +342,7 @@ test_level1_amount_at_threshold_allowed if {
 }
 
 test_level1_risk_above_threshold_needs_approval if {
-	inp := put(with_agent({"autonomy_level": 1}), "context", {"time": "2024-05-06T10:00:00Z", "risk": "medium"})
+	inp := put(with_agent({"autonomy_level": 1}), "context", {"risk": "medium"})
 	decision_for(inp).reasons == ["risk_requires_approval"]
 }
 
@@ -336,14 +388,48 @@ test_invalid_amounts_denied if {
 	}
 }
 
-test_missing_amount_is_fine if {
-	inp := put(with_agent({"autonomy_level": 1}), "resource", object.remove(base_input.resource, ["amount"]))
+# Fault: a missing amount must not slip past the threshold, nor an amount under another name.
+test_missing_amount_denied if {
+	no_amount := object.remove(base_input.resource, ["amount"])
+	every level in [1, 2, 3] {
+		inp := put(with_agent({"autonomy_level": level}), "resource", no_amount)
+		decision_for(inp).reasons == ["amount_missing"]
+		elsewhere := put(put(inp, "resource", object.union(no_amount, {"amount_eur": 9000, "Amount": 9000})), "context", {"amount": 9000})
+		decision_for(elsewhere).reasons == ["amount_missing"]
+	}
+}
+
+test_missing_amount_may_require_approval if {
+	d := decision_for(put(support_input(3, "support.refund.issue"), "resource", {"type": "ticket", "id": "t-1", "region": "eu-west-1"}))
+	d.effect == "require_approval"
+	d.reasons == ["amount_missing"]
+	bad := decision_for(put(support_input(3, "support.refund.issue"), "resource", {"type": "ticket", "id": "t-1", "region": "eu-west-1", "amount": -5}))
+	bad.reasons == ["amount_invalid"]
+	bad.effect == "require_approval"
+}
+
+test_amount_declaration_without_attribute if {
+	cfg := with_cfg("actions", {"payments.refund": {"kind": "write", "amount": {"when_invalid": "deny"}}})
+	decision_with_cfg(base_input, cfg).reasons == ["action_amount_invalid"]
+}
+
+test_action_threshold_applies_at_every_level if {
+	payout := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "resource", object.union(base_input.resource, {"amount": 10001}))
+	decision_for(payout).reasons == ["amount_requires_approval"]
+	decision_for(put(payout, "resource", object.union(base_input.resource, {"amount": 10000}))).effect == "allow"
+}
+
+# Fault: a claimed risk may raise the default, never lower it.
+test_claimed_risk_cannot_lower_default if {
+	cfg := with_cfg("default_risk", "high")
+	inp := put(with_agent({"autonomy_level": 1}), "context", {"risk": "low"})
+	decision_with_cfg(inp, cfg).reasons == ["risk_requires_approval"]
 	decision_for(inp).effect == "allow"
 }
 
 test_unknown_risk_denied if {
 	every risk in ["extreme", 3, null] {
-		"risk_invalid" in decision_for(with_context({"time": "2024-05-06T10:00:00Z", "risk": risk})).reasons
+		"risk_invalid" in decision_for(with_context({"risk": risk})).reasons
 	}
 }
 
@@ -365,6 +451,11 @@ test_non_object_context_uses_defaults if {
 	decision_for(with_context("nope")).effect == "allow"
 }
 
+test_unknown_default_risk_is_invalid if {
+	d := decision_with_cfg(base_input, with_cfg("default_risk", "extreme"))
+	d.reasons == ["risk_invalid"]
+}
+
 # ---------------------------------------------------------------------------
 # Residency
 # ---------------------------------------------------------------------------
@@ -378,9 +469,24 @@ test_region_allowed_for_classification if {
 	decision_for(with_resource({"classification": "restricted", "region": "eu-central-1"})).effect == "allow"
 }
 
-test_public_any_region if {
-	decision_for(with_resource({"classification": "public", "region": "ap-south-1"})).effect == "allow"
-	decision_for(with_resource({"classification": "public", "region": null})).effect == "allow"
+# Fault: a claimed classification may raise the declared one, never lower it.
+test_claimed_public_does_not_lift_residency if {
+	d := decision_for(with_resource({"classification": "public", "region": "ap-south-1"}))
+	d.effect == "deny"
+	d.reasons == ["residency_violation"]
+	decision_for(with_resource({"classification": "public", "region": null})).reasons == ["residency_violation"]
+	decision_for(with_resource({"classification": "internal", "region": "us-east-1"})).reasons == ["residency_violation"]
+}
+
+test_claimed_public_does_not_stop_redaction if {
+	d := decision_for(with_resource({"classification": "public"}))
+	"**.customer_email" in d.obligations[0].fields
+}
+
+test_declared_public_any_region if {
+	article := with_resource({"type": "kb_article", "region": "ap-south-1"})
+	decision_for(put(article, "resource", object.remove(article.resource, ["classification"]))).effect == "allow"
+	decision_for(article).reasons == ["residency_violation"]
 }
 
 test_missing_region_violates if {
@@ -388,29 +494,55 @@ test_missing_region_violates if {
 	decision_for(inp).reasons == ["residency_violation"]
 }
 
-test_default_classification if {
+test_declared_classification_by_type if {
 	inp := put(base_input, "resource", object.remove(base_input.resource, ["classification"]))
 	decision_for(inp).effect == "allow"
-	us := put(inp, "resource", object.union(inp.resource, {"region": "ap-south-1"}))
+	us := put(inp, "resource", object.union(inp.resource, {"region": "us-east-1"}))
 	decision_for(us).reasons == ["residency_violation"]
+	invoice := put(us, "resource", object.union(us.resource, {"type": "invoice"}))
+	decision_for(invoice).effect == "allow"
+}
+
+test_undeclared_type_is_strictest if {
+	every t in ["widget", "", 7, null] {
+		inp := put(base_input, "resource", object.union(object.remove(base_input.resource, ["classification"]), {"type": t}))
+		decision_for(inp).reasons == ["residency_violation"]
+		central := put(inp, "resource", object.union(inp.resource, {"region": "eu-central-1"}))
+		decision_for(central).effect == "allow"
+	}
+}
+
+test_declared_classification_by_id_prefix if {
+	decision_for(with_resource({"id": "vip-7"})).reasons == ["residency_violation"]
+	decision_for(with_resource({"id": "vip-7", "region": "eu-central-1"})).effect == "allow"
+}
+
+test_declared_classification_by_domain if {
+	classes := object.union(data.authz.classification, {"domains": {"payments": "restricted"}})
+	cfg := with_cfg("classification", classes)
+	decision_with_cfg(base_input, cfg).reasons == ["residency_violation"]
 }
 
 test_unknown_classification if {
-	every c in ["secret", 1, null] {
+	every c in ["secret", 1, null, "Public"] {
 		decision_for(with_resource({"classification": c})).reasons == ["classification_unknown"]
 	}
 }
 
+test_missing_classification_config if {
+	decision_with_cfg(base_input, with_cfg("classification", {})).reasons == ["classification_unknown"]
+}
+
 test_non_object_resource if {
 	d := decision_for(put(base_input, "resource", "pay-1"))
-	d.reasons == ["residency_violation"]
+	d.reasons == ["amount_missing", "residency_violation"]
 }
 
 # ---------------------------------------------------------------------------
 # Time windows
 # ---------------------------------------------------------------------------
 
-payout_input(ts) := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "context", {"time": ts})
+payout_input(ts) := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "vouched", {"time": ts})
 
 test_action_window_inside if {
 	# Monday 09:30 UTC is 10:30 at the window's +60 minute offset.
@@ -438,8 +570,9 @@ test_explicit_offset_in_timestamp if {
 }
 
 test_time_missing if {
-	inp := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "context", {})
+	inp := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "vouched", {})
 	decision_for(inp).reasons == ["time_missing"]
+	decision_for(put(inp, "vouched", "nope")).reasons == ["time_missing"]
 }
 
 test_time_invalid if {
@@ -453,10 +586,11 @@ test_domain_window if {
 		"agent": object.union(refund_agent, {"name": "claims-triage", "domain": "claims"}),
 		"action": "claims.claim.close",
 		"resource": {"type": "claim", "id": "c-1", "region": "eu-west-1"},
-		"context": {"time": "2024-05-11T10:00:00Z"},
+		"context": {},
+		"vouched": {"time": "2024-05-11T10:00:00Z"},
 	}
 	decision_for(claims).effect == "allow"
-	late := put(claims, "context", {"time": "2024-05-11T13:00:00Z"})
+	late := put(claims, "vouched", {"time": "2024-05-11T13:00:00Z"})
 	decision_for(late).reasons == ["outside_time_window"]
 }
 
@@ -470,7 +604,15 @@ test_action_window_overrides_domain_window if {
 }
 
 test_no_window_no_time_needed if {
-	decision_for(with_context({"risk": "low"})).effect == "allow"
+	decision_for(put(base_input, "vouched", {})).effect == "allow"
+}
+
+# Fault: the agent's own clock must not open a window.
+test_claimed_time_is_ignored if {
+	inp := put(payout_input("2024-05-05T10:00:00Z"), "context", {"time": "2024-05-06T09:30:00Z"})
+	decision_for(inp).reasons == ["outside_time_window"]
+	no_vouched := put(put(payout_input("x"), "vouched", {}), "context", {"time": "2024-05-06T09:30:00Z"})
+	decision_for(no_vouched).reasons == ["time_missing"]
 }
 
 test_in_window_helper if {
@@ -492,21 +634,28 @@ test_weekday_arithmetic if {
 # Obligations
 # ---------------------------------------------------------------------------
 
+always_redacted := [
+	"**.authorization",
+	"**.card_number",
+	"**.customer_email",
+	"**.cvv",
+	"**.iban",
+	"**.national_id",
+	"**.password",
+]
+
 test_redaction_always_and_per_action if {
 	d := decision_for(base_input)
-	d.obligations == [{"type": "redact", "fields": ["context.authorization", "resource.card_number", "resource.iban"]}]
+	d.obligations == [{"type": "redact", "fields": always_redacted}]
+	payout := put(put(with_agent({"name": "payout-bot"}), "action", "payments.payout"), "vouched", {"time": "2024-05-06T09:30:00Z"})
+	decision_for(payout).obligations == [{"type": "redact", "fields": sort(array.concat(always_redacted, ["**.account_number"]))}]
 }
 
 test_redaction_per_classification if {
 	d := decision_for(with_resource({"classification": "restricted", "region": "eu-central-1"}))
-	d.obligations == [{"type": "redact", "fields": [
-		"context.authorization",
-		"resource.card_number",
-		"resource.customer_email",
-		"resource.customer_name",
-		"resource.iban",
-		"resource.national_id",
-	]}]
+	d.obligations == [{"type": "redact", "fields": sort(array.concat(always_redacted, ["**.customer_name"]))}]
+	prefixed := decision_for(with_resource({"id": "vip-1", "region": "eu-central-1"}))
+	"**.customer_name" in prefixed.obligations[0].fields
 }
 
 test_redaction_applies_to_denies if {

@@ -212,3 +212,25 @@ async def test_version_of_another_agent_is_404(
     v = await create_version(client, admin, a["id"])
     r = await client.post(f"/v1/agents/{b['id']}/versions/{v['id']}/approve", headers=admin)
     assert r.status_code == 404
+
+
+async def test_malformed_or_too_many_label_filters_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    for bad in (
+        ["tier"],
+        ["=gold"],
+        ["ti'er=gold"],
+        ['$."x=1'],
+        ["tier=a\x01b"],
+        ["k" * 70 + "=v"],
+        [f"k{i}=v" for i in range(17)],
+    ):
+        r = await client.get("/v1/agents", params={"label": bad}, headers=admin)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    ok = await client.get(
+        "/v1/agents", params={"label": [f"k{i}=v" for i in range(16)]}, headers=admin
+    )
+    assert ok.status_code == 200
+    assert ok.json()["data"] == []

@@ -61,7 +61,10 @@ async def test_allow_approval_deny_and_the_record(
     assert first["input_digest"].startswith("sha256:")
     assert first["latency_ms"] > 0
     # The policy's redact obligation is applied to what is stored.
-    assert records[1]["resource"]["card_number"] == "[REDACTED]"
+    marker = records[1]["resource"]["card_number"]
+    assert set(marker) == {"redacted"}
+    assert marker["redacted"].startswith("hmac-sha256:")
+    assert "4111111111111111" not in json.dumps(records)
     assert records[1]["resource"]["amount"] == 500
 
     async def ids(**params: Any) -> list[str]:
@@ -207,6 +210,10 @@ async def test_injection_never_changes_a_decision(
             continue
         assert r.status_code == 200, r.text
         got = r.json()
+        if place == "type":
+            # An undeclared resource type gets the strictest classification: never more.
+            assert (got["effect"], got["reasons"]) == ("deny", ["residency_violation"])
+            continue
         assert (got["effect"], got["allow"], got["reasons"]) == (
             baseline.json()["effect"],
             baseline.json()["allow"],
@@ -222,7 +229,7 @@ async def test_injection_never_changes_a_decision(
         return
     assert r.json()["effect"] == "deny"
     assert len(records) == 5
-    assert all(r["effect"] == records[0]["effect"] for r in records[:-1])
+    assert [r["effect"] for r in records[:-1]] == ["allow", "allow", "deny", "allow"]
 
 
 async def test_no_active_policy_denies(

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from structlog.testing import capture_logs
 
 from control_plane.crypto.signing import SigningKey, generate_signing_key
 from tests.fixtures.jose import Forge, b64json
@@ -32,7 +33,10 @@ from tests.fixtures.oauth2 import (
 def _assert_401(r: httpx.Response) -> None:
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"]
-    assert r.headers["content-type"] == "application/problem+json"
+    # OAuth endpoints answer RFC 6749 section 5.2 JSON; resource endpoints answer problems.
+    oauth = r.request.url.path.startswith("/oauth/")
+    expected = "application/json" if oauth else "application/problem+json"
+    assert r.headers["content-type"] == expected
 
 
 @pytest.fixture
@@ -196,17 +200,21 @@ async def test_assertion_jti_is_single_use(
 ) -> None:
     signed = assertion(jwt_client["key"], jwt_client["cred"]["client_id"])
     assert (await token_by_assertion(client, signed)).status_code == 200
-    r = await token_by_assertion(client, signed)
+    with capture_logs() as logs:
+        r = await token_by_assertion(client, signed)
     _assert_401(r)
+    # Said only to the holder of the key (the signature verified): nothing about which clients
+    # exist leaks, and the client author learns the rule it broke.
     assert "jti" in r.json()["error_description"]
+    assert any("jti" in str(e.get("reason")) for e in logs)
 
 
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
         ({"aud": "http://testserver/elsewhere"}, "invalid_audience"),
-        ({"aud": "http://testserver"}, "invalid_audience"),
-        ({"exp": NOW + 3600}, "exp_too_far"),
+        ({"aud": "http://testserver/"}, "invalid_audience"),
+        ({"exp": NOW + 3700}, "exp_too_far"),
         ({"exp": NOW - 300, "iat": NOW - 400}, "expired"),
         ({"exp": None}, "missing_claim"),
         ({"jti": None}, "missing_claim"),
@@ -220,11 +228,19 @@ async def test_bad_assertions(
     reason: str,
 ) -> None:
     if "exp" in overrides and overrides["exp"] is not None and overrides["exp"] > NOW + 1000:
-        overrides = {**overrides, "exp": int(time.time()) + 3600}
+        overrides = {**overrides, "exp": int(time.time()) + 3700}
     signed = assertion(jwt_client["key"], jwt_client["cred"]["client_id"], **overrides)
-    r = await token_by_assertion(client, signed)
+    with capture_logs() as logs:
+        r = await token_by_assertion(client, signed)
     _assert_401(r)
-    assert reason in r.json()["error_description"]
+    description = r.json()["error_description"]
+    if reason in ("invalid_audience", "exp_too_far"):
+        # Checked after the signature: only the key holder learns the rule (issue 8, fault 5).
+        assert reason in description
+    else:
+        # One answer whatever else failed; the reason is in the log only.
+        assert description == "Client authentication failed."
+    assert any(reason in str(e.get("reason")) for e in logs)
 
 
 async def test_assertion_signed_by_another_agents_key(
@@ -264,3 +280,36 @@ async def test_assertion_for_a_secret_client(
     """A client_secret credential has no registered key: assertions for it are refused."""
     attacker = generate_signing_key("EdDSA")
     _assert_401(await token_by_assertion(client, assertion(attacker, issued["cred"]["client_id"])))
+
+
+async def test_401_does_not_say_whether_the_client_exists(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Unknown client, wrong secret, revoked credential: one answer; the log says which."""
+    from tests.fixtures.oauth2 import basic, new_agent, secret_credential
+
+    agent = await new_agent(client, admin)
+    known = await secret_credential(client, admin, agent["id"])
+    revoked = await secret_credential(client, admin, agent["id"])
+    r = await client.post(
+        f"/v1/agents/{agent['id']}/credentials/{revoked['client_id']}/revoke", headers=admin
+    )
+    assert r.status_code == 200, r.text
+    answers = set()
+    with capture_logs() as logs:
+        for client_id, secret in (
+            ("0190f1c4-0000-7000-8000-000000000000", "x"),
+            ("not-a-uuid", "x"),
+            (known["client_id"], "wrong-secret"),
+            (revoked["client_id"], revoked["client_secret"]),
+        ):
+            r = await client.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                headers=basic(client_id, secret),
+            )
+            _assert_401(r)
+            answers.add((r.content, r.headers.get("www-authenticate")))
+    assert len(answers) == 1
+    reasons = {e["reason"] for e in logs if e["event"] == "client_authentication_failed"}
+    assert len(reasons) >= 2

@@ -240,19 +240,20 @@ def test_wrong_audience_is_refused(clients: Clients, forge: Any, aud: Any) -> No
     assert _reason(clients, assertion) == "invalid_audience"
 
 
-def test_exp_more_than_five_minutes_ahead_is_refused(clients: Clients, forge: Any) -> None:
+def test_exp_more_than_one_hour_ahead_is_refused(clients: Clients, forge: Any) -> None:
+    """One hour: Authlib's PrivateKeyJWT default (issue 8 fault 5)."""
     key = clients.keys["client-alice"]
-    assert _reason(clients, _assertion(forge, key, exp=NOW + 301), leeway=0) == "exp_too_far"
-    assert _reason(clients, _assertion(forge, key, exp=NOW + 3600)) == "exp_too_far"
+    assert _reason(clients, _assertion(forge, key, exp=NOW + 3601), leeway=0) == "exp_too_far"
+    assert _reason(clients, _assertion(forge, key, exp=NOW + 3700)) == "exp_too_far"
     assert _reason(clients, _assertion(forge, key, exp=NOW + 10**9)) == "exp_too_far"
-    assert _verify(clients, _assertion(forge, key, exp=NOW + 300), leeway=0).exp == NOW + 300
+    assert _verify(clients, _assertion(forge, key, exp=NOW + 3600), leeway=0).exp == NOW + 3600
 
 
 def test_tighter_window_can_be_configured(clients: Clients, forge: Any) -> None:
     assertion = _assertion(forge, clients.keys["client-alice"], exp=NOW + 120)
     assert _reason(clients, assertion, max_future_seconds=60, leeway=0) == "exp_too_far"
     with pytest.raises(ValueError, match="max_future_seconds"):
-        _verify(clients, assertion, max_future_seconds=301)
+        _verify(clients, assertion, max_future_seconds=3601)
 
 
 @pytest.mark.parametrize(

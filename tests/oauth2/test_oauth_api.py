@@ -214,7 +214,10 @@ async def test_another_clients_token_is_not_revocable(
         data={"token": access},
         headers=basic(b["client_id"], b["client_secret"]),
     )
-    assert r.status_code == 200
+    # RFC 7009 section 2.1: refused, and the client is told (issue 8 fault 10).
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "unauthorized_client"
     me = await client.get("/v1/agents/me", headers={"Authorization": f"Bearer {access}"})
     assert me.status_code == 200
 
@@ -296,7 +299,7 @@ async def test_token_endpoint_client_auth_errors(
     assert r.status_code == 401
     assert r.json()["error"] == "invalid_client"
     assert r.headers["www-authenticate"].startswith("Basic")
-    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["content-type"] == "application/json"
 
 
 async def test_token_endpoint_request_errors(
@@ -407,9 +410,23 @@ async def test_key_refresh_inside_write_requests(
         await token(client, cred)
 
 
-async def test_naive_expiry_is_utc(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+async def test_expiry_is_an_rfc3339_date_time(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """RFC 3339 needs the offset: a naive time or a number is refused (issue 8, fault 17's class),
+    as the document's format: date-time says."""
     agent = await new_agent(client, admin)
-    cred = await secret_credential(client, admin, agent["id"], expires_at="2999-01-01T00:00:00")
+    for naive in ("2999-01-01T00:00:00", 32503680000, "2999-01-01"):
+        r = await client.post(
+            f"/v1/agents/{agent['id']}/credentials",
+            json={"scopes": ["decisions:create"], "expires_at": naive},
+            headers=admin,
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["pointer"] == "/body/expires_at"
+    cred = await secret_credential(
+        client, admin, agent["id"], expires_at="2999-01-01T02:00:00+02:00"
+    )
     assert cred["expires_at"] == "2999-01-01T00:00:00Z"
 
 

@@ -40,9 +40,10 @@ ALLOWED_INPUT: dict[str, Any] = {
         "id": "pay-1",
         "amount": 50,
         "region": "eu-west-1",
-        "classification": "internal",
+        "classification": "confidential",
     },
-    "context": {"time": "2024-05-06T10:00:00Z", "risk": "low"},
+    "context": {"risk": "low"},
+    "vouched": {"time": "2024-05-06T10:00:00Z"},
 }
 
 

@@ -65,8 +65,7 @@ PAYLOADS = [
 
 # Fields the shipped policy never reads.
 IGNORED = [
-    ("resource", "id"),
-    ("resource", "type"),
+    ("context", "time"),  # the agent's clock: the policy reads vouched.time
     ("agent", "labels", "team"),
     ("context", "note"),
     ("agent", "version", "version"),
@@ -80,7 +79,9 @@ READ = [
     ("resource", "region"),
     ("resource", "classification"),
     ("context", "risk"),
-    ("context", "time"),
+    ("vouched", "time"),
+    ("resource", "id"),
+    ("resource", "type"),
     ("agent", "version", "state"),
 ]
 UNKNOWN = "zz-unknown-value"

@@ -66,11 +66,22 @@ GRANTED = [
     ("claims-triage", "claims", "claims.claim.close"),  # agent wildcard, domain window
     ("other-bot", "claims", "claims.claim.read"),
     ("other-bot", "support", "support.ticket.close"),
+    ("other-bot", "support", "support.ticket.delete"),  # delete kind
+    ("other-bot", "support", "support.refund.issue"),  # amount: approval when missing
     ("other-bot", "support", "crm.customer.read"),
 ]
 # Names that hold per-agent grants in one domain, registered in another: never granted.
 CROSS_DOMAIN = CROSS_DOMAIN_NAMES
-OTHER_ACTIONS = ["payments.invoicesx.read", "hr.salary.update", "payments", "payments."]
+OTHER_ACTIONS = [
+    "payments.invoicesx.read",
+    "hr.salary.update",
+    "payments",
+    "payments.",
+    "payments.invoice.*",
+    "support.ticket.delete.read",
+    "support.anything",
+]
+RESOURCE_TYPES = ["payment", "order", "invoice", "kb_article", "widget", "ticket"]
 REGIONS_BY_CLASS = {
     "public": ["ap-south-1", "eu-west-1"],
     "internal": ["eu-west-1", "eu-central-1", "us-east-1"],
@@ -178,7 +189,10 @@ MUTATIONS: list[tuple[tuple[str, ...], st.SearchStrategy[Any]]] = [
         st.one_of(odd_text(), SCALARS, st.sampled_from(sorted(REGIONS_BY_CLASS)), st.just(DELETE)),
     ),
     (("context",), st.one_of(SCALARS, odd_text(), st.just({}), st.just(DELETE))),
-    (("context", "time"), st.one_of(timestamps(valid=False), st.just(DELETE))),
+    (("context", "time"), st.one_of(timestamps(), timestamps(valid=False), st.just(DELETE))),
+    (("vouched",), st.one_of(SCALARS, odd_text(), st.just({}), st.just(DELETE))),
+    (("vouched", "time"), st.one_of(timestamps(valid=False), st.just(DELETE))),
+    (("resource", "type"), st.one_of(odd_text(), SCALARS, st.sampled_from(RESOURCE_TYPES))),
     (("context", "risk"), st.one_of(odd_text(), SCALARS, st.just(DELETE))),
     (("context", "note"), odd_text()),
 ]
@@ -211,19 +225,17 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
     )
     classification = draw(st.sampled_from(sorted(REGIONS_BY_CLASS)))
     resource: dict[str, Any] = {
-        "type": "payment",
-        "id": "pay-1",
+        "type": draw(st.sampled_from(RESOURCE_TYPES)),
+        "id": draw(st.sampled_from(["pay-1", "vip-1"])),
         "region": draw(st.sampled_from(REGIONS_BY_CLASS[classification])),
     }
     if draw(st.booleans()):
         resource["classification"] = classification
-    elif classification != "internal":
-        resource["region"] = "eu-west-1"  # the default classification is internal
-    if draw(st.booleans()):
+    if draw(st.integers(0, 3)) > 0:
         resource["amount"] = draw(
             st.one_of(st.sampled_from(AMOUNTS), st.floats(0, 10**6, allow_nan=False))
         )
-    context: dict[str, Any] = {"time": draw(timestamps())}
+    context: dict[str, Any] = {}
     if draw(st.booleans()):
         context["risk"] = draw(st.sampled_from(RISKS))
     doc: dict[str, Any] = {
@@ -239,6 +251,7 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, Any]:
         "action": action,
         "resource": resource,
         "context": context,
+        "vouched": {"time": draw(timestamps())},
     }
     for path, value in draw(st.lists(st.sampled_from(MUTATIONS), max_size=3)):
         apply(doc, path, draw(value))
@@ -266,6 +279,9 @@ EXPECTED_REASONS = {
     "autonomy_level_invalid",
     "autonomy_observe_only",
     "amount_invalid",
+    "amount_missing",
+    "unknown_action",
+    "delete_requires_approval",
     "risk_invalid",
     "amount_requires_approval",
     "risk_requires_approval",

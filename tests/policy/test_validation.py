@@ -221,10 +221,13 @@ def test_policy_tests_pass(opa_bin: str) -> None:
     ("original", "mutant"),
     [
         # Approval at the threshold instead of above it.
-        (
-            "resource_fields.amount > autonomy.approval_above_amount",
-            "resource_fields.amount >= autonomy.approval_above_amount",
-        ),
+        ("\tamount > t\n", "\tamount >= t\n"),
+        # A claimed classification allowed to lower the declared one.
+        ("max(declared_ranks | claimed_ranks)", "min(declared_ranks | claimed_ranks)"),
+        # Read-only decided by spelling again.
+        ('read_action if action_kind == "read"', 'read_action if endswith(action, "read")'),
+        # A requested wildcard matching a wildcard grant.
+        ('\tgrant == act\n\tnot contains(act, "*")\n', "\tgrant == act\n"),
         # Wildcard grants without the dot boundary.
         ('endswith(grant, ".*")', 'endswith(grant, "*")'),
         # Per-agent grants looked up by name in any domain (same-named agents inherit them).

@@ -1,0 +1,243 @@
+"""The audit log's HTTP API: agents send records; operators read them with their proofs,
+fetch checkpoints and keys, verify and export the logs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from control_plane.audit import service, verification
+from control_plane.audit.schemas import (
+    AuditBatch,
+    AuditBatchResult,
+    AuditRecordPublic,
+    AuditRecordSummary,
+    CheckpointPublic,
+    ConsistencyProof,
+    InclusionProof,
+    RecordStatus,
+    RedactionList,
+    RedactionListPublic,
+    VerifierKeys,
+    VerifyResult,
+)
+from control_plane.auth.dependencies import CurrentOperator
+from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
+from control_plane.kit.pagination import Page, Pagination
+from control_plane.kit.router import Router
+from control_plane.kit.routing import Session, idempotent
+from control_plane.kit.schemas import NAME_PATTERN
+from control_plane.kit.time import aware
+from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
+from control_plane.state import app_state
+
+router = Router(tag="audit", prefix="/v1/audit", errors=(401, 403, 422))
+
+_writer = require_scope("audit:write")
+Writer = Annotated[AgentPrincipal, Depends(_writer)]
+DomainName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
+OptionalDomain = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)]
+Size = Annotated[int, Query(ge=0, le=2**62)]
+
+
+def _ctx(request: Request) -> service.AuditContext:
+    return app_state(request.app).audit_context
+
+
+def _trees(request: Request) -> service.LogTrees:
+    return app_state(request.app).audit_trees
+
+
+def _kek(request: Request) -> str:
+    return app_state(request.app).kek
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return aware(value)
+    except OverflowError:
+        raise ValidationFailed(
+            f"{name} is out of range.",
+            errors=[FieldError(pointer=f"/query/{name}", detail="out of range")],
+        ) from None
+
+
+@router.post(
+    "/records",
+    # Each record's id already makes a retry safe; an Idempotency-Key also replays the answer.
+    dependencies=[idempotent(_writer)],
+    responses=error_responses(409),
+)
+async def create_records(
+    body: AuditBatch, request: Request, agent: Writer, session: Session
+) -> AuditBatchResult:
+    """Record what the calling agent did (agent token, audit:write); a status per record."""
+    return await service.ingest(session, agent, body, _ctx(request))
+
+
+@router.get("/records")
+async def list_records(
+    who: CurrentOperator,
+    session: Session,
+    page: Pagination,
+    domain: OptionalDomain = None,
+    agent_id: uuid.UUID | None = None,
+    action: Annotated[str | None, Query(max_length=200)] = None,
+    status: RecordStatus | None = None,
+    decision_id: uuid.UUID | None = None,
+    trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+    since: Annotated[datetime | None, Query(description="At or after (RFC 3339).")] = None,
+    until: Annotated[datetime | None, Query(description="Before (RFC 3339).")] = None,
+) -> Page[AuditRecordSummary]:
+    """List the audit records visible to the caller, by id."""
+    items = await service.list_records(
+        session,
+        who,
+        domain=domain,
+        agent_id=agent_id,
+        action=action,
+        status=status.value if status else None,
+        decision_id=decision_id,
+        trace_id=trace_id,
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
+        after=page.after,
+        limit=page.limit,
+    )
+    return Page[AuditRecordSummary].of(items, page.limit)
+
+
+@router.get("/records/{record_id}", responses=error_responses(404))
+async def get_record(
+    record_id: uuid.UUID, request: Request, who: CurrentOperator, session: Session
+) -> AuditRecordPublic:
+    """An audit record with its place in the log and, once sequenced, its inclusion proof."""
+    return await service.get_record(session, who, record_id, _trees(request))
+
+
+@router.get(
+    "/logs/{domain}/checkpoint",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "C2SP tlog-checkpoint signed note"},
+        **error_responses(404),
+    },
+)
+async def latest_checkpoint(domain: DomainName, who: CurrentOperator, session: Session) -> str:
+    """The latest signed checkpoint of the domain's log (C2SP tlog-checkpoint)."""
+    return await service.latest_checkpoint_note(session, who, domain)
+
+
+@router.get("/checkpoints")
+async def list_checkpoints(
+    who: CurrentOperator, session: Session, page: Pagination, domain: OptionalDomain = None
+) -> Page[CheckpointPublic]:
+    """The history of signed checkpoints, oldest first."""
+    items = await service.list_checkpoints(
+        session, who, domain=domain, after=page.after, limit=page.limit
+    )
+    return Page[CheckpointPublic].of(items, page.limit)
+
+
+@router.get(
+    "/logs/{domain}/proof/inclusion",
+    responses=error_responses(404),
+)
+async def prove_inclusion(
+    domain: DomainName,
+    request: Request,
+    who: CurrentOperator,
+    session: Session,
+    index: Size,
+    size: Size,
+) -> InclusionProof:
+    """RFC 9162 inclusion proof of the leaf at ``index`` in the tree of ``size`` leaves."""
+    return await service.inclusion_proof(session, who, _trees(request), domain, index, size)
+
+
+@router.get(
+    "/logs/{domain}/proof/consistency",
+    responses=error_responses(404),
+)
+async def prove_consistency(
+    domain: DomainName,
+    request: Request,
+    who: CurrentOperator,
+    session: Session,
+    first: Annotated[int, Query(alias="from", ge=0, le=2**62)],
+    to: Size,
+) -> ConsistencyProof:
+    """RFC 9162 consistency proof between the trees of sizes ``from`` and ``to``."""
+    return await service.consistency_proof(session, who, _trees(request), domain, first, to)
+
+
+@router.get("/keys")
+async def list_keys(
+    request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
+) -> VerifierKeys:
+    """The checkpoint verifier keys, in note verifier-key form, one per log."""
+    return await service.verifier_keys(session, who, _ctx(request), _kek(request), domain)
+
+
+@router.get("/verify")
+async def verify(
+    request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
+) -> VerifyResult:
+    """Recompute every visible log from its stored leaves against its signed checkpoints."""
+    return await verification.verify_logs(session, who, _ctx(request), _kek(request), domain)
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/jsonl": {}},
+            "description": 'JSON Lines: {"index", "leaf_hash", "record"} per leaf, in order.',
+        },
+        **error_responses(404),
+    },
+)
+async def export(
+    request: Request,
+    who: CurrentOperator,
+    session: Session,
+    domain: Annotated[str, Query(pattern=NAME_PATTERN, max_length=63)],
+) -> StreamingResponse:
+    """Stream the domain's log as JSON Lines; ``X-Audit-Log-Size`` gives the leaves to expect."""
+    size = await verification.export_size(session, who, domain)
+    return StreamingResponse(
+        verification.export_lines(app_state(request.app).database.read_sessionmaker, domain, size),
+        media_type="application/jsonl",
+        headers={"X-Audit-Log-Size": str(size)},
+    )
+
+
+@router.get(
+    "/logs/{domain}/redaction",
+    responses=error_responses(404),
+)
+async def get_redaction(
+    domain: DomainName, who: CurrentOperator, session: Session
+) -> RedactionListPublic:
+    """The fields redacted from every audit record of the domain."""
+    fields = await service.get_redaction_list(session, who, domain)
+    return RedactionListPublic(domain=domain, fields=fields)
+
+
+@router.put(
+    "/logs/{domain}/redaction",
+    responses=error_responses(404),
+)
+async def put_redaction(
+    domain: DomainName, body: RedactionList, who: CurrentOperator, session: Session
+) -> RedactionListPublic:
+    """Replace the domain's redaction list (applies to records received from now on)."""
+    fields = await service.put_redaction_list(session, who, domain, body.fields)
+    return RedactionListPublic(domain=domain, fields=fields)

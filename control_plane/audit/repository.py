@@ -1,0 +1,292 @@
+"""All SQL of the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert
+from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.models import (
+    AuditCheckpoint,
+    AuditKey,
+    AuditLeaf,
+    AuditPending,
+    AuditRecordRow,
+    AuditRedactionList,
+    Decision,
+)
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+# --- ingestion ----------------------------------------------------------------------------------
+
+
+async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert what is new; returns the ids inserted. An id already present (or being inserted by
+    a concurrent transaction, which this waits for) is skipped, not an error."""
+    if not rows:
+        return set()
+    dialect = postgresql if _is_postgres(session) else sqlite
+    stmt = (
+        dialect.insert(AuditRecordRow)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(col(AuditRecordRow.id))
+    )
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmany
+    # values") from one cached compiled statement.
+    result = await session.exec(stmt, params=list(rows))
+    return {row[0] for row in result}
+
+
+async def add_pending(session: AsyncSession, items: Sequence[tuple[uuid.UUID, str]]) -> None:
+    if items:
+        await session.exec(
+            insert(AuditPending), params=[{"record_id": rid, "domain": d} for rid, d in items]
+        )
+
+
+async def content_macs(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    stmt = select(AuditRecordRow.id, AuditRecordRow.content_mac).where(
+        col(AuditRecordRow.id).in_(list(ids))
+    )
+    return dict((await session.exec(stmt)).all())
+
+
+async def redaction_list(session: AsyncSession, domain: str) -> list[str]:
+    row = await session.get(AuditRedactionList, domain)
+    return list(row.fields) if row is not None else []
+
+
+async def put_redaction_list(session: AsyncSession, domain: str, fields: list[str]) -> None:
+    row = await session.get(AuditRedactionList, domain)
+    if row is None:
+        session.add(AuditRedactionList(domain=domain, fields=fields))
+    else:
+        row.fields = fields
+        session.add(row)
+    await session.flush()
+
+
+async def decision_obligations(
+    session: AsyncSession, ids: Sequence[uuid.UUID], agent_id: uuid.UUID
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Obligations of the caller's own decisions among ``ids``."""
+    if not ids:
+        return {}
+    stmt = select(Decision.id, Decision.obligations).where(
+        col(Decision.id).in_(list(ids)), Decision.agent_id == agent_id
+    )
+    return {did: list(obl) for did, obl in (await session.exec(stmt)).all()}
+
+
+# --- sequencing ---------------------------------------------------------------------------------
+
+
+async def pending_domains(session: AsyncSession) -> list[str]:
+    stmt = select(AuditPending.domain).distinct()
+    return sorted((await session.exec(stmt)).all())
+
+
+async def try_log_lock(session: AsyncSession, domain: str) -> bool:
+    """Take the log's sequencer lock for this transaction (PostgreSQL advisory lock); False when
+    another replica holds it. SQLite serialises writers itself (BEGIN IMMEDIATE)."""
+    if not _is_postgres(session):
+        return True
+    key = func.hashtextextended(f"agentctl/audit/{domain}", 0)
+    result = await session.exec(select(func.pg_try_advisory_xact_lock(key)))
+    return bool(result.one())
+
+
+async def log_size(session: AsyncSession, domain: str) -> int:
+    stmt = select(func.max(AuditLeaf.seq)).where(AuditLeaf.domain == domain)
+    last = (await session.exec(stmt)).one()
+    return 0 if last is None else int(last) + 1
+
+
+async def pending_batch(
+    session: AsyncSession, domain: str, limit: int
+) -> list[tuple[int, uuid.UUID, str]]:
+    stmt = (
+        select(AuditPending.id, AuditPending.record_id, AuditRecordRow.record)
+        .join(AuditRecordRow, col(AuditRecordRow.id) == col(AuditPending.record_id))
+        .where(AuditPending.domain == domain)
+        .order_by(col(AuditPending.id))
+        .limit(limit)
+    )
+    return [(int(p or 0), rid, rec) for p, rid, rec in (await session.exec(stmt)).all()]
+
+
+async def add_leaves(session: AsyncSession, leaves: Sequence[dict[str, Any]]) -> None:
+    if leaves:
+        await session.exec(insert(AuditLeaf), params=list(leaves))
+
+
+async def delete_pending(session: AsyncSession, ids: Sequence[int]) -> None:
+    if ids:
+        await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(ids))))
+
+
+async def leaf_hashes(
+    session: AsyncSession, domain: str, start: int, limit: int
+) -> list[tuple[int, bytes]]:
+    stmt = (
+        select(AuditLeaf.seq, AuditLeaf.leaf_hash)
+        .where(AuditLeaf.domain == domain, col(AuditLeaf.seq) >= start)
+        .order_by(col(AuditLeaf.seq))
+        .limit(limit)
+    )
+    return [(int(s), bytes(h)) for s, h in (await session.exec(stmt)).all()]
+
+
+async def leaves_page(
+    session: AsyncSession, domain: str, after: int, limit: int
+) -> list[tuple[int, uuid.UUID, bytes, bytes, str | None]]:
+    """(seq, record id, canonical, stored leaf hash, record text of the records table)."""
+    stmt = (
+        core_select(
+            col(AuditLeaf.seq),
+            col(AuditLeaf.record_id),
+            col(AuditLeaf.canonical),
+            col(AuditLeaf.leaf_hash),
+            col(AuditRecordRow.record),
+        )
+        .outerjoin(AuditRecordRow, col(AuditRecordRow.id) == col(AuditLeaf.record_id))
+        .where(col(AuditLeaf.domain) == domain, col(AuditLeaf.seq) > after)
+        .order_by(col(AuditLeaf.seq))
+        .limit(limit)
+    )
+    # sqlmodel's exec() has typed overloads for up to four columns only.
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    return [(int(s), rid, bytes(c), bytes(h), rec) for s, rid, c, h, rec in result.all()]
+
+
+async def log_domains(session: AsyncSession) -> list[str]:
+    leaves = (await session.exec(select(AuditLeaf.domain).distinct())).all()
+    cps = (await session.exec(select(AuditCheckpoint.domain).distinct())).all()
+    return sorted(set(leaves) | set(cps))
+
+
+# --- checkpoints and keys -----------------------------------------------------------------------
+
+
+async def latest_checkpoint(session: AsyncSession, domain: str) -> AuditCheckpoint | None:
+    stmt = (
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.domain == domain)
+        .order_by(col(AuditCheckpoint.size).desc(), col(AuditCheckpoint.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def checkpoints_of(session: AsyncSession, domain: str) -> Sequence[AuditCheckpoint]:
+    stmt = (
+        select(AuditCheckpoint)
+        .where(AuditCheckpoint.domain == domain)
+        .order_by(col(AuditCheckpoint.size), col(AuditCheckpoint.id))
+    )
+    return (await session.exec(stmt)).all()
+
+
+async def add_checkpoint(session: AsyncSession, checkpoint: AuditCheckpoint) -> None:
+    session.add(checkpoint)
+    await session.flush()
+
+
+async def list_checkpoints(
+    session: AsyncSession,
+    *,
+    visible: frozenset[str] | None,
+    domain: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[AuditCheckpoint]:
+    stmt = select(AuditCheckpoint).order_by(col(AuditCheckpoint.id)).limit(limit + 1)
+    if visible is not None:
+        stmt = stmt.where(col(AuditCheckpoint.domain).in_(sorted(visible)))
+    if domain is not None:
+        stmt = stmt.where(AuditCheckpoint.domain == domain)
+    if after is not None:
+        stmt = stmt.where(col(AuditCheckpoint.id) > after)
+    return (await session.exec(stmt)).all()
+
+
+async def keys(session: AsyncSession) -> Sequence[AuditKey]:
+    return (await session.exec(select(AuditKey).order_by(col(AuditKey.created_at)))).all()
+
+
+async def lock_keys(session: AsyncSession) -> None:
+    if _is_postgres(session):
+        key = func.hashtextextended("agentctl/audit/keys", 0)
+        await session.exec(select(func.pg_advisory_xact_lock(key)))
+
+
+async def add_key(session: AsyncSession, key: AuditKey) -> None:
+    session.add(key)
+    await session.flush()
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+async def record(session: AsyncSession, record_id: uuid.UUID) -> AuditRecordRow | None:
+    return await session.get(AuditRecordRow, record_id)
+
+
+async def leaf_of(session: AsyncSession, record_id: uuid.UUID) -> AuditLeaf | None:
+    stmt = select(AuditLeaf).where(AuditLeaf.record_id == record_id)
+    return (await session.exec(stmt)).first()
+
+
+async def list_records(
+    session: AsyncSession,
+    *,
+    visible: frozenset[str] | None,
+    domain: str | None,
+    agent_id: uuid.UUID | None,
+    action: str | None,
+    status: str | None,
+    decision_id: uuid.UUID | None,
+    trace_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[AuditRecordRow]:
+    stmt = select(AuditRecordRow).order_by(col(AuditRecordRow.id)).limit(limit + 1)
+    if visible is not None:
+        stmt = stmt.where(col(AuditRecordRow.domain).in_(sorted(visible)))
+    filters: list[Any] = []
+    if domain is not None:
+        filters.append(AuditRecordRow.domain == domain)
+    if agent_id is not None:
+        filters.append(AuditRecordRow.agent_id == agent_id)
+    if action is not None:
+        filters.append(AuditRecordRow.action == action)
+    if status is not None:
+        filters.append(AuditRecordRow.status == status)
+    if decision_id is not None:
+        filters.append(AuditRecordRow.decision_id == decision_id)
+    if trace_id is not None:
+        filters.append(AuditRecordRow.trace_id == trace_id)
+    if since is not None:
+        filters.append(col(AuditRecordRow.timestamp) >= since)
+    if until is not None:
+        filters.append(col(AuditRecordRow.timestamp) < until)
+    if after is not None:
+        filters.append(col(AuditRecordRow.id) > after)
+    if filters:
+        stmt = stmt.where(*filters)
+    return (await session.exec(stmt)).all()

@@ -1,0 +1,560 @@
+"""Audit records: ingestion, decisions as records, reading with proofs.
+
+Records are redacted (the decision's ``redact`` obligations and the domain's redaction list,
+through ``kit.redaction``) and encoded with RFC 8785 before anything is stored; the raw value
+of a redacted field is never stored or logged. Ingestion only inserts durable rows and queues
+them; the sequencer (``worker``) gives them their place in the log after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import rfc8785
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import service as agents
+from control_plane.audit import repository
+from control_plane.audit.keys import load_keys
+from control_plane.audit.log import (
+    MAX_RECORD_BYTES,
+    as_unicode,
+    canonical,
+    ijson_problem,
+    split_leaf,
+)
+from control_plane.audit.merkle import MerkleTree, ProofError
+from control_plane.audit.note import b64, verifier_key
+from control_plane.audit.schemas import (
+    AuditBatch,
+    AuditBatchResult,
+    AuditRecordPublic,
+    AuditRecordSummary,
+    CheckpointPublic,
+    ConsistencyProof,
+    InclusionProof,
+    LogPosition,
+    RecordOutcome,
+    RecordProof,
+    VerifierKeyPublic,
+    VerifierKeys,
+)
+from control_plane.auth.principals import Capability, OperatorPrincipal
+from control_plane.domains import service as domains
+from control_plane.kit.errors import (
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from control_plane.kit.redaction import (
+    InvalidPatternError,
+    RedactionPattern,
+    obligation_patterns,
+    redact,
+)
+from control_plane.kit.time import utcnow
+from control_plane.models import AuditPending, AuditRecordRow
+from control_plane.oauth2.agent_auth import AgentPrincipal
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """What the audit domain needs from the process: the redaction HMAC key (derived from the
+    KEK) and the issuer host that names the logs."""
+
+    redaction_key: bytes
+    host: str
+
+    @classmethod
+    def from_issuer(cls, redaction_key: bytes, issuer_url: str) -> AuditContext:
+        parts = urlsplit(issuer_url)
+        host = (parts.netloc + parts.path).rstrip("/") or "localhost"
+        return cls(redaction_key=redaction_key, host=host)
+
+    def origin(self, domain: str) -> str:
+        """The log's origin and checkpoint key name: ``<issuer host>/audit/<domain>``."""
+        return f"{self.host}/audit/{domain}"
+
+
+class AuditUnavailable(ServiceUnavailable):
+    title = "Audit log unavailable"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _patterns(texts: Iterable[str]) -> list[RedactionPattern]:
+    out = []
+    for text in texts:
+        try:
+            out.append(RedactionPattern.parse(text))
+        except InvalidPatternError:
+            # A policy obligation naming an impossible path; nothing it could match.
+            log.warning("audit_redaction_pattern_invalid")
+    return out
+
+
+def _agent_document(principal: AgentPrincipal, version: Any) -> dict[str, Any]:
+    agent = principal.agent
+    return {
+        "id": str(agent.id),
+        "name": agent.name,
+        "version": version.version if version is not None else None,
+        "model_name": getattr(version, "model_name", None),
+        "model_version": getattr(version, "model_version", None),
+    }
+
+
+def _redacted(fields: dict[str, Any], patterns: Sequence[RedactionPattern], key: bytes) -> Any:
+    copy, _ = redact(fields, patterns, key)
+    return copy
+
+
+def _encode(stored: dict[str, Any], pointer: str) -> bytes:
+    """RFC 8785 bytes of a record, or 422 naming the field that cannot be canonicalised."""
+    try:
+        data = canonical(stored)
+    except rfc8785.CanonicalizationError:
+        where = ijson_problem(stored, pointer)
+        raise ValidationFailed(
+            "The record cannot be canonicalised (RFC 8785).",
+            errors=[FieldError(pointer=where[0] if where else pointer, detail="not I-JSON")],
+        ) from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValidationFailed(
+            f"The record is larger than {MAX_RECORD_BYTES} bytes once encoded.",
+            errors=[FieldError(pointer=pointer, detail="too large")],
+        )
+    return data
+
+
+# --- ingestion ----------------------------------------------------------------------------------
+
+
+async def ingest(
+    session: AsyncSession, principal: AgentPrincipal, batch: AuditBatch, ctx: AuditContext
+) -> AuditBatchResult:
+    """Store a batch of records; a status per record (stored, duplicate, conflict)."""
+    agent = principal.agent
+    errors: list[FieldError] = []
+    for i, rec in enumerate(batch.records):
+        # Only the free-form parts can hold what RFC 8785 refuses; the rest is typed.
+        where = f"/body/records/{i}"
+        problem = (
+            ijson_problem(rec.inputs, f"{where}/inputs", 1)
+            or ijson_problem(rec.outputs, f"{where}/outputs", 1)
+            or ijson_problem(rec.resource.model_extra or {}, f"{where}/resource", 1)
+        )
+        if problem is not None:
+            errors.append(FieldError(pointer=problem[0], detail=problem[1]))
+    if errors:
+        raise ValidationFailed("Some records cannot be canonicalised (RFC 8785).", errors=errors)
+
+    version = await agents.active_version(session, agent.id)
+    agent_doc = _agent_document(principal, version)
+    domain_patterns = await repository.redaction_list(session, agent.domain)
+    decision_ids = list({r.decision_id for r in batch.records if r.decision_id is not None})
+    obligations = await repository.decision_obligations(session, decision_ids, agent.id)
+    now = utcnow()
+    received_at = _iso(now)
+
+    macs: dict[uuid.UUID, str] = {}
+    outcome: dict[int, str] = {}
+    rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(batch.records):
+        content = as_unicode(rec.model_dump(mode="json"))
+        # Any deterministic encoding will do for telling retries apart (json is C-fast).
+        fingerprint = json.dumps(
+            [str(agent.id), agent.domain, content],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+        )
+        mac = hmac.new(ctx.redaction_key, fingerprint.encode(), hashlib.sha256).hexdigest()
+        if rec.id in macs:  # the same id twice in one batch
+            outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
+            continue
+        macs[rec.id] = mac
+        patterns = _patterns(
+            [*domain_patterns, *obligation_patterns(obligations.get(rec.decision_id, []))]
+            if rec.decision_id is not None
+            else domain_patterns
+        )
+        sensitive = _redacted(
+            {
+                "resource": content["resource"],
+                "inputs": content["inputs"],
+                "outputs": content["outputs"],
+                "rationale": content["rationale"],
+            },
+            patterns,
+            ctx.redaction_key,
+        )
+        stored = {
+            "id": content["id"],
+            "kind": "action",
+            "domain": agent.domain,
+            "agent": agent_doc,
+            "timestamp": _iso(rec.timestamp),
+            "action": rec.action,
+            **sensitive,
+            "status": rec.status.value,
+            "decision_id": content["decision_id"],
+            "trace_id": rec.trace_id,
+            "traceparent": rec.traceparent,
+            "parent_id": content["parent_id"],
+            "received_at": received_at,
+        }
+        data = _encode(stored, f"/body/records/{i}")
+        rows.append(
+            {
+                "id": rec.id,
+                "domain": agent.domain,
+                "agent_id": agent.id,
+                "kind": "action",
+                "action": rec.action,
+                "status": rec.status.value,
+                "decision_id": rec.decision_id,
+                "trace_id": rec.trace_id,
+                "timestamp": rec.timestamp,
+                "content_mac": mac,
+                "record": data.decode("utf-8"),
+                "created_at": now,
+            }
+        )
+    inserted = await repository.insert_records(session, rows)
+    existing = await repository.content_macs(
+        session, [r["id"] for r in rows if r["id"] not in inserted]
+    )
+    await repository.add_pending(
+        session, [(r["id"], agent.domain) for r in rows if r["id"] in inserted]
+    )
+    results = []
+    for i, rec in enumerate(batch.records):
+        status = outcome.get(i)
+        if status is None:
+            if rec.id in inserted:
+                status = "stored"
+            else:
+                status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
+        results.append(RecordOutcome.model_validate({"id": rec.id, "status": status}))
+    return AuditBatchResult(records=results)
+
+
+async def record_decision(
+    session: AsyncSession,
+    ctx: AuditContext,
+    principal: AgentPrincipal,
+    version: Any,
+    *,
+    decision: Any,
+    resource: dict[str, Any],
+) -> None:
+    """Write the audit record (kind ``decision``) of a decision in the caller's transaction.
+
+    Raises ``AuditUnavailable`` (503) when it cannot be written: the caller's transaction must
+    then roll back, so no decision is answered without its record.
+    """
+    resource = as_unicode(resource)
+    problem = ijson_problem(resource, "/body/resource")
+    if problem is not None:
+        raise ValidationFailed(
+            "The resource cannot be canonicalised (RFC 8785) for the audit record.",
+            errors=[FieldError(pointer=problem[0], detail=problem[1])],
+        )
+    domain_patterns = await repository.redaction_list(session, decision.domain)
+    if decision.failure is not None:
+        kept: dict[str, Any] = {"type": resource.get("type"), "id": resource.get("id")}
+    else:
+        patterns = _patterns([*domain_patterns, *obligation_patterns(decision.obligations)])
+        kept = _redacted({"resource": resource}, patterns, ctx.redaction_key)["resource"]
+    created = decision.created_at
+    stored = {
+        "id": str(decision.id),
+        "kind": "decision",
+        "domain": decision.domain,
+        "agent": _agent_document(principal, version),
+        "timestamp": _iso(created),
+        "action": decision.action,
+        "resource": kept,
+        "status": "succeeded",
+        "decision": {
+            "effect": decision.effect,
+            "allow": decision.allow,
+            "reasons": list(decision.reasons),
+            "obligations": list(decision.obligations),
+            "bundle": decision.bundle,
+            "revision": decision.revision,
+            "engine": decision.engine,
+            "input_digest": decision.input_digest,
+            "failure": decision.failure,
+        },
+        "decision_id": str(decision.id),
+        "trace_id": decision.trace_id,
+        "received_at": _iso(created),
+    }
+    data = _encode(stored, "/body")
+    row = AuditRecordRow(
+        id=decision.id,
+        domain=decision.domain,
+        agent_id=decision.agent_id,
+        kind="decision",
+        action=decision.action,
+        status="succeeded",
+        decision_id=decision.id,
+        trace_id=decision.trace_id,
+        timestamp=created,
+        content_mac=hmac.new(ctx.redaction_key, data, hashlib.sha256).hexdigest(),
+        record=data.decode("utf-8"),
+    )
+    session.add(row)
+    session.add(AuditPending(record_id=decision.id, domain=decision.domain))
+    try:
+        await session.flush()
+    except DBAPIError as exc:
+        log.error("audit_record_failed", kind="decision", error_type=type(exc).__name__)
+        raise AuditUnavailable(
+            "The decision's audit record could not be written; nothing was decided. Retry."
+        ) from None
+
+
+# --- trees --------------------------------------------------------------------------------------
+
+
+class LogTrees:
+    """This process's cache of each log's Merkle tree, extended from the stored leaf hashes.
+
+    Leaves are append-only, so a cached prefix never goes stale; each process extends its own
+    copy from the database when asked for a size it has not seen.
+    """
+
+    def __init__(self) -> None:
+        self._trees: dict[str, MerkleTree] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def get(self, session: AsyncSession, domain: str, size: int | None = None) -> MerkleTree:
+        """The tree of ``domain`` holding at least ``size`` leaves when stored (default: all)."""
+        async with self._locks[domain]:
+            tree = self._trees.setdefault(domain, MerkleTree())
+            if size is not None and tree.size >= size:
+                return tree
+            while True:
+                rows = await repository.leaf_hashes(session, domain, tree.size, 50_000)
+                for seq, value in rows:
+                    if seq != tree.size:  # a gap: the log is damaged; verify reports it
+                        return tree
+                    tree.append(value)
+                if len(rows) < 50_000:
+                    return tree
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+async def get_record(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    record_id: uuid.UUID,
+    trees: LogTrees,
+) -> AuditRecordPublic:
+    who.require(Capability.audit_read)
+    row = await repository.record(session, record_id)
+    row = who.visible(row, what="Audit record")
+    leaf = await repository.leaf_of(session, record_id)
+    if leaf is None:
+        return AuditRecordPublic(
+            record=json.loads(row.record),
+            log=LogPosition(domain=row.domain, index=None, leaf_hash=None, canonical=None),
+        )
+    data = bytes(leaf.canonical)
+    parts = split_leaf(data)
+    record = json.loads(parts[1]) if parts is not None else json.loads(row.record)
+    proof = None
+    checkpoint = await repository.latest_checkpoint(session, row.domain)
+    if checkpoint is not None and leaf.seq < checkpoint.size:
+        tree = await trees.get(session, row.domain, checkpoint.size)
+        if tree.size >= checkpoint.size:
+            hashes = tree.inclusion_proof(leaf.seq, checkpoint.size)
+            proof = RecordProof(
+                size=checkpoint.size, hashes=[b64(h) for h in hashes], checkpoint=checkpoint.note
+            )
+    return AuditRecordPublic(
+        record=record,
+        log=LogPosition(
+            domain=row.domain,
+            index=leaf.seq,
+            leaf_hash=b64(bytes(leaf.leaf_hash)),
+            canonical=b64(data),
+        ),
+        proof=proof,
+    )
+
+
+async def latest_checkpoint_note(session: AsyncSession, who: OperatorPrincipal, domain: str) -> str:
+    who.require(Capability.audit_read)
+    who.visible(domain, what="Log", domain_of=str)
+    checkpoint = await repository.latest_checkpoint(session, domain)
+    if checkpoint is None:
+        raise NotFound("This log has no checkpoint yet.")
+    return checkpoint.note
+
+
+def _bad_size(name: str, detail: str) -> ValidationFailed:
+    return ValidationFailed(detail, errors=[FieldError(pointer=f"/query/{name}", detail=detail)])
+
+
+async def inclusion_proof(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    trees: LogTrees,
+    domain: str,
+    index: int,
+    size: int,
+) -> InclusionProof:
+    who.require(Capability.audit_read)
+    who.visible(domain, what="Log", domain_of=str)
+    tree = await trees.get(session, domain, size)
+    if size > tree.size:
+        raise _bad_size("size", f"the log has {tree.size} leaves")
+    try:
+        hashes = tree.inclusion_proof(index, size)
+    except ProofError as exc:
+        raise _bad_size("index", str(exc)) from None
+    return InclusionProof(index=index, size=size, hashes=[b64(h) for h in hashes])
+
+
+async def consistency_proof(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    trees: LogTrees,
+    domain: str,
+    first: int,
+    second: int,
+) -> ConsistencyProof:
+    who.require(Capability.audit_read)
+    who.visible(domain, what="Log", domain_of=str)
+    tree = await trees.get(session, domain, second)
+    if second > tree.size:
+        raise _bad_size("to", f"the log has {tree.size} leaves")
+    try:
+        hashes = tree.consistency_proof(first, second)
+    except ProofError as exc:
+        raise _bad_size("from", str(exc)) from None
+    return ConsistencyProof(from_=first, to=second, hashes=[b64(h) for h in hashes])
+
+
+# --- redaction lists ----------------------------------------------------------------------------
+
+
+async def get_redaction_list(
+    session: AsyncSession, who: OperatorPrincipal, domain: str
+) -> list[str]:
+    who.require(Capability.audit_read)
+    who.visible(domain, what="Domain", domain_of=str)
+    return await repository.redaction_list(session, domain)
+
+
+async def put_redaction_list(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, fields: list[str]
+) -> list[str]:
+    """Replace the domain's redaction list (domain admins of the domain, platform admins)."""
+    who.require(Capability.audit_manage)
+    who.visible(domain, what="Domain", domain_of=str)
+    if not await domains.exists(session, domain):
+        raise NotFound("Domain not found.")
+    errors = []
+    for i, text in enumerate(fields):
+        try:
+            RedactionPattern.parse(text)
+        except InvalidPatternError as exc:
+            errors.append(FieldError(pointer=f"/body/fields/{i}", detail=str(exc)))
+    if errors:
+        raise ValidationFailed("Invalid redaction patterns.", errors=errors)
+    unique = list(dict.fromkeys(fields))
+    await repository.put_redaction_list(session, domain, unique)
+    return unique
+
+
+async def list_records(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    *,
+    limit: int,
+    **filters: Any,
+) -> list[AuditRecordSummary]:
+    """``limit + 1`` summaries (for has_more) of the records the caller may see."""
+    who.require(Capability.audit_read)
+    rows = await repository.list_records(
+        session, visible=who.visible_domains(), limit=limit, **filters
+    )
+    return [
+        AuditRecordSummary.model_validate(
+            {**row.model_dump(exclude={"record", "content_mac"}), "record": json.loads(row.record)}
+        )
+        for row in rows
+    ]
+
+
+async def list_checkpoints(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    *,
+    domain: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[CheckpointPublic]:
+    who.require(Capability.audit_read)
+    rows = await repository.list_checkpoints(
+        session, visible=who.visible_domains(), domain=domain, after=after, limit=limit
+    )
+    return [
+        CheckpointPublic(
+            id=row.id,
+            domain=row.domain,
+            size=row.size,
+            root_hash=b64(bytes(row.root_hash)),
+            note=row.note,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def verifier_keys(
+    session: AsyncSession, who: OperatorPrincipal, ctx: AuditContext, kek: str, domain: str | None
+) -> VerifierKeys:
+    """One note verifier key per (checkpoint key, log): the key name is the log's origin."""
+    who.require(Capability.audit_read)
+    if domain is not None:
+        who.visible(domain, what="Log", domain_of=str)
+        domains = [domain]
+    else:
+        domains = [d for d in await repository.log_domains(session) if who.sees_domain(d)]
+    out = []
+    for key in await load_keys(session, kek):
+        for name in domains:
+            origin = ctx.origin(name)
+            out.append(
+                VerifierKeyPublic(
+                    name=origin,
+                    verifier_key=verifier_key(origin, key.public),
+                    created_at=key.created_at,
+                )
+            )
+    return VerifierKeys(keys=out)

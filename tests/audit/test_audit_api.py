@@ -1,0 +1,245 @@
+"""The audit log over HTTP: ingestion, idempotency by id, proofs, checkpoints, keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from control_plane.audit.log import leaf_canonical
+from control_plane.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from control_plane.audit.note import Verifier, open_checkpoint
+from tests.audit.support import record, send, settle, writer
+from tests.fixtures.factories import create_domain
+
+
+def b64d(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+async def test_a_batch_sent_three_times_is_stored_once(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    batch = [record(), record(status="failed"), record(action="payments.payout")]
+    assert await send(client, me["headers"], batch) == ["stored"] * 3
+    assert await send(client, me["headers"], batch) == ["duplicate"] * 3
+    assert await send(client, me["headers"], batch) == ["duplicate"] * 3
+    changed = [dict(batch[0], rationale="something else"), record()]
+    assert await send(client, me["headers"], changed) == ["conflict", "stored"]
+
+    r = await client.get("/v1/audit/records", headers=admin, params={"limit": 200})
+    assert r.status_code == 200, r.text
+    stored = {item["id"]: item for item in r.json()["data"]}
+    assert len(stored) == 4
+    assert stored[batch[0]["id"]]["record"]["rationale"] == "customer asked"
+    await settle(app)
+    r = await client.get("/v1/audit/checkpoints", headers=admin)
+    assert r.json()["data"][-1]["size"] == 4
+
+
+async def test_same_id_twice_in_one_batch(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    me = await writer(client, admin)
+    one = record()
+    assert await send(client, me["headers"], [one, one, dict(one, status="failed")]) == [
+        "stored",
+        "duplicate",
+        "conflict",
+    ]
+
+
+async def test_identity_comes_from_the_token_and_registry(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    one = record(trace_id=None, traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    await send(client, me["headers"], [one])
+    r = await client.get(f"/v1/audit/records/{one['id']}", headers=admin)
+    body = r.json()
+    assert body["record"]["agent"] == {
+        "id": me["agent"]["id"],
+        "name": "refund-bot",
+        "version": "1.0.0",
+        "model_name": "gpt-test",
+        "model_version": "2026-01",
+    }
+    assert body["record"]["domain"] == "payments"
+    assert body["record"]["trace_id"] == "ab" * 16
+    assert body["log"]["index"] is None
+    assert body.get("proof") is None
+    r = await client.get("/v1/audit/records", headers=admin, params={"trace_id": "ab" * 16})
+    assert [x["id"] for x in r.json()["data"]] == [one["id"]]
+
+
+async def test_bad_records_are_refused_naming_the_field(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    h = {**me["headers"], "Content-Type": "application/json"}
+
+    async def post(raw: str) -> httpx.Response:
+        return await client.post("/v1/audit/records", content=raw, headers=h)
+
+    good = json.dumps(record())
+    big = json.dumps(record(inputs={"n": 2**53}))
+    r = await post('{"records": [' + good + "," + big + "]}")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["pointer"] == "/body/records/1/inputs/n"
+    nan = good.replace('"amount": 40', '"amount": NaN')
+    r = await post('{"records": [' + nan + "]}")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["pointer"] == "/body/records/0/inputs/amount"
+    r = await post(json.dumps({"records": [dict(record(), agent_id=str(uuid.uuid4()))]}))
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["detail"] == "unknown field"
+    r = await post(json.dumps({"records": [record(status="done")]}))
+    assert r.status_code == 422
+    r = await post(json.dumps({"records": [record(timestamp=1764410000)]}))
+    assert r.status_code == 422
+    deep: Any = {}
+    for _ in range(40):
+        deep = {"d": deep}
+    r = await post(json.dumps({"records": [record(inputs=deep)]}))
+    assert r.status_code == 422
+    r = await post(json.dumps({"records": [record() for _ in range(1001)]}))
+    assert r.status_code in (413, 422)
+    # Nothing of any of these was stored.
+    r = await client.get("/v1/audit/records", headers=admin)
+    assert r.json()["data"] == []
+
+
+async def test_scope_and_visibility(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    me = await writer(client, admin)
+    from tests.decisions.support import decider
+
+    other = await decider(client, admin, name="reader-bot")  # decisions:create only
+    r = await client.post(
+        "/v1/audit/records", json={"records": [record()]}, headers=other["headers"]
+    )
+    assert r.status_code == 403
+    one = record()
+    await send(client, me["headers"], [one])
+    await create_domain(client, admin, "claims")
+    r = await client.post(
+        "/v1/operators",
+        json={"name": "claims-admin", "role": "domain_admin", "domains": ["claims"]},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    claims = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert (await client.get(f"/v1/audit/records/{one['id']}", headers=claims)).status_code == 404
+    r = await client.get("/v1/audit/records", headers=claims)
+    assert r.json()["data"] == []
+    r = await client.get("/v1/audit/logs/payments/checkpoint", headers=claims)
+    assert r.status_code == 404
+    assert (await client.get("/v1/audit/records", headers=me["headers"])).status_code == 401
+
+
+async def test_proofs_checkpoints_and_keys_verify(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    first = [record() for _ in range(5)]
+    await send(client, me["headers"], first)
+    await settle(app)
+    r = await client.get("/v1/audit/logs/payments/checkpoint", headers=admin)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    old_note = r.text
+    second = [record() for _ in range(8)]
+    await send(client, me["headers"], second)
+    await settle(app)
+
+    keys = (await client.get("/v1/audit/keys", headers=admin)).json()["keys"]
+    assert [k["name"] for k in keys] == ["testserver/audit/payments"]
+    verifier = Verifier.parse(keys[0]["verifier_key"])
+    note = (await client.get("/v1/audit/logs/payments/checkpoint", headers=admin)).text
+    cp = open_checkpoint(note, verifier)
+    old = open_checkpoint(old_note, verifier)
+    assert (old.size, cp.size) == (5, 13)
+    assert note.startswith("testserver/audit/payments\n13\n")
+
+    for rec in first + second:
+        body = (await client.get(f"/v1/audit/records/{rec['id']}", headers=admin)).json()
+        index = body["log"]["index"]
+        canonical = b64d(body["log"]["canonical"])
+        assert b64d(body["log"]["leaf_hash"]) == leaf_hash(canonical)
+        assert json.loads(canonical)["record"] == body["record"]
+        assert canonical == leaf_canonical(
+            index, json.dumps(body["record"], separators=(",", ":"), sort_keys=True).encode()
+        )
+        proof = body["proof"]
+        assert proof["checkpoint"] == note
+        assert proof["size"] == 13
+        hashes = [b64d(x) for x in proof["hashes"]]
+        assert verify_inclusion(index, 13, leaf_hash(canonical), hashes, cp.root)
+
+    r = await client.get(
+        "/v1/audit/logs/payments/proof/consistency",
+        params={"from": 5, "to": 13},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    proof = r.json()
+    assert (proof["from"], proof["to"]) == (5, 13)
+    hashes = [b64d(x) for x in proof["hashes"]]
+    assert verify_consistency(5, 13, old.root, cp.root, hashes)
+    r = await client.get(
+        "/v1/audit/logs/payments/proof/inclusion", params={"index": 3, "size": 5}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    for bad in ({"index": 5, "size": 5}, {"index": 0, "size": 99}):
+        r = await client.get("/v1/audit/logs/payments/proof/inclusion", params=bad, headers=admin)
+        assert r.status_code == 422, r.text
+    r = await client.get(
+        "/v1/audit/logs/payments/proof/consistency", params={"from": 0, "to": 5}, headers=admin
+    )
+    assert r.status_code == 422
+    r = await client.get("/v1/audit/verify", headers=admin)
+    assert r.json() == {
+        "ok": True,
+        "logs": [
+            {
+                "domain": "payments",
+                "size": 13,
+                "checkpoint_size": 13,
+                "first_bad_index": None,
+                "reason": None,
+            }
+        ],
+    }
+
+
+async def test_export_streams_every_leaf(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    await send(client, me["headers"], [record() for _ in range(7)])
+    await settle(app)
+    r = await client.get("/v1/audit/export", params={"domain": "payments"}, headers=admin)
+    assert r.status_code == 200
+    assert r.headers["x-audit-log-size"] == "7"
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [line["index"] for line in lines] == list(range(7))
+    r = await client.get("/v1/audit/export", params={"domain": "nope"}, headers=admin)
+    assert r.status_code == 200
+    assert r.text == ""
+
+
+async def test_lone_surrogates_are_carried_as_replacement_characters(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    # Not Unicode text, so RFC 8785 cannot encode it; stored as U+FFFD, as decisions do.
+    me = await writer(client, admin)
+    one = record(inputs={"note": "lone \ud800 surrogate"})
+    h = {**me["headers"], "Content-Type": "application/json"}
+    r = await client.post(
+        "/v1/audit/records", content=json.dumps({"records": [one]}).encode(), headers=h
+    )
+    assert r.status_code == 200, r.text
+    got = (await client.get(f"/v1/audit/records/{one['id']}", headers=admin)).json()
+    assert got["record"]["inputs"]["note"] == "lone \ufffd surrogate"
