@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from control_plane.audit import repository
 from control_plane.state import app_state
-from tests.decisions.support import decider
+from tests.fixtures.decisions import decider
 
 
 async def writer(

@@ -114,7 +114,7 @@ async def test_bad_records_are_refused_naming_the_field(
 
 async def test_scope_and_visibility(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     me = await writer(client, admin)
-    from tests.decisions.support import decider
+    from tests.fixtures.decisions import decider
 
     other = await decider(client, admin, name="reader-bot")  # decisions:create only
     r = await client.post(

@@ -10,7 +10,7 @@ import httpx
 
 from tests.audit.support import record
 from tests.conftest import ADMIN_TOKEN
-from tests.decisions.support import decider
+from tests.fixtures.decisions import decider
 from tests.fixtures.servers import agentctl, server_env, serving
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -13,7 +13,7 @@ from sqlmodel import SQLModel
 import control_plane.models  # noqa: F401  (every table on SQLModel.metadata)
 from control_plane.kit.db import create_engine
 from tests.audit.support import record, send, settle, writer
-from tests.decisions.support import REFUND
+from tests.fixtures.decisions import REFUND
 
 MARKER = "MARKER-7f3a9c-secret"
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from tests.audit.support import record
 from tests.conftest import ADMIN_TOKEN, PG_URL, _pg_admin, _pg_drop
-from tests.decisions.support import decider
+from tests.fixtures.decisions import decider
 from tests.fixtures.pgcluster import PrivateCluster
 from tests.fixtures.servers import server_env, serving
 

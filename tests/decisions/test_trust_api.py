@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.decisions.support import REFUND, decider
+from tests.fixtures.decisions import REFUND, decider
 
 SECRETS = ["4111111111111111", "DE89370400440532013000", "jane@example.com", "4242424242424242"]
 
