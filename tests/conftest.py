@@ -69,6 +69,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
+# --- no 500 anywhere ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_500(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails any test during which an in-process app answered 500: a 500 tells clients "bug,
+    do not retry", so bad input must be a 4xx and an unavailable database a 503. Real server
+    processes are checked by tests/servers.py. Mark a test ``allow_500`` to provoke one."""
+    answered: list[str] = []
+    original = FastAPI.__call__
+
+    async def watched(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 500:
+                answered.append(f"{scope.get('method')} {scope.get('path')}")
+            await send(message)
+
+        await original(self, scope, receive, watch if scope["type"] == "http" else send)
+
+    monkeypatch.setattr(FastAPI, "__call__", watched)
+    yield
+    if answered and request.node.get_closest_marker("allow_500") is None:
+        pytest.fail(f"the app answered 500 to: {', '.join(answered)}")
+
+
 # --- databases --------------------------------------------------------------------------------
 
 
