@@ -39,7 +39,9 @@ class Cause(StrEnum):
 
     unreachable = "unreachable"  # refused, reset, lost mid-query, connect timeout
     shutting_down = "shutting_down"  # 57P01 admin_shutdown, 57P02 crash_shutdown
-    starting_up = "starting_up"  # 57P03 cannot_connect_now ("the database system is starting up")
+    # 57P03: "the database system is shutting down", "... is starting up", "... not yet accepting
+    # connections" (a new connection during a restart, a failover or crash recovery)
+    cannot_connect_now = "cannot_connect_now"
     too_many_connections = "too_many_connections"  # 53300, and class 53 in general
     pool_timeout = "pool_timeout"  # no pooled connection free within the checkout timeout
     statement_timeout = "statement_timeout"  # 57014 query_canceled, or the client-side timeout
@@ -57,13 +59,13 @@ RETRYABLE_IN_REQUEST = frozenset({Cause.serialization_failure, Cause.deadlock})
 _RETRY_AFTER = {
     Cause.unreachable: 2,
     Cause.shutting_down: 2,
-    Cause.starting_up: 2,
+    Cause.cannot_connect_now: 2,
 }
 
 _SQLSTATES = {
     "57P01": Cause.shutting_down,
     "57P02": Cause.shutting_down,
-    "57P03": Cause.starting_up,
+    "57P03": Cause.cannot_connect_now,
     "57014": Cause.statement_timeout,
     "55P03": Cause.lock_timeout,
     "40001": Cause.serialization_failure,
@@ -136,7 +138,9 @@ def classify(exc: BaseException) -> Unavailable | None:
     for item in _chain(exc):
         cause = _one(item)
         if cause is not None:
-            return Unavailable(cause, str(item)[:300] or type(item).__name__)
+            # The driver's words; SQLAlchemy's further lines repeat the statement.
+            lines = str(item).splitlines()
+            return Unavailable(cause, lines[0][:300] if lines else type(item).__name__)
     return None
 
 

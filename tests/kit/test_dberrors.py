@@ -97,7 +97,7 @@ SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
     ("sqlstate", "cause"),
     [
         ("57P01", "shutting_down"),  # terminating connection due to administrator command
-        ("57P03", "starting_up"),  # the database system is starting up / shutting down
+        ("57P03", "cannot_connect_now"),  # the database system is starting up / shutting down
         ("08006", "unreachable"),  # connection failure
         ("53300", "too_many_connections"),
         ("57014", "statement_timeout"),
