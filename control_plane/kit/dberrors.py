@@ -27,6 +27,7 @@ import structlog
 from fastapi import FastAPI, Request
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from control_plane.kit.errors import ErrorCode, ProblemError
@@ -135,6 +136,9 @@ def _connecting(exc: BaseException) -> bool:
 def classify(exc: BaseException) -> Unavailable | None:
     """The availability failure behind ``exc``, or None when it is not one (then it is a bug
     or an expected domain error, handled elsewhere)."""
+    if isinstance(exc, ProblemError | StarletteHTTPException):
+        # A deliberate answer stays what it is, whatever it was raised while handling.
+        return None
     for item in _chain(exc):
         cause = _one(item)
         if cause is not None:
@@ -172,12 +176,12 @@ def report(exc: BaseException, request: Request | None = None) -> DatabaseUnavai
     """``as_problem(exc)``, logged once as a warning with its cause (the one log line of the
     failure: the handler that renders the answer does not log it again)."""
     problem = as_problem(exc)
-    if problem is not None and problem is not exc:
+    if problem is not None:
         found = classify(exc)
         log.warning(
             "database_unavailable",
             cause=problem.cause.value,
-            error=found.message if found else None,
+            error=found.message if found else problem.detail,
             error_type=type(exc).__name__,
             method=request.method if request else None,
             path=request.url.path if request else None,

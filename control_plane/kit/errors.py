@@ -320,4 +320,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": title,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
+        if status == 503:
+            out[status]["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying (RFC 9110 section 10.2.3).",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
     return out
