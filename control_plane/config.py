@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         "SQLite the busy timeout) before the request answers 503 database_unavailable.",
     )
     database_connect_timeout_seconds: float = Field(
-        default=5.0, gt=0, le=300, description="Longest wait to open a database connection."
+        default=10.0, gt=0, le=300, description="Longest wait to open a database connection."
     )
     database_retry_attempts: int = Field(
         default=3,

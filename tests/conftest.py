@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from control_plane.app import create_app
 from control_plane.config import Settings
-from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit.db import DatabaseTimeouts, create_engine, create_sessionmaker
 from control_plane.migrate import upgrade
 from control_plane.operators.service import ensure_bootstrap_admin
 from control_plane.policy.service import ensure_default_bundle
@@ -175,12 +175,18 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         environment="test",
         database_pool_size=30,
+        # Generous bounds: the suite shares a loaded machine (tests of the bounds set their own).
+        database_pool_timeout_seconds=30,
+        database_connect_timeout_seconds=60,
         issuer="http://testserver",
     )
 
 
 async def _bootstrap(settings: Settings) -> None:
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(
+        settings.resolved_database_url,
+        timeouts=DatabaseTimeouts(connect=settings.database_connect_timeout_seconds),
+    )
     try:
         async with create_sessionmaker(engine)() as session:
             await ensure_bootstrap_admin(session, ADMIN_TOKEN)

@@ -34,7 +34,7 @@ class DatabaseTimeouts:
 
     pool: float = 10.0
     statement: float = 30.0
-    connect: float = 5.0
+    connect: float = 10.0
 
 
 # asyncpg's own timeout fires this long after PostgreSQL's statement_timeout should have.

@@ -153,7 +153,7 @@ class TransactionalRoute(APIRoute):
                     retry = found is not None and found.cause in dberrors.RETRYABLE_IN_REQUEST
                     if not retry or attempt == attempts:
                         problem = dberrors.report(exc, request)
-                        if problem is None:
+                        if problem is None or problem is exc:
                             raise
                         raise problem from exc
                     # PostgreSQL rolled the transaction back; run it again from the start

@@ -49,7 +49,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             base,
             AGENTCTL_ADMIN_TOKEN=ADMIN_TOKEN,
             AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
-            AGENTCTL_DATABASE_CONNECT_TIMEOUT_SECONDS="2",
         )
         server = start_server(env, base / "serve.log")
         try:
@@ -125,7 +124,7 @@ def test_postgres_stopped_for_30_seconds(stack: Stack) -> None:
                 assert "database" in ready.json()["detail"]
                 asked = time.monotonic()
                 r = c.post("/v1/decisions", json=DECISION, headers=stack.agent)
-                assert time.monotonic() - asked < 10  # refused at once, not hanging (bound 2 s)
+                assert time.monotonic() - asked < 10  # refused at once, not hanging (refused)
                 assert r.status_code == 503, r.text
                 assert r.headers["content-type"] == "application/problem+json"
                 assert r.json()["code"] == "database_unavailable"

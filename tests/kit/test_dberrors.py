@@ -55,6 +55,7 @@ def _chaos_router() -> APIRouter:
 
 
 def _settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    extra.setdefault("database_connect_timeout_seconds", 60)  # a loaded, shared machine
     return Settings(
         database_url=db_url,
         data_dir=tmp_path / "data",
