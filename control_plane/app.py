@@ -25,7 +25,8 @@ from control_plane.credentials.oauth import router as oauth_router
 from control_plane.decisions.endpoints import router as decisions_router
 from control_plane.domains.endpoints import router as domains_router
 from control_plane.health.endpoints import router as health_router
-from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit import dberrors
+from control_plane.kit.db import DatabaseTimeouts, create_engine, create_sessionmaker
 from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.http_methods import MethodMiddleware
 from control_plane.kit.middleware import (
@@ -53,7 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(
-            settings.resolved_database_url, pool_size=settings.database_pool_size
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            timeouts=DatabaseTimeouts(
+                pool=settings.database_pool_timeout_seconds,
+                statement=settings.database_statement_timeout_seconds,
+                connect=settings.database_connect_timeout_seconds,
+            ),
         )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -115,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    dberrors.install(app)
     app.include_router(health_router)
     app.include_router(domains_router)
     app.include_router(agent_self_router)  # /v1/agents/me before /v1/agents/{agent_id}

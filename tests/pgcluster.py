@@ -6,6 +6,11 @@ creates a throwaway cluster with Debian's PostgreSQL binaries in a temporary dir
 free loopback port, owned by the ``postgres`` system user when the tests run as root (initdb
 refuses root), and removes it afterwards.
 
+The cluster lives in a directory of its own under the system temporary directory, not under
+pytest's ``tmp_path``: pytest resets its base directory (``/tmp/pytest-of-root``) to mode 0700
+whenever another test run starts, which would lock the ``postgres`` user out of its own data
+directory, log and socket mid-test. The server log is copied to ``base`` on exit.
+
 Usage::
 
     with PrivateCluster(tmp_path) as pg:
@@ -19,15 +24,16 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
-
-from tests.servers import free_port
 
 StopMode = Literal["smart", "fast", "immediate"]
 USER = "agentctl"
@@ -47,6 +53,21 @@ def pg_bin_dir() -> Path | None:
     return versions[-1] / "bin" if versions else None
 
 
+def _stable_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 and up on Linux). While the cluster
+    is stopped its port is free, and a port from ``free_port()`` (an ephemeral one) could then be
+    handed to another test's server; one below the range is never handed out that way."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for the private PostgreSQL cluster")
+
+
 class PrivateCluster:
     """A PostgreSQL cluster of its own; see the module docstring."""
 
@@ -55,10 +76,11 @@ class PrivateCluster:
         if bindir is None:
             raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
         self.bindir = bindir
-        self.dir = base / "pgcluster"
+        self.base = base
+        self.dir = Path(tempfile.mkdtemp(prefix="agentctl-pgcluster-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
-        self.port = free_port()
+        self.port = _stable_port()
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -69,18 +91,15 @@ class PrivateCluster:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
 
     def __enter__(self) -> PrivateCluster:
-        self.dir.mkdir(parents=True, exist_ok=True)
         if self._as_postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            # The temporary directories above must be traversable by the postgres user.
-            for parent in self.dir.parents:
-                if str(parent) in ("/", "/tmp"):
-                    break
-                parent.chmod(parent.stat().st_mode | 0o711)
         pwfile = self.dir / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if self._as_postgres:
@@ -138,6 +157,11 @@ class PrivateCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.is_running():
-            self.stop("immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            if self.is_running():
+                self.stop("immediate")
+            if self.log.exists():
+                self.base.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.log, self.base / "postgres.log")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,9 +46,28 @@ def agentctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-@contextmanager
-def serving(env: dict[str, str], log: Path, port: int | None = None) -> Iterator[str]:
-    """Run ``agentctl serve`` until the block ends; yields its base URL once it is ready."""
+# What a 500 or an unhandled exception leaves in a server's log (uvicorn's access and error log).
+_SERVER_ERRORS = re.compile(r'" 500 |Exception in ASGI application|unhandled_error')
+
+
+class Server:
+    """A running ``agentctl serve`` process (``start_server``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as a crash or the OOM killer would end it."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def errors(self) -> list[str]:
+        """Log lines that tell of a 500 answer or an unhandled exception."""
+        return [line for line in self.log.read_text().splitlines() if _SERVER_ERRORS.search(line)]
+
+
+def start_server(env: dict[str, str], log: Path, port: int | None = None) -> Server:
+    """Start ``agentctl serve`` and return once it is ready (the caller stops it)."""
     port = port or free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -57,18 +77,31 @@ def serving(env: dict[str, str], log: Path, port: int | None = None) -> Iterator
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(log.read_text())
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Server(proc, url, log)
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.2)
+
+
+@contextmanager
+def serving(env: dict[str, str], log: Path, port: int | None = None) -> Iterator[str]:
+    """Run ``agentctl serve`` until the block ends; yields its base URL once it is ready.
+
+    Fails the test if the server answered 500 or logged an unhandled exception."""
+    server = start_server(env, log, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+    errors = server.errors()
+    assert not errors, "the server answered 500 or failed unhandled:\n" + "\n".join(errors)

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
+from control_plane.kit import dberrors
 from control_plane.kit.errors import ServiceUnavailable, error_responses
 from control_plane.migrate import current_revision
 
@@ -29,7 +30,13 @@ async def readyz(request: Request) -> Health:
     try:
         current = await current_revision(state.engine)
     except (SQLAlchemyError, OSError) as exc:
-        raise ServiceUnavailable(f"The database is unreachable ({type(exc).__name__}).") from exc
+        # Any failure to read the revision means: do not route traffic here yet.
+        found = dberrors.report(exc, request)
+        cause = found.cause if found else dberrors.Cause.unreachable
+        raise dberrors.DatabaseUnavailable(
+            cause,
+            f"The database ({state.engine.dialect.name}) is unavailable: {cause.value}.",
+        ) from exc
     if current != state.migration_head:
         raise ServiceUnavailable(
             f"Database migration {current} is not the expected {state.migration_head}; "
