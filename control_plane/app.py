@@ -17,6 +17,7 @@ from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
+from control_plane.kit import dberrors
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.http_methods import MethodMiddleware
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    dberrors.install(app)
     app.include_router(build_api())
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -39,6 +39,30 @@ class Settings(BaseSettings):
         description="Comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted "
         "(uvicorn's forwarded_allow_ips). Empty: none, the peer address is the client.",
     )
+    database_pool_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a pooled connection (on SQLite: for its turn "
+        "to write) before it answers 503 database_unavailable.",
+    )
+    database_statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest a single SQL statement may run (PostgreSQL statement_timeout; on "
+        "SQLite the busy timeout) before the request answers 503 database_unavailable.",
+    )
+    database_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Longest wait to open a database connection."
+    )
+    database_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts a request makes when PostgreSQL reports a serialization failure "
+        "or a deadlock, before it answers 503.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bootstrap platform_admin token. Generated and printed once when unset.",

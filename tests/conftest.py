@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from control_plane.app import create_app
 from control_plane.config import Settings
-from control_plane.kit.db import create_engine, create_sessionmaker
+from control_plane.kit.db import DatabaseTimeouts, create_engine, create_sessionmaker
 from control_plane.migrate import upgrade
 from control_plane.operators.service import ensure_bootstrap_admin
 from control_plane.policy.service import ensure_default_bundle
@@ -70,6 +70,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             red=True,
             bold=True,
         )
+
+
+# --- no 500 anywhere ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_500(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails any test during which an in-process app answered 500: a 500 tells clients "bug,
+    do not retry", so bad input must be a 4xx and an unavailable database a 503. Real server
+    processes are checked by tests/servers.py. Mark a test ``allow_500`` to provoke one."""
+    answered: list[str] = []
+    original = FastAPI.__call__
+
+    async def watched(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 500:
+                answered.append(f"{scope.get('method')} {scope.get('path')}")
+            await send(message)
+
+        await original(self, scope, receive, watch if scope["type"] == "http" else send)
+
+    monkeypatch.setattr(FastAPI, "__call__", watched)
+    yield
+    if answered and request.node.get_closest_marker("allow_500") is None:
+        pytest.fail(f"the app answered 500 to: {', '.join(answered)}")
 
 
 # --- databases --------------------------------------------------------------------------------
@@ -153,12 +178,18 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         environment="test",
         database_pool_size=30,
+        # Generous bounds: the suite shares a loaded machine (tests of the bounds set their own).
+        database_pool_timeout_seconds=30,
+        database_connect_timeout_seconds=60,
         issuer="http://testserver",
     )
 
 
 async def _bootstrap(settings: Settings) -> None:
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(
+        settings.resolved_database_url,
+        timeouts=DatabaseTimeouts(connect=settings.database_connect_timeout_seconds),
+    )
     try:
         async with create_sessionmaker(engine)() as session:
             await ensure_bootstrap_admin(session, ADMIN_TOKEN)

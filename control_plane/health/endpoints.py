@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from fastapi import Request
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
+from control_plane.kit import dberrors
 from control_plane.kit.errors import ServiceUnavailable, error_responses
 from control_plane.kit.router import Router
 from control_plane.migrate import current_revision
@@ -24,13 +26,19 @@ async def live() -> Health:
 
 
 @router.get("/readyz", responses=error_responses(503))
-async def ready(state: State) -> Health:
+async def ready(request: Request, state: State) -> Health:
     """The database is reachable, its migrations are current and the policy engine is loaded."""
     engine = state.database.engine
     try:
         current = await current_revision(engine)
     except (SQLAlchemyError, OSError) as exc:
-        raise ServiceUnavailable(f"The database is unreachable ({type(exc).__name__}).") from exc
+        # Any failure to read the revision means: do not route traffic here yet.
+        found = dberrors.report(exc, request)
+        cause = found.cause if found else dberrors.Cause.unreachable
+        raise dberrors.DatabaseUnavailable(
+            cause,
+            f"The database ({engine.dialect.name}) is unavailable: {cause.value}.",
+        ) from exc
     if current != state.migration_head:
         raise ServiceUnavailable(
             f"Database migration {current} is not the expected {state.migration_head}; "

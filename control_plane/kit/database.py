@@ -18,7 +18,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 
 from control_plane.config import Settings
-from control_plane.kit.db import SessionMaker, create_engine, create_sessionmaker
+from control_plane.kit.db import (
+    DatabaseTimeouts,
+    SessionMaker,
+    create_engine,
+    create_sessionmaker,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,13 @@ class Database:
     @classmethod
     def open(cls, settings: Settings) -> Database:
         engine = create_engine(
-            settings.resolved_database_url, pool_size=settings.database_pool_size
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            timeouts=DatabaseTimeouts(
+                pool=settings.database_pool_timeout_seconds,
+                statement=settings.database_statement_timeout_seconds,
+                connect=settings.database_connect_timeout_seconds,
+            ),
         )
         return cls(
             engine=engine,

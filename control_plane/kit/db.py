@@ -6,10 +6,17 @@ write lock when it starts. Without that, two requests that read then write can b
 second fails with "database is locked" at its first write instead of waiting. Read-only requests
 use ``read_only`` sessions, which begin a deferred transaction: under WAL they never wait for the
 writer.
+
+Waiting is bounded everywhere (``DatabaseTimeouts``): a request waits at most ``pool`` seconds
+for a connection, ``connect`` seconds to open one and ``statement`` seconds for any one
+statement (PostgreSQL's ``statement_timeout``, with asyncpg's client-side command timeout a few
+seconds later as a backstop for a server that stops answering; SQLite's busy timeout). Past a
+bound the request fails with an availability error that ``kit.dberrors`` answers as a 503.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
@@ -21,23 +28,47 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """Bounds on waiting for the database, in seconds (see the module docstring)."""
+
+    pool: float = 10.0
+    statement: float = 30.0
+    connect: float = 10.0
+
+
+# asyncpg's own timeout fires this long after PostgreSQL's statement_timeout should have.
+_CLIENT_TIMEOUT_MARGIN = 5.0
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, timeouts: DatabaseTimeouts | None = None
+) -> AsyncEngine:
+    t = timeouts or DatabaseTimeouts()
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        _configure_sqlite(engine)
+        engine = create_async_engine(
+            url, connect_args={"timeout": t.statement}, pool_timeout=t.pool, hide_parameters=True
+        )
+        _configure_sqlite(engine, busy_timeout_ms=round(t.statement * 1000))
         return engine
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
+        # A restart or failover leaves dead connections in the pool: test each at checkout.
         pool_pre_ping=True,
-        pool_timeout=30,
+        pool_timeout=t.pool,
+        connect_args={
+            "timeout": t.connect,
+            "command_timeout": t.statement + _CLIENT_TIMEOUT_MARGIN,
+            "server_settings": {"statement_timeout": str(round(t.statement * 1000))},
+        },
         # Failed statements are logged; their parameters may hold agents' data.
         hide_parameters=True,
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -47,7 +78,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -3,7 +3,8 @@
 Every expected failure is a ``ProblemError`` subclass with a stable ``code`` from the closed set in
 ``ErrorCode``. One set of exception handlers (``install_error_handlers``) renders them, request
 validation failures (422 with one JSON pointer per field), routing errors, and, as a last resort,
-unexpected exceptions (500 without internals).
+unexpected exceptions (500 without internals). Database availability failures become 503s
+through ``control_plane.kit.dberrors.install``, which the app factory calls after this.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from asyncpg.exceptions import PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -49,6 +47,7 @@ class ErrorCode(StrEnum):
     unauthorized_client = "unauthorized_client"
     insufficient_scope = "insufficient_scope"
     service_unavailable = "service_unavailable"
+    database_unavailable = "database_unavailable"
     internal_error = "internal_error"
 
 
@@ -333,18 +332,6 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
-    async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # Busy (SQLite lock timeout) or unreachable: a retryable condition, not a server bug.
-        log.error("database_unavailable", path=request.url.path, error_type=type(exc).__name__)
-        return problem_response(
-            status=503,
-            code=ErrorCode.service_unavailable,
-            title="Service unavailable",
-            detail="The database is busy or unreachable; retry shortly.",
-            instance=request.url.path,
-            headers={"Retry-After": "1"},
-        )
-
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
         return problem_response(
@@ -358,14 +345,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    for unavailable in (
-        OperationalError,  # includes SQLite's "database is locked" after the busy timeout
-        InterfaceError,
-        PoolTimeout,
-        ConnectionError,  # asyncpg raises connection refusals unwrapped
-        PostgresConnectionError,
-    ):
-        app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -379,4 +358,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": title,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
+        if status == 503:
+            out[status]["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying (RFC 9110 section 10.2.3).",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
     return out

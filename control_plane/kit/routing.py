@@ -15,13 +15,19 @@ registry entry, its version, its credential and the policy revision) passes a ``
 the stored answer is replayed only while the guard's fingerprint of that state is unchanged,
 otherwise the request is handled again and its new answer stored under the key; and the guard
 records every replay in the replay's own transaction.
+
+Database availability failures (``kit.dberrors``) leave the route as a 503
+``DatabaseUnavailable``, logged once; a serialization failure or deadlock on PostgreSQL first
+runs the whole transaction again, up to ``database_retry_attempts`` times. A POST that answered
+503 either committed (then its ``Idempotency-Key`` replays the stored answer) or left nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hashlib
 import json
+import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,7 +38,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit import repository
+from control_plane.kit import dberrors, repository
 from control_plane.kit.database import kit_state
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -133,46 +139,83 @@ class TransactionalRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            database = kit_state(request.app).database
-            safe = request.method in ("GET", "HEAD")
-            maker = database.read_sessionmaker if safe else database.sessionmaker
-            # SQLite has one writer at a time. Queue this process's writers here, in order,
-            # rather than in SQLite's busy handler, which sleeps and retries (slow tail). The
-            # body is read first, so a client that sends it slowly holds no one else up.
-            writer_turn = database.writer_turn if not safe else None
-            if writer_turn is not None:
-                await request.body()
-            async with writer_turn or contextlib.nullcontext(), maker() as session:
-                request.state.session = session
+            settings = kit_state(request.app).settings
+            attempts = settings.database_retry_attempts
+            for attempt in range(1, attempts + 1):
                 try:
-                    response = await handler(request)
-                except _Replay as replay:
-                    if not replay.keep_writes:
-                        await session.rollback()
-                        return replay.response
-                    try:
-                        await session.commit()
-                    except IntegrityError as exc:
-                        await session.rollback()
-                        raise Conflict("The replay conflicts with a concurrent change.") from exc
+                    return await _transaction(handler, request)
+                except Exception as exc:
+                    found = dberrors.classify(exc)
+                    retry = found is not None and found.cause in dberrors.RETRYABLE_IN_REQUEST
+                    if not retry or attempt == attempts:
+                        problem = dberrors.report(exc, request)
+                        if problem is None or problem is exc:
+                            raise
+                        raise problem from exc
+                    # PostgreSQL rolled the transaction back; run it again from the start
+                    # after a short jittered pause (the other transaction is finishing).
+                    request.state.idempotency = None
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311
+            raise AssertionError("unreachable")
+
+        return route
+
+
+async def _transaction(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]], request: Request
+) -> Response:
+    """One attempt: a session, the endpoint, then commit (or rollback on any failure)."""
+    state = kit_state(request.app)
+    database = state.database
+    safe = request.method in ("GET", "HEAD")
+    maker = database.read_sessionmaker if safe else database.sessionmaker
+    # SQLite has one writer at a time. Queue this process's writers here, in order, rather
+    # than in SQLite's busy handler, which sleeps and retries (slow tail). The body is read
+    # first, so a client that sends it slowly holds no one else up. The wait is bounded like a
+    # pool checkout.
+    writer_turn = database.writer_turn if not safe else None
+    if writer_turn is not None:
+        await request.body()
+        try:
+            async with asyncio.timeout(state.settings.database_pool_timeout_seconds):
+                await writer_turn.acquire()
+        except TimeoutError:
+            raise dberrors.DatabaseUnavailable(
+                dberrors.Cause.busy, "Too many writes are waiting for the database; retry shortly."
+            ) from None
+    try:
+        async with maker() as session:
+            request.state.session = session
+            try:
+                response = await handler(request)
+            except _Replay as replay:
+                if not replay.keep_writes:
+                    await session.rollback()
                     return replay.response
-                except BaseException:
-                    await session.rollback()
-                    raise
-                if response.status_code >= 400:
-                    await session.rollback()
-                    return response
-                idempotency: IdempotencyContext | None = getattr(request.state, "idempotency", None)
-                if idempotency is not None:
-                    await idempotency.store(session, response)
                 try:
                     await session.commit()
                 except IntegrityError as exc:
                     await session.rollback()
-                    raise Conflict("The change conflicts with a concurrent change.") from exc
+                    raise Conflict("The replay conflicts with a concurrent change.") from exc
+                return replay.response
+            except BaseException:
+                await session.rollback()
+                raise
+            if response.status_code >= 400:
+                await session.rollback()
                 return response
-
-        return route
+            idempotency: IdempotencyContext | None = getattr(request.state, "idempotency", None)
+            if idempotency is not None:
+                await idempotency.store(session, response)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                await session.rollback()
+                raise Conflict("The change conflicts with a concurrent change.") from exc
+            return response
+    finally:
+        if writer_turn is not None:
+            writer_turn.release()
 
 
 def get_session(request: Request) -> AsyncSession:

@@ -1,0 +1,219 @@
+"""Database availability failures answer 503 ``database_unavailable`` with ``Retry-After``.
+
+The failures are real ones from the real databases: PostgreSQL raising an error with the
+SQLSTATE under test, a statement running past ``statement_timeout`` (``pg_sleep``), more
+concurrent slow requests than the pool holds, a SQLite write lock held by another connection
+past the busy timeout. Restarts and crashes of PostgreSQL itself are in tests/chaos/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import text
+
+from control_plane.app import create_app
+from control_plane.config import Settings
+from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.state import app_state
+from tests.conftest import ADMIN_TOKEN, _bootstrap
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _chaos_router() -> APIRouter:
+    """Routes that inject one database failure each; the app's own code handles the rest."""
+    router = APIRouter(prefix="/chaos", route_class=TransactionalRoute)
+
+    @router.post("/raise/{sqlstate}")
+    async def raise_sqlstate(sqlstate: str, session: Session, request: Request) -> dict[str, int]:
+        calls = request.app.state.chaos_calls
+        calls[sqlstate] = calls.get(sqlstate, 0) + 1
+        fail_times = int(request.query_params.get("times", "1000"))
+        await session.exec(text("CREATE TABLE IF NOT EXISTS chaos_writes (n int)"))  # type: ignore[call-overload]
+        await session.exec(text("INSERT INTO chaos_writes VALUES (1)"))  # type: ignore[call-overload]
+        if calls[sqlstate] <= fail_times:
+            await session.exec(  # type: ignore[call-overload]
+                text(f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$")
+            )
+        return {"attempts": calls[sqlstate]}
+
+    @router.get("/sleep")
+    async def sleep(session: Session, seconds: float) -> dict[str, bool]:
+        await session.exec(text("SELECT pg_sleep(:s)").bindparams(s=seconds))  # type: ignore[call-overload]
+        return {"slept": True}
+
+    return router
+
+
+def _settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    extra.setdefault("database_connect_timeout_seconds", 60)  # a loaded, shared machine
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        environment="test",
+        issuer="http://testserver",
+        **extra,
+    )
+
+
+async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    await _bootstrap(settings)
+    app: FastAPI = create_app(settings)
+    app.state.chaos_calls = {}
+    app.include_router(_chaos_router())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+
+
+def _assert_503(r: httpx.Response, cause: str) -> None:
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["retry-after"]) >= 1
+    body = r.json()
+    assert body["code"] == "database_unavailable"
+    assert body["type"] == "urn:agentctl:problem:database_unavailable"
+    assert body["cause"] == cause
+
+
+# The database tests need one kind each: parametrize ``db_url`` (conftest) with just that kind.
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize(
+    ("sqlstate", "cause"),
+    [
+        ("57P01", "shutting_down"),  # terminating connection due to administrator command
+        ("57P03", "cannot_connect_now"),  # the database system is starting up / shutting down
+        ("08006", "unreachable"),  # connection failure
+        ("53300", "too_many_connections"),
+        ("57014", "statement_timeout"),
+        ("55P03", "lock_timeout"),
+    ],
+)
+async def test_availability_sqlstates_answer_503(
+    db_url: str, tmp_path: Path, sqlstate: str, cause: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async for client in _client(_settings(db_url, tmp_path)):
+        r = await client.post(f"/chaos/raise/{sqlstate}")
+        _assert_503(r, cause)
+        # Not retried in the request: only serialization failures and deadlocks are.
+        r = await client.post(f"/chaos/raise/{sqlstate}")
+        assert r.status_code == 503
+    out = capfd.readouterr()
+    logged = out.out + out.err
+    assert logged.count("database_unavailable") == 2, logged
+    assert "Traceback" not in logged
+
+
+@POSTGRES_ONLY
+@pytest.mark.parametrize(
+    ("sqlstate", "cause"), [("40001", "serialization_failure"), ("40P01", "deadlock")]
+)
+async def test_serialization_failures_are_retried_in_the_request(
+    db_url: str, tmp_path: Path, sqlstate: str, cause: str
+) -> None:
+    async for client in _client(_settings(db_url, tmp_path, database_retry_attempts=3)):
+        # Fails twice, succeeds on the third attempt: one answer, one write.
+        r = await client.post(f"/chaos/raise/{sqlstate}", params={"times": 2})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"attempts": 3}
+        # Fails every time: 503 after exactly three attempts, nothing written.
+        r = await client.post(f"/chaos/raise/{sqlstate}")
+        _assert_503(r, cause)
+        assert client._transport.app.state.chaos_calls[sqlstate] == 6  # type: ignore[attr-defined]
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM chaos_writes") == 1
+    finally:
+        await conn.close()
+
+
+@POSTGRES_ONLY
+@pytest.mark.allow_500
+async def test_other_database_errors_stay_500(db_url: str, tmp_path: Path) -> None:
+    """A division by zero is a bug, not an outage: retrying would not help."""
+    async for client in _client(_settings(db_url, tmp_path)):
+        r = await client.post("/chaos/raise/22012")
+        assert r.status_code == 500
+        assert r.json()["code"] == "internal_error"
+
+
+@POSTGRES_ONLY
+async def test_slow_statement_answers_503_within_the_statement_timeout(
+    db_url: str, tmp_path: Path
+) -> None:
+    settings = _settings(db_url, tmp_path, database_statement_timeout_seconds=1)
+    async for client in _client(settings):
+        started = time.monotonic()
+        r = await client.get("/chaos/sleep", params={"seconds": 30})
+        elapsed = time.monotonic() - started
+        _assert_503(r, "statement_timeout")
+        assert elapsed < 10, elapsed  # bound 1 s; generous for a loaded machine
+        assert (await client.get("/chaos/sleep", params={"seconds": 0})).status_code == 200
+
+
+@POSTGRES_ONLY
+async def test_pool_exhaustion_answers_503_within_the_pool_timeout(
+    db_url: str, tmp_path: Path
+) -> None:
+    # pool_size 1 allows 3 connections (pool plus overflow); 3 slow requests hold them all.
+    settings = _settings(db_url, tmp_path, database_pool_size=1, database_pool_timeout_seconds=1)
+    async for client in _client(settings):
+        slow = [
+            asyncio.create_task(client.get("/chaos/sleep", params={"seconds": 4})) for _ in range(3)
+        ]
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        r = await client.get("/v1/agents", headers=ADMIN)
+        elapsed = time.monotonic() - started
+        _assert_503(r, "pool_timeout")
+        assert elapsed < 8, elapsed  # bound 1 s; generous for a loaded machine
+        assert [t.status_code for t in await asyncio.gather(*slow)] == [200, 200, 200]
+        assert (await client.get("/v1/agents", headers=ADMIN)).status_code == 200
+
+
+@SQLITE_ONLY
+async def test_sqlite_busy_past_its_timeout_answers_503(db_url: str, tmp_path: Path) -> None:
+    settings = _settings(db_url, tmp_path, database_statement_timeout_seconds=0.5)
+    async for client in _client(settings):
+        # Another process's writer holds the database's write lock.
+        holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            r = await client.post("/v1/domains", json={"name": "payments"}, headers=ADMIN)
+            _assert_503(r, "busy")
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        r = await client.post("/v1/domains", json={"name": "payments"}, headers=ADMIN)
+        assert r.status_code == 201, r.text
+
+
+@SQLITE_ONLY
+async def test_sqlite_writer_queue_is_bounded(db_url: str, tmp_path: Path) -> None:
+    settings = _settings(db_url, tmp_path, database_pool_timeout_seconds=0.3)
+    async for client in _client(settings):
+        app = client._transport.app  # type: ignore[attr-defined]
+        lock = app_state(app).database.writer_turn
+        assert lock is not None
+        async with lock:  # a long write of this process holds the writers' turn
+            r = await client.post("/v1/domains", json={"name": "payments"}, headers=ADMIN)
+        _assert_503(r, "busy")
+        r = await client.post("/v1/domains", json={"name": "payments"}, headers=ADMIN)
+        assert r.status_code == 201, r.text
