@@ -109,9 +109,12 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
                         parameter["schema"] = {"type": "string", "minLength": 1}
             for status, response in responses.items():
                 content = response.get("content", {})
-                # Error answers are problem+json only; FastAPI would also list application/json.
+                # Error answers are problem+json only; FastAPI would also list the route's own
+                # media type (application/json, or text/plain and the like on routes with another
+                # response class).
                 if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
-                    content.pop("application/json", None)
+                    for media_type in [m for m in content if m != PROBLEM_CONTENT_TYPE]:
+                        del content[media_type]
     if _DEFAULT_422 not in str(schema.get("paths")):
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
