@@ -38,7 +38,9 @@ def build(opa_bin: str, directory: Path = POLICIES) -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--opa", default=os.environ.get("AGENTCTL_OPA_BIN") or str(default_opa_bin()))
+    parser.add_argument(
+        "--opa", default=os.environ.get("AGENTCTL_OPA_BIN") or str(default_opa_bin())
+    )
     parser.add_argument("--check", action="store_true", help="fail if the committed file differs")
     args = parser.parse_args()
     wasm = build(args.opa)

@@ -161,7 +161,10 @@ def _wasm_build(opa_bin: str, exprs: list[str]) -> bytes | None:
 
     from control_plane.policy.validation.opa import build_wasm
 
-    rules = [e.replace("r := ", f"r{i} := ", 1).replace("r if ", f"r{i} if ", 1) for i, e in enumerate(exprs)]
+    rules = [
+        e.replace("r := ", f"r{i} := ", 1).replace("r if ", f"r{i} if ", 1)
+        for i, e in enumerate(exprs)
+    ]
     with tempfile.TemporaryDirectory(prefix="agentctl-probe-") as tmp:
         root = Path(tmp, "bundle")
         root.mkdir()
@@ -184,7 +187,7 @@ def wasm_supports(builtins: list[Decl]) -> set[str]:
     forms = {b["name"]: _expressions(b) for b in builtins}
     # Without --wasm-include-print, OPA erases print statements from the module: a statement
     # compiles (to nothing), a call used as a value would import the builtin.
-    forms["print"] = ['r if {\n\tprint(1)\n}']
+    forms["print"] = ["r if {\n\tprint(1)\n}"]
     names = set(forms)
     wasm = _wasm_build(opa_bin, [e for exprs in forms.values() for e in exprs])
     if wasm is None:

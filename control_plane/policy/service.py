@@ -1,10 +1,11 @@
 """The policy store: immutable, validated revisions of named bundles, and which one is active.
 
 An upload is validated first (`validate_upload`: OPA's compiler with the shared capabilities,
-then the embedded engine, then `opa build -t wasm` for the wasm engine; see `validation`), before the request's transaction begins and outside
-SQLite's writer turn, so other writes never wait for it. Only a `ValidatedSource` can be stored,
-and what is stored is read back and digested again: the digest reported is the digest of what the
-database holds. Without an OPA binary nothing is validated and nothing is stored (503).
+then the embedded engine, then `opa build -t wasm` for the wasm engine; see `validation`),
+before the request's transaction begins and outside SQLite's writer turn, so other writes never
+wait for it. Only a `ValidatedSource` can be stored, and what is stored is read back and digested
+again (the module by its sha256): the digest reported is the digest of what the database holds.
+Without an OPA binary nothing is validated and nothing is stored (503).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 `base` holds the `PolicyEngine` protocol, the `Effect` and `FailureCode` enums and the fail-closed
 guard every engine derives from; `inputs` the one input encoding; `embedded` evaluates with regopy
-in process, `wasm` runs the module OPA compiled for the revision, `opa` drives an OPA server over its REST API. The implementations import `base`, never
-this package's factory, so there is no import cycle.
+in process, `wasm` runs the module OPA compiled for the revision in process, `opa` drives an OPA
+server over its REST API. The implementations import `base`, never this package's factory, so
+there is no import cycle.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def build_engine(
     entrypoint: str = DEFAULT_ENTRYPOINT,
     limits: InputLimits | None = None,
 ) -> PolicyEngine:
-    """Build the engine named by settings (`embedded`, `wasm` or `opa`); raises ValueError otherwise."""
+    """Build the engine named by settings (`embedded`, `wasm` or `opa`); else ValueError."""
     if kind == "embedded":
         from control_plane.policy.engines.embedded import EmbeddedEngine
 

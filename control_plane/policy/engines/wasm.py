@@ -3,7 +3,9 @@
 The semantics are OPA's own: `opa build -t wasm -e agents/authz/decision` compiles the revision's
 Rego when it is uploaded (`validation.wasm_build`), the module is stored with the revision, and
 this engine only runs it. Input and data are parsed by the module's own JSON parser (OPA's), so
-numbers beyond 2^53, -0 and 1e308 mean in the engine what they mean in OPA.
+numbers beyond 2^53, -0 and 1e308 mean in the engine what they mean in OPA. One exception found
+by the parity corpus: the module hashes `1.0` and `1` differently (`1.0 in {1}` is false in wasm,
+true in OPA), so integral floats reach it as integers, in the input and in the data.
 
 Built on `opapywasm` (opa-py-wasm, pinned) over `wasmtime`:
 
@@ -48,7 +50,7 @@ from control_plane.policy.engines.base import (
     PolicyEngineError,
     PolicyLoadError,
 )
-from control_plane.policy.engines.inputs import InputLimits
+from control_plane.policy.engines.inputs import InputLimits, integral_floats_as_ints
 
 # 64 KiB pages: 1024 pages = 64 MiB of linear memory per instance.
 DEFAULT_MAX_MEMORY_PAGES: Final = 1024
@@ -66,8 +68,21 @@ _MIN_NS: Final = -(2**63)
 _MAX_NS: Final = 2**63 - 1
 _DIGITS2 = r"([0-9]{2})"
 _RFC3339 = re.compile(
-    r"([0-9]{4})-" + _DIGITS2 + "-" + _DIGITS2 + "T" + _DIGITS2 + ":" + _DIGITS2 + ":" + _DIGITS2
-    + r"(?:[.,]([0-9]+))?(?:(Z)|([+-])" + _DIGITS2 + ":" + _DIGITS2 + r")\Z"
+    r"([0-9]{4})-"
+    + _DIGITS2
+    + "-"
+    + _DIGITS2
+    + "T"
+    + _DIGITS2
+    + ":"
+    + _DIGITS2
+    + ":"
+    + _DIGITS2
+    + r"(?:[.,]([0-9]+))?(?:(Z)|([+-])"
+    + _DIGITS2
+    + ":"
+    + _DIGITS2
+    + r")\Z"
 )
 
 
@@ -132,7 +147,9 @@ class _Instance(OpaPolicyInstance):
         function = HOST_BUILTINS.get(name or "")
         if function is None:
             raise OpaBuiltinError(f"builtin {name or builtin_id} is not provided by this engine")
-        args = [self._codec.opa_value_to_python(addr, kind=f"builtin:{name}:arg") for addr in arg_addrs]
+        args = [
+            self._codec.opa_value_to_python(addr, kind=f"builtin:{name}:arg") for addr in arg_addrs
+        ]
         result = function(*args)
         if result is HOST_UNDEFINED:
             return 0
@@ -215,7 +232,10 @@ class WasmEngine(GuardedEngine):
                     "upload it again with OPA available"
                 )
             try:
-                data_json = json.dumps(bundle.data, ensure_ascii=False, allow_nan=False)
+                # Integral floats as ints, as in the input (see `inputs`): the module's sets and
+                # object keys hash 1.0 and 1 differently, OPA treats them as one number.
+                data = integral_floats_as_ints(bundle.data)
+                data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise PolicyLoadError(f"bundle data is not JSON: {exc}") from exc
             loop = asyncio.get_running_loop()

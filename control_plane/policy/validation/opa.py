@@ -201,7 +201,6 @@ def build_wasm(
     (`wasm_build_error` when OPA gives no structured error). A bundle whose package has no rule
     at the entrypoint has no module: (None, []); every engine denies it as undefined.
     """
-    import io
     import tarfile
 
     out = bundle_dir.parent / (bundle_dir.name + ".wasm-bundle.tar.gz")
@@ -213,7 +212,9 @@ def build_wasm(
             return None, []
         issues = issues_from_errors(body, fallback=stderr)
         return None, [
-            issue if issue.code != "opa_error" else PolicyIssue(
+            issue
+            if issue.code != "opa_error"
+            else PolicyIssue(
                 issue.file, issue.line, issue.column, issue.message, "wasm_build_error"
             )
             for issue in issues
