@@ -197,12 +197,22 @@ async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> in
     # service must start without an OPA binary: its compiled module is committed beside it
     # (`make wasm`; tests/policy/test_wasm_module.py fails when it no longer matches the Rego).
     module = directory / WASM_MODULE.lstrip("/")
+    wasm = module.read_bytes() if module.is_file() else await _compile_if_possible(settings, source)
     shipped = ValidatedSource(
-        source.modules,
-        source.data,
-        content_digest(source.modules, source.data),
-        module.read_bytes() if module.is_file() else None,
+        source.modules, source.data, content_digest(source.modules, source.data), wasm
     )
     revision = await create_revision(session, None, "default", shipped)
     await activate(session, None, "default", revision.revision)
     return revision.revision
+
+
+async def _compile_if_possible(settings: Settings, source: PolicySource) -> bytes | None:
+    """A policy directory without a committed module: compile it if OPA is there, else None
+    (the wasm engine then denies with the reason until a compiled revision is activated)."""
+    try:
+        issues, wasm = await asyncio.to_thread(
+            validate_and_compile, source.modules, source.data, opa_bin=settings.opa_bin
+        )
+    except OpaUnavailableError:
+        return None
+    return None if issues else wasm
