@@ -223,3 +223,27 @@ def test_the_shipped_module_decides_like_the_rego(shipped_bundle: LoadedBundle) 
     result = decide(shipped_bundle.wasm or b"", allowed_input(), data=dict(shipped_bundle.data))
     assert (result.effect, result.failure) == (Effect.allow, None)
     assert read_policy_dir(POLICIES).modules  # the module sits beside the Rego it came from
+
+
+def test_no_evaluation_fails_across_reloads(opa_bin: str, tmp_path: Path) -> None:
+    first = compile_module(opa_bin, tmp_path, DECISION)
+    second = compile_module(opa_bin, tmp_path, f"package agents.authz\n\ndecision := {DENY_X}\n")
+
+    async def run() -> list[Any]:
+        engine = WasmEngine(threads=2)
+        try:
+            queued = []
+            for number in range(1, 9):
+                wasm = first if number % 2 else second
+                await engine.load(LoadedBundle({}, {}, str(number), wasm=wasm))
+                queued += [asyncio.ensure_future(engine.evaluate({})) for _ in range(25)]
+                await asyncio.sleep(0)
+            return list(await asyncio.gather(*queued))
+        finally:
+            await engine.aclose()
+
+    results = asyncio.run(run())
+    assert all(r.failure is None for r in results), {r.reasons for r in results}
+    # Each decision names the revision that made it.
+    for r in results:
+        assert r.effect == ("allow" if int(r.revision) % 2 else "deny"), r

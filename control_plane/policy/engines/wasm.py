@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from opapywasm import UNDEFINED as WASM_UNDEFINED
 from opapywasm import OpaWasmPolicy, PolicyConfig
-from opapywasm.errors import OpaBuiltinError
+from opapywasm.errors import OpaBuiltinError, OpaPolicyClosedError
 from opapywasm.instance import OpaPolicyInstance
 
 from control_plane.policy.engines.base import (
@@ -252,7 +252,8 @@ class WasmEngine(GuardedEngine):
                 raise PolicyLoadError(f"{type(exc).__name__}: {exc}") from exc
             previous, self._loaded = self._loaded, _Loaded(bundle, policy)
             if previous is not None:
-                # In-flight evaluations hold their own instances; close() waits for none.
+                # Running evaluations keep their instance until they finish; queued ones find
+                # the policy closed and use the new one (`_evaluate_in_thread`).
                 previous.policy.close()
 
     def _instantiate(self, wasm: bytes, data_json: str) -> OpaWasmPolicy:
@@ -298,12 +299,21 @@ class WasmEngine(GuardedEngine):
         if loaded is None or self._closed:
             raise EngineNotLoadedError("engine closed" if self._closed else "no bundle loaded")
         loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(self._executor, self._evaluate_in_thread, loaded, payload)
-        return raw, loaded.bundle.revision
+        return await loop.run_in_executor(self._executor, self._evaluate_in_thread, loaded, payload)
 
-    def _evaluate_in_thread(self, loaded: _Loaded, payload: str) -> object:
+    def _evaluate_in_thread(self, loaded: _Loaded, payload: str) -> tuple[object, str | None]:
         try:
-            result = loaded.policy.evaluate(payload, self._entrypoint)
+            try:
+                result = loaded.policy.evaluate(payload, self._entrypoint)
+            except OpaPolicyClosedError:
+                # A newer revision was loaded (and this one closed) while the call was queued:
+                # decide with the newer one, and say so.
+                current = self._loaded
+                if current is None or current is loaded:
+                    raise EngineNotLoadedError("engine closed") from None
+                loaded = current
+                result = loaded.policy.evaluate(payload, self._entrypoint)
         except OpaBuiltinError as exc:
             raise PolicyEngineError(f"host builtin: {exc}") from exc
-        return UNDEFINED if result is WASM_UNDEFINED else result
+        raw = UNDEFINED if result is WASM_UNDEFINED else result
+        return raw, loaded.bundle.revision
