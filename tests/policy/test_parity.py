@@ -374,7 +374,8 @@ def test_in_process_engine_and_opa_agree(
 
 
 # --- numeric edge cases: one ulp either side of every threshold of the shipped policy (amount
-# >= 0, > 100 at level 1, > 5000 at level 2; autonomy levels 0..3), integers beyond 2^53, -0,
+# >= 0, > 100 at level 1, > 5000 at level 2, the 10000 of payments.refund.read; autonomy levels
+# 0..3), integers beyond 2^53, -0,
 # and exponents at the ends of the double range.
 
 
@@ -388,6 +389,7 @@ _NUMBERS: list[Any] = [
     0,
     *_around(100.0),
     *_around(5000.0),
+    *_around(10000.0),
     100,
     5000,
     2**53 - 1,
@@ -418,8 +420,8 @@ def numeric_corpus() -> list[dict[str, Any]]:
     """Each number as the amount at every autonomy level, and as the autonomy level itself."""
     docs = []
     for number in NUMBERS:
-        for level in (1, 2, 3):
-            doc = agent_input("refund-bot", "payments", "payments.refund")
+        for level, action in ((1, "refund"), (2, "refund"), (3, "refund"), (3, "refund.read")):
+            doc = agent_input("refund-bot", "payments", f"payments.{action}")
             doc["agent"]["autonomy_level"] = level
             doc["resource"]["amount"] = number
             docs.append(doc)
