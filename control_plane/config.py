@@ -91,9 +91,10 @@ class Settings(BaseSettings):
         "calls (at most 1 s); 0 reads it on every call.",
     )
     token_cache_size: int = Field(default=10_000, ge=0)
-    policy_engine: Literal["embedded", "opa"] = Field(
-        default="embedded",
-        description="embedded (regopy, in process) or opa (a real OPA server at opa_url).",
+    policy_engine: Literal["wasm", "embedded", "opa"] = Field(
+        default="wasm",
+        description="wasm (the module OPA compiled for the revision, in process; OPA's own "
+        "semantics), embedded (regopy, in process) or opa (a real OPA server at opa_url).",
     )
     opa_url: str = "http://127.0.0.1:8181"
     opa_bin: str | None = Field(
