@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck openapi bench opa clean
+.PHONY: install run test lint typecheck openapi wasm bench opa clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -44,6 +44,11 @@ typecheck: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/agentctl openapi --output openapi/openapi.json
+
+# The shipped policy compiled by the pinned OPA (policies/policy.wasm, committed; a test fails on
+# drift): `make run` decides with it without an OPA binary.
+wasm: $(STAMP)
+	$(BIN)/python scripts/build_policy_wasm.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

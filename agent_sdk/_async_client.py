@@ -241,12 +241,16 @@ class AsyncClient(BaseClient):
     async def _flush_loop(self) -> None:
         outbox = self._open_outbox()
         failures = 0
-        while True:
+        # `not self._closed`: on Python 3.11, asyncio.wait_for can swallow a cancellation that
+        # arrives as the awaited event fires (close() sets it through flush()); the loop must end
+        # on its own then, or close() would wait for it forever.
+        while not self._closed:
             rows = outbox.batch(self.audit_batch_size)
             if not rows:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._wake.wait()
                 continue
             try:
                 await self._deliver(rows)

@@ -1,4 +1,4 @@
-"""Policy engine latency for the shipped policy: embedded (regopy) vs OPA, side by side.
+"""Policy engine latency for the shipped policy: wasm, embedded (regopy) and OPA, side by side.
 
     python bench/bench_engines.py [--n 2000] [--concurrency 16]
 
@@ -8,8 +8,13 @@ Measures, on the same inputs:
 - `EmbeddedEngine.evaluate` (encoding, thread hop, validation included);
 - a bare `POST /v1/data/agents/authz/decision` to OPA with a pooled httpx client;
 - `OpaEngine.evaluate`;
-and the throughput of each engine with concurrent callers. OPA comes from `AGENTCTL_OPA_BIN` or
-the cache of `scripts/install-opa.sh`; without it the OPA rows are skipped.
+and the throughput of each engine with concurrent callers. Then the engine table: for the wasm
+engine (the module OPA compiled, policies/policy.wasm), the embedded engine (regopy) and OPA over
+REST, p50 and p99 of `evaluate`, evaluations/s with 1 and 2 threads (in process: the engine's
+worker threads, 16 concurrent callers; OPA: 1 and 2 concurrent callers), and resident memory per
+instance (in process: RSS growth per extra loaded instance; OPA: the server's RSS). OPA comes
+from `AGENTCTL_OPA_BIN` or the cache of `scripts/install-opa.sh`; without it the OPA rows are
+skipped.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from control_plane.policy.bundles import read_policy_dir  # noqa: E402
 from control_plane.policy.engines import LoadedBundle, encode_input  # noqa: E402
 from control_plane.policy.engines.embedded import EmbeddedEngine  # noqa: E402
 from control_plane.policy.engines.opa import OpaEngine  # noqa: E402
+from control_plane.policy.engines.wasm import WasmEngine  # noqa: E402
 
 ENTRYPOINT = "agents/authz/decision"
 
@@ -111,6 +117,77 @@ async def throughput(
     return n / (time.perf_counter() - started)
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def p50_p99(seconds: list[float]) -> tuple[float, float]:
+    ordered = sorted(seconds)
+    return (
+        ordered[len(ordered) // 2] * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+async def engine_table(n: int, bundle: LoadedBundle, binary: str | None) -> None:
+    docs = inputs()
+    table: list[tuple[str, float, float, float, float, float]] = []
+
+    async def in_process(name: str, cls: Any) -> None:
+        rates = []
+        seconds: list[float] = []
+        for threads in (1, 2):
+            engine = cls(timeout=5, threads=threads)
+            await engine.load(bundle)
+            await atimed(50, docs, engine.evaluate)
+            if threads == 1:
+                seconds = await atimed(n, docs, engine.evaluate)
+            rates.append(await throughput(n, 16, docs, engine.evaluate))
+            await engine.aclose()
+
+        async def one() -> Any:
+            engine = cls(timeout=5, threads=1)
+            await engine.load(bundle)
+            return engine
+
+        before = rss_bytes()
+        engines = [await one() for _ in range(8)]
+        for engine in engines:
+            await engine.evaluate(docs[0])
+        memory = (rss_bytes() - before) / 8 / 2**20
+        for engine in engines:
+            await engine.aclose()
+        table.append((name, *p50_p99(seconds), rates[0], rates[1], memory))
+
+    await in_process("wasm (OPA-compiled module)", WasmEngine)
+    await in_process("embedded (regopy)", EmbeddedEngine)
+    if binary is not None:
+        proc, url = start_opa(binary)
+        try:
+            opa = OpaEngine(url, timeout=5)
+            await opa.load(bundle)
+            await atimed(50, docs, opa.evaluate)
+            seconds = await atimed(n, docs, opa.evaluate)
+            rates = [await throughput(n, c, docs, opa.evaluate) for c in (1, 2)]
+            memory = rss_bytes(proc.pid) / 2**20
+            await opa.aclose()
+        finally:
+            proc.kill()
+            proc.wait()
+        table.append(("OPA REST (one server)", *p50_p99(seconds), *rates, memory))
+    print(f"engine table: shipped policy, {n} sequential evaluations per engine")
+    header = f"{'engine':<28} {'p50 ms':>8} {'p99 ms':>8} {'eval/s 1t':>10} {'eval/s 2t':>10}"
+    print(header + f" {'MiB/inst':>9}")
+    for name, p50, p99, one_thread, two_threads, memory in table:
+        print(
+            f"{name:<28} {p50:8.3f} {p99:8.3f} {one_thread:10.0f} {two_threads:10.0f} {memory:9.1f}"
+        )
+
+
 def find_opa() -> str | None:
     explicit = os.environ.get("AGENTCTL_OPA_BIN")
     if explicit:
@@ -151,7 +228,8 @@ def start_opa(binary: str) -> tuple[subprocess.Popen[bytes], str]:
 
 async def run(n: int, concurrency: int) -> None:
     source = read_policy_dir(ROOT / "policies")
-    bundle = LoadedBundle(source.modules, source.data, revision="bench")
+    wasm = (ROOT / "policies" / "policy.wasm").read_bytes()
+    bundle = LoadedBundle(source.modules, source.data, revision="bench", wasm=wasm)
     docs = inputs()
     runtime = {p: s for p, s in source.modules.items() if not p.endswith("_test.rego")}
 
@@ -222,6 +300,8 @@ async def run(n: int, concurrency: int) -> None:
         print(f"  {name:<12} {rate:8.0f} decisions/s")
     if "opa" in rates:
         print(f"  embedded/opa ratio {rates['embedded'] / rates['opa']:.2f}")
+    print()
+    await engine_table(n, bundle, binary)
 
 
 def main() -> None:

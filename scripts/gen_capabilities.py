@@ -9,6 +9,10 @@ evaluates it, minus `REFUSED` (builtins that reach the host or the network). An 
 answers, for each builtin name, whether it implements it; to add an engine (an OPA-wasm one,
 say), add its probe to `ENGINES`.
 
+The wasm engine is probed by compiling every builtin with the pinned OPA's wasm target and
+reading which the module imports from the host: those are refused unless the engine implements
+them (`wasm_supports`).
+
 The embedded engine (regopy) is probed, not listed by hand: each builtin is called, in a child
 interpreter that loaded greenlet first as the server does, with sample arguments of every type
 form its OPA declaration allows (`time.clock` takes a number or `[ns, "tz"]`: both are tried).
@@ -151,7 +155,54 @@ def regopy_supports(builtins: list[Decl]) -> set[str]:
     return supported
 
 
-ENGINES: dict[str, Callable[[list[Decl]], set[str]]] = {"embedded": regopy_supports}
+def _wasm_build(opa_bin: str, exprs: list[str]) -> bytes | None:
+    """The module `opa build -t wasm` compiles from one probe rule per expression, or None."""
+    import tempfile
+
+    from control_plane.policy.validation.opa import build_wasm
+
+    rules = [
+        e.replace("r := ", f"r{i} := ", 1).replace("r if ", f"r{i} if ", 1)
+        for i, e in enumerate(exprs)
+    ]
+    with tempfile.TemporaryDirectory(prefix="agentctl-probe-") as tmp:
+        root = Path(tmp, "bundle")
+        root.mkdir()
+        (root / "probe.rego").write_text("package probe\n\n" + "\n\n".join(rules) + "\n")
+        wasm, _ = build_wasm(opa_bin, root, "probe", 120.0)
+    return wasm
+
+
+def wasm_supports(builtins: list[Decl]) -> set[str]:
+    """Names of the builtins the wasm engine evaluates: those OPA compiles into the module, plus
+    the host builtins the engine implements (`engines.wasm.HOST_BUILTINS`).
+
+    One module is compiled with a probe rule for every form of every builtin; the module's
+    `builtins` export names those it leaves to the host. A builtin whose forms do not compile
+    for the wasm target at all (the whole build fails) is probed alone and dropped if it fails.
+    """
+    from control_plane.policy.engines.wasm import HOST_BUILTINS, missing_host_builtins
+
+    opa_bin = os.environ.get("AGENTCTL_OPA_BIN") or str(DEFAULT_OPA)
+    forms = {b["name"]: _expressions(b) for b in builtins}
+    # Without --wasm-include-print, OPA erases print statements from the module: a statement
+    # compiles (to nothing), a call used as a value would import the builtin.
+    forms["print"] = ["r if {\n\tprint(1)\n}"]
+    names = set(forms)
+    wasm = _wasm_build(opa_bin, [e for exprs in forms.values() for e in exprs])
+    if wasm is None:
+        names = {n for n in names if _wasm_build(opa_bin, forms[n]) is not None}
+        wasm = _wasm_build(opa_bin, [e for n in sorted(names) for e in forms[n]])
+        assert wasm is not None
+    host = set(missing_host_builtins(wasm)) | (set(HOST_BUILTINS) & names)
+    imported = host - set(HOST_BUILTINS)
+    return names - imported
+
+
+ENGINES: dict[str, Callable[[list[Decl]], set[str]]] = {
+    "embedded": regopy_supports,
+    "wasm": wasm_supports,
+}
 
 
 def generate(opa_bin: str) -> str:

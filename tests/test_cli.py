@@ -149,7 +149,7 @@ def test_help(args: list[str], tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("AGENTCTL_POLICY_ENGINE", "wasm"),
+        ("AGENTCTL_POLICY_ENGINE", "lua"),
         ("AGENTCTL_DATABASE_URL", "mysql://db/x"),
         ("AGENTCTL_ADMIN_TOKEN", "hunter2"),
         ("AGENTCTL_KEY_ENCRYPTION_KEY", "too-short"),

@@ -56,6 +56,7 @@ from control_plane.audit.schemas import (
 )
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.domains import service as domains
+from control_plane.kit import dberrors
 from control_plane.kit.errors import (
     FieldError,
     NotFound,
@@ -331,6 +332,10 @@ async def record_decision(
     try:
         await session.flush()
     except DBAPIError as exc:
+        if dberrors.classify(exc) is not None:
+            # The database itself is unavailable (a restart, a failover): the one answer for
+            # that, 503 database_unavailable with Retry-After, comes from the kit's handler.
+            raise
         log.error("audit_record_failed", kind="decision", error_type=type(exc).__name__)
         raise AuditUnavailable(
             "The decision's audit record could not be written; nothing was decided. Retry."

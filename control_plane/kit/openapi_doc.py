@@ -110,7 +110,8 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 content = response.get("content", {})
                 # Error answers are problem+json only; FastAPI would also list the route's own
-                # media type (application/json, or text/plain for a plain-text route).
+                # media type (application/json, or text/plain and the like on routes with another
+                # response class).
                 if status[:1] in "45" and PROBLEM_CONTENT_TYPE in content:
                     for media_type in [m for m in content if m != PROBLEM_CONTENT_TYPE]:
                         del content[media_type]

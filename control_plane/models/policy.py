@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from control_plane.kit.ids import uuid7
@@ -36,6 +36,9 @@ class PolicyRevision(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     # sha256 of the canonical JSON of {"modules", "data"}.
     digest: str = Field(max_length=71)
+    # The WebAssembly module OPA compiled from the runtime modules at upload (the wasm engine
+    # runs it); None when the bundle has no decision package. Checked by sha256 on store.
+    wasm: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_by: str = Field(max_length=100)
     created_at: datetime = timestamp_now()
 

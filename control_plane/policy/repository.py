@@ -54,13 +54,13 @@ async def list_revisions(
 
 async def stored_content(
     session: AsyncSession, revision_id: uuid.UUID
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(modules, data) of a revision as the database holds them (read back, not cached)."""
-    stmt = select(PolicyRevision.modules, PolicyRevision.data).where(
+) -> tuple[dict[str, Any], dict[str, Any], bytes | None]:
+    """(modules, data, wasm) of a revision as the database holds them (read back, not cached)."""
+    stmt = select(PolicyRevision.modules, PolicyRevision.data, PolicyRevision.wasm).where(
         PolicyRevision.id == revision_id
     )
-    modules, data = (await session.exec(stmt)).one()
-    return dict(modules), dict(data)
+    modules, data, wasm = (await session.exec(stmt)).one()
+    return dict(modules), dict(data), (bytes(wasm) if wasm is not None else None)
 
 
 async def next_revision_number(session: AsyncSession, bundle: str) -> int:

@@ -61,6 +61,7 @@ class PolicyRuntime:
                 data=revision.data,
                 revision=str(number),
                 digest=revision.digest,
+                wasm=revision.wasm,
             )
             current = self._loading
             if current is None or current[0] != number or current[1].done():

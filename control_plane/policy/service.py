@@ -1,10 +1,11 @@
 """The policy store: immutable, validated revisions of named bundles, and which one is active.
 
 An upload is validated first (`validate_upload`: OPA's compiler with the shared capabilities,
-then the embedded engine; see `validation`), before the request's transaction begins and outside
-SQLite's writer turn, so other writes never wait for it. Only a `ValidatedSource` can be stored,
-and what is stored is read back and digested again: the digest reported is the digest of what the
-database holds. Without an OPA binary nothing is validated and nothing is stored (503).
+then the embedded engine, then `opa build -t wasm` for the wasm engine; see `validation`),
+before the request's transaction begins and outside SQLite's writer turn, so other writes never
+wait for it. Only a `ValidatedSource` can be stored, and what is stored is read back and digested
+again (the module by its sha256): the digest reported is the digest of what the database holds.
+Without an OPA binary nothing is validated and nothing is stored (503).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from control_plane.kit.time import utcnow
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import repository
 from control_plane.policy.bundles import PolicySource
-from control_plane.policy.validation import OpaUnavailableError, PolicyIssue, validate_bundle
+from control_plane.policy.validation import (
+    OpaUnavailableError,
+    PolicyIssue,
+    validate_and_compile,
+)
+from control_plane.policy.validation.opa import WASM_MODULE
 from control_plane.policy.validation.structure import DATA_FILE, canonical_numbers
 
 
@@ -59,27 +65,35 @@ def _rejected(issues: Sequence[PolicyIssue]) -> ValidationFailed:
     return ValidationFailed(f"The policy was rejected: {issues[0].text()}{more}", errors=errors)
 
 
+def _sha256(blob: bytes | None) -> str | None:
+    return None if blob is None else hashlib.sha256(blob).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class ValidatedSource:
-    """Modules and data exactly as validated (private copies), with their content digest."""
+    """Modules and data exactly as validated (private copies), with their content digest, and
+    the WebAssembly module OPA compiled from them (None: the bundle has no decision package)."""
 
     modules: dict[str, str]
     data: dict[str, Any]
     digest: str
+    wasm: bytes | None = None
 
 
 async def validate_upload(settings: Settings, source: PolicySource) -> ValidatedSource:
     """Validate in a worker thread; raises ValidationFailed (422) or ServiceUnavailable (503)."""
     modules, data = copy.deepcopy(source.modules), canonical_numbers(source.data)
     try:
-        issues = await asyncio.to_thread(validate_bundle, modules, data, opa_bin=settings.opa_bin)
+        issues, wasm = await asyncio.to_thread(
+            validate_and_compile, modules, data, opa_bin=settings.opa_bin
+        )
     except OpaUnavailableError as exc:
         raise ServiceUnavailable(
             f"Policy cannot be validated, so it is not stored: {exc}. Decisions go on."
         ) from exc
     if issues:
         raise _rejected(issues)
-    return ValidatedSource(modules, data, content_digest(modules, data))
+    return ValidatedSource(modules, data, content_digest(modules, data), wasm)
 
 
 async def create_revision(
@@ -99,14 +113,15 @@ async def create_revision(
         modules=source.modules,
         data=source.data,
         digest=source.digest,
+        wasm=source.wasm,
         created_by=who.key if who is not None else "system",
     )
     try:
         await repository.add(session, revision)
     except IntegrityError as exc:
         raise Conflict("Another revision was stored concurrently; retry.") from exc
-    stored = await repository.stored_content(session, revision.id)
-    if content_digest(*stored) != source.digest:
+    modules, data, wasm = await repository.stored_content(session, revision.id)
+    if content_digest(modules, data) != source.digest or _sha256(wasm) != _sha256(source.wasm):
         # The database would hold something other than what was validated: store nothing.
         raise ValidationFailed(
             "The policy cannot be stored exactly as it was validated.",
@@ -176,12 +191,28 @@ async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> in
 
     if await repository.get_bundle(session, "default") is not None:
         return None
-    source = read_policy_dir(settings.resolved_policy_dir)
+    directory = settings.resolved_policy_dir
+    source = read_policy_dir(directory)
     # The shipped policy is validated by the test suite (opa check and opa test in CI), and the
-    # service must start without an OPA binary.
+    # service must start without an OPA binary: its compiled module is committed beside it
+    # (`make wasm`; tests/policy/test_wasm_module.py fails when it no longer matches the Rego).
+    module = directory / WASM_MODULE.lstrip("/")
+    wasm = module.read_bytes() if module.is_file() else await _compile_if_possible(settings, source)
     shipped = ValidatedSource(
-        source.modules, source.data, content_digest(source.modules, source.data)
+        source.modules, source.data, content_digest(source.modules, source.data), wasm
     )
     revision = await create_revision(session, None, "default", shipped)
     await activate(session, None, "default", revision.revision)
     return revision.revision
+
+
+async def _compile_if_possible(settings: Settings, source: PolicySource) -> bytes | None:
+    """A policy directory without a committed module: compile it if OPA is there, else None
+    (the wasm engine then denies with the reason until a compiled revision is activated)."""
+    try:
+        issues, wasm = await asyncio.to_thread(
+            validate_and_compile, source.modules, source.data, opa_bin=settings.opa_bin
+        )
+    except OpaUnavailableError:
+        return None
+    return None if issues else wasm

@@ -19,7 +19,8 @@ from tests.fixtures.servers import ROOT
 
 DOCUMENT = ROOT / "openapi" / "openapi.json"
 # openapi-python-client knows binary bodies only as application/octet-stream; the policy upload is
-# declared as application/gzip, which the generated code then sends verbatim. No post hooks: the
+# declared as application/gzip, which the generated code then sends verbatim, and the audit export
+# (application/jsonl, JSON Lines) is read as bytes. No post hooks: the
 # test needs no formatter, and the code is checked as generated.
 CONFIG = """\
 package_name_override: acp_client
@@ -27,6 +28,7 @@ project_name_override: acp-client
 post_hooks: []
 content_type_overrides:
   application/gzip: application/octet-stream
+  application/jsonl: application/octet-stream
 """
 
 

@@ -25,7 +25,7 @@ async def test_allow_approval_deny_and_the_record(
     assert (body["effect"], body["allow"], body["reasons"]) == ("allow", True, [])
     assert body["bundle"] == "default"
     assert body["revision"] == 1
-    assert body["engine"] == "embedded"
+    assert body["engine"] == "wasm"
 
     big = copy.deepcopy(REFUND)
     big["resource"]["amount"] = 500

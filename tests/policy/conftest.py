@@ -56,4 +56,11 @@ def start_opa(opa_bin: str, tmp_path: Path) -> Iterator[Callable[[], OpaServer]]
 @pytest.fixture(scope="session")
 def shipped_bundle() -> LoadedBundle:
     source = read_policy_dir(POLICIES)
-    return LoadedBundle(modules=source.modules, data=source.data, revision="shipped")
+    # policies/policy.wasm is the shipped policy compiled by the pinned OPA (`make wasm`);
+    # tests/policy/test_wasm_engine.py fails when it no longer matches the Rego.
+    return LoadedBundle(
+        modules=source.modules,
+        data=source.data,
+        revision="shipped",
+        wasm=(POLICIES / "policy.wasm").read_bytes(),
+    )

@@ -220,11 +220,12 @@ def test_build_engine() -> None:
     with pytest.raises(ValueError, match="OPA base URL"):
         build_engine("opa", opa_url=None)
     with pytest.raises(ValueError, match="unknown policy engine"):
-        build_engine("wasm")
-    engine = build_engine("embedded", timeout=0.3, threads=1)
-    assert isinstance(engine, PolicyEngine)
-    assert engine.name == "embedded"
-    asyncio.run(engine.aclose())
+        build_engine("lua")
+    for kind in ("embedded", "wasm"):
+        engine = build_engine(kind, timeout=0.3, threads=1)
+        assert isinstance(engine, PolicyEngine)
+        assert engine.name == kind
+        asyncio.run(engine.aclose())
     opa = build_engine("opa", opa_url="http://127.0.0.1:1")
     assert opa.name == "opa"
     asyncio.run(opa.aclose())

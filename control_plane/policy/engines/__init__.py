@@ -2,8 +2,9 @@
 
 `base` holds the `PolicyEngine` protocol, the `Effect` and `FailureCode` enums and the fail-closed
 guard every engine derives from; `inputs` the one input encoding; `embedded` evaluates with regopy
-in process, `opa` drives an OPA server over its REST API. The implementations import `base`, never
-this package's factory, so there is no import cycle.
+in process, `wasm` runs the module OPA compiled for the revision in process, `opa` drives an OPA
+server over its REST API. The implementations import `base`, never this package's factory, so
+there is no import cycle.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def build_engine(
     entrypoint: str = DEFAULT_ENTRYPOINT,
     limits: InputLimits | None = None,
 ) -> PolicyEngine:
-    """Build the engine named by settings (`embedded` or `opa`); raises ValueError otherwise."""
+    """Build the engine named by settings (`embedded`, `wasm` or `opa`); else ValueError."""
     if kind == "embedded":
         from control_plane.policy.engines.embedded import EmbeddedEngine
 
@@ -59,4 +60,8 @@ def build_engine(
         from control_plane.policy.engines.opa import OpaEngine
 
         return OpaEngine(opa_url, timeout=timeout, entrypoint=entrypoint, limits=limits)
-    raise ValueError(f"unknown policy engine {kind!r}; expected 'embedded' or 'opa'")
+    if kind == "wasm":
+        from control_plane.policy.engines.wasm import WasmEngine
+
+        return WasmEngine(timeout=timeout, threads=threads, entrypoint=entrypoint, limits=limits)
+    raise ValueError(f"unknown policy engine {kind!r}; expected 'embedded', 'wasm' or 'opa'")

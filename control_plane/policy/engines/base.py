@@ -102,12 +102,15 @@ class LoadedBundle:
 
     `modules` maps a relative path (`agents/authz.rego`) to Rego source; `data` is the data
     document (the JSON object OPA would see at `data`). Engines ignore `*_test.rego` modules.
+    `wasm` is the module OPA compiled from the runtime modules (`opa build -t wasm`), when the
+    revision has one; only the wasm engine reads it.
     """
 
     modules: Mapping[str, str]
     data: Mapping[str, Any]
     revision: str
     digest: str = ""
+    wasm: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

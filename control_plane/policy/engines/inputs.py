@@ -1,8 +1,11 @@
 """The one encoding of a decision input that every engine receives.
 
 Both engines must see the same bytes, so the input is checked (types, depth, item count, float
-range) and serialised here once. Lone surrogates become U+FFFD, as Go's JSON decoder does, and the
-decision's input digest is computed over this text, so the digest names what was evaluated.
+range) and serialised here once. Integral floats up to 2^53 (and -0.0) are written as integers
+(`1.0` -> `1`): equal numbers in Rego, but OPA's wasm target hashes `1.0` and `1` differently, so
+`1.0 in {0, 1}` is false there and true in OPA. Lone surrogates become U+FFFD, as Go's JSON
+decoder does, and the decision's input digest is computed over this text, so the digest names
+what was evaluated.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def encode_input(input_doc: object, limits: InputLimits | None = None) -> str:
     limits = limits or InputLimits()
     if not isinstance(input_doc, Mapping):
         raise InvalidInputError("input must be a JSON object")
-    _check_shape(input_doc, limits)
+    if _check_shape(input_doc, limits):
+        input_doc = integral_floats_as_ints(input_doc)
     try:
         text = json.dumps(input_doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -56,8 +60,33 @@ def encode_input(input_doc: object, limits: InputLimits | None = None) -> str:
     return text
 
 
-def _check_shape(doc: object, limits: InputLimits) -> None:
-    """Iteratively check types, depth and total item count (no recursion on hostile input)."""
+_EXACT_INTEGERS: Final = 2.0**53
+
+
+def _integral(value: float) -> bool:
+    return value.is_integer() and abs(value) <= _EXACT_INTEGERS
+
+
+def integral_floats_as_ints(value: object) -> object:
+    """`value` with every integral float of magnitude <= 2^53 (and -0.0) as an int (see above).
+
+    Recursive: call it on documents whose depth is already bounded.
+    """
+    if isinstance(value, Mapping):
+        return {k: integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [integral_floats_as_ints(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and _integral(value):
+        return int(value)
+    return value
+
+
+def _check_shape(doc: object, limits: InputLimits) -> bool:
+    """Iteratively check types, depth and total item count (no recursion on hostile input).
+
+    Returns whether the document holds an integral float that `integral_floats_as_ints` changes.
+    """
+    integral_floats = False
     items = 0
     stack: list[tuple[object, int]] = [(doc, 1)]
     while stack:
@@ -77,6 +106,7 @@ def _check_shape(doc: object, limits: InputLimits) -> None:
                 # regopy 1.5.2 fails on subnormals, the smallest normals and the largest
                 # doubles; both engines refuse them so they keep agreeing.
                 raise InvalidInputError("float magnitude outside [1e-300, 1e300]")
+            integral_floats = integral_floats or _integral(value)
             continue
         elif value is None or isinstance(value, str | int | bool):
             continue
@@ -88,3 +118,4 @@ def _check_shape(doc: object, limits: InputLimits) -> None:
         if items > limits.max_items:
             raise InvalidInputError(f"input has more than {limits.max_items} items")
         stack.extend((child, depth + 1) for child in children)
+    return integral_floats

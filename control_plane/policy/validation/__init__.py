@@ -13,6 +13,9 @@ an empty list means yes. In order, stopping at the first step that finds somethi
    `p := 2`).
 4. The embedded engine builds the runtime modules (not `*_test.rego`) in a child process
    (`engines.embedded_check`), because some Rego OPA accepts makes regopy abort the process.
+5. `opa build -t wasm -e agents/authz/decision` compiles the runtime modules to the WebAssembly
+   module the wasm engine runs (`validate_and_compile` returns it); a build error is an issue
+   carrying OPA's message. A bundle without the decision's package has no module.
 
 Without an OPA binary nothing can be validated: `OpaUnavailableError` (the API answers 503).
 Both functions block (subprocesses): call them from a worker thread.
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from control_plane.policy.engines.base import DEFAULT_ENTRYPOINT
 from control_plane.policy.validation import opa
 from control_plane.policy.validation.opa import (
     INSTALL_HINT,
@@ -46,6 +50,7 @@ __all__ = [
     "PolicyTestReport",
     "resolve_opa_bin",
     "run_policy_tests",
+    "validate_and_compile",
     "validate_bundle",
 ]
 
@@ -55,13 +60,28 @@ _EMBEDDED_CHECK: Final = "control_plane.policy.engines.embedded_check"
 def validate_bundle(
     modules: Mapping[str, str], data: object, *, opa_bin: str | None, timeout: float = 60.0
 ) -> list[PolicyIssue]:
-    """Every problem that makes OPA or the embedded engine reject the bundle (see module doc).
+    """Every problem that makes OPA or an engine reject the bundle (see module doc).
+
+    Raises OpaUnavailableError when no OPA binary can be run.
+    """
+    return validate_and_compile(modules, data, opa_bin=opa_bin, timeout=timeout)[0]
+
+
+def validate_and_compile(
+    modules: Mapping[str, str],
+    data: object,
+    *,
+    opa_bin: str | None,
+    entrypoint: str = DEFAULT_ENTRYPOINT,
+    timeout: float = 60.0,
+) -> tuple[list[PolicyIssue], bytes | None]:
+    """(issues, wasm module): the module is None when there are issues or no decision package.
 
     Raises OpaUnavailableError when no OPA binary can be run.
     """
     issues = structure_issues(modules, data)
     if issues:
-        return issues
+        return issues, None
     binary = resolve_opa_bin(opa_bin)
     assert isinstance(data, dict)
     runtime = {p: s for p, s in modules.items() if not p.endswith("_test.rego")}
@@ -70,13 +90,20 @@ def validate_bundle(
         _write_bundle(everything, modules, data)
         issues = opa.check(binary, everything, timeout)
         if issues:
-            return _sorted(issues)
+            return _sorted(issues), None
         _write_bundle(runtime_dir, runtime, data)
         issues = opa.evaluate_all(binary, runtime_dir, timeout)
         if issues:
-            return _sorted(issues)
+            return _sorted(issues), None
         packages = opa.packages(binary, runtime_dir, timeout)
-    return _embedded_issues(runtime, data, packages, timeout)
+        issues = _embedded_issues(runtime, data, packages, timeout)
+        if issues:
+            return issues, None
+        decision_package = entrypoint.strip("/").rpartition("/")[0]
+        if decision_package not in packages:
+            return [], None
+        wasm, issues = opa.build_wasm(binary, runtime_dir, entrypoint, timeout)
+        return _sorted(issues), wasm
 
 
 def _write_bundle(root: Path, modules: Mapping[str, str], data: dict[str, Any]) -> None:

@@ -95,7 +95,7 @@ def run_opa(opa_bin: str, args: list[str], cwd: Path, timeout: float) -> tuple[i
                 return proc.returncode, json.loads(stream), proc.stderr
             except json.JSONDecodeError:
                 continue
-    return proc.returncode, None, proc.stderr
+    return proc.returncode, None, proc.stderr or proc.stdout
 
 
 def issues_from_errors(body: Any, *, fallback: str = "") -> list[PolicyIssue]:
@@ -185,3 +185,44 @@ def evaluate_all(opa_bin: str, bundle_dir: Path, timeout: float) -> list[PolicyI
 def run_tests(opa_bin: str, directory: Path, timeout: float) -> tuple[int, Any, str]:
     """`opa test --format json` over `directory`: (exit code, result list or None, stderr)."""
     return run_opa(opa_bin, ["test", "--format", "json", "."], directory, timeout)
+
+
+WASM_MODULE: Final = "/policy.wasm"
+NO_ENTRYPOINT: Final = "does not refer to a rule or policy decision"
+
+
+def build_wasm(
+    opa_bin: str, bundle_dir: Path, entrypoint: str, timeout: float
+) -> tuple[bytes | None, list[PolicyIssue]]:
+    """`opa build -t wasm -e ENTRYPOINT` over a bundle directory: (module, []) or (None, issues).
+
+    The directory must hold only what the engine evaluates (no `*_test.rego`). The build is
+    deterministic: the same modules give the same bytes. Issues carry OPA's message
+    (`wasm_build_error` when OPA gives no structured error). A bundle whose package has no rule
+    at the entrypoint has no module: (None, []); every engine denies it as undefined.
+    """
+    import tarfile
+
+    out = bundle_dir.parent / (bundle_dir.name + ".wasm-bundle.tar.gz")
+    args = ["build", "-t", "wasm", "-e", entrypoint.strip("/"), "-o", str(out), "."]
+    code, body, stderr = run_opa(opa_bin, args, bundle_dir, timeout)
+    if code != 0:
+        # `opa build` reports this one in text only (no --format json for build errors).
+        if body is None and NO_ENTRYPOINT in stderr:
+            return None, []
+        issues = issues_from_errors(body, fallback=stderr)
+        return None, [
+            issue
+            if issue.code != "opa_error"
+            else PolicyIssue(
+                issue.file, issue.line, issue.column, issue.message, "wasm_build_error"
+            )
+            for issue in issues
+        ]
+    with tarfile.open(out, mode="r:gz") as archive:
+        for member in archive:
+            if member.name == WASM_MODULE or member.name == WASM_MODULE.lstrip("/"):
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    return handle.read(), []
+    return None, [PolicyIssue("", None, None, "opa build wrote no policy.wasm", "wasm_build_error")]
