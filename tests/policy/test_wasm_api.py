@@ -17,7 +17,7 @@ import pytest
 from control_plane.app import create_app
 from control_plane.config import Settings
 from tests.conftest import _bootstrap
-from tests.decisions.support import REFUND, decider
+from tests.fixtures.decisions import REFUND, decider
 
 pytestmark = pytest.mark.opa
 
