@@ -129,18 +129,29 @@ class Api:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float = 30,
     ) -> Any:
         """Send one request; the parsed JSON answer, or CliError carrying the problem line."""
         query = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         with self.client(timeout) as client:
-            response = client.request(method, path, params=query, json=body)
+            response = client.request(method, path, params=query, json=body, headers=headers)
             check(response)
             if not response.content:
                 return None
             if "json" not in response.headers.get("content-type", ""):
                 return response.text
             return response.json()
+
+    def etag(self, path: str) -> str:
+        """The current ETag of the resource at `path` (for an update's If-Match)."""
+        with self.client() as client:
+            response = client.get(path)
+            check(response)
+        tag: str | None = response.headers.get("etag")
+        if not tag:
+            raise CliError(f"{path} answered without an ETag")
+        return tag
 
 
 def check(response: httpx.Response) -> None:
@@ -163,16 +174,24 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _print(table: Table) -> None:
+    console = stdout if stdout.is_terminal else Console(highlight=False, width=100_000)
+    console.print(table)
+
+
 def emit(body: Any, output: Output, columns: Sequence[Column] = ()) -> None:
     """Print an answer: JSON as it came, or a table (a list's rows, or one object's fields)."""
     if output is Output.json:
         sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         return
     if isinstance(body, dict) and isinstance(body.get("data"), list) and columns:
-        table = Table(*(header for header, _ in columns), box=None, pad_edge=False)
+        table = Table(box=None, pad_edge=False)
+        for header, _ in columns:
+            # Never an ellipsis: ids are copied from here. Folded in a terminal, one line in a pipe.
+            table.add_column(header, overflow="fold")
         for row in body["data"]:
             table.add_row(*(_cell(f(row) if callable(f) else row.get(f)) for _, f in columns))
-        stdout.print(table)
+        _print(table)
         if body.get("has_more"):
             stderr.print(f"more: --after {body.get('next_after')}")
         return
@@ -182,7 +201,7 @@ def emit(body: Any, output: Output, columns: Sequence[Column] = ()) -> None:
         table.add_column(overflow="fold")
         for key, value in body.items():
             table.add_row(key, _cell(value))
-        stdout.print(table)
+        _print(table)
         return
     stdout.print(_cell(body))
 

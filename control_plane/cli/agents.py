@@ -104,6 +104,10 @@ def update(
         list[str] | None,
         typer.Option("--label", help="key=value (repeatable); replaces every label."),
     ] = None,
+    if_match: Annotated[
+        str | None,
+        typer.Option(help="Update only if the agent still has this ETag (default: the current)."),
+    ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     output: OutputOpt = Output.table,
@@ -117,7 +121,10 @@ def update(
     if label is not None:
         body["labels"] = parse_pairs(label, "--label")
     body = {k: v for k, v in body.items() if v is not None}
-    emit(Api(url, token).call("PATCH", f"/v1/agents/{seg(agent_id)}", body=body), output)
+    api, path = Api(url, token), f"/v1/agents/{seg(agent_id)}"
+    # The API refuses an update without If-Match (lost updates); by default, the current ETag.
+    headers = {"If-Match": if_match or api.etag(path)}
+    emit(api.call("PATCH", path, body=body, headers=headers), output)
 
 
 def _lifecycle(verb: str, doc: str) -> None:
