@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -220,7 +221,7 @@ def parse_pairs(values: Sequence[str], what: str) -> dict[str, str]:
 def read_json_file(path: str, what: str) -> Any:
     """A JSON document from a file (`-` for stdin); a usage error names the file otherwise."""
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         return json.loads(text)
     except (OSError, ValueError) as exc:
         raise CliError(f"{what}: cannot read JSON from {path}: {exc}", ExitCode.usage) from None
