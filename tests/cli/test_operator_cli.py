@@ -8,6 +8,7 @@ code scripts test (1 error, 2 usage, 3 not found, 4 denied).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from control_plane import __version__
 from control_plane.cli import main
@@ -164,6 +167,14 @@ def test_every_verb(cli: Any, tmp_path: Path) -> None:
     creds = cli("credentials", "list", aid, "-o", "json").json("credentials-list")["data"]
     assert [c["client_id"] for c in creds] == [cred["client_id"]]
     assert "client_secret" not in creds[0]
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    (tmp_path / "key.jwk").write_text(json.dumps(jwk))
+    keyed = cli(
+        "credentials", "create", aid, "--scope", "decisions:create",
+        "--jwk", str(tmp_path / "key.jwk"), "-o", "json",
+    ).json("credentials-create")  # fmt: skip
+    assert (keyed["auth_method"], keyed["client_secret"]) == ("private_key_jwt", None)
     with httpx.Client(base_url=url, timeout=30) as c:
         token = c.post(
             "/oauth/token",
