@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +11,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Package data (the wheel ships it); Alembic needs a directory on disk, which an unzipped
+# install always is.
+MIGRATIONS_DIR = Path(str(resources.files("control_plane").joinpath("migrations")))
 
 
 def alembic_config(url: str) -> Config:
