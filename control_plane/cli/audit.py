@@ -8,12 +8,20 @@ one flag here that is not the output format), and shows a progress bar.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeRemainingColumn,
+)
 
 from control_plane.cli._http import (
     DEFAULT_URL,
@@ -140,8 +148,6 @@ def export(
     token: Token = None,
 ) -> None:
     """Stream a domain's log to a JSON Lines file, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     written = 0
     with (
         Api(url, token).client(timeout=httpx.Timeout(60, read=300)) as client,
@@ -151,17 +157,7 @@ def export(
             r.read()
             check(r)
         total = int(r.headers.get("x-audit-log-size", "0"))
-        with (
-            output.open("w", encoding="utf-8") as sink,
-            Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=stderr,
-                disable=quiet,
-            ) as progress,
-        ):
+        with output.open("w", encoding="utf-8") as sink, _progress(quiet, count=True) as progress:
             task = progress.add_task(f"export {domain}", total=total)
             for line in r.iter_lines():
                 if line:
@@ -169,6 +165,20 @@ def export(
                     written += 1
                     progress.advance(task)
     typer.echo(f"exported {written} records of {domain} to {output}", err=True)
+
+
+def _progress(quiet: bool, *, count: bool = False) -> Progress:
+    """A progress bar on stderr (records, or bytes read), off with --quiet."""
+    done = MofNCompleteColumn() if count else DownloadColumn()
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        done,
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=quiet,
+        transient=not count,
+    )
 
 
 class VerifyOutput(StrEnum):
@@ -211,6 +221,7 @@ def verify(
     ] = None,
     token: Token = None,
     output: Annotated[VerifyOutput, typer.Option("--output", "-o")] = VerifyOutput.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Verify an export offline (FILE --checkpoint --key) or ask the server (--url)."""
     if file is None:
@@ -219,7 +230,10 @@ def verify(
                 "give an export FILE (offline) or --url (ask the server)", ExitCode.usage
             )
         params = {"domain": domain} if domain else {}
-        body = Api(url, token).call("GET", "/v1/audit/verify", params=params, timeout=600)
+        with stderr.status("the server is verifying its logs", spinner="dots") as spinner:
+            if quiet:
+                spinner.stop()
+            body = Api(url, token).call("GET", "/v1/audit/verify", params=params, timeout=600)
         _report(body["logs"], bool(body["ok"]), output)
         return
 
@@ -231,8 +245,15 @@ def verify(
     key_text = Path(key).read_text().strip() if Path(key).is_file() else key
     try:
         note = checkpoint.read_text(encoding="utf-8")
-        with file.open(encoding="utf-8") as lines:
-            status = verify_export(lines, note, key_text)
+        with file.open(encoding="utf-8") as lines, _progress(quiet) as progress:
+            task = progress.add_task(f"verify {file.name}", total=file.stat().st_size)
+
+            def read() -> Iterator[str]:
+                for line in lines:
+                    progress.advance(task, len(line.encode()))
+                    yield line
+
+            status = verify_export(read(), note, key_text)
     except OSError as exc:
         raise CliError(str(exc), ExitCode.usage) from None
     except NoteError as exc:
