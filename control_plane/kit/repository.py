@@ -26,19 +26,15 @@ async def find_idempotency_record(
 
 
 async def count_idempotency_records(
-    session: AsyncSession, principal: str, since: datetime, *, at_most: int
+    session: AsyncSession, principal: str, *, at_most: int, since: datetime | None = None
 ) -> int:
-    """How many of ``principal``'s records were created at or after ``since``, counting no
-    further than ``at_most`` (so the cost is bounded by the cap, not by the table)."""
-    live = (
-        select(col(IdempotencyRecord.key))
-        .where(
-            col(IdempotencyRecord.principal) == principal,
-            col(IdempotencyRecord.created_at) >= since,
-        )
-        .limit(at_most)
-        .subquery()
-    )
+    """How many of ``principal``'s records there are (created at or after ``since``, if given),
+    counting no further than ``at_most`` (so the cost is bounded by the cap, not by the table;
+    without ``since`` the primary key's index alone answers)."""
+    stmt = select(col(IdempotencyRecord.key)).where(col(IdempotencyRecord.principal) == principal)
+    if since is not None:
+        stmt = stmt.where(col(IdempotencyRecord.created_at) >= since)
+    live = stmt.limit(at_most).subquery()
     found = (await session.exec(select(func.count()).select_from(live))).one()
     return int(found)
 

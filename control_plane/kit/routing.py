@@ -348,8 +348,15 @@ async def _within_key_limit(
     """Refuse a new key when ``principal`` already holds ``idempotency_max_keys`` live ones
     (429 ``idempotency_key_limit``, Retry-After: until its oldest key expires). Counting stops
     at the limit, so the check costs at most that many index entries."""
+    # Expired records are pruned whenever the principal stores one, so counting them all is
+    # nearly exact and the cheap test; only a principal at the limit has its live ones counted.
+    if await repository.count_idempotency_records(session, principal, at_most=most) < most:
+        return
     since = utcnow() - retention
-    if await repository.count_idempotency_records(session, principal, since, at_most=most) < most:
+    if (
+        await repository.count_idempotency_records(session, principal, at_most=most, since=since)
+        < most
+    ):
         return
     oldest = await repository.oldest_idempotency_record(session, principal, since)
     wait = (aware(oldest) + retention - utcnow()).total_seconds() if oldest else 1.0

@@ -4,6 +4,8 @@ principals are not affected."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -12,8 +14,15 @@ from tests.fixtures.factories import create_operator
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"idempotency_max_keys": 3})
+def retention_seconds() -> float:
+    return 24 * 3600.0
+
+
+@pytest.fixture
+def settings(settings: Settings, retention_seconds: float) -> Settings:
+    return settings.model_copy(
+        update={"idempotency_max_keys": 3, "idempotency_retention_hours": retention_seconds / 3600}
+    )
 
 
 async def test_new_keys_beyond_the_limit_are_refused(
@@ -53,3 +62,16 @@ async def test_new_keys_beyond_the_limit_are_refused(
         "/v1/domains", json={"name": "d5"}, headers=other | {"Idempotency-Key": "k3"}
     )
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("retention_seconds", [1.0])
+async def test_expired_keys_do_not_count(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    for i in range(3):
+        h = admin | {"Idempotency-Key": f"k{i}"}
+        assert (await client.post("/v1/domains", json={"name": f"d{i}"}, headers=h)).is_success
+    h = admin | {"Idempotency-Key": "k3"}
+    r = await client.post("/v1/domains", json={"name": "d3"}, headers=h)
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) == 1
+    await asyncio.sleep(1.2)
+    assert (await client.post("/v1/domains", json={"name": "d3"}, headers=h)).status_code == 201
