@@ -24,6 +24,7 @@ from control_plane.cli import (
     credentials,
     decisions,
     domains,
+    enforcement_points,
     operators,
     policy,
     server,
@@ -41,6 +42,7 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("decisions", decisions.app),
     ("policy", policy.app),
     ("audit", audit.app),
+    ("enforcement-points", enforcement_points.app),
     ("operators", operators.app),
     ("keys", server.keys),
 ]

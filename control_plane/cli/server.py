@@ -72,6 +72,12 @@ def serve(
             "are behind (a migration job applies them).",
         ),
     ] = True,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate chain (PEM).")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="The certificate's private key (PEM).")
+    ] = None,
 ) -> None:
     """Run the API (applies the database migrations first)."""
     import uvicorn
@@ -81,8 +87,10 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    tls = ssl_certfile is not None and ssl_keyfile is not None
     if settings.issuer is None:
-        settings = settings.model_copy(update={"issuer": f"http://{host}:{port}"})
+        scheme = "https" if tls else "http"
+        settings = settings.model_copy(update={"issuer": f"{scheme}://{host}:{port}"})
     with startup(settings):
         prepare(settings, migrate=migrate)
         token = asyncio.run(_bootstrap(settings))
@@ -103,6 +111,9 @@ def serve(
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         server_header=False,
+        # TLS in process: stock OPA fetches OAuth2 tokens over https only.
+        ssl_certfile=str(ssl_certfile) if tls else None,
+        ssl_keyfile=str(ssl_keyfile) if tls else None,
     )
 
 

@@ -1,0 +1,376 @@
+"""Federation rules: registering enforcement points and serving each domain its signed bundle
+(ETag and long polling). The decision-log and status sinks are ``sinks``.
+
+The bundle of a domain is rebuilt only when something it is made of may have changed: a cheap
+fingerprint (the agents' count and revision sum, their versions, the active policy revision, the
+domain row, the token keys) keys an in-process cache; the revision itself is derived from the
+content (``bundle``), so replicas agree on it. Long polling re-reads the fingerprint every
+``POLL_INTERVAL`` seconds in short read sessions: no transaction is held while a point waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import service as agents
+from control_plane.auth.principals import Capability, OperatorPrincipal
+from control_plane.credentials import service as credentials
+from control_plane.credentials.schemas import AuthMethod
+from control_plane.decisions import service as decisions
+from control_plane.domains import service as domains
+from control_plane.federation import bundle as bundles
+from control_plane.federation import opa_config, repository
+from control_plane.federation.auth import authenticate
+from control_plane.federation.schemas import (
+    EnforcementPointCreate,
+    EnforcementPointPublic,
+    FederationKeys,
+    PointAuthMethod,
+)
+from control_plane.federation.signing import ALG, BundleKey, ensure_key, public_pem
+from control_plane.federation.tokens import POINT_SCOPES
+from control_plane.kit.errors import (
+    AlreadyExists,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from control_plane.kit.time import aware, utcnow
+from control_plane.models import EnforcementPoint
+from control_plane.policy import service as policy
+from control_plane.state import AppState
+
+log = structlog.get_logger(__name__)
+
+POLL_INTERVAL: Final = 0.25
+MAX_WAIT_SECONDS: Final = 60
+CONTACT_WRITE_INTERVAL: Final = 10.0
+
+
+# --- enforcement points -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewPoint:
+    point: EnforcementPoint
+    client_id: uuid.UUID
+    client_secret: str | None
+
+
+async def _writable_domain(session: AsyncSession, who: OperatorPrincipal, domain: str) -> None:
+    who.require(Capability.registry_write)
+    found = await domains.find(session, domain)
+    who.visible(found, what="Domain", domain_of=lambda d: d.name)
+
+
+async def create_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, body: EnforcementPointCreate
+) -> NewPoint:
+    """Register an enforcement point of ``domain`` and its OAuth2 client (registry:write on the
+    domain). 409 when the name is taken in the domain; 422 for an unusable JWK."""
+    await _writable_domain(session, who, domain)
+    if await repository.find_by_name(session, domain, body.name) is not None:
+        raise AlreadyExists(f"The enforcement point '{body.name}' already exists in {domain}.")
+    jwk: dict[str, Any] | None = None
+    if body.token_endpoint_auth_method is PointAuthMethod.private_key_jwt:
+        keys = (body.jwks or {}).get("keys")
+        if not isinstance(keys, list) or len(keys) != 1 or not isinstance(keys[0], dict):
+            raise ValidationFailed(
+                "private_key_jwt needs jwks with exactly one public key.",
+                errors=[FieldError(pointer="/body/jwks", detail='{"keys": [one JWK]}')],
+            )
+        jwk = keys[0]
+    elif body.jwks is not None:
+        raise ValidationFailed(
+            "jwks is for private_key_jwt only.",
+            errors=[FieldError(pointer="/body/jwks", detail="only with private_key_jwt")],
+        )
+    point = EnforcementPoint(domain=domain, name=body.name, kind=body.kind, created_by=who.key)
+    await repository.add(session, point)
+    created = await credentials.create_point_credential(
+        session,
+        point_id=point.id,
+        auth_method=AuthMethod(body.token_endpoint_auth_method.value),
+        public_jwk=jwk,
+        scopes=list(POINT_SCOPES),
+        created_by=who.key,
+        pointer="/body/jwks/keys/0",
+    )
+    return NewPoint(point, created.credential.id, created.client_secret)
+
+
+async def _visible_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
+) -> EnforcementPoint:
+    who.require(Capability.registry_read)
+    found = await repository.find_by_name(session, domain, name)
+    return who.visible(found, what="Enforcement point")
+
+
+async def get_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
+) -> EnforcementPoint:
+    return await _visible_point(session, who, domain, name)
+
+
+async def list_points(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    domain: str,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[EnforcementPoint]:
+    who.require(Capability.registry_read)
+    found = await domains.find(session, domain)
+    who.visible(found, what="Domain", domain_of=lambda d: d.name)
+    return await repository.list_page(session, domain, after=after, limit=limit)
+
+
+async def public_point(
+    session: AsyncSession, state: AppState, point: EnforcementPoint
+) -> EnforcementPointPublic:
+    """The listing shape: the point with its client, staleness and the domain's revision now."""
+    active = [
+        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
+    ]
+    contact = aware(point.last_contact_at) if point.last_contact_at is not None else None
+    try:
+        current: str | None = (await _built(session, state, point.domain)).revision
+    except ServiceUnavailable:
+        current = None
+    return EnforcementPointPublic(
+        id=point.id,
+        domain=point.domain,
+        name=point.name,
+        kind=point.kind,
+        client_id=active[0].id if active else None,
+        created_by=point.created_by,
+        created_at=point.created_at,
+        bundle_revision=point.bundle_revision,
+        current_revision=current,
+        last_contact_at=contact,
+        stale_seconds=(utcnow() - contact).total_seconds() if contact is not None else None,
+        last_error=point.last_error,
+    )
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    key: tuple[Any, ...]
+    built: bundles.BuiltBundle
+
+
+class BundleCache:
+    """Per process: the last bundle built for each domain and the fingerprint it was built at."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Cached] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.key: BundleKey | None = None
+        self.contacts: dict[uuid.UUID, tuple[float, str | None]] = {}
+
+
+def cache_of(state: AppState) -> BundleCache:
+    return state.bundle_cache
+
+
+async def prepare(state: AppState) -> None:
+    """At startup: load (or create, once across replicas) the bundle signing key, so no request
+    ever has to write it (a request's own write turn on SQLite would wait for itself)."""
+    async with state.database.writing() as session:
+        state.bundle_cache.key = await ensure_key(session, state.kek)
+        await session.commit()
+
+
+async def _signing_key(state: AppState) -> BundleKey:
+    cache = cache_of(state)
+    if cache.key is None:
+        await prepare(state)
+    assert cache.key is not None
+    return cache.key
+
+
+async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> tuple[Any, ...]:
+    ring = await state.keystore.ring()
+    found = await domains.find(session, domain)
+    return (
+        await agents.domain_fingerprint(session, domain),
+        await policy.active_revision_number(session, state.policy_runtime.bundle),
+        tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
+        ring.kids,
+    )
+
+
+async def build_domain_bundle(
+    session: AsyncSession, state: AppState, domain: str, key: BundleKey
+) -> bundles.BuiltBundle:
+    """Build ``domain``'s signed bundle now. Raises ``ServiceUnavailable`` without an active
+    policy revision (the points keep their last bundle)."""
+    revision = await policy.active_revision(session, state.policy_runtime.bundle)
+    if revision is None:
+        raise ServiceUnavailable("No active policy revision: there is no bundle to serve.")
+    found = await domains.find(session, domain)
+    rows = await agents.domain_agents(session, domain)
+    ring = await state.keystore.ring()
+    settings = state.settings
+    policy_part = bundles.PolicyPart(
+        bundle=revision.bundle,
+        revision=revision.revision,
+        digest=revision.digest,
+        modules=revision.modules,
+        data=revision.data,
+        wasm=revision.wasm,
+    )
+    registry = bundles.RegistryPart(
+        domain=domain,
+        domain_info=found.model_dump(mode="json", exclude={"created_at"}) if found else {},
+        agents={str(agent.id): decisions.agent_document(agent, version) for agent, version in rows},
+        issuer=settings.issuer_url,
+        audience=settings.token_audience,
+        jwks=ring.jwks(),
+        max_staleness_seconds=settings.federation_max_staleness_seconds,
+    )
+    return await asyncio.to_thread(bundles.build, policy_part, registry, key.sign)
+
+
+async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles.BuiltBundle:
+    cache = cache_of(state)
+    key = await _fingerprint(session, state, domain)
+    entry = cache.entries.get(domain)
+    if entry is not None and entry.key == key:
+        return entry.built
+    lock = cache.locks.setdefault(domain, asyncio.Lock())
+    async with lock:
+        entry = cache.entries.get(domain)
+        if entry is not None and entry.key == key:
+            return entry.built
+        signing_key = await _signing_key(state)
+        started = time.perf_counter()
+        built = await build_domain_bundle(session, state, domain, signing_key)
+        cache.entries[domain] = _Cached(key, built)
+        log.info(
+            "bundle_built",
+            domain=domain,
+            revision=built.revision,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return built
+
+
+def _etag_value(header: str | None) -> str | None:
+    if header is None:
+        return None
+    value = header.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"') or None
+
+
+def wait_seconds(prefer: str | None) -> float:
+    """The ``wait=N`` of a ``Prefer`` header (OPA's long polling), capped; 0 without one."""
+    # OPA sends e.g. "modes=snapshot,delta;wait=30" (RFC 7240 preferences and parameters).
+    for part in re.split(r"[,;]", prefer or ""):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return float(min(max(int(value.strip()), 0), MAX_WAIT_SECONDS))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class BundleAnswer:
+    revision: str
+    archive: bytes | None  # None: not modified
+
+
+async def fetch_bundle(
+    state: AppState,
+    token: str,
+    domain: str,
+    *,
+    if_none_match: str | None,
+    prefer: str | None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> BundleAnswer:
+    """The bundle for the point presenting ``token`` (bundles:read, a point of ``domain``:
+    otherwise 404), or not-modified when ``if_none_match`` names the current revision, after
+    holding up to ``Prefer: wait=N`` seconds for a change."""
+    async with state.database.read_sessionmaker() as session:
+        principal = await authenticate(session, state, token)
+        if principal.point.domain != domain or "bundles:read" not in principal.scopes:
+            raise NotFound("Bundle not found.")
+        built = await _built(session, state, domain)
+    held = _etag_value(if_none_match)
+    deadline = time.monotonic() + wait_seconds(prefer)
+    while built.revision == held and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_INTERVAL)
+        if gone is not None and await gone():  # the point hung up: stop holding the request
+            break
+        async with state.database.read_sessionmaker() as session:
+            built = await _built(session, state, domain)
+    changed = built.revision != held
+    await _record_contact(state, principal.point.id, built.revision if changed else None)
+    return BundleAnswer(built.revision, built.archive if changed else None)
+
+
+async def _record_contact(state: AppState, point_id: uuid.UUID, revision: str | None) -> None:
+    """Last contact (and the revision served), written at most every
+    ``CONTACT_WRITE_INTERVAL`` seconds unless the revision changed: polls must stay cheap."""
+    cache = cache_of(state)
+    last = cache.contacts.get(point_id)
+    now = time.monotonic()
+    if last is not None and now - last[0] < CONTACT_WRITE_INTERVAL and revision in (None, last[1]):
+        return
+    cache.contacts[point_id] = (now, revision if revision is not None else (last or (0, None))[1])
+    async with state.database.writing() as session:
+        await repository.record_contact(
+            session, point_id, utcnow(), revision=revision, error=None, set_error=False
+        )
+        await session.commit()
+
+
+async def federation_keys(state: AppState) -> FederationKeys:
+    key = await _signing_key(state)
+    return FederationKeys(
+        keys=[key.public_jwk], pem={key.kid: public_pem(key.public_jwk)}, algorithm=ALG
+    )
+
+
+async def opa_config_text(
+    session: AsyncSession, state: AppState, who: OperatorPrincipal, domain: str, name: str
+) -> str:
+    """A ready OPA configuration for the point (``opa_config``); the client secret is left to
+    ``${AGENTCTL_OPA_CLIENT_SECRET}`` (only its hash is stored). 404 without a live client."""
+    point = await _visible_point(session, who, domain, name)
+    active = [
+        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
+    ]
+    if not active:
+        raise NotFound("The enforcement point has no active credential.")
+    key = await _signing_key(state)
+    return opa_config.render(
+        opa_config.PointConfig(
+            base_url=state.settings.issuer_url,
+            domain=point.domain,
+            client_id=str(active[0].id),
+            auth_method=active[0].auth_method,
+            signing_kid=key.kid,
+            signing_pem=public_pem(key.public_jwk),
+        )
+    )
