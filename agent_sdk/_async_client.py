@@ -153,6 +153,15 @@ class AsyncClient(BaseClient):
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Ask whether this agent may take ``action`` on ``resource``; see ``Client.decide``."""
+        if self._federation is not None:
+            try:
+                token: str | None = await self._token()
+            except AgentControlPlaneError as exc:
+                log.warning("no fresh agent token (%s); deciding with the last one", exc)
+                token = None
+            # Evaluation takes well under a millisecond: run inline. Only a full decision-log
+            # outbox makes this wait (up to bundle_wait s), and only until the deliverer drains.
+            return self._federation.decide(self._local_token(token), action, resource, context)
         response = await self._send(self._decide_options(action, resource, context))
         return self._parse_decision(response)
 
@@ -201,7 +210,12 @@ class AsyncClient(BaseClient):
         return [uuid.UUID(record_id) for record_id, _ in rows]
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the outbox is empty; True when it is, False after ``timeout`` seconds."""
+        """Wait until the outbox (and, in local mode, the decision logs) is empty; True when it
+        is, False after ``timeout`` seconds."""
+        if self._federation is not None:
+            federation = self._federation
+            if not await asyncio.to_thread(federation.flush, timeout):
+                return False
         if self._outbox is None:
             return True
         self._start_flusher()
@@ -220,6 +234,9 @@ class AsyncClient(BaseClient):
             return
         if self._outbox is not None and self._outbox.pending():
             await self.flush(self.audit_timeout if timeout is None else timeout)
+        if self._federation is not None:
+            wait = self.audit_timeout if timeout is None else timeout
+            await asyncio.to_thread(self._federation.close, wait)
         self._closed = True
         if self._flusher is not None:
             self._flusher.cancel()

@@ -103,7 +103,9 @@ class VerificationKey:
                 f"bundle verification key {self.key_id!r} does not fit {self.algorithm}: {exc}"
             ) from None
         if jose_key.is_private:
-            raise AgentControlPlaneError("give the bundle signing key's PUBLIC key, not the private")
+            raise AgentControlPlaneError(
+                "give the bundle signing key's PUBLIC key, not the private"
+            )
         object.__setattr__(self, "_jose", jose_key)
 
 

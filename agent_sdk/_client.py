@@ -176,7 +176,17 @@ class Client(BaseClient):
         ``PermissionDeniedError`` without the ``decisions:create`` scope), ``APIConnectionError``
         / ``APITimeoutError`` after the retries, ``Unavailable`` while the circuit is open.
         """
+        if self._federation is not None:
+            return self._federation.decide(self._fresh_token(), action, resource, context)
         return self._parse_decision(self._send(self._decide_options(action, resource, context)))
+
+    def _fresh_token(self) -> str:
+        try:
+            token: str | None = self._token()
+        except AgentControlPlaneError as exc:
+            log.warning("no fresh agent token (%s); deciding with the last one", exc)
+            token = None
+        return self._local_token(token)
 
     def governed(
         self,
@@ -225,13 +235,16 @@ class Client(BaseClient):
         return [uuid.UUID(record_id) for record_id, _ in rows]
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every pending record is delivered (or refused for good); True when the
-        outbox is empty, False when ``timeout`` seconds passed first (default: no limit)."""
+        """Wait until every pending record (and, in local mode, decision log) is delivered or
+        refused for good; True when the outbox is empty, False when ``timeout`` seconds passed
+        first (default: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._federation is not None and not self._federation.flush(timeout):
+            return False
         if self._outbox is None:
             return True
         self._start_flusher()
         self._wake.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
         while self._outbox.pending():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -246,6 +259,8 @@ class Client(BaseClient):
             return
         if self._outbox is not None and self._outbox.pending():
             self.flush(self.audit_timeout if timeout is None else timeout)
+        if self._federation is not None:
+            self._federation.close(self.audit_timeout if timeout is None else timeout)
         self._closed = True
         self._stop.set()
         self._wake.set()

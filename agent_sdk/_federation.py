@@ -1,0 +1,514 @@
+"""Local mode's enforcement point: pulls the domain bundle, decides, logs, reports.
+
+One `Federation` per local-mode client. Its background thread (one for the sync and the async
+client alike, so pulling goes on whatever the application's event loop is doing) does three
+things as the enforcement point, authenticated with the point's own OAuth2 client credential
+(scopes ``bundles:read logs:write status:write``; docs/federation.md):
+
+- pulls ``GET /v1/bundles/{domain}`` with ``If-None-Match`` (304: nothing new) and, when
+  ``long_poll`` is set, OPA's long polling (``Prefer: wait=N``: the server answers when the
+  revision changes); a bundle is used only after `verify_bundle` accepts it, and kept on disk as
+  the last good one (`BundleStore`), which the next process loads before its first pull;
+- delivers decision-log events from their durable outbox (SQLite WAL, the audit outbox's
+  class) to ``POST /v1/logs`` in gzip batches; an event leaves the outbox only once the server
+  counted it ``accepted``, ``duplicate`` or ``rejected`` (then it is kept aside with the
+  reason), so a crash or a lost answer sends it again and the server, keyed by
+  ``decision_id``, stores it once;
+- reports status (``POST /v1/status``, OPA's shape) every ``status_interval`` seconds and
+  after each bundle change or error.
+
+Staleness: a pull succeeds when the server answers 200 with a bundle that verifies, or 304.
+Past the bound without one (``federation.max_staleness_seconds`` from the bundle, shortened by
+a local ``max_staleness_seconds``, never lengthened), every decision is a deny with reason
+``policy_stale``. The time of the last success is kept on disk, so a restart does not reset it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from agent_sdk._base_client import RequestOptions, log
+from agent_sdk._bundle import Bundle, BundleError, BundleStore, VerificationKey, verify_bundle
+from agent_sdk._exceptions import (
+    AgentControlPlaneError,
+    APIStatusError,
+    BadRequestError,
+    UnprocessableEntityError,
+)
+from agent_sdk._local import ENTRYPOINT, LocalPolicy, _require_wasm
+from agent_sdk._models import Decision
+from agent_sdk._outbox import Outbox, Row
+from agent_sdk._version import __version__
+
+if TYPE_CHECKING:
+    from agent_sdk._client import Client
+
+DEFAULT_MAX_STALENESS_SECONDS: Final = 300.0
+BUNDLE_NAME: Final = "federation"
+_BUNDLE_MEDIA_TYPE: Final = "application/vnd.openpolicyagent.bundles"
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Local mode's settings (``Client(mode="local", local=LocalOptions(...))``).
+
+    - ``domain``: the domain whose bundle this point pulls (``AGENTCTL_DOMAIN``).
+    - ``client_id``/``client_secret``: the enforcement point's credential, from
+      ``POST /v1/domains/{domain}/enforcement-points`` (``AGENTCTL_EP_CLIENT_ID``,
+      ``AGENTCTL_EP_CLIENT_SECRET``); not the agent's.
+    - ``bundle_keys``: the public keys that may sign bundles (``GET /v1/federation/keys``),
+      by key id; ``bundle_scope`` must equal the signature's ``scope`` (``write`` on our server).
+    - ``cache_dir``: where the last good bundle and the decision-log outbox live.
+    - ``poll_interval`` (s) between pulls without long polling, or after a failed one;
+      ``long_poll`` (s, 0 = off, at most 60): hold each pull open that long for a change.
+    - ``max_staleness_seconds``: may only shorten the bundle's bound.
+    - ``status_interval`` (s), ``log_batch_size`` (events per POST), ``log_interval`` (s).
+    - ``bundle_wait`` (s): how long ``decide()`` waits for a first bundle before denying.
+    - ``outbox_max_records``/``outbox_max_bytes``: bounds of the decision-log outbox; a full
+      one makes ``decide()`` wait up to ``bundle_wait`` s, then raise ``OutboxFull``.
+    """
+
+    domain: str
+    client_id: str
+    client_secret: str
+    bundle_keys: Sequence[VerificationKey]
+    cache_dir: str | Path | None = None
+    bundle_scope: str = "write"
+    poll_interval: float = 5.0
+    long_poll: int = 30
+    max_staleness_seconds: float | None = None
+    status_interval: float = 30.0
+    log_batch_size: int = 500
+    log_interval: float = 0.5
+    bundle_wait: float = 10.0
+    outbox_max_records: int = 1_000_000
+    outbox_max_bytes: int = 1024 * 1024 * 1024
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    """What the status report says (written by the background thread)."""
+
+    last_request: float | None = None
+    last_download: float | None = None
+    last_activation: float | None = None
+    bundle_error: tuple[str, str] | None = None
+    log_error: tuple[str, str] | None = None
+    changed: bool = True
+
+
+def _rfc3339(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Federation:
+    """The local enforcement point behind ``Client(mode="local")`` (see the module doc).
+
+    ``transport`` is a remote-mode ``Client`` holding the point's credential: its token cache,
+    retries and circuit breaker serve the pulls and deliveries. ``decide`` is thread-safe.
+    """
+
+    def __init__(self, options: LocalOptions, transport: Client, cache_dir: Path) -> None:
+        _require_wasm()  # fail at construction, naming the extra, not at the first decision
+        if not options.bundle_keys:
+            raise AgentControlPlaneError("local mode needs at least one bundle verification key")
+        if not 0 <= options.long_poll <= 60 or options.poll_interval <= 0:
+            raise AgentControlPlaneError("0 <= long_poll <= 60 and poll_interval > 0")
+        self.options = options
+        self.keys = {k.key_id: k for k in options.bundle_keys}
+        self._http = transport
+        self.store = BundleStore(cache_dir / "bundle")
+        self.outbox = Outbox(
+            cache_dir / "decision-logs.sqlite3",
+            client_id=options.client_id,
+            max_records=options.outbox_max_records,
+            max_bytes=options.outbox_max_bytes,
+        )
+        self._policy: LocalPolicy | None = None
+        self._raw: bytes | None = None
+        self._etag: str | None = None
+        self._success_mono: float | None = None
+        self._state = _State()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake_logs = threading.Event()
+        self._lock = threading.Lock()
+        self._load_stored()
+        self._threads = [
+            threading.Thread(target=self._pull_loop, name="agent_sdk-bundle", daemon=True),
+            threading.Thread(target=self._log_loop, name="agent_sdk-decision-logs", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- bundles ------------------------------------------------------------------------------
+
+    def _load_stored(self) -> None:
+        stored = self.store.load()
+        if stored is None:
+            return
+        try:
+            self._activate(verify_bundle(stored.raw, self.keys, scope=self.options.bundle_scope))
+        except BundleError as exc:
+            log.warning("the bundle kept on disk is refused (%s); pulling afresh", exc.reason)
+            return
+        self._raw, self._etag = stored.raw, stored.etag
+        if stored.pulled_at > 0:
+            age = max(0.0, time.time() - stored.pulled_at)
+            self._success_mono = time.monotonic() - age
+        self._state.last_download = stored.pulled_at or None
+
+    def _activate(self, bundle: Bundle) -> None:
+        policy = LocalPolicy(bundle)
+        with self._lock:
+            previous, self._policy = self._policy, policy
+        self._ready.set()
+        self._state.last_activation = time.time()
+        self._state.changed = True
+        if previous is not None:
+            previous.close()
+        log.info("bundle revision %s active", bundle.revision)
+
+    @property
+    def revision(self) -> str | None:
+        """The revision of the bundle deciding now (None before the first one)."""
+        policy = self._policy
+        return policy.revision if policy is not None else None
+
+    def max_staleness(self) -> float:
+        """The bound in force: the bundle's, shortened by the local setting."""
+        policy = self._policy
+        bound = policy.max_staleness if policy is not None else None
+        local = self.options.max_staleness_seconds
+        if bound is None:
+            bound = DEFAULT_MAX_STALENESS_SECONDS if local is None else local
+        return bound if local is None else min(bound, local)
+
+    def staleness(self) -> float | None:
+        """Seconds since the last successful pull (None: never)."""
+        success = self._success_mono
+        return None if success is None else time.monotonic() - success
+
+    def pull_once(self) -> bool:
+        """One pull (blocking, with long polling when configured); True when it succeeded."""
+        headers = {"Accept": f"application/gzip, {_BUNDLE_MEDIA_TYPE}"}
+        if self._etag and self._policy is not None:
+            headers["If-None-Match"] = self._etag
+            if self.options.long_poll:
+                headers["Prefer"] = f"wait={self.options.long_poll}"
+        options = RequestOptions("GET", f"/v1/bundles/{self.options.domain}", headers=headers)
+        self._state.last_request = time.time()
+        try:
+            response = self._http._send(options)
+        except APIStatusError as exc:
+            if exc.status_code == 304:
+                self._pulled(None, exc.response)
+                return True
+            self._bundle_failed(f"http_{exc.status_code}", str(exc))
+            return False
+        except AgentControlPlaneError as exc:
+            self._bundle_failed("unreachable", f"{type(exc).__name__}: {exc}")
+            return False
+        raw = response.content
+        try:
+            bundle = verify_bundle(raw, self.keys, scope=self.options.bundle_scope)
+            if bundle.revision != self.revision or raw != self._raw:
+                self._activate(bundle)
+        except BundleError as exc:
+            self._bundle_failed(exc.reason, str(exc))
+            log.error("bundle refused, keeping revision %s: %s", self.revision, exc)
+            return False
+        except AgentControlPlaneError as exc:  # pragma: no cover - wasm missing after start
+            self._bundle_failed("load_failed", str(exc))
+            return False
+        self._raw = raw
+        self._pulled(raw, response)
+        return True
+
+    def _pulled(self, raw: bytes | None, response: httpx.Response) -> None:
+        etag = response.headers.get("etag")
+        if etag:
+            self._etag = etag
+        now = time.time()
+        self._success_mono = time.monotonic()
+        self._state.last_download = now
+        if self._state.bundle_error is not None:
+            self._state.bundle_error, self._state.changed = None, True
+        if self._raw is not None:
+            try:
+                if raw is not None:
+                    self.store.save(self._raw, self._etag, now)
+                else:
+                    self.store.touch(self._raw, self._etag, now)
+            except OSError as exc:
+                log.warning("cannot keep the bundle on disk: %s", exc)
+
+    def _bundle_failed(self, code: str, message: str) -> None:
+        if self._state.bundle_error != (code, message):
+            self._state.bundle_error, self._state.changed = (code, message), True
+
+    def _pull_loop(self) -> None:
+        last_status = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            ok = self.pull_once()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            due = self._state.changed or now - last_status >= self.options.status_interval
+            if due and self.report_status():
+                last_status = now
+            held = time.monotonic() - started
+            if ok and self.options.long_poll and held >= 0.5:
+                continue  # the server held the request: ask again at once
+            self._stop.wait(self.options.poll_interval)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a first verified bundle; True when one is active."""
+        return self._ready.wait(timeout)
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def decide(
+        self,
+        token: str,
+        action: str,
+        resource: Mapping[str, Any],
+        context: Mapping[str, Any] | None,
+    ) -> Decision:
+        """Decide locally and log the decision (durably) before answering."""
+        if self._policy is None:
+            self._ready.wait(self.options.bundle_wait)
+        policy = self._policy
+        decision_id = uuid.uuid4()
+        now = time.time()
+        staleness = self.staleness()
+        if policy is None:
+            document = _deny("engine_not_loaded: no verified bundle yet")
+            input_doc: dict[str, Any] = {"action": action, "resource": dict(resource)}
+            eval_ns = 0
+        elif staleness is None or staleness > self.max_staleness():
+            document = _deny("policy_stale")
+            input_doc = {"action": action, "resource": dict(resource)}
+            eval_ns = 0
+        else:
+            verdict = policy.decide(token, action, resource, context, now)
+            document, input_doc, eval_ns = verdict.document, verdict.input, verdict.eval_ns
+            if verdict.token_refused:
+                log.info("agent token refused locally: %s", verdict.token_refused)
+        event = {
+            "decision_id": str(decision_id),
+            "path": ENTRYPOINT,
+            "input": {
+                "token": token,
+                "action": action,
+                "resource": input_doc.get("resource", dict(resource)),
+                "context": input_doc.get("context", dict(context or {})),
+            },
+            "result": document,
+            "timestamp": _rfc3339(now),
+            "bundles": {BUNDLE_NAME: {"revision": policy.revision if policy else ""}},
+            "labels": self._labels(),
+            "metrics": {"timer_rego_query_eval_ns": eval_ns},
+        }
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass"
+        )
+        self.outbox.put([(str(decision_id), body)], self.options.bundle_wait)
+        self._wake_logs.set()
+        return Decision(
+            decision_id=decision_id,
+            effect=document["effect"],
+            allow=document["allow"],
+            reasons=document["reasons"],
+            obligations=document["obligations"],
+            bundle=policy.policy_bundle if policy else None,
+            revision=policy.policy_revision if policy else None,
+            engine="sdk",
+        )
+
+    def _labels(self) -> dict[str, str]:
+        return {
+            "id": self.options.client_id,
+            "kind": "sdk",
+            "domain": self.options.domain,
+            "version": __version__,
+            **self.options.labels,
+        }
+
+    # --- decision logs ------------------------------------------------------------------------
+
+    def _log_loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                rows = self.outbox.batch(self.options.log_batch_size)
+            except AgentControlPlaneError:
+                return  # closed
+            if not rows:
+                self._wake_logs.wait(self.options.log_interval)
+                self._wake_logs.clear()
+                continue
+            try:
+                self.deliver(rows)
+                failures = 0
+                if self._state.log_error is not None:
+                    self._state.log_error, self._state.changed = None, True
+            except Exception as exc:  # keep the events; try again later
+                failures += 1
+                self._state.log_error = ("delivery_failed", type(exc).__name__)
+                delay = min(8.0, self.options.log_interval * 2.0 ** min(failures, 10))
+                log.log(
+                    30 if failures == 1 else 10,
+                    "decision-log delivery failed (%s); %d pending, retry in %.2f s",
+                    type(exc).__name__,
+                    self.outbox.pending(),
+                    delay,
+                )
+                self._stop.wait(delay)
+
+    def deliver(self, rows: list[Row]) -> None:
+        """POST one batch to ``/v1/logs``; drop what the server answered for."""
+        content = gzip.compress(b"[" + b",".join(r.body for r in rows) + b"]", mtime=0)
+        options = RequestOptions(
+            "POST",
+            "/v1/logs",
+            content=content,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        try:
+            response = self._http._send(options)
+        except (BadRequestError, UnprocessableEntityError) as exc:
+            if len(rows) == 1:
+                self.outbox.reject(rows[0].id, f"HTTP {exc.status_code}: {exc.code or exc}")
+                log.error("decision log %s refused: %s", rows[0].id, exc)
+                return
+            for row in rows:
+                self.deliver([row])
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        rejected = body.get("rejected") if isinstance(body, dict) else None
+        refused: dict[str, str] = {}
+        for item in rejected if isinstance(rejected, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("decision_id"), str):
+                refused[item["decision_id"]] = str(item.get("reason", "rejected"))
+        for decision_id, reason in refused.items():
+            self.outbox.reject(decision_id, reason)
+            log.warning("decision log %s rejected by the server: %s", decision_id, reason)
+        self.outbox.ack([r.id for r in rows if r.id not in refused])
+
+    def pending(self) -> int:
+        """Decision-log events waiting for delivery."""
+        return self.outbox.pending()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every decision log is delivered; False after ``timeout`` seconds."""
+        self._wake_logs.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.outbox.pending():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status_report(self) -> dict[str, Any]:
+        """OPA's status report, the subset the centre reads (docs/federation.md section 7)."""
+        state = self._state
+        bundle: dict[str, Any] = {
+            "name": BUNDLE_NAME,
+            "active_revision": self.revision or "",
+            "last_request": _rfc3339(state.last_request),
+            "last_successful_request": _rfc3339(state.last_download),
+            "last_successful_download": _rfc3339(state.last_download),
+            "last_successful_activation": _rfc3339(state.last_activation),
+        }
+        if state.bundle_error is not None:
+            bundle.update(code=state.bundle_error[0], message=state.bundle_error[1])
+        report: dict[str, Any] = {
+            "labels": self._labels(),
+            "bundles": {BUNDLE_NAME: bundle},
+            "decision_logs": {"pending": self.outbox.pending()},
+            "plugins": {"bundle": {"state": "OK" if self._policy else "NOT_READY"}},
+        }
+        if state.log_error is not None:
+            report["decision_logs"].update(code=state.log_error[0], message=state.log_error[1])
+        return report
+
+    def report_status(self) -> bool:
+        self._state.changed = False
+        options = RequestOptions("POST", "/v1/status", json_body=self.status_report())
+        try:
+            self._http._send(options)
+        except AgentControlPlaneError as exc:
+            log.debug("status report failed: %s", exc)
+            self._state.changed = True
+            return False
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Deliver pending logs for up to ``timeout`` s, then stop (they stay on disk) and
+        close the transport (which ends a pull held open by long polling)."""
+        if self.outbox.pending():
+            self.flush(timeout)
+        self._stop.set()
+        self._wake_logs.set()
+        pull, logs = self._threads
+        logs.join(timeout=30)
+        self._http.close(timeout=0)
+        pull.join(timeout=5)
+        self.outbox.close()
+        policy, self._policy = self._policy, None
+        if policy is not None:
+            policy.close()
+
+
+def local_options_from_env() -> LocalOptions:
+    """`LocalOptions` from ``AGENTCTL_DOMAIN``, ``AGENTCTL_EP_CLIENT_ID``,
+    ``AGENTCTL_EP_CLIENT_SECRET``, ``AGENTCTL_BUNDLE_KEY_ID`` and
+    ``AGENTCTL_BUNDLE_PUBLIC_KEY_FILE`` (a PEM); raises `AgentControlPlaneError` when one is
+    missing."""
+    names = (
+        "AGENTCTL_DOMAIN",
+        "AGENTCTL_EP_CLIENT_ID",
+        "AGENTCTL_EP_CLIENT_SECRET",
+        "AGENTCTL_BUNDLE_KEY_ID",
+        "AGENTCTL_BUNDLE_PUBLIC_KEY_FILE",
+    )
+    values = {name: os.environ.get(name) for name in names}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise AgentControlPlaneError(
+            "local mode needs local=LocalOptions(...) or the environment: " + ", ".join(missing)
+        )
+    key_file = Path(str(values["AGENTCTL_BUNDLE_PUBLIC_KEY_FILE"]))
+    key = VerificationKey(str(values["AGENTCTL_BUNDLE_KEY_ID"]), key_file.read_text("utf-8"))
+    return LocalOptions(
+        domain=str(values["AGENTCTL_DOMAIN"]),
+        client_id=str(values["AGENTCTL_EP_CLIENT_ID"]),
+        client_secret=str(values["AGENTCTL_EP_CLIENT_SECRET"]),
+        bundle_keys=[key],
+    )
+
+
+def _deny(reason: str) -> dict[str, Any]:
+    return {"effect": "deny", "allow": False, "reasons": [reason], "obligations": []}

@@ -1,0 +1,449 @@
+"""Local mode's decision core: the bundle's OPA-compiled policy, the agent's identity from its
+verified token, and the same input the centre builds. No network I/O here.
+
+The contract is docs/federation.md (section 5): the SDK is the vouching enforcement point.
+
+1. The agent's access token is verified against the bundle's ``federation.jwks``: ``EdDSA``
+   (Ed25519) or ``ES256`` only, ``typ`` ``at+jwt``, ``kid`` only a lookup key, no header that
+   names a key (RFC 8725), then ``iss``, ``aud``, ``exp``/``nbf``/``iat`` (30 s leeway) and the
+   ``domain`` claim against the bundle's domain. The agent document is
+   ``federation.agents[sub]``: it never comes from the caller. A token that fails any check,
+   or an agent the bundle does not hold, leaves ``input.agent`` out: the policy denies
+   ``agent_missing``, as a stock OPA sidecar does.
+2. The input is the centre's ``decision_input``: ``agent``, ``action``, ``resource``,
+   ``context``, ``vouched.time`` (this process's clock, whole seconds, ``Z``).
+3. The bundle's ``/policy.wasm`` (compiled by the centre's OPA from the active revision)
+   evaluates ``agents/authz/decision`` over the bundle's data with ``federation.edge`` false,
+   through ``opa-py-wasm`` on ``wasmtime`` (the optional extra ``local``). The one builtin OPA
+   leaves to the host for the shipped policy, ``time.parse_rfc3339_ns``, is provided here; a
+   module that needs any other host builtin is refused when the bundle loads.
+
+Evaluation failures, undefined or malformed decision documents are denies with a reason, never
+an allow and never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey
+from joserfc.jws import JWSRegistry
+
+from agent_sdk._bundle import Bundle, BundleError
+from agent_sdk._exceptions import AgentControlPlaneError
+
+ENTRYPOINT: Final = "agents/authz/decision"
+EXTRA_HINT: Final = "pip install 'agent-control-plane[local]'"
+LEEWAY_SECONDS: Final = 30
+MAX_INPUT_BYTES: Final = 64 * 1024
+_EFFECTS: Final = frozenset({"allow", "deny", "require_approval"})
+_ACTION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:*/-]{0,199}\Z")
+# EdDSA is verified with joserfc's Ed25519 model (the same check, without its RFC 9864 warning).
+_VERIFY_MODELS: Final[dict[str, tuple[str, Any, str]]] = {
+    "EdDSA": ("Ed25519", OKPKey, "Ed25519"),
+    "ES256": ("ES256", ECKey, "P-256"),
+}
+_FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
+
+
+def _require_wasm() -> Any:
+    try:
+        import opapywasm
+    except ImportError as exc:
+        raise AgentControlPlaneError(
+            f"local mode needs the WebAssembly engine: {EXTRA_HINT} ({exc})"
+        ) from None
+    return opapywasm
+
+
+# --- the host builtin -----------------------------------------------------------------------------
+
+_RFC3339: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:[.,]([0-9]+))?"
+    r"(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))\Z"
+)
+
+
+def parse_rfc3339_ns(value: object) -> int | None:
+    """``time.parse_rfc3339_ns`` as OPA evaluates it (Go's ``time.Parse(time.RFC3339, v)``) for
+    years 1-9999: nanoseconds since the epoch, or None where OPA's builtin errors (the call is
+    then undefined). The policy checks the shape first, and the time is this process's own."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zulu, sign, off_h, off_m = match.groups()[6:]
+    try:
+        datetime(year, month, day, hour, minute, second)  # ranges, as Go checks them
+    except ValueError:
+        return None
+    offset = 0
+    if not zulu:
+        if int(off_h) > 24 or int(off_m) > 60:
+            return None
+        offset = (int(off_h) * 60 + int(off_m)) * 60 * (-1 if sign == "-" else 1)
+    seconds = calendar.timegm((year, month, day, hour, minute, second)) - offset
+    total = seconds * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
+    return total if -(2**63) <= total < 2**63 else None
+
+
+_HOST_BUILTINS: Final = {"time.parse_rfc3339_ns": parse_rfc3339_ns}
+
+
+def _policy_classes(opapywasm: Any) -> tuple[Any, Any]:
+    """opa-py-wasm's policy and instance, with host builtins limited to ``_HOST_BUILTINS`` and
+    an undefined answer where OPA's builtin errors (opa-py-wasm 1.2.x: a private hook; the
+    extra pins ``<1.3``)."""
+    from opapywasm.errors import OpaBuiltinError
+    from opapywasm.instance import OpaPolicyInstance
+
+    class Instance(OpaPolicyInstance):
+        def _dispatch_builtin(self, builtin_id: int, ctx: int, arg_addrs: list[int]) -> int:
+            name = self._builtin_id_to_name.get(builtin_id)
+            function = _HOST_BUILTINS.get(name or "")
+            if function is None:
+                raise OpaBuiltinError(f"builtin {name or builtin_id} is not provided")
+            args = [self._codec.opa_value_to_python(a, kind="builtin:arg") for a in arg_addrs]
+            result = function(*args)
+            if result is None:
+                return 0
+            return int(
+                self._codec.python_object_to_opa_value(
+                    result, limit=self._config.max_result_bytes, kind="builtin:result"
+                )
+            )
+
+    class Policy(opapywasm.OpaWasmPolicy):  # type: ignore[misc]
+        def _build_instance(self) -> Any:
+            data, version = self._data_snapshot()
+            return Instance(
+                self._factory,
+                self._config,
+                self._abi_spec,
+                initial_data=data,
+                data_version=version,
+                builtins=self._registry,
+                epoch=self._factory.epoch,
+            )
+
+    return Policy, Instance
+
+
+# --- JSON the way the centre encodes it -----------------------------------------------------------
+
+
+def integral_floats_as_ints(value: Any) -> Any:
+    """Integral floats up to 2^53 as ints: OPA's wasm hashes ``1.0`` and ``1`` differently, and
+    the centre's engine feeds both input and data this way."""
+    if isinstance(value, Mapping):
+        return {k: integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [integral_floats_as_ints(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value) if abs(value) <= 2.0**53 else value
+    return value
+
+
+def encode(document: Any) -> str:
+    try:
+        text = json.dumps(
+            integral_floats_as_ints(document),
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise AgentControlPlaneError(f"the decision input is not JSON: {exc}") from None
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
+        raise AgentControlPlaneError(f"the decision input exceeds {MAX_INPUT_BYTES} bytes")
+    return text
+
+
+def vouched_time(now: float | None = None) -> str:
+    """The enforcement point's clock as the centre writes it: ``2026-01-31T12:00:00Z``."""
+    at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- the agent's token ----------------------------------------------------------------------------
+
+
+def _b64json(part: str) -> Any:
+    if "=" in part:
+        raise ValueError("padded base64url")
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+class TokenRefused(Exception):
+    """The agent's token did not verify; ``reason`` says which check failed (logs only)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    issuer: str
+    audience: str
+    domain: str
+    keys: Mapping[str, Any]  # kid -> (alg name, joserfc key)
+
+    @classmethod
+    def from_federation(cls, fed: Mapping[str, Any]) -> Identity:
+        keys: dict[str, Any] = {}
+        jwks = fed.get("jwks")
+        for jwk in jwks.get("keys", []) if isinstance(jwks, dict) else []:
+            if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
+                continue
+            for alg, (_, kind, curve) in _VERIFY_MODELS.items():
+                if jwk.get("crv") != curve or jwk.get("alg", alg) != alg:
+                    continue
+                try:
+                    public = {k: v for k, v in jwk.items() if k not in ("d", "p", "q")}
+                    keys[jwk["kid"]] = (alg, kind.import_key(public))
+                except (JoseError, ValueError, TypeError):
+                    pass
+        issuer, audience, domain = fed.get("issuer"), fed.get("audience"), fed.get("domain")
+        if not all(isinstance(v, str) and v for v in (issuer, audience, domain)):
+            raise BundleError("malformed", "data.federation lacks issuer, audience or domain")
+        return cls(str(issuer), str(audience), str(domain), keys)
+
+    def verify(self, token: str, now: float) -> Mapping[str, Any]:
+        """The claims of a valid token of this domain; raises `TokenRefused`."""
+        parts = token.split(".") if isinstance(token, str) and len(token) <= 8192 else []
+        if len(parts) != 3:
+            raise TokenRefused("malformed")
+        try:
+            header, claims = _b64json(parts[0]), _b64json(parts[1])
+            signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise TokenRefused("malformed") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise TokenRefused("malformed")
+        if _FORBIDDEN_HEADERS.intersection(header):
+            raise TokenRefused("forbidden_header")
+        typ = str(header.get("typ", "")).lower()
+        if typ not in ("at+jwt", "application/at+jwt"):
+            raise TokenRefused("invalid_typ")
+        entry = self.keys.get(header.get("kid"))  # type: ignore[arg-type]
+        if entry is None:
+            raise TokenRefused("unknown_kid")
+        alg, key = entry
+        if header.get("alg") != alg:
+            raise TokenRefused("alg_mismatch")
+        model = JWSRegistry.algorithms[_VERIFY_MODELS[alg][0]]
+        try:
+            valid = model.verify((parts[0] + "." + parts[1]).encode("ascii"), signature, key)
+        except (JoseError, ValueError, TypeError, UnicodeEncodeError):
+            valid = False
+        if not valid:
+            raise TokenRefused("bad_signature")
+        aud = claims.get("aud")
+        if claims.get("iss") != self.issuer:
+            raise TokenRefused("invalid_issuer")
+        if aud != self.audience and not (isinstance(aud, list) and self.audience in aud):
+            raise TokenRefused("invalid_audience")
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf", 0), claims.get("iat", 0)
+        if not (_numeric(exp) and _numeric(nbf) and _numeric(iat)):
+            raise TokenRefused("malformed")
+        assert isinstance(exp, int | float)
+        if now >= exp + LEEWAY_SECONDS:
+            raise TokenRefused("expired")
+        if nbf > now + LEEWAY_SECONDS or iat > now + LEEWAY_SECONDS:
+            raise TokenRefused("not_yet_valid")
+        if not isinstance(claims.get("sub"), str):
+            raise TokenRefused("missing_claim")
+        if claims.get("domain") != self.domain:
+            raise TokenRefused("wrong_domain")
+        return claims
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- the loaded policy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One local decision: the validated document, the input evaluated, the token check."""
+
+    document: dict[str, Any]
+    input: dict[str, Any]
+    token_refused: str | None
+    eval_ns: int
+
+
+def _fail(reason: str) -> dict[str, Any]:
+    return {"effect": "deny", "allow": False, "reasons": [reason], "obligations": []}
+
+
+def _decision_problem(raw: object) -> str | None:
+    if not isinstance(raw, dict):
+        return "not an object"
+    effect, allow = raw.get("effect"), raw.get("allow")
+    reasons, obligations = raw.get("reasons"), raw.get("obligations")
+    if effect not in _EFFECTS or not isinstance(allow, bool) or allow != (effect == "allow"):
+        return "effect and allow disagree or are missing"
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        return "reasons must be strings"
+    if effect != "allow" and not reasons:
+        return f"{effect} without a reason"
+    if not isinstance(obligations, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("type"), str) for o in obligations
+    ):
+        return "obligations must be objects with a type"
+    return None
+
+
+class LocalPolicy:
+    """A verified bundle made ready to decide: its wasm module instantiated over its data.
+
+    Built once per bundle revision (raises `BundleError` when the bundle cannot serve: no
+    ``federation`` data, no module, a host builtin missing); ``decide`` is thread-safe.
+    """
+
+    def __init__(self, bundle: Bundle, *, pool_size: int = 2, eval_timeout: float = 1.0) -> None:
+        opapywasm = _require_wasm()
+        fed = bundle.data.get("federation")
+        if not isinstance(fed, dict):
+            raise BundleError("malformed", "no data.federation in the bundle")
+        self.bundle = bundle
+        self.identity = Identity.from_federation(fed)
+        agents = fed.get("agents")
+        self.agents: Mapping[str, Any] = agents if isinstance(agents, dict) else {}
+        staleness = fed.get("max_staleness_seconds")
+        self.max_staleness: float | None = (
+            float(staleness) if isinstance(staleness, int | float) and _numeric(staleness) else None
+        )
+        found = bundle.manifest.get("metadata")
+        meta: dict[str, Any] = found if isinstance(found, dict) else {}
+        found = meta.get("policy")
+        policy: dict[str, Any] = found if isinstance(found, dict) else {}
+        self.policy_bundle = str(policy.get("bundle") or "")
+        revision = policy.get("revision")
+        self.policy_revision = revision if isinstance(revision, int) else None
+        wasm = self._module(bundle, meta)
+        data = dict(bundle.data)
+        data["federation"] = {**fed, "edge": False}  # this copy only; the signed file is as is
+        policy_cls, _ = _policy_classes(opapywasm)
+        config = opapywasm.PolicyConfig(
+            pool_size=pool_size,
+            borrow_timeout_seconds=eval_timeout,
+            eval_timeout_seconds=eval_timeout,
+            max_input_bytes=MAX_INPUT_BYTES + 1,
+            max_data_bytes=1 << 30,
+            parse_raw_json_input=False,
+        )
+        try:
+            self._policy = policy_cls(wasm, config)
+        except Exception as exc:
+            raise BundleError("no_policy", f"the module does not load: {exc}") from None
+        try:
+            if ENTRYPOINT not in self._policy.entrypoints:
+                raise BundleError("no_policy", f"the module has no entrypoint {ENTRYPOINT}")
+            missing = sorted(set(self._policy.builtins) - set(_HOST_BUILTINS))
+            if missing:
+                raise BundleError("no_policy", "host builtins missing: " + ", ".join(missing))
+            self._policy.set_data(encode_data(data))
+        except BaseException:
+            self._policy.close()
+            raise
+        self._token_cache: tuple[str, Mapping[str, Any]] | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _module(bundle: Bundle, meta: Mapping[str, Any]) -> bytes:
+        wasm = meta.get("wasm")
+        if isinstance(wasm, dict) and wasm.get("entrypoint") == ENTRYPOINT:
+            module = str(wasm.get("module", "")).lstrip("/")
+            if module in bundle.files:
+                return bundle.files[module]
+        return bundle.wasm_module(ENTRYPOINT)
+
+    @property
+    def revision(self) -> str:
+        return self.bundle.revision
+
+    def close(self) -> None:
+        self._policy.close()
+
+    def agent_for(self, token: str, now: float) -> tuple[dict[str, Any] | None, str | None]:
+        """(agent document, None) for a valid token of a known agent, else (None, why)."""
+        cached = self._token_cache
+        try:
+            if cached is not None and cached[0] == token:
+                claims = cached[1]
+                if now >= claims["exp"] + LEEWAY_SECONDS:
+                    raise TokenRefused("expired")
+            else:
+                claims = self.identity.verify(token, now)
+                self._token_cache = (token, claims)
+        except TokenRefused as exc:
+            return None, exc.reason
+        agent = self.agents.get(claims["sub"])
+        if not isinstance(agent, dict):
+            return None, "unknown_agent"
+        return agent, None
+
+    def decide(
+        self,
+        token: str,
+        action: str,
+        resource: Mapping[str, Any],
+        context: Mapping[str, Any] | None,
+        now: float | None = None,
+    ) -> Verdict:
+        """Evaluate one decision; raises `AgentControlPlaneError` only for a malformed request
+        (what the centre answers 422 for), never for a policy or engine failure."""
+        if not isinstance(action, str) or not _ACTION.match(action):
+            raise AgentControlPlaneError(f"invalid action {action!r}")
+        for key in ("type", "id"):
+            if not isinstance(resource.get(key), str) or not resource[key]:
+                raise AgentControlPlaneError(f"resource needs a non-empty string {key!r}")
+        at = time.time() if now is None else now
+        agent, refused = self.agent_for(token, at)
+        doc: dict[str, Any] = {
+            "action": action,
+            "resource": dict(resource),
+            "context": dict(context or {}),
+            "vouched": {"time": vouched_time(at)},
+        }
+        if agent is not None:
+            doc = {"agent": agent, **doc}
+        payload = encode(doc)
+        started = time.perf_counter_ns()
+        try:
+            raw = self._policy.evaluate(payload, ENTRYPOINT)
+        except Exception as exc:
+            elapsed = time.perf_counter_ns() - started
+            return Verdict(_fail(f"engine_error: {type(exc).__name__}"), doc, refused, elapsed)
+        elapsed = time.perf_counter_ns() - started
+        if not isinstance(raw, dict):
+            return Verdict(_fail("undefined_decision"), doc, refused, elapsed)
+        problem = _decision_problem(raw)
+        if problem is not None:
+            return Verdict(_fail(f"malformed_decision: {problem}"), doc, refused, elapsed)
+        document = {k: raw[k] for k in ("effect", "allow", "reasons", "obligations")}
+        return Verdict(document, doc, refused, elapsed)
+
+
+def encode_data(data: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(integral_floats_as_ints(data), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BundleError("malformed", f"bundle data is not JSON: {exc}") from None
