@@ -143,6 +143,8 @@ class Federation:
         self._raw: bytes | None = None
         self._etag: str | None = None
         self._success_mono: float | None = None
+        self._held_open = False
+        self._last_status = 0
         self._state = _State()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -207,15 +209,17 @@ class Federation:
     def pull_once(self) -> bool:
         """One pull (blocking, with long polling when configured); True when it succeeded."""
         headers = {"Accept": f"application/gzip, {_BUNDLE_MEDIA_TYPE}"}
+        if self.options.long_poll:
+            headers["Prefer"] = f"wait={self.options.long_poll}"
         if self._etag and self._policy is not None:
             headers["If-None-Match"] = self._etag
-            if self.options.long_poll:
-                headers["Prefer"] = f"wait={self.options.long_poll}"
         options = RequestOptions("GET", f"/v1/bundles/{self.options.domain}", headers=headers)
         self._state.last_request = time.time()
+        self._held_open = False
         try:
             response = self._http._send(options)
         except APIStatusError as exc:
+            self._last_status = exc.status_code
             if exc.status_code == 304:
                 self._pulled(None, exc.response)
                 return True
@@ -224,6 +228,7 @@ class Federation:
         except AgentControlPlaneError as exc:
             self._bundle_failed("unreachable", f"{type(exc).__name__}: {exc}")
             return False
+        self._last_status = response.status_code
         raw = response.content
         try:
             bundle = verify_bundle(raw, self.keys, scope=self.options.bundle_scope)
@@ -241,6 +246,9 @@ class Federation:
         return True
 
     def _pulled(self, raw: bytes | None, response: httpx.Response) -> None:
+        # The server speaks long polling (OPA's bundle service API): ask again at once.
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        self._held_open = bool(self.options.long_poll) and media_type == _BUNDLE_MEDIA_TYPE
         etag = response.headers.get("etag")
         if etag:
             self._etag = etag
@@ -273,9 +281,9 @@ class Federation:
             due = self._state.changed or now - last_status >= self.options.status_interval
             if due and self.report_status():
                 last_status = now
-            held = time.monotonic() - started
-            if ok and self.options.long_poll and held >= 0.5:
-                continue  # the server held the request: ask again at once
+            quick_304 = self._last_status == 304 and time.monotonic() - started < 0.1
+            if ok and self._held_open and not quick_304:
+                continue  # long polling: the next request waits at the server for a change
             self._stop.wait(self.options.poll_interval)
 
     def wait_ready(self, timeout: float) -> bool:
