@@ -213,7 +213,7 @@ def resign(raw: bytes, signing_key: bytes, edit: Callable[[dict[str, Any]], None
     return pack(files)
 
 
-# --- a bundle server speaking the federation contract ------------------------------------------------
+# --- a bundle server speaking the federation contract --------------------------------------------
 
 
 class BundleServer:

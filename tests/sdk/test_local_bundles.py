@@ -107,7 +107,7 @@ def local_client(server: BundleServer, built: Built, tmp_path: Path, **extra: An
     )
 
 
-# --- the signature, before anything is used ---------------------------------------------------
+# --- the signature, before anything is used ------------------------------------------------------
 
 
 def test_a_bundle_built_by_opa_verifies_and_hashes_as_opa_hashes(built: Built) -> None:
@@ -222,7 +222,8 @@ def test_the_last_good_bundle_is_kept_on_disk_and_decides_after_a_restart(
     # token: a new process holds none, and tokens are not kept on disk).
     server.bundles_down = True
     with local_client(server, built, tmp_path) as client:
-        assert client._federation is not None and client._federation.revision is not None
+        assert client._federation is not None
+        assert client._federation.revision is not None
         assert client.decide("payments.refund", SMALL).allow
 
 
@@ -240,7 +241,7 @@ def test_a_bundle_changed_on_disk_is_refused_at_start(
     assert decision.reasons[0].startswith("engine_not_loaded")
 
 
-# --- staleness ----------------------------------------------------------------------------------
+# --- staleness -----------------------------------------------------------------------------------
 
 
 def test_past_max_staleness_without_a_pull_decisions_deny_policy_stale(
@@ -289,7 +290,7 @@ def test_a_restart_does_not_reset_staleness(
         assert client.decide("payments.refund", SMALL).reasons == ["policy_stale"]
 
 
-# --- identity --------------------------------------------------------------------------------------
+# --- identity ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -316,7 +317,7 @@ def test_the_agent_comes_from_a_verified_token_only(
     assert (decision.effect, decision.reasons) == ("deny", ["agent_missing"])
 
 
-# --- decision logs and status ----------------------------------------------------------------------
+# --- decision logs and status --------------------------------------------------------------------
 
 
 def test_every_decision_is_logged_once_in_opa_format_even_across_outages(
@@ -339,7 +340,8 @@ def test_every_decision_is_logged_once_in_opa_format_even_across_outages(
     assert event["result"]["effect"] == "require_approval"
     assert event["labels"]["kind"] == "sdk"
     assert event["bundles"]["federation"]["revision"] is not None
-    assert server.statuses and server.statuses[-1]["labels"]["id"] == EP_CLIENT
+    assert server.statuses
+    assert server.statuses[-1]["labels"]["id"] == EP_CLIENT
 
 
 def test_decision_logs_left_by_a_closed_client_are_delivered_by_the_next(
@@ -383,7 +385,7 @@ def test_without_the_local_extra_the_error_names_it(
         local_client(server, built, tmp_path)
 
 
-# --- helpers ----------------------------------------------------------------------------------------
+# --- helpers -------------------------------------------------------------------------------------
 
 
 def _payload(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
