@@ -9,7 +9,8 @@
 #   Configuration lives in bundle data under data.authz (see policies/data.json).
 #
 #   Trust boundary. The input has two kinds of fields:
-#   - vouched for by the enforcement point (the control plane in remote mode):
+#   - vouched for by the enforcement point (the control plane in remote mode, the
+#     SDK in local mode; at an OPA sidecar the verified token, see below):
 #     input.agent (identity, domain, status, autonomy level and version, from the
 #     verified token and the registry) and input.vouched (the enforcement point's
 #     clock: vouched.time);
@@ -73,12 +74,30 @@ obligations := array.concat(redact_obligations, approval_obligations)
 # Normalised facts
 # ---------------------------------------------------------------------------
 
-# Vouched for by the enforcement point.
-agent := input.agent if is_object(input.agent)
+# Vouched for by the enforcement point. Where the policy runs is bundle data, never input:
+# the bundles the control plane serves to enforcement points set data.federation.edge
+# (docs/federation.md). At the centre (and in the SDK's local mode, which verifies the token
+# itself) the enforcement point builds input.agent and input.vouched. At a stock OPA sidecar
+# the caller is not trusted: input.agent and input.vouched are ignored, the identity is the
+# verified access token's and the time is OPA's (data.federation.identity, a module of the
+# served bundle that verifies input.token with io.jwt.decode_verify against the bundle's JWKS).
+edge if data.federation.edge == true
+
+agent := input.agent if {
+	not edge
+	is_object(input.agent)
+}
+
+agent := data.federation.identity.agent if edge
 
 default vouched := {}
 
-vouched := input.vouched if is_object(input.vouched)
+vouched := input.vouched if {
+	not edge
+	is_object(input.vouched)
+}
+
+vouched := data.federation.identity.vouched if edge
 
 # The request. A "*" in a requested action is never a wildcard: it names no
 # declared action and matches no grant.

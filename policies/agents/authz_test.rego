@@ -670,3 +670,42 @@ test_no_redaction_configured if {
 	d.effect == "allow"
 	d.obligations == []
 }
+
+# ---------------------------------------------------------------------------
+# Edge: bundle data (never input) says the policy runs at an OPA sidecar; then a
+# caller's input.agent and input.vouched are ignored and the identity is the
+# verified token's (data.federation.identity, served with the bundle).
+# ---------------------------------------------------------------------------
+
+decision_at_edge(inp, federation) := d if {
+	d := authz.decision with input.agent as inp.agent
+		with input.action as inp.action
+		with input.resource as inp.resource
+		with input.context as inp.context
+		with input.vouched as inp.vouched
+		with data.federation as federation
+}
+
+test_edge_ignores_caller_agent if {
+	d := decision_at_edge(base_input, {"edge": true})
+	d.effect == "deny"
+	"agent_missing" in d.reasons
+}
+
+test_edge_takes_the_verified_identity if {
+	federation := {"edge": true, "identity": {"agent": refund_agent, "vouched": base_input.vouched}}
+	d := decision_at_edge(put(base_input, "agent", {"status": "suspended"}), federation)
+	d.effect == "allow"
+}
+
+test_edge_identity_suspended_denies if {
+	suspended := object.union(refund_agent, {"status": "suspended"})
+	federation := {"edge": true, "identity": {"agent": suspended, "vouched": base_input.vouched}}
+	d := decision_at_edge(base_input, federation)
+	"agent_not_active" in d.reasons
+}
+
+test_edge_flag_must_be_true if {
+	d := decision_at_edge(base_input, {"edge": "yes", "identity": {"agent": {"status": "x"}}})
+	d.effect == "allow"
+}
