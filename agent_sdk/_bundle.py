@@ -37,12 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey, RSAKey
-from joserfc.jws import JWSRegistry
-
 from agent_sdk._exceptions import AgentControlPlaneError
 
+ENTRYPOINT: Final = "agents/authz/decision"
+EXTRA_HINT: Final = "pip install 'agent-control-plane[local]'"
 SIGNATURES_FILE: Final = ".signatures.json"
 MANIFEST_FILE: Final = ".manifest"
 _STRUCTURED: Final = frozenset({"data.json", ".manifest", ".signatures.json"})
@@ -63,6 +61,20 @@ BundleErrorReason = Literal[
     "digest_mismatch",
     "no_policy",  # no compiled module for the entrypoint
 ]
+
+
+def require_local_extra() -> None:
+    """Raise `AgentControlPlaneError` naming the extra when local mode's dependencies (joserfc
+    for the signatures, opa-py-wasm on wasmtime for the policy) are not installed. They are
+    imported lazily, so the SDK's remote mode never needs them."""
+    try:
+        import joserfc  # noqa: F401
+        import opapywasm  # noqa: F401
+        import wasmtime  # noqa: F401
+    except ImportError as exc:
+        raise AgentControlPlaneError(
+            f"local mode needs its extra dependencies: {EXTRA_HINT} ({exc})"
+        ) from None
 
 
 class BundleError(AgentControlPlaneError):
@@ -88,6 +100,11 @@ class VerificationKey:
     _jose: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        require_local_extra()
+        from joserfc.errors import JoseError
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+        from joserfc.jws import JWSRegistry
+
         if not self.key_id:
             raise AgentControlPlaneError("a bundle verification key needs a key id")
         kinds = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey}
@@ -249,6 +266,9 @@ def _verify_signature(
     files: Mapping[str, bytes], keys: Mapping[str, VerificationKey], scope: str
 ) -> tuple[dict[str, Any], str]:
     """The signed file list (name -> entry) and the key id, or `BundleError`."""
+    from joserfc.errors import JoseError
+    from joserfc.jws import JWSRegistry
+
     raw = files.get(SIGNATURES_FILE)
     if raw is None:
         raise BundleError("unsigned", "no .signatures.json")

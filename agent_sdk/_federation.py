@@ -40,20 +40,28 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from agent_sdk._base_client import RequestOptions, log
-from agent_sdk._bundle import Bundle, BundleError, BundleStore, VerificationKey, verify_bundle
+from agent_sdk._bundle import (
+    ENTRYPOINT,
+    Bundle,
+    BundleError,
+    BundleStore,
+    VerificationKey,
+    require_local_extra,
+    verify_bundle,
+)
 from agent_sdk._exceptions import (
     AgentControlPlaneError,
     APIStatusError,
     BadRequestError,
     UnprocessableEntityError,
 )
-from agent_sdk._local import ENTRYPOINT, LocalPolicy, _require_wasm
 from agent_sdk._models import Decision
 from agent_sdk._outbox import Outbox, Row
 from agent_sdk._version import __version__
 
 if TYPE_CHECKING:
     from agent_sdk._client import Client
+    from agent_sdk._local import LocalPolicy
 
 DEFAULT_MAX_STALENESS_SECONDS: Final = 300.0
 BUNDLE_NAME: Final = "federation"
@@ -124,7 +132,7 @@ class Federation:
     """
 
     def __init__(self, options: LocalOptions, transport: Client, cache_dir: Path) -> None:
-        _require_wasm()  # fail at construction, naming the extra, not at the first decision
+        require_local_extra()  # fail at construction, naming the extra, not at the first decision
         if not options.bundle_keys:
             raise AgentControlPlaneError("local mode needs at least one bundle verification key")
         if not 0 <= options.long_poll <= 60 or options.poll_interval <= 0:
@@ -176,6 +184,8 @@ class Federation:
         self._state.last_download = stored.pulled_at or None
 
     def _activate(self, bundle: Bundle) -> None:
+        from agent_sdk._local import LocalPolicy  # joserfc, opa-py-wasm: local mode only
+
         policy = LocalPolicy(bundle)
         with self._lock:
             previous, self._policy = self._policy, policy

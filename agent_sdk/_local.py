@@ -18,6 +18,8 @@ The contract is docs/federation.md (section 5): the SDK is the vouching enforcem
    leaves to the host for the shipped policy, ``time.parse_rfc3339_ns``, is provided here; a
    module that needs any other host builtin is refused when the bundle loads.
 
+This module imports joserfc and (when a bundle loads) opa-py-wasm: only local mode imports it.
+
 Evaluation failures, undefined or malformed decision documents are denies with a reason, never
 an allow and never an exception.
 """
@@ -41,11 +43,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.jws import JWSRegistry
 
-from agent_sdk._bundle import Bundle, BundleError
+from agent_sdk._bundle import ENTRYPOINT, Bundle, BundleError, require_local_extra
 from agent_sdk._exceptions import AgentControlPlaneError
 
-ENTRYPOINT: Final = "agents/authz/decision"
-EXTRA_HINT: Final = "pip install 'agent-control-plane[local]'"
 LEEWAY_SECONDS: Final = 30
 MAX_INPUT_BYTES: Final = 64 * 1024
 _EFFECTS: Final = frozenset({"allow", "deny", "require_approval"})
@@ -59,12 +59,9 @@ _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"
 
 
 def _require_wasm() -> Any:
-    try:
-        import opapywasm
-    except ImportError as exc:
-        raise AgentControlPlaneError(
-            f"local mode needs the WebAssembly engine: {EXTRA_HINT} ({exc})"
-        ) from None
+    require_local_extra()
+    import opapywasm
+
     return opapywasm
 
 
