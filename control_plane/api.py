@@ -3,7 +3,7 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, audit, OAuth2. A new domain adds its router here.
+decisions, audit, federation, OAuth2. A new domain adds its router here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from control_plane.credentials.endpoints import router as credentials
 from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
 from control_plane.domains.endpoints import router as domains
+from control_plane.federation.endpoints import bundle_router as federation_bundles
+from control_plane.federation.endpoints import router as federation
 from control_plane.health.endpoints import router as health
 from control_plane.oauth2.endpoints import router as oauth2
 from control_plane.operators.endpoints import router as operators
@@ -31,6 +33,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     policies,
     decisions,
     audit,
+    federation,
+    federation_bundles,
     oauth2,
 )
 

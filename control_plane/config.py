@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="wasm (the module OPA compiled for the revision, in process; OPA's own "
         "semantics), embedded (regopy, in process) or opa (a real OPA server at opa_url).",
     )
+    federation_max_staleness_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=7 * 86_400,
+        description="How long an enforcement point may decide on its last bundle without a "
+        "successful pull before it denies (policy_stale); served in every bundle.",
+    )
     opa_url: str = "http://127.0.0.1:8181"
     opa_bin: str | None = Field(
         default=None,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlmodel import col, select, update
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit.time import utcnow
@@ -131,3 +131,40 @@ async def demote_active_versions(session: AsyncSession, agent_id: uuid.UUID) -> 
 
 async def refresh(session: AsyncSession, row: Agent | AgentVersion) -> None:
     await session.refresh(row)
+
+
+async def domain_agents(
+    session: AsyncSession, domain: str
+) -> Sequence[tuple[Agent, AgentVersion | None]]:
+    """Every agent of ``domain`` with its active version (None without one), by id."""
+    stmt = (
+        select(Agent, AgentVersion)
+        .join(
+            AgentVersion,
+            (col(AgentVersion.agent_id) == col(Agent.id)) & (col(AgentVersion.state) == "active"),
+            isouter=True,
+        )
+        .where(Agent.domain == domain)
+        .order_by(col(Agent.id))
+    )
+    return [(agent, version) for agent, version in (await session.exec(stmt)).all()]
+
+
+async def domain_fingerprint(session: AsyncSession, domain: str) -> tuple[Any, ...]:
+    """A cheap value that changes whenever an agent of ``domain`` or one of its versions does:
+    agents' count and revision sum (every update bumps a revision), versions' count and newest
+    update."""
+    agents_row = (
+        await session.exec(
+            select(func.count(), func.sum(col(Agent.revision))).where(Agent.domain == domain)
+        )
+    ).one()
+    versions_row = (
+        await session.exec(
+            select(func.count(), func.max(col(AgentVersion.updated_at)))
+            .select_from(AgentVersion)
+            .join(Agent, col(Agent.id) == col(AgentVersion.agent_id))
+            .where(Agent.domain == domain)
+        )
+    ).one()
+    return (*tuple(agents_row), *tuple(versions_row))

@@ -261,3 +261,15 @@ async def transition_version(
         raise Conflict("The version changed concurrently; read it again and retry.")
     await repository.refresh(session, version)
     return version
+
+
+async def domain_agents(
+    session: AsyncSession, domain: str
+) -> Sequence[tuple[Agent, AgentVersion | None]]:
+    """Every agent of ``domain`` with its active version (for federation bundles)."""
+    return await repository.domain_agents(session, domain)
+
+
+async def domain_fingerprint(session: AsyncSession, domain: str) -> tuple[Any, ...]:
+    """Changes whenever an agent of ``domain`` or one of its versions changes."""
+    return await repository.domain_fingerprint(session, domain)

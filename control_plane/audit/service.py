@@ -269,8 +269,10 @@ async def record_decision(
     *,
     decision: Any,
     resource: dict[str, Any],
+    source: dict[str, Any] | None = None,
 ) -> None:
-    """Write the audit record (kind ``decision``) of a decision in the caller's transaction.
+    """Write the audit record (kind ``decision``) of a decision in the caller's transaction;
+    ``source`` names the enforcement point that took it (absent: the centre).
 
     Raises ``AuditUnavailable`` (503) when it cannot be written: the caller's transaction must
     then roll back, so no decision is answered without its record.
@@ -313,6 +315,8 @@ async def record_decision(
         "trace_id": decision.trace_id,
         "received_at": _iso(created),
     }
+    if source is not None:
+        stored["source"] = source
     data = _encode(stored, "/body")
     row = AuditRecordRow(
         id=decision.id,

@@ -34,3 +34,12 @@ async def list_credentials(
     if after is not None:
         stmt = stmt.where(col(Credential.id) > after)
     return (await session.exec(stmt)).all()
+
+
+async def point_credentials(session: AsyncSession, point_id: uuid.UUID) -> Sequence[Credential]:
+    stmt = (
+        select(Credential)
+        .where(Credential.enforcement_point_id == point_id)
+        .order_by(col(Credential.id))
+    )
+    return (await session.exec(stmt)).all()

@@ -19,6 +19,8 @@ class Scope(StrEnum):
 class AuthMethod(StrEnum):
     client_secret_basic = "client_secret_basic"  # noqa: S105 - a method name
     private_key_jwt = "private_key_jwt"
+    # Enforcement points only (docs/federation.md): agents' credentials use Basic.
+    client_secret_post = "client_secret_post"  # noqa: S105 - a method name
 
 
 class CredentialCreate(RequestModel):

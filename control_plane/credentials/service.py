@@ -114,6 +114,49 @@ async def revoke_credential(
     return credential
 
 
+# --- for federation: the OAuth2 client of an enforcement point -------------------------------
+
+
+async def create_point_credential(
+    session: AsyncSession,
+    *,
+    point_id: uuid.UUID,
+    auth_method: AuthMethod,
+    public_jwk: dict[str, Any] | None,
+    scopes: list[str],
+    created_by: str,
+    pointer: str = "/body/jwks",
+) -> NewCredential:
+    """The OAuth2 client of enforcement point ``point_id``: a client secret (shown once, stored
+    hashed) or, for ``private_key_jwt``, the given public JWK. Raises ``ValidationFailed`` for a
+    JWK that is not an acceptable public key (``pointer`` names it)."""
+    parsed: dict[str, Any] | None = None
+    if auth_method is AuthMethod.private_key_jwt:
+        try:
+            parsed = parse_client_public_jwk(public_jwk or {}).as_dict()
+        except InvalidClientJWK as exc:
+            raise ValidationFailed(
+                "The JWK is not an acceptable public key (OKP Ed25519 or EC P-256).",
+                errors=[FieldError(pointer=pointer, detail=str(exc))],
+            ) from None
+    secret = generate_client_secret() if parsed is None else None
+    credential = Credential(
+        agent_id=None,
+        enforcement_point_id=point_id,
+        auth_method=auth_method.value,
+        secret_hash=hash_secret(secret) if secret else None,
+        public_jwk=parsed,
+        scopes=list(scopes),
+        created_by=created_by,
+    )
+    await repository.add_credential(session, credential)
+    return NewCredential(credential, secret)
+
+
+async def point_credentials(session: AsyncSession, point_id: uuid.UUID) -> Sequence[Credential]:
+    return await repository.point_credentials(session, point_id)
+
+
 # --- for oauth2: the clients it authenticates --------------------------------------------------
 
 

@@ -19,6 +19,10 @@ from control_plane.models import (
 )
 
 
+async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
+    return await session.get(Decision, decision_id)
+
+
 async def add(session: AsyncSession, decision: Decision) -> None:
     session.add(decision)
     await session.flush()

@@ -103,34 +103,18 @@ async def decide(
             errors=[FieldError(pointer="/body", detail=str(exc))],
         ) from None
     result = await runtime.decide(session, input_doc)
-    decision = Decision(
-        agent_id=principal.agent.id,
-        domain=principal.agent.domain,
-        client_id=principal.client_id,
-        version_id=version.id if version is not None else None,
-        version=version.version if version is not None else None,
-        action=body.action,
-        resource=_stored_resource(input_doc["resource"], result, redaction_key),
-        input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
-        effect=result.effect,
-        allow=result.allow,
-        reasons=list(result.reasons),
-        obligations=[dict(o) for o in result.obligations],
-        bundle=runtime.bundle,
-        revision=int(result.revision) if result.revision and result.revision.isdigit() else None,
-        engine=result.engine,
-        failure=result.failure,
-        latency_ms=(time.perf_counter() - started) * 1000,
-    )
-    await repository.add(session, decision)
-    # In the same transaction: no decision is answered without its audit record.
-    await audit.record_decision(
+    decision = await record_decision(
         session,
-        audit_context,
         principal,
         version,
-        decision=decision,
+        action=body.action,
         resource=input_doc["resource"],
+        input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
+        result=result,
+        bundle=runtime.bundle,
+        redaction_key=redaction_key,
+        audit_context=audit_context,
+        latency_ms=(time.perf_counter() - started) * 1000,
     )
     return DecisionResult(
         decision_id=decision.id,
@@ -142,6 +126,71 @@ async def decide(
         revision=decision.revision,
         engine=decision.engine,
     )
+
+
+async def record_decision(
+    session: AsyncSession,
+    principal: AgentPrincipal,
+    version: Any,
+    *,
+    action: str,
+    resource: dict[str, Any],
+    input_digest: str,
+    result: EngineResult,
+    bundle: str,
+    redaction_key: bytes,
+    audit_context: audit.AuditContext,
+    latency_ms: float,
+    decision_id: uuid.UUID | None = None,
+    decided_at: datetime | None = None,
+    enforcement_point_id: uuid.UUID | None = None,
+    source: dict[str, Any] | None = None,
+) -> Decision:
+    """Record a decision and its audit record (kind ``decision``) in the caller's transaction
+    (flush only): the centre's own decisions, and those enforcement points log
+    (``decision_id`` theirs, ``source`` naming the point). Raises ``AuditUnavailable`` (503)
+    or ``ValidationFailed`` (422) from the audit record."""
+    decision = Decision(
+        agent_id=principal.agent.id,
+        domain=principal.agent.domain,
+        client_id=principal.client_id,
+        version_id=version.id if version is not None else None,
+        version=version.version if version is not None else None,
+        action=action,
+        resource=_stored_resource(resource, result, redaction_key),
+        input_digest=input_digest,
+        effect=result.effect,
+        allow=result.allow,
+        reasons=list(result.reasons),
+        obligations=[dict(o) for o in result.obligations],
+        bundle=bundle,
+        revision=int(result.revision) if result.revision and result.revision.isdigit() else None,
+        engine=result.engine,
+        failure=result.failure,
+        latency_ms=latency_ms,
+        enforcement_point_id=enforcement_point_id,
+    )
+    if decision_id is not None:
+        decision.id = decision_id
+    if decided_at is not None:
+        decision.created_at = decided_at
+    await repository.add(session, decision)
+    # In the same transaction: no decision is answered (or acknowledged) without its record.
+    await audit.record_decision(
+        session,
+        audit_context,
+        principal,
+        version,
+        decision=decision,
+        resource=resource,
+        source=source,
+    )
+    return decision
+
+
+async def exists(session: AsyncSession, decision_id: uuid.UUID) -> bool:
+    """Whether a decision with this id is on record (edge logs are idempotent by it)."""
+    return await repository.get(session, decision_id) is not None
 
 
 async def list_decisions(

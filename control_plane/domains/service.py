@@ -41,3 +41,8 @@ async def list_domains(
         session, visible=who.visible_domains(), after=after, limit=limit
     )
     return Page[DomainPublic, str].of(rows, limit, cursor=lambda d: d.name)
+
+
+async def find(session: AsyncSession, name: str) -> Domain | None:
+    """The domain row, whoever asks (enforcement points, bundles); callers apply their rules."""
+    return await repository.get(session, name)

@@ -9,6 +9,7 @@ from control_plane.models.audit import (
     AuditRedactionList,
 )
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
+from control_plane.models.federation import BundleSigningKey, EnforcementPoint
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
@@ -24,10 +25,12 @@ __all__ = [
     "AuditPending",
     "AuditRecordRow",
     "AuditRedactionList",
+    "BundleSigningKey",
     "Credential",
     "Decision",
     "DecisionReplay",
     "Domain",
+    "EnforcementPoint",
     "IdempotencyRecord",
     "Operator",
     "PolicyBundle",

@@ -15,13 +15,17 @@ from control_plane.models.base import JSONType, UTCDateTime, timestamp_now, time
 
 
 class Credential(SQLModel, table=True):
-    """An OAuth2 client of one agent. ``id`` is the client_id."""
+    """An OAuth2 client of one agent, or of one enforcement point (then ``agent_id`` is None).
+    ``id`` is the client_id."""
 
     __tablename__ = "credentials"
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
-    agent_id: uuid.UUID = Field(foreign_key="agents.id", index=True)
-    # client_secret_basic or private_key_jwt
+    agent_id: uuid.UUID | None = Field(default=None, foreign_key="agents.id", index=True)
+    enforcement_point_id: uuid.UUID | None = Field(
+        default=None, foreign_key="enforcement_points.id", index=True
+    )
+    # client_secret_basic or private_key_jwt (client_secret_post: enforcement points only)
     auth_method: str = Field(max_length=32)
     # "sha256$<hex>" of the secret; the secret itself is returned once and never stored.
     secret_hash: str | None = Field(default=None, max_length=100)

@@ -70,4 +70,6 @@ class Decision(SQLModel, table=True):
     failure: str | None = Field(default=None, max_length=500)
     latency_ms: float
     trace_id: str | None = Field(default=None, max_length=64)
+    # Set for a decision an enforcement point took and logged (POST /v1/logs).
+    enforcement_point_id: uuid.UUID | None = Field(default=None)
     created_at: datetime = timestamp_now()

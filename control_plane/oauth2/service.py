@@ -32,6 +32,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.crypto.jwk import PublicJWK, parse_client_public_jwk
 from control_plane.crypto.secrets import verify_secret
 from control_plane.crypto.signing import KeyRingError, SigningKeyRing
+from control_plane.federation import tokens as point_tokens
 from control_plane.kit.errors import ErrorCode, ProblemError, ServiceUnavailable
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Credential
@@ -137,7 +138,13 @@ def client_auth_from_request(authorization: str | None, form: Mapping[str, str])
             AuthMethod.private_key_jwt, form.get("client_id", ""), assertion=assertion
         )
     if "client_secret" in form:
-        raise invalid_client("client_secret_post is not supported; use HTTP Basic.")
+        # Accepted only for the clients registered with it (enforcement points that ask for
+        # it); every agent credential is client_secret_basic, and is refused here.
+        return ClientAuth(
+            AuthMethod.client_secret_post,
+            form.get("client_id", ""),
+            secret=form.get("client_secret", ""),
+        )
     raise invalid_client("Client authentication is required.")
 
 
@@ -159,7 +166,7 @@ async def authenticate_client(
     A client assertion's ``aud`` may be the issuer identifier (draft-ietf-oauth-rfc7523bis),
     the token endpoint, or ``endpoint_url``, the endpoint it was sent to (RFC 7523 section 3);
     its ``exp`` may be up to ``MAX_ASSERTION_LIFETIME_SECONDS`` (3600 s) ahead."""
-    if auth.method is AuthMethod.client_secret_basic:
+    if auth.method in (AuthMethod.client_secret_basic, AuthMethod.client_secret_post):
         client_id = _parse_client_id(auth.client_id)
         credential = await credentials.find(session, client_id) if client_id is not None else None
         stored = credential.secret_hash if credential is not None else None
@@ -167,6 +174,9 @@ async def authenticate_client(
         ok = verify_secret(auth.secret or "", stored or "sha256$" + "0" * 64)
         if credential is None or stored is None or not ok:
             raise invalid_client("Unknown client or wrong secret.")
+        posted = auth.method is AuthMethod.client_secret_post
+        if posted != (credential.auth_method == AuthMethod.client_secret_post):
+            raise invalid_client("The client authenticates with another method.")
         return credential
 
     found: dict[str, Credential] = {}
@@ -239,7 +249,6 @@ async def issue_token(
         raise OAuthError("invalid_request", "grant_type is required.")
     if grant != "client_credentials":
         raise OAuthError("unsupported_grant_type", "Only client_credentials is supported.")
-    agent = _check_usable(credential, await agents.find(session, credential.agent_id))
     allowed = list(credential.scopes)
     requested = form.get("scope")
     if requested is not None and not _SCOPE.fullmatch(requested):
@@ -249,6 +258,9 @@ async def issue_token(
     scopes = allowed if requested is None else list(dict.fromkeys(requested.split(" ")))
     if not scopes or not set(scopes) <= set(allowed):
         raise OAuthError("invalid_scope", "The requested scope exceeds the credential's scopes.")
+    if credential.agent_id is None:
+        return await _issue_point_token(session, ring, settings, credential, scopes)
+    agent = _check_usable(credential, await agents.find(session, credential.agent_id))
     version = await agents.active_version(session, agent.id)
     if credential.version_id is not None and (
         version is None or version.id != credential.version_id
@@ -284,6 +296,27 @@ async def issue_token(
         expires_in=lifetime,
         scope=" ".join(scopes),
     )
+
+
+async def _issue_point_token(
+    session: AsyncSession,
+    ring: SigningKeyRing,
+    settings: Settings,
+    credential: Credential,
+    scopes: list[str],
+) -> TokenResponse:
+    """The token of an enforcement point's client (``control_plane.federation.tokens``)."""
+    point = await point_tokens.point_of(session, credential)
+    if point is None or credential.revoked_at is not None:
+        raise invalid_client("The credential is revoked or has no enforcement point.")
+    if credential.expires_at is not None and credential.expires_at <= utcnow():
+        raise invalid_client("The credential has expired.")
+    lifetime = settings.token_lifetime_seconds
+    try:
+        issued = point_tokens.issue_point_token(ring, settings, point, credential, scopes, lifetime)
+    except KeyRingError as exc:
+        raise ServiceUnavailable("No signing key is available; try again shortly.") from exc
+    return TokenResponse(access_token=issued.token, expires_in=lifetime, scope=" ".join(scopes))
 
 
 # --- introspection and revocation -------------------------------------------------------------

@@ -216,3 +216,13 @@ async def _compile_if_possible(settings: Settings, source: PolicySource) -> byte
     except OpaUnavailableError:
         return None
     return None if issues else wasm
+
+
+async def active_revision(session: AsyncSession, bundle_name: str) -> PolicyRevision | None:
+    """The active revision of ``bundle_name`` (None without one), for federation bundles."""
+    number = await repository.active_revision_number(session, bundle_name)
+    return None if number is None else await repository.get_revision(session, bundle_name, number)
+
+
+async def active_revision_number(session: AsyncSession, bundle_name: str) -> int | None:
+    return await repository.active_revision_number(session, bundle_name)

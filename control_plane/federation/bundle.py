@@ -1,0 +1,196 @@
+"""Building one domain's OPA bundle (pure: no database, no I/O besides reading the edge module).
+
+The layout is docs/federation.md section 2, following OPA's bundle format
+(openpolicyagent.org/docs/management-bundles): ``/.manifest``, the policy revision's modules,
+the edge identity module, ``/policy.wasm``, ``/data.json`` and ``/.signatures.json``.
+
+The revision is derived from the content (sha256 over every file's digest), so whatever changes
+what a point must know - an agent's status, a newly activated policy revision, the grants, the
+token keys, the domain row - gives a new revision with no bookkeeping, and equal content gives
+the same revision on every replica. JSON files are written canonically (sorted keys, no
+whitespace, UTF-8), so the digest OPA computes over the parsed JSON is sha256 of the bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+
+EDGE_MODULE_PATH: Final = "federation/identity.rego"
+WASM_PATH: Final = "policy.wasm"
+WASM_ENTRYPOINT: Final = "agents/authz/decision"
+RESERVED_ROOT: Final = "federation"
+_PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+@cache
+def edge_module() -> str:
+    """The edge identity module (``control_plane/federation/identity.rego``)."""
+    return Path(__file__).with_name("identity.rego").read_text(encoding="utf-8")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8; U+2028/2029 escaped as Go's encoder does, so OPA's
+    hash of the parsed file (v1/bundle/hash.go) is sha256 of these bytes."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPart:
+    """The active revision of the decision bundle."""
+
+    bundle: str
+    revision: int
+    digest: str
+    modules: Mapping[str, str]
+    data: Mapping[str, Any]
+    wasm: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryPart:
+    """What one domain's points must know of the registry and of the token issuer."""
+
+    domain: str
+    domain_info: Mapping[str, Any]
+    agents: Mapping[str, Mapping[str, Any]]  # agent id -> the centre's input.agent document
+    issuer: str
+    audience: str
+    jwks: Mapping[str, Any]
+    max_staleness_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltBundle:
+    revision: str
+    archive: bytes  # tar.gz
+    files: Mapping[str, bytes]  # name (no leading /) -> bytes, signatures included
+
+
+def filter_grants(data: Mapping[str, Any], domain: str, agent_ids: Sequence[str]) -> dict[str, Any]:
+    """A copy of the policy data whose ``authz.grants`` keep only ``domain``'s entries: the
+    grants of its agents by name, of its agents by id, of the domain itself. A bundle never
+    carries another domain's grants; the decisions of the domain's agents do not depend on them.
+    """
+    out = copy.deepcopy(dict(data))
+    grants = out.get("authz", {}).get("grants") if isinstance(out.get("authz"), dict) else None
+    if not isinstance(grants, dict):
+        return out
+    ids = set(agent_ids)
+    for key in ("agents", "domains"):
+        if isinstance(grants.get(key), dict):
+            grants[key] = {k: v for k, v in grants[key].items() if k == domain}
+    if isinstance(grants.get("agent_ids"), dict):
+        grants["agent_ids"] = {k: v for k, v in grants["agent_ids"].items() if k in ids}
+    return out
+
+
+def roots(modules: Mapping[str, str], data: Mapping[str, Any]) -> list[str]:
+    """The manifest's roots: the first segment of every package and every top-level data key."""
+    found = {RESERVED_ROOT, *data.keys()}
+    for text in modules.values():
+        match = _PACKAGE.search(text)
+        if match:
+            found.add(match.group(1))
+    return sorted(found)
+
+
+def content_files(policy: PolicyPart, registry: RegistryPart) -> dict[str, bytes]:
+    """Every file of the bundle except ``.manifest`` and ``.signatures.json``."""
+    data = filter_grants(policy.data, registry.domain, list(registry.agents))
+    # The federation root belongs to the bundle server: policy data cannot set the edge flag.
+    data[RESERVED_ROOT] = {
+        "edge": True,
+        "domain": registry.domain,
+        "domain_info": dict(registry.domain_info),
+        "issuer": registry.issuer,
+        "audience": registry.audience,
+        "jwks": dict(registry.jwks),
+        "agents": {k: dict(v) for k, v in registry.agents.items()},
+        "max_staleness_seconds": registry.max_staleness_seconds,
+    }
+    files = {
+        name.lstrip("/"): text.encode("utf-8")
+        for name, text in policy.modules.items()
+        if not name.lstrip("/").startswith(f"{RESERVED_ROOT}/")
+    }
+    files[EDGE_MODULE_PATH] = edge_module().encode("utf-8")
+    files["data.json"] = canonical_json(data)
+    if policy.wasm is not None:
+        files[WASM_PATH] = policy.wasm
+    return files
+
+
+def revision_of(files: Mapping[str, bytes]) -> str:
+    listing = {name: hashlib.sha256(blob).hexdigest() for name, blob in files.items()}
+    return "sha256:" + hashlib.sha256(canonical_json(listing)).hexdigest()
+
+
+def manifest(revision: str, policy: PolicyPart, registry: RegistryPart) -> bytes:
+    # The wasm module is named in metadata, not in the manifest's `wasm` list: an entry there
+    # makes OPA evaluate the entrypoint with the module (compiled from the centre's modules,
+    # without the edge identity module), and an OPA without a wasm runtime refuses the bundle.
+    document = {
+        "revision": revision,
+        "roots": roots(policy.modules, policy.data),
+        "metadata": {
+            "domain": registry.domain,
+            "policy": {
+                "bundle": policy.bundle,
+                "revision": policy.revision,
+                "digest": policy.digest,
+            },
+            "wasm": (
+                {"module": f"/{WASM_PATH}", "entrypoint": WASM_ENTRYPOINT}
+                if policy.wasm is not None
+                else None
+            ),
+        },
+    }
+    return canonical_json(document)
+
+
+def file_listing(files: Mapping[str, bytes]) -> list[dict[str, str]]:
+    """The ``files`` claim of ``.signatures.json``: every file with its SHA-256 (hex)."""
+    return [
+        {"name": name, "hash": hashlib.sha256(files[name]).hexdigest(), "algorithm": "SHA-256"}
+        for name in sorted(files)
+    ]
+
+
+def archive(files: Mapping[str, bytes]) -> bytes:
+    """A deterministic tar.gz (mtime 0, fixed modes, sorted, ``.manifest`` first)."""
+    out = io.BytesIO()
+    order = sorted(files, key=lambda n: (not n.startswith("."), n))
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in order:
+            info = tarfile.TarInfo("/" + name)
+            info.size = len(files[name])
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    return gzip.compress(out.getvalue(), mtime=0)
+
+
+Signer = Callable[[list[dict[str, str]]], str]
+
+
+def build(policy: PolicyPart, registry: RegistryPart, sign: Signer) -> BuiltBundle:
+    """The signed bundle; ``sign`` turns the file listing into the JWS of ``.signatures.json``."""
+    files = content_files(policy, registry)
+    revision = revision_of(files)
+    files[".manifest"] = manifest(revision, policy, registry)
+    signatures = {"signatures": [sign(file_listing(files))]}
+    files[".signatures.json"] = canonical_json(signatures)
+    return BuiltBundle(revision=revision, archive=archive(files), files=files)

@@ -1,0 +1,29 @@
+# The edge identity module: served in every enforcement-point bundle (control_plane/federation),
+# never uploaded as policy. At a stock OPA sidecar the policy (agents.authz, where bundle data
+# sets federation.edge) takes the agent from here, so the identity is the verified access
+# token's and never the caller's input.agent; the clock is OPA's.
+package federation.identity
+
+cfg := data.federation
+
+# Signature (the bundle's JWKS: the control plane's token keys), iss, aud, exp and nbf (OPA's
+# clock) checked by io.jwt.decode_verify; a token that fails any check leaves `agent` undefined.
+verified := [header, claims] if {
+	is_string(input.token)
+	[valid, header, claims] := io.jwt.decode_verify(input.token, {
+		"cert": json.marshal(cfg.jwks),
+		"iss": cfg.issuer,
+		"aud": cfg.audience,
+	})
+	valid == true
+}
+
+# An access token (RFC 9068) of an agent of this bundle's domain, known to the registry part of
+# the bundle: a token of another domain is no identity here.
+agent := cfg.agents[claims.sub] if {
+	[header, claims] := verified
+	header.typ == "at+jwt"
+	claims.domain == cfg.domain
+}
+
+vouched := {"time": time.format(time.now_ns())}

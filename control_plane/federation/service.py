@@ -1,0 +1,536 @@
+"""Federation rules: registering enforcement points, serving each domain its signed bundle
+(ETag and long polling), and taking back decision logs and status reports.
+
+The bundle of a domain is rebuilt only when something it is made of may have changed: a cheap
+fingerprint (the agents' count and revision sum, their versions, the active policy revision, the
+domain row, the token keys) keys an in-process cache; the revision itself is derived from the
+content (``bundle``), so replicas agree on it. Long polling re-reads the fingerprint every
+``POLL_INTERVAL`` seconds in short read sessions: no transaction is held while a point waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import service as agents
+from control_plane.auth.principals import Capability, OperatorPrincipal
+from control_plane.credentials import service as credentials
+from control_plane.credentials.schemas import AuthMethod
+from control_plane.decisions import service as decisions
+from control_plane.domains import service as domains
+from control_plane.federation import bundle as bundles
+from control_plane.federation import repository
+from control_plane.federation.auth import PointPrincipal, authenticate, check_scope
+from control_plane.federation.schemas import (
+    EnforcementPointCreate,
+    EnforcementPointPublic,
+    FederationKeys,
+    LogsAccepted,
+    PointAuthMethod,
+    RejectedEvent,
+)
+from control_plane.federation.signing import ALG, BundleKey, ensure_key, public_pem
+from control_plane.federation.tokens import POINT_SCOPES
+from control_plane.kit.errors import (
+    AlreadyExists,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from control_plane.kit.time import aware, utcnow
+from control_plane.models import Agent, AgentVersion, EnforcementPoint
+from control_plane.oauth2.agent_auth import AgentPrincipal
+from control_plane.oauth2.tokens import TokenError, verify_access_token
+from control_plane.policy import service as policy
+from control_plane.policy.engines.base import UNDEFINED, validate_decision
+from control_plane.state import AppState
+
+log = structlog.get_logger(__name__)
+
+POLL_INTERVAL: Final = 0.25
+MAX_WAIT_SECONDS: Final = 60
+CONTACT_WRITE_INTERVAL: Final = 10.0
+MAX_EVENTS: Final = 10_000
+
+
+# --- enforcement points -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewPoint:
+    point: EnforcementPoint
+    client_id: uuid.UUID
+    client_secret: str | None
+
+
+async def _writable_domain(session: AsyncSession, who: OperatorPrincipal, domain: str) -> None:
+    who.require(Capability.registry_write)
+    found = await domains.find(session, domain)
+    who.visible(found, what="Domain", domain_of=lambda d: d.name)
+
+
+async def create_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, body: EnforcementPointCreate
+) -> NewPoint:
+    """Register an enforcement point of ``domain`` and its OAuth2 client (registry:write on the
+    domain). 409 when the name is taken in the domain; 422 for an unusable JWK."""
+    await _writable_domain(session, who, domain)
+    if await repository.find_by_name(session, domain, body.name) is not None:
+        raise AlreadyExists(f"The enforcement point '{body.name}' already exists in {domain}.")
+    jwk: dict[str, Any] | None = None
+    if body.token_endpoint_auth_method is PointAuthMethod.private_key_jwt:
+        keys = (body.jwks or {}).get("keys")
+        if not isinstance(keys, list) or len(keys) != 1 or not isinstance(keys[0], dict):
+            raise ValidationFailed(
+                "private_key_jwt needs jwks with exactly one public key.",
+                errors=[FieldError(pointer="/body/jwks", detail='{"keys": [one JWK]}')],
+            )
+        jwk = keys[0]
+    elif body.jwks is not None:
+        raise ValidationFailed(
+            "jwks is for private_key_jwt only.",
+            errors=[FieldError(pointer="/body/jwks", detail="only with private_key_jwt")],
+        )
+    point = EnforcementPoint(domain=domain, name=body.name, kind=body.kind, created_by=who.key)
+    await repository.add(session, point)
+    created = await credentials.create_point_credential(
+        session,
+        point_id=point.id,
+        auth_method=AuthMethod(body.token_endpoint_auth_method.value),
+        public_jwk=jwk,
+        scopes=list(POINT_SCOPES),
+        created_by=who.key,
+        pointer="/body/jwks/keys/0",
+    )
+    return NewPoint(point, created.credential.id, created.client_secret)
+
+
+async def _visible_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
+) -> EnforcementPoint:
+    who.require(Capability.registry_read)
+    found = await repository.find_by_name(session, domain, name)
+    return who.visible(found, what="Enforcement point")
+
+
+async def get_point(
+    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
+) -> EnforcementPoint:
+    return await _visible_point(session, who, domain, name)
+
+
+async def list_points(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    domain: str,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[EnforcementPoint]:
+    who.require(Capability.registry_read)
+    found = await domains.find(session, domain)
+    who.visible(found, what="Domain", domain_of=lambda d: d.name)
+    return await repository.list_page(session, domain, after=after, limit=limit)
+
+
+async def public_point(
+    session: AsyncSession, state: AppState, point: EnforcementPoint
+) -> EnforcementPointPublic:
+    """The listing shape: the point with its client, staleness and the domain's revision now."""
+    active = [
+        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
+    ]
+    contact = aware(point.last_contact_at) if point.last_contact_at is not None else None
+    try:
+        current: str | None = (await _built(session, state, point.domain)).revision
+    except ServiceUnavailable:
+        current = None
+    return EnforcementPointPublic(
+        id=point.id,
+        domain=point.domain,
+        name=point.name,
+        kind=point.kind,
+        client_id=active[0].id if active else None,
+        created_by=point.created_by,
+        created_at=point.created_at,
+        bundle_revision=point.bundle_revision,
+        current_revision=current,
+        last_contact_at=contact,
+        stale_seconds=(utcnow() - contact).total_seconds() if contact is not None else None,
+        last_error=point.last_error,
+    )
+
+
+# --- the bundle -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    key: tuple[Any, ...]
+    built: bundles.BuiltBundle
+
+
+class BundleCache:
+    """Per process: the last bundle built for each domain and the fingerprint it was built at."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Cached] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.key: BundleKey | None = None
+        self.contacts: dict[uuid.UUID, tuple[float, str | None]] = {}
+
+
+def cache_of(state: AppState) -> BundleCache:
+    return state.bundle_cache
+
+
+async def _signing_key(state: AppState) -> BundleKey:
+    cache = cache_of(state)
+    if cache.key is None:
+        async with state.database.writing() as session:
+            cache.key = await ensure_key(session, state.kek)
+            await session.commit()
+    return cache.key
+
+
+async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> tuple[Any, ...]:
+    ring = await state.keystore.ring()
+    found = await domains.find(session, domain)
+    return (
+        await agents.domain_fingerprint(session, domain),
+        await policy.active_revision_number(session, state.policy_runtime.bundle),
+        tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
+        ring.kids,
+    )
+
+
+def agent_document(agent: Agent, version: AgentVersion | None) -> dict[str, Any]:
+    """The ``input.agent`` document the centre builds (``decisions.service``), from the row."""
+    return {
+        "id": str(agent.id),
+        "name": agent.name,
+        "domain": agent.domain,
+        "status": agent.status,
+        "autonomy_level": agent.autonomy_level,
+        "labels": dict(agent.labels),
+        "version": (
+            {"id": str(version.id), "version": version.version, "state": version.state}
+            if version is not None
+            else None
+        ),
+    }
+
+
+async def build_domain_bundle(
+    session: AsyncSession, state: AppState, domain: str, key: BundleKey
+) -> bundles.BuiltBundle:
+    """Build ``domain``'s signed bundle now. Raises ``ServiceUnavailable`` without an active
+    policy revision (the points keep their last bundle)."""
+    revision = await policy.active_revision(session, state.policy_runtime.bundle)
+    if revision is None:
+        raise ServiceUnavailable("No active policy revision: there is no bundle to serve.")
+    found = await domains.find(session, domain)
+    rows = await agents.domain_agents(session, domain)
+    ring = await state.keystore.ring()
+    settings = state.settings
+    policy_part = bundles.PolicyPart(
+        bundle=revision.bundle,
+        revision=revision.revision,
+        digest=revision.digest,
+        modules=revision.modules,
+        data=revision.data,
+        wasm=revision.wasm,
+    )
+    registry = bundles.RegistryPart(
+        domain=domain,
+        domain_info=found.model_dump(mode="json", exclude={"created_at"}) if found else {},
+        agents={str(agent.id): agent_document(agent, version) for agent, version in rows},
+        issuer=settings.issuer_url,
+        audience=settings.token_audience,
+        jwks=ring.jwks(),
+        max_staleness_seconds=settings.federation_max_staleness_seconds,
+    )
+    return await asyncio.to_thread(bundles.build, policy_part, registry, key.sign)
+
+
+async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles.BuiltBundle:
+    cache = cache_of(state)
+    key = await _fingerprint(session, state, domain)
+    entry = cache.entries.get(domain)
+    if entry is not None and entry.key == key:
+        return entry.built
+    lock = cache.locks.setdefault(domain, asyncio.Lock())
+    async with lock:
+        entry = cache.entries.get(domain)
+        if entry is not None and entry.key == key:
+            return entry.built
+        signing_key = await _signing_key(state)
+        started = time.perf_counter()
+        built = await build_domain_bundle(session, state, domain, signing_key)
+        cache.entries[domain] = _Cached(key, built)
+        log.info(
+            "bundle_built",
+            domain=domain,
+            revision=built.revision,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return built
+
+
+def _etag_value(header: str | None) -> str | None:
+    if header is None:
+        return None
+    value = header.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"') or None
+
+
+def wait_seconds(prefer: str | None) -> float:
+    """The ``wait=N`` of a ``Prefer`` header (OPA's long polling), capped; 0 without one."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return float(min(max(int(value.strip()), 0), MAX_WAIT_SECONDS))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class BundleAnswer:
+    revision: str
+    archive: bytes | None  # None: not modified
+
+
+async def fetch_bundle(
+    state: AppState,
+    token: str,
+    domain: str,
+    *,
+    if_none_match: str | None,
+    prefer: str | None,
+) -> BundleAnswer:
+    """The bundle for the point presenting ``token`` (bundles:read, a point of ``domain``:
+    otherwise 404), or not-modified when ``if_none_match`` names the current revision, after
+    holding up to ``Prefer: wait=N`` seconds for a change."""
+    async with state.database.read_sessionmaker() as session:
+        principal = await authenticate(session, state, token)
+        if principal.point.domain != domain or "bundles:read" not in principal.scopes:
+            raise NotFound("Bundle not found.")
+        built = await _built(session, state, domain)
+    held = _etag_value(if_none_match)
+    deadline = time.monotonic() + wait_seconds(prefer)
+    while built.revision == held and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_INTERVAL)
+        async with state.database.read_sessionmaker() as session:
+            built = await _built(session, state, domain)
+    changed = built.revision != held
+    await _record_contact(state, principal.point.id, built.revision if changed else None)
+    return BundleAnswer(built.revision, built.archive if changed else None)
+
+
+async def _record_contact(state: AppState, point_id: uuid.UUID, revision: str | None) -> None:
+    """Last contact (and the revision served), written at most every
+    ``CONTACT_WRITE_INTERVAL`` seconds unless the revision changed: polls must stay cheap."""
+    cache = cache_of(state)
+    last = cache.contacts.get(point_id)
+    now = time.monotonic()
+    if last is not None and now - last[0] < CONTACT_WRITE_INTERVAL and revision in (None, last[1]):
+        return
+    cache.contacts[point_id] = (now, revision if revision is not None else (last or (0, None))[1])
+    async with state.database.writing() as session:
+        await repository.record_contact(
+            session, point_id, utcnow(), revision=revision, error=None, set_error=False
+        )
+        await session.commit()
+
+
+async def federation_keys(state: AppState) -> FederationKeys:
+    key = await _signing_key(state)
+    return FederationKeys(
+        keys=[key.public_jwk], pem={key.kid: public_pem(key.public_jwk)}, algorithm=ALG
+    )
+
+
+# --- decision logs and status -----------------------------------------------------------------
+
+
+async def point_principal(
+    session: AsyncSession, state: AppState, token: str, scope: str
+) -> PointPrincipal:
+    principal = await authenticate(session, state, token)
+    check_scope(principal, scope)
+    return principal
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    raw = event.get("timestamp")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")[:32]))
+    except ValueError:
+        return None
+
+
+def _input_digest(doc: dict[str, Any]) -> str:
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _verified_agent(
+    session: AsyncSession,
+    state: AppState,
+    point: EnforcementPoint,
+    token: object,
+    at: datetime,
+) -> tuple[AgentPrincipal, AgentVersion | None] | str:
+    """The agent of an edge decision: its access token re-verified here (signature, iss, aud, and
+    exp at the decision time), of the point's domain. A reason string when it cannot be."""
+    settings = state.settings
+    try:
+        verified = verify_access_token(
+            await state.keystore.ring(),
+            token,
+            issuer=settings.issuer_url,
+            audience=settings.token_audience,
+            leeway=settings.token_leeway_seconds,
+            now=at.timestamp(),
+        )
+        agent_id = uuid.UUID(verified.subject)
+        client_id = uuid.UUID(verified.client_id)
+    except (TokenError, ValueError):
+        return "token_invalid"
+    if verified.claims.get("domain") != point.domain:
+        return "agent_of_another_domain"
+    agent = await agents.find(session, agent_id)
+    if agent is None or agent.domain != point.domain:
+        return "agent_of_another_domain"
+    version = await agents.active_version(session, agent.id)
+    principal = AgentPrincipal(
+        agent=agent, client_id=client_id, scopes=frozenset(verified.scopes), token=verified
+    )
+    return principal, version
+
+
+async def ingest_logs(
+    session: AsyncSession, state: AppState, principal: PointPrincipal, events: list[Any]
+) -> LogsAccepted:
+    """Record each decision-log event (OPA's format, or the SDK's same shape) as a decision and
+    its audit record, attributed to the agent of its re-verified ``input.token``; idempotent by
+    ``decision_id``. Raises ``ValidationFailed`` (422) for more than ``MAX_EVENTS`` events."""
+    if len(events) > MAX_EVENTS:
+        raise ValidationFailed(
+            f"At most {MAX_EVENTS} events per upload.",
+            errors=[FieldError(pointer="/body", detail=f"{len(events)} events")],
+        )
+    point = principal.point
+    accepted, duplicates = 0, 0
+    rejected: list[RejectedEvent] = []
+    seen: set[uuid.UUID] = set()
+    source = {"enforcement_point": str(point.id), "name": point.name, "kind": point.kind}
+    for event in events:
+        raw_id = event.get("decision_id") if isinstance(event, dict) else None
+        try:
+            decision_id = uuid.UUID(str(raw_id)) if isinstance(raw_id, str) else None
+        except ValueError:
+            decision_id = None
+        if decision_id is None or not isinstance(event, dict):
+            rejected.append(RejectedEvent(decision_id=None, reason="decision_id_invalid"))
+            continue
+        if decision_id in seen or await decisions.exists(session, decision_id):
+            duplicates += 1
+            continue
+        doc = event.get("input")
+        at = _event_time(event)
+        if not isinstance(doc, dict) or at is None:
+            rejected.append(RejectedEvent(decision_id=raw_id, reason="event_invalid"))
+            continue
+        found = await _verified_agent(session, state, point, doc.get("token"), at)
+        if isinstance(found, str):
+            rejected.append(RejectedEvent(decision_id=raw_id, reason=found))
+            continue
+        agent_principal, version = found
+        action = doc.get("action")
+        raw_resource = doc.get("resource")
+        resource: dict[str, Any] = raw_resource if isinstance(raw_resource, dict) else {}
+        result = validate_decision(
+            event.get("result", UNDEFINED),
+            engine=point.kind,
+            revision=None,
+        )
+        raw_metrics = event.get("metrics")
+        metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
+        eval_ns = metrics.get("timer_rego_query_eval_ns") or metrics.get("timer_server_handler_ns")
+        without_token = {k: v for k, v in doc.items() if k != "token"}
+        await decisions.record_decision(
+            session,
+            agent_principal,
+            version,
+            action=action if isinstance(action, str) else "",
+            resource=resource,
+            input_digest=_input_digest(without_token),
+            result=result,
+            bundle=state.policy_runtime.bundle,
+            redaction_key=state.redaction_key,
+            audit_context=state.audit_context,
+            latency_ms=float(eval_ns) / 1e6 if isinstance(eval_ns, int | float) else 0.0,
+            decision_id=decision_id,
+            decided_at=at,
+            enforcement_point_id=point.id,
+            source=source,
+        )
+        seen.add(decision_id)
+        accepted += 1
+    await repository.record_contact(
+        session, point.id, utcnow(), revision=None, error=None, set_error=False
+    )
+    return LogsAccepted(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+def _status_error(report: dict[str, Any]) -> str | None:
+    for section in ("bundles", "decision_logs", "discovery"):
+        part = report.get(section)
+        items = part.values() if section == "bundles" and isinstance(part, dict) else [part]
+        for item in items:
+            if isinstance(item, dict) and (item.get("code") or item.get("message")):
+                return f"{item.get('code', '')}: {item.get('message', '')}"[:1000]
+    return None
+
+
+def _status_revision(report: dict[str, Any]) -> str | None:
+    part = report.get("bundles")
+    if isinstance(part, dict):
+        for item in part.values():
+            if isinstance(item, dict) and isinstance(item.get("active_revision"), str):
+                return str(item["active_revision"])[:80]
+    return None
+
+
+async def ingest_status(
+    session: AsyncSession, principal: PointPrincipal, report: dict[str, Any]
+) -> None:
+    """Record an OPA status report (or the SDK's same subset): last contact, the revision it runs,
+    its last error (None when the report shows none)."""
+    await repository.record_contact(
+        session,
+        principal.point.id,
+        utcnow(),
+        revision=_status_revision(report),
+        error=_status_error(report),
+        set_error=True,
+    )
