@@ -89,14 +89,16 @@ class BundleError(AgentControlPlaneError):
 class VerificationKey:
     """A public key that may sign bundles: its id (``kid``), algorithm and key.
 
-    ``key`` is a PEM (str or bytes) or a public JWK (dict). Algorithms: ``RS256``/``RS384``/
-    ``RS512``/``PS256`` (RSA), ``ES256``/``ES384`` (EC), ``EdDSA`` (Ed25519): those stock OPA
-    verifies too. Raises `AgentControlPlaneError` when the key does not fit the algorithm.
+    ``key`` is a PEM (str or bytes) or a public JWK (dict), as ``GET /v1/federation/keys``
+    publishes them. ``algorithm`` defaults to the key's own: ``RS256`` for RSA, ``ES256``/
+    ``ES384`` for P-256/P-384, ``EdDSA`` for Ed25519 (all of them algorithms stock OPA verifies);
+    ``RS384``, ``RS512`` and ``PS256`` may be named for RSA keys. Raises
+    `AgentControlPlaneError` when the key does not fit the algorithm or is a private key.
     """
 
     key_id: str
     key: str | bytes | Mapping[str, Any]
-    algorithm: str = "RS256"
+    algorithm: str | None = None
     _jose: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -107,23 +109,46 @@ class VerificationKey:
 
         if not self.key_id:
             raise AgentControlPlaneError("a bundle verification key needs a key id")
-        kinds = {"RS": RSAKey, "PS": RSAKey, "ES": ECKey, "Ed": OKPKey}
-        kind = kinds.get(self.algorithm[:2])
-        if kind is None or self.algorithm not in JWSRegistry.algorithms:
-            raise AgentControlPlaneError(f"unsupported bundle signing algorithm {self.algorithm}")
         source = dict(self.key) if isinstance(self.key, Mapping) else self.key
-        try:
-            jose_key = kind.import_key(source)  # type: ignore[attr-defined]
-            JWSRegistry.algorithms[self.algorithm].check_key(jose_key)
-        except (JoseError, ValueError, TypeError) as exc:
-            raise AgentControlPlaneError(
-                f"bundle verification key {self.key_id!r} does not fit {self.algorithm}: {exc}"
-            ) from None
+        jose_key: Any = None
+        for kind in (RSAKey, ECKey, OKPKey):
+            try:
+                jose_key = kind.import_key(source)
+                break
+            except (JoseError, ValueError, TypeError):
+                continue
+        if jose_key is None:
+            raise AgentControlPlaneError(f"bundle verification key {self.key_id!r} is not a key")
         if jose_key.is_private:
+            raise AgentControlPlaneError("give the bundle signing key's public key, not its own")
+        natural = _natural_algorithm(jose_key)
+        algorithm = self.algorithm or natural
+        allowed = {"RS256", "RS384", "RS512", "PS256"} if natural == "RS256" else {natural}
+        if algorithm not in allowed:
             raise AgentControlPlaneError(
-                "give the bundle signing key's PUBLIC key, not the private"
+                f"bundle verification key {self.key_id!r} does not fit {algorithm}"
             )
+        try:
+            JWSRegistry.algorithms[_verify_model(algorithm)].check_key(jose_key)
+        except JoseError as exc:
+            raise AgentControlPlaneError(
+                f"bundle verification key {self.key_id!r}: {exc}"
+            ) from None
+        object.__setattr__(self, "algorithm", algorithm)
         object.__setattr__(self, "_jose", jose_key)
+
+
+def _natural_algorithm(jose_key: Any) -> str:
+    curve = getattr(jose_key, "curve_name", None)
+    if jose_key.key_type == "RSA":
+        return "RS256"
+    return {"P-256": "ES256", "P-384": "ES384", "Ed25519": "EdDSA"}.get(str(curve), "?")
+
+
+def _verify_model(algorithm: str) -> str:
+    """joserfc's model for an algorithm: EdDSA (Ed25519 keys only here) through ``Ed25519``,
+    the same check without joserfc's per-call RFC 9864 deprecation warning."""
+    return "Ed25519" if algorithm == "EdDSA" else algorithm
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +320,7 @@ def _verify_signature(
         raise BundleError("unknown_key", f"key id {key_id!r} is not configured")
     if header.get("alg") != key.algorithm:
         raise BundleError("bad_signature", f"alg {header.get('alg')!r} is not {key.algorithm}")
-    model = JWSRegistry.algorithms[key.algorithm]
+    model = JWSRegistry.algorithms[_verify_model(str(key.algorithm))]
     signing_input = (parts[0] + "." + parts[1]).encode("ascii", "replace")
     try:
         valid = model.verify(signing_input, _b64url(parts[2]), key._jose)

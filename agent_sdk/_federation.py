@@ -77,7 +77,7 @@ class LocalOptions:
       ``POST /v1/domains/{domain}/enforcement-points`` (``AGENTCTL_EP_CLIENT_ID``,
       ``AGENTCTL_EP_CLIENT_SECRET``); not the agent's.
     - ``bundle_keys``: the public keys that may sign bundles (``GET /v1/federation/keys``),
-      by key id; ``bundle_scope`` must equal the signature's ``scope`` (``write`` on our server).
+      by key id; ``bundle_scope`` must equal the signature's ``scope`` (none on our server).
     - ``cache_dir``: where the last good bundle and the decision-log outbox live.
     - ``poll_interval`` (s) between pulls without long polling, or after a failed one;
       ``long_poll`` (s, 0 = off, at most 60): hold each pull open that long for a change.
@@ -93,7 +93,7 @@ class LocalOptions:
     client_secret: str
     bundle_keys: Sequence[VerificationKey]
     cache_dir: str | Path | None = None
-    bundle_scope: str = "write"
+    bundle_scope: str = ""
     poll_interval: float = 5.0
     long_poll: int = 30
     max_staleness_seconds: float | None = None
@@ -284,7 +284,14 @@ class Federation:
         last_status = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
-            ok = self.pull_once()
+            try:
+                ok = self.pull_once()
+            except Exception as exc:  # the transport closed under us, or a bug: keep pulling
+                if self._stop.is_set():
+                    return
+                self._bundle_failed("pull_failed", f"{type(exc).__name__}: {exc}")
+                log.exception("bundle pull failed")
+                ok = False
             if self._stop.is_set():
                 return
             now = time.monotonic()
@@ -502,9 +509,10 @@ class Federation:
 
 def local_options_from_env() -> LocalOptions:
     """`LocalOptions` from ``AGENTCTL_DOMAIN``, ``AGENTCTL_EP_CLIENT_ID``,
-    ``AGENTCTL_EP_CLIENT_SECRET``, ``AGENTCTL_BUNDLE_KEY_ID`` and
-    ``AGENTCTL_BUNDLE_PUBLIC_KEY_FILE`` (a PEM); raises `AgentControlPlaneError` when one is
-    missing."""
+    ``AGENTCTL_EP_CLIENT_SECRET``, ``AGENTCTL_BUNDLE_KEY_ID``,
+    ``AGENTCTL_BUNDLE_PUBLIC_KEY_FILE`` (a PEM) and optionally
+    ``AGENTCTL_BUNDLE_KEY_ALGORITHM`` (else the key's own); raises `AgentControlPlaneError`
+    when one is missing."""
     names = (
         "AGENTCTL_DOMAIN",
         "AGENTCTL_EP_CLIENT_ID",
@@ -519,7 +527,11 @@ def local_options_from_env() -> LocalOptions:
             "local mode needs local=LocalOptions(...) or the environment: " + ", ".join(missing)
         )
     key_file = Path(str(values["AGENTCTL_BUNDLE_PUBLIC_KEY_FILE"]))
-    key = VerificationKey(str(values["AGENTCTL_BUNDLE_KEY_ID"]), key_file.read_text("utf-8"))
+    key = VerificationKey(
+        str(values["AGENTCTL_BUNDLE_KEY_ID"]),
+        key_file.read_text("utf-8"),
+        os.environ.get("AGENTCTL_BUNDLE_KEY_ALGORITHM") or None,
+    )
     return LocalOptions(
         domain=str(values["AGENTCTL_DOMAIN"]),
         client_id=str(values["AGENTCTL_EP_CLIENT_ID"]),

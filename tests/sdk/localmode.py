@@ -40,7 +40,6 @@ AGENT_CLIENT = "agent-client"
 AGENT_SECRET = "agent-secret-0123456789"
 EP_CLIENT = "ep-client"
 EP_SECRET = "ep-secret-0123456789"
-SCOPE = "write"
 
 needs_opa = pytest.mark.skipif(OPA is None, reason="needs the pinned OPA (AGENTCTL_OPA_BIN)")
 
@@ -129,7 +128,7 @@ def bundle_data(token_key: TokenKey, **overrides: Any) -> dict[str, Any]:
 def opa_build(
     workdir: Path, data: dict[str, Any], signing_key: bytes, *, key_id: str = "bundle-key"
 ) -> bytes:
-    """A wasm bundle built and signed by the pinned OPA (RS256, scope ``write``)."""
+    """A wasm bundle built and signed by the pinned OPA (RS256, no scope)."""
     assert OPA is not None
     src = workdir / f"src-{uuid.uuid4().hex[:8]}"
     src.mkdir(parents=True)
@@ -138,7 +137,7 @@ def opa_build(
     key_file = workdir / f"key-{uuid.uuid4().hex[:8]}.pem"
     key_file.write_bytes(signing_key)
     claims = workdir / f"claims-{uuid.uuid4().hex[:8]}.json"
-    claims.write_text(json.dumps({"keyid": key_id, "scope": SCOPE}))
+    claims.write_text(json.dumps({"keyid": key_id}))
     out = workdir / f"bundle-{uuid.uuid4().hex[:8]}.tar.gz"
     subprocess.run(
         [

@@ -111,7 +111,7 @@ def local_client(server: BundleServer, built: Built, tmp_path: Path, **extra: An
 
 
 def test_a_bundle_built_by_opa_verifies_and_hashes_as_opa_hashes(built: Built) -> None:
-    bundle = verify_bundle(built.good, {"bundle-key": built.keys()[0]}, scope="write")
+    bundle = verify_bundle(built.good, {"bundle-key": built.keys()[0]})
     _, payload = _payload(built.good)
     listed = {f["name"]: f["hash"] for f in payload["files"]}
     assert set(listed) == set(bundle.files)
@@ -129,9 +129,7 @@ def test_opa_json_hash_is_independent_of_layout_and_keeps_number_literals(tmp_pa
         "m": [True, False, {}, []],
     }
     raw = opa_build(tmp_path, tricky, private)
-    bundle = verify_bundle(
-        raw, {"bundle-key": VerificationKey("bundle-key", public)}, scope="write"
-    )
+    bundle = verify_bundle(raw, {"bundle-key": VerificationKey("bundle-key", public)})
     assert bundle.data["z"][1] == 1e5
 
 
@@ -154,7 +152,7 @@ def test_opa_json_hash_is_independent_of_layout_and_keeps_number_literals(tmp_pa
 def test_a_tampered_bundle_is_refused(built: Built, tamper: str, reason: str) -> None:
     raw = _tampered(built, tamper)
     with pytest.raises(BundleError) as caught:
-        verify_bundle(raw, {"bundle-key": built.keys()[0]}, scope="write")
+        verify_bundle(raw, {"bundle-key": built.keys()[0]})
     assert caught.value.reason == reason
 
 
