@@ -484,7 +484,7 @@ class Federation:
         options = RequestOptions("POST", "/v1/status", json_body=self.status_report())
         try:
             self._http._send(options)
-        except AgentControlPlaneError as exc:
+        except Exception as exc:  # an error answer, no answer, or the transport closed
             log.debug("status report failed: %s", exc)
             self._state.changed = True
             return False
