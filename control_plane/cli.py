@@ -61,8 +61,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _prepare(settings)
+    tls = bool(args.ssl_certfile and args.ssl_keyfile)
     if settings.issuer is None:
-        settings = settings.model_copy(update={"issuer": f"http://{args.host}:{args.port}"})
+        scheme = "https" if tls else "http"
+        settings = settings.model_copy(update={"issuer": f"{scheme}://{args.host}:{args.port}"})
     token = asyncio.run(_bootstrap(settings))
     if token is not None:
         # Printed once, on the first start only; the database keeps just its hash.
@@ -80,6 +82,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         server_header=False,
+        # TLS in process: stock OPA fetches OAuth2 tokens over https only.
+        ssl_certfile=args.ssl_certfile if tls else None,
+        ssl_keyfile=args.ssl_keyfile if tls else None,
     )
     return 0
 
@@ -342,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API (applies migrations first)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate chain (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

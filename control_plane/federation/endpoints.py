@@ -105,6 +105,19 @@ async def get_point(
     return await service.public_point(session, state, point)
 
 
+@router.get(
+    "/v1/domains/{domain}/enforcement-points/{name}/opa-config",
+    responses={200: {"content": {"application/yaml": {}}, "description": "OPA configuration."}},
+    response_class=Response,
+)
+async def get_opa_config(
+    domain: DomainName, name: PointName, who: CurrentOperator, session: Session, state: State
+) -> Response:
+    """A ready OPA configuration for the point (the secret from AGENTCTL_OPA_CLIENT_SECRET)."""
+    text = await service.opa_config_text(session, state, who, domain, name)
+    return Response(content=text, media_type="application/yaml")
+
+
 @bundle_router.get(
     "/v1/bundles/{domain}",
     responses={

@@ -30,7 +30,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
 from control_plane.federation import bundle as bundles
-from control_plane.federation import repository
+from control_plane.federation import opa_config, repository
 from control_plane.federation.auth import PointPrincipal, authenticate, check_scope
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -196,12 +196,19 @@ def cache_of(state: AppState) -> BundleCache:
     return state.bundle_cache
 
 
+async def prepare(state: AppState) -> None:
+    """At startup: load (or create, once across replicas) the bundle signing key, so no request
+    ever has to write it (a request's own write turn on SQLite would wait for itself)."""
+    async with state.database.writing() as session:
+        state.bundle_cache.key = await ensure_key(session, state.kek)
+        await session.commit()
+
+
 async def _signing_key(state: AppState) -> BundleKey:
     cache = cache_of(state)
     if cache.key is None:
-        async with state.database.writing() as session:
-            cache.key = await ensure_key(session, state.kek)
-            await session.commit()
+        await prepare(state)
+    assert cache.key is not None
     return cache.key
 
 
@@ -363,6 +370,30 @@ async def federation_keys(state: AppState) -> FederationKeys:
     key = await _signing_key(state)
     return FederationKeys(
         keys=[key.public_jwk], pem={key.kid: public_pem(key.public_jwk)}, algorithm=ALG
+    )
+
+
+async def opa_config_text(
+    session: AsyncSession, state: AppState, who: OperatorPrincipal, domain: str, name: str
+) -> str:
+    """A ready OPA configuration for the point (``opa_config``); the client secret is left to
+    ``${AGENTCTL_OPA_CLIENT_SECRET}`` (only its hash is stored). 404 without a live client."""
+    point = await _visible_point(session, who, domain, name)
+    active = [
+        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
+    ]
+    if not active:
+        raise NotFound("The enforcement point has no active credential.")
+    key = await _signing_key(state)
+    return opa_config.render(
+        opa_config.PointConfig(
+            base_url=state.settings.issuer_url,
+            domain=point.domain,
+            client_id=str(active[0].id),
+            auth_method=active[0].auth_method,
+            signing_kid=key.kid,
+            signing_pem=public_pem(key.public_jwk),
+        )
     )
 
 
