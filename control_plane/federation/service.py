@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -408,12 +409,16 @@ async def point_principal(
     return principal
 
 
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
 def _event_time(event: dict[str, Any]) -> datetime | None:
+    """The event's RFC 3339 ``timestamp`` (OPA writes nanoseconds; kept to microseconds)."""
     raw = event.get("timestamp")
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or len(raw) > 40:
         return None
     try:
-        return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")[:32]))
+        return aware(datetime.fromisoformat(_FRACTION.sub(r"\1", raw.replace("Z", "+00:00"), 1)))
     except ValueError:
         return None
 
