@@ -259,7 +259,8 @@ def start_plane(db_url: str, workdir: Path, port: int | None = None) -> Iterator
             process.terminate()
             process.wait(timeout=30)
     text = log.read_text()
-    assert '" 500 ' not in text and "Exception in ASGI application" not in text, text[-5000:]
+    assert '" 500 ' not in text, text[-5000:]
+    assert "Exception in ASGI application" not in text, text[-5000:]
 
 
 @contextmanager

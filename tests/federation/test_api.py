@@ -62,12 +62,14 @@ async def test_point_registration_credential_and_listing(
 ) -> None:
     point = await _point(client, admin, "payments")
     cred = point["credential"]
-    assert cred["client_secret"] and cred["scopes"] == [
+    assert cred["client_secret"]
+    assert cred["scopes"] == [
         "bundles:read",
         "logs:write",
         "status:write",
     ]
-    assert point["last_contact_at"] is None and point["bundle_revision"] is None
+    assert point["last_contact_at"] is None
+    assert point["bundle_revision"] is None
     again = await client.post(
         "/v1/domains/payments/enforcement-points",
         json={"name": "opa-1", "kind": "sdk"},
@@ -102,7 +104,8 @@ async def test_bundle_is_signed_scoped_to_its_domain_and_cached(
     )
     # The signature: one JWT over every file's SHA-256, by the published key.
     keys = (await client.get("/v1/federation/keys")).json()
-    assert keys["algorithm"] == "ES256" and "BEGIN PUBLIC KEY" in next(iter(keys["pem"].values()))
+    assert keys["algorithm"] == "ES256"
+    assert "BEGIN PUBLIC KEY" in next(iter(keys["pem"].values()))
     (token,) = json.loads(files[".signatures.json"])["signatures"]
     verified = jws.deserialize_compact(token, KeySet.import_key_set({"keys": keys["keys"]}))
     listing = {f["name"]: f["hash"] for f in json.loads(verified.payload)["files"]}
@@ -121,11 +124,13 @@ async def test_bundle_is_signed_scoped_to_its_domain_and_cached(
     assert data["federation"]["jwks"]["keys"]
     # ETag: unchanged content answers 304; a suspension is a new revision.
     same = await client.get("/v1/bundles/payments", headers={**headers, "If-None-Match": etag})
-    assert same.status_code == 304 and same.headers["etag"] == etag
+    assert same.status_code == 304
+    assert same.headers["etag"] == etag
     r = await client.post(f"/v1/agents/{own['agent']['id']}/suspend", headers=admin)
     assert r.status_code == 200
     changed = await client.get("/v1/bundles/payments", headers={**headers, "If-None-Match": etag})
-    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
     agent = json.loads(_files(changed.content)["data.json"])["federation"]["agents"]
     assert agent[own["agent"]["id"]]["status"] == "suspended"
 
@@ -202,7 +207,8 @@ async def test_decision_logs_are_recorded_once_with_audit_records(
         assert record.status_code == 200, record.text
         stored = record.json()["record"]
         assert stored["kind"] == "decision"
-        assert stored["source"]["name"] == "opa-1" and stored["agent"]["name"] == "refund-bot"
+        assert stored["source"]["name"] == "opa-1"
+        assert stored["agent"]["name"] == "refund-bot"
     # The agent's token is a bearer credential: never stored.
     assert token not in json.dumps(decisions)
 
