@@ -127,6 +127,7 @@ async def get_opa_config(
     response_class=Response,
 )
 async def get_bundle(
+    request: Request,
     domain: DomainName,
     token: PointToken,
     state: State,
@@ -137,7 +138,12 @@ async def get_bundle(
 ) -> Response:
     """The domain's signed OPA bundle (enforcement point token of that domain, bundles:read)."""
     answer = await service.fetch_bundle(
-        state, token, domain, if_none_match=if_none_match, prefer=prefer
+        state,
+        token,
+        domain,
+        if_none_match=if_none_match,
+        prefer=prefer,
+        gone=request.is_disconnected,
     )
     headers = {"ETag": f'"{answer.revision}"', "Cache-Control": "no-cache"}
     long_poll = prefer is not None and service.wait_seconds(prefer) > 0

@@ -16,7 +16,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -308,7 +308,8 @@ def _etag_value(header: str | None) -> str | None:
 
 def wait_seconds(prefer: str | None) -> float:
     """The ``wait=N`` of a ``Prefer`` header (OPA's long polling), capped; 0 without one."""
-    for part in (prefer or "").split(","):
+    # OPA sends e.g. "modes=snapshot,delta;wait=30" (RFC 7240 preferences and parameters).
+    for part in re.split(r"[,;]", prefer or ""):
         name, _, value = part.strip().partition("=")
         if name.strip().lower() == "wait":
             try:
@@ -331,6 +332,7 @@ async def fetch_bundle(
     *,
     if_none_match: str | None,
     prefer: str | None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> BundleAnswer:
     """The bundle for the point presenting ``token`` (bundles:read, a point of ``domain``:
     otherwise 404), or not-modified when ``if_none_match`` names the current revision, after
@@ -344,6 +346,8 @@ async def fetch_bundle(
     deadline = time.monotonic() + wait_seconds(prefer)
     while built.revision == held and time.monotonic() < deadline:
         await asyncio.sleep(POLL_INTERVAL)
+        if gone is not None and await gone():  # the point hung up: stop holding the request
+            break
         async with state.database.read_sessionmaker() as session:
             built = await _built(session, state, domain)
     changed = built.revision != held

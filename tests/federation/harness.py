@@ -7,6 +7,7 @@ OPA with the configuration ``agentctl enforcement-points config`` prints.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -83,6 +84,10 @@ def make_tls(workdir: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+def tls_context(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
 @dataclass
 class Plane:
     url: str
@@ -92,13 +97,17 @@ class Plane:
         default_factory=lambda: {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
 
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return tls_context(self.ca)
+
     def post(self, path: str, **kw: Any) -> httpx.Response:
         kw.setdefault("headers", self.admin)
-        return httpx.post(self.url + path, timeout=30, verify=str(self.ca), **kw)
+        return httpx.post(self.url + path, timeout=30, verify=self.tls, **kw)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         kw.setdefault("headers", self.admin)
-        return httpx.get(self.url + path, timeout=30, verify=str(self.ca), **kw)
+        return httpx.get(self.url + path, timeout=30, verify=self.tls, **kw)
 
     def domain(self, name: str) -> None:
         r = self.post("/v1/domains", json={"name": name})
@@ -140,7 +149,7 @@ class Plane:
             data={"grant_type": "client_credentials"},
             auth=(client_id, secret),
             timeout=30,
-            verify=str(self.ca),
+            verify=self.tls,
         )
         assert r.status_code == 200, r.text
         value: str = r.json()["access_token"]
@@ -158,7 +167,7 @@ class Plane:
             json=body,
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
-            verify=str(self.ca),
+            verify=self.tls,
         )
 
 
@@ -246,7 +255,7 @@ def start_plane(db_url: str, workdir: Path, port: int | None = None) -> Iterator
             if process.poll() is not None:
                 raise AssertionError(log.read_text())
             try:
-                if httpx.get(url + "/readyz", timeout=1, verify=str(ca)).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=1, verify=tls_context(ca)).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -243,3 +243,14 @@ async def test_status_reports_update_the_point(
     expected = "bundle_error: signature verification failed" if error else None
     assert point["last_error"] == expected
     assert (await client.post("/v1/status", json=[1], headers=headers)).status_code == 422
+
+
+def test_prefer_wait_is_read_as_opa_sends_it() -> None:
+    from control_plane.federation.service import wait_seconds
+
+    assert wait_seconds("modes=snapshot,delta;wait=30") == 30
+    assert wait_seconds("wait=5") == 5
+    assert wait_seconds("wait=600") == 60
+    assert wait_seconds("modes=snapshot,delta") == 0
+    assert wait_seconds("wait=x") == 0
+    assert wait_seconds(None) == 0
