@@ -209,6 +209,25 @@ def cmd_policy_push(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enforcement_points_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the OPA configuration of an enforcement point (rendered by the control plane from
+    ``control_plane.federation.opa_config``); the secret stays ${AGENTCTL_OPA_CLIENT_SECRET}."""
+    import httpx
+
+    url, headers = _api(args)
+    path = f"/v1/domains/{args.domain}/enforcement-points/{args.name}/opa-config"
+    try:
+        r = httpx.get(url + path, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        _print_problem(r)
+        return 1
+    sys.stdout.write(r.text)
+    return 0
+
+
 def cmd_policy_test(settings: Settings, args: argparse.Namespace) -> int:
     from control_plane.policy.validation import OpaUnavailableError, run_policy_tests
 
@@ -383,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("directory")
     test.set_defaults(func=cmd_policy_test)
+
+    points = sub.add_parser("enforcement-points", help="OPA sidecars and SDKs in local mode")
+    points_sub = points.add_subparsers(dest="points_command", required=True)
+    point_config = points_sub.add_parser(
+        "config", help="print a ready OPA configuration for an enforcement point"
+    )
+    point_config.add_argument("name")
+    point_config.add_argument("--domain", required=True)
+    point_config.add_argument("--url", help="control plane URL (AGENTCTL_URL)")
+    point_config.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
+    point_config.set_defaults(func=cmd_enforcement_points_config)
 
     audit = sub.add_parser("audit", help="export and verify the audit logs")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

@@ -206,9 +206,34 @@ class Opa:
 
 def opa_config(plane: Plane, domain: str, point_name: str, secret: str, workdir: Path) -> Path:
     """The configuration ``agentctl enforcement-points config`` prints, with fast polling."""
-    r = plane.get(f"/v1/domains/{domain}/enforcement-points/{point_name}/opa-config")
-    assert r.status_code == 200, r.text
-    text = r.text.replace("${AGENTCTL_OPA_CLIENT_SECRET}", secret)
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "control_plane",
+            "enforcement-points",
+            "config",
+            point_name,
+            "--domain",
+            domain,
+            "--url",
+            plane.url,
+        ],
+        env={
+            **os.environ,
+            "AGENTCTL_TOKEN": ADMIN_TOKEN,
+            "SSL_CERT_FILE": str(plane.ca),
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.replace("${AGENTCTL_OPA_CLIENT_SECRET}", secret)
     text = text.replace("min_delay_seconds: 10", "min_delay_seconds: 1")
     text = text.replace("max_delay_seconds: 20", "max_delay_seconds: 2")
     path = workdir / f"opa-{point_name}.yaml"
