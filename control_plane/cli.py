@@ -61,8 +61,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level, json_lines=settings.log_json)
     _prepare(settings)
+    tls = bool(args.ssl_certfile and args.ssl_keyfile)
     if settings.issuer is None:
-        settings = settings.model_copy(update={"issuer": f"http://{args.host}:{args.port}"})
+        scheme = "https" if tls else "http"
+        settings = settings.model_copy(update={"issuer": f"{scheme}://{args.host}:{args.port}"})
     token = asyncio.run(_bootstrap(settings))
     if token is not None:
         # Printed once, on the first start only; the database keeps just its hash.
@@ -80,6 +82,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None,
         server_header=False,
+        # TLS in process: stock OPA fetches OAuth2 tokens over https only.
+        ssl_certfile=args.ssl_certfile if tls else None,
+        ssl_keyfile=args.ssl_keyfile if tls else None,
     )
     return 0
 
@@ -201,6 +206,25 @@ def cmd_policy_push(settings: Settings, args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_enforcement_points_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the OPA configuration of an enforcement point (rendered by the control plane from
+    ``control_plane.federation.opa_config``); the secret stays ${AGENTCTL_OPA_CLIENT_SECRET}."""
+    import httpx
+
+    url, headers = _api(args)
+    path = f"/v1/domains/{args.domain}/enforcement-points/{args.name}/opa-config"
+    try:
+        r = httpx.get(url + path, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if r.status_code != 200:
+        _print_problem(r)
+        return 1
+    sys.stdout.write(r.text)
     return 0
 
 
@@ -342,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API (applies migrations first)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate chain (PEM)")
+    serve.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -376,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("directory")
     test.set_defaults(func=cmd_policy_test)
+
+    points = sub.add_parser("enforcement-points", help="OPA sidecars and SDKs in local mode")
+    points_sub = points.add_subparsers(dest="points_command", required=True)
+    point_config = points_sub.add_parser(
+        "config", help="print a ready OPA configuration for an enforcement point"
+    )
+    point_config.add_argument("name")
+    point_config.add_argument("--domain", required=True)
+    point_config.add_argument("--url", help="control plane URL (AGENTCTL_URL)")
+    point_config.add_argument("--token", help="operator token (AGENTCTL_TOKEN)")
+    point_config.set_defaults(func=cmd_enforcement_points_config)
 
     audit = sub.add_parser("audit", help="export and verify the audit logs")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

@@ -105,6 +105,19 @@ async def get_point(
     return await service.public_point(session, state, point)
 
 
+@router.get(
+    "/v1/domains/{domain}/enforcement-points/{name}/opa-config",
+    responses={200: {"content": {"application/yaml": {}}, "description": "OPA configuration."}},
+    response_class=Response,
+)
+async def get_opa_config(
+    domain: DomainName, name: PointName, who: CurrentOperator, session: Session, state: State
+) -> Response:
+    """A ready OPA configuration for the point (the secret from AGENTCTL_OPA_CLIENT_SECRET)."""
+    text = await service.opa_config_text(session, state, who, domain, name)
+    return Response(content=text, media_type="application/yaml")
+
+
 @bundle_router.get(
     "/v1/bundles/{domain}",
     responses={
@@ -114,6 +127,7 @@ async def get_point(
     response_class=Response,
 )
 async def get_bundle(
+    request: Request,
     domain: DomainName,
     token: PointToken,
     state: State,
@@ -124,7 +138,12 @@ async def get_bundle(
 ) -> Response:
     """The domain's signed OPA bundle (enforcement point token of that domain, bundles:read)."""
     answer = await service.fetch_bundle(
-        state, token, domain, if_none_match=if_none_match, prefer=prefer
+        state,
+        token,
+        domain,
+        if_none_match=if_none_match,
+        prefer=prefer,
+        gone=request.is_disconnected,
     )
     headers = {"ETag": f'"{answer.revision}"', "Cache-Control": "no-cache"}
     long_poll = prefer is not None and service.wait_seconds(prefer) > 0

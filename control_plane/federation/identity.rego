@@ -4,26 +4,25 @@
 # token's and never the caller's input.agent; the clock is OPA's.
 package federation.identity
 
-cfg := data.federation
-
+# Bundle data is read key by key: data.federation as a whole includes this package.
 # Signature (the bundle's JWKS: the control plane's token keys), iss, aud, exp and nbf (OPA's
 # clock) checked by io.jwt.decode_verify; a token that fails any check leaves `agent` undefined.
 verified := [header, claims] if {
 	is_string(input.token)
 	[valid, header, claims] := io.jwt.decode_verify(input.token, {
-		"cert": json.marshal(cfg.jwks),
-		"iss": cfg.issuer,
-		"aud": cfg.audience,
+		"cert": json.marshal(data.federation.jwks),
+		"iss": data.federation.issuer,
+		"aud": data.federation.audience,
 	})
 	valid == true
 }
 
 # An access token (RFC 9068) of an agent of this bundle's domain, known to the registry part of
 # the bundle: a token of another domain is no identity here.
-agent := cfg.agents[claims.sub] if {
+agent := data.federation.agents[claims.sub] if {
 	[header, claims] := verified
 	header.typ == "at+jwt"
-	claims.domain == cfg.domain
+	claims.domain == data.federation.domain
 }
 
 vouched := {"time": time.format(time.now_ns())}

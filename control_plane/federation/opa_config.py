@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-SECRET_ENV: Final = "AGENTCTL_OPA_CLIENT_SECRET"
+SECRET_ENV: Final = "AGENTCTL_OPA_CLIENT_SECRET"  # noqa: S105 - a variable name
 KEY_ENV: Final = "AGENTCTL_OPA_CLIENT_KEY"
 SERVICE: Final = "control-plane"
 BUNDLE: Final = "federation"

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -30,7 +31,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
 from control_plane.federation import bundle as bundles
-from control_plane.federation import repository
+from control_plane.federation import opa_config, repository
 from control_plane.federation.auth import PointPrincipal, authenticate, check_scope
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -196,12 +197,19 @@ def cache_of(state: AppState) -> BundleCache:
     return state.bundle_cache
 
 
+async def prepare(state: AppState) -> None:
+    """At startup: load (or create, once across replicas) the bundle signing key, so no request
+    ever has to write it (a request's own write turn on SQLite would wait for itself)."""
+    async with state.database.writing() as session:
+        state.bundle_cache.key = await ensure_key(session, state.kek)
+        await session.commit()
+
+
 async def _signing_key(state: AppState) -> BundleKey:
     cache = cache_of(state)
     if cache.key is None:
-        async with state.database.writing() as session:
-            cache.key = await ensure_key(session, state.kek)
-            await session.commit()
+        await prepare(state)
+    assert cache.key is not None
     return cache.key
 
 
@@ -300,7 +308,8 @@ def _etag_value(header: str | None) -> str | None:
 
 def wait_seconds(prefer: str | None) -> float:
     """The ``wait=N`` of a ``Prefer`` header (OPA's long polling), capped; 0 without one."""
-    for part in (prefer or "").split(","):
+    # OPA sends e.g. "modes=snapshot,delta;wait=30" (RFC 7240 preferences and parameters).
+    for part in re.split(r"[,;]", prefer or ""):
         name, _, value = part.strip().partition("=")
         if name.strip().lower() == "wait":
             try:
@@ -323,6 +332,7 @@ async def fetch_bundle(
     *,
     if_none_match: str | None,
     prefer: str | None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> BundleAnswer:
     """The bundle for the point presenting ``token`` (bundles:read, a point of ``domain``:
     otherwise 404), or not-modified when ``if_none_match`` names the current revision, after
@@ -336,6 +346,8 @@ async def fetch_bundle(
     deadline = time.monotonic() + wait_seconds(prefer)
     while built.revision == held and time.monotonic() < deadline:
         await asyncio.sleep(POLL_INTERVAL)
+        if gone is not None and await gone():  # the point hung up: stop holding the request
+            break
         async with state.database.read_sessionmaker() as session:
             built = await _built(session, state, domain)
     changed = built.revision != held
@@ -366,6 +378,30 @@ async def federation_keys(state: AppState) -> FederationKeys:
     )
 
 
+async def opa_config_text(
+    session: AsyncSession, state: AppState, who: OperatorPrincipal, domain: str, name: str
+) -> str:
+    """A ready OPA configuration for the point (``opa_config``); the client secret is left to
+    ``${AGENTCTL_OPA_CLIENT_SECRET}`` (only its hash is stored). 404 without a live client."""
+    point = await _visible_point(session, who, domain, name)
+    active = [
+        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
+    ]
+    if not active:
+        raise NotFound("The enforcement point has no active credential.")
+    key = await _signing_key(state)
+    return opa_config.render(
+        opa_config.PointConfig(
+            base_url=state.settings.issuer_url,
+            domain=point.domain,
+            client_id=str(active[0].id),
+            auth_method=active[0].auth_method,
+            signing_kid=key.kid,
+            signing_pem=public_pem(key.public_jwk),
+        )
+    )
+
+
 # --- decision logs and status -----------------------------------------------------------------
 
 
@@ -377,12 +413,16 @@ async def point_principal(
     return principal
 
 
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
 def _event_time(event: dict[str, Any]) -> datetime | None:
+    """The event's RFC 3339 ``timestamp`` (OPA writes nanoseconds; kept to microseconds)."""
     raw = event.get("timestamp")
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or len(raw) > 40:
         return None
     try:
-        return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")[:32]))
+        return aware(datetime.fromisoformat(_FRACTION.sub(r"\1", raw.replace("Z", "+00:00"), 1)))
     except ValueError:
         return None
 

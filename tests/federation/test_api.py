@@ -1,0 +1,256 @@
+"""Enforcement points, the bundle service, and the log and status sinks, through HTTP (ASGI)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jws
+from joserfc.jwk import KeySet
+
+from tests.fixtures.decisions import REFUND, decider
+from tests.fixtures.factories import bearer, create_domain
+from tests.fixtures.oauth2 import basic
+
+
+async def _point(
+    client: httpx.AsyncClient, admin: dict[str, str], domain: str, name: str = "opa-1", **extra: Any
+) -> dict[str, Any]:
+    await create_domain(client, admin, domain)
+    r = await client.post(
+        f"/v1/domains/{domain}/enforcement-points",
+        json={"name": name, "kind": "opa", **extra},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    point: dict[str, Any] = r.json()
+    return point
+
+
+async def _point_token(client: httpx.AsyncClient, point: dict[str, Any]) -> dict[str, str]:
+    cred = point["credential"]
+    r = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(cred["client_id"], cred["client_secret"]),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["scope"] == "bundles:read logs:write status:write"
+    return bearer(r.json()["access_token"])
+
+
+def _files(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        out = {}
+        for member in tar.getmembers():
+            handle = tar.extractfile(member)
+            assert handle is not None
+            out[member.name.lstrip("/")] = handle.read()
+        return out
+
+
+async def test_point_registration_credential_and_listing(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    point = await _point(client, admin, "payments")
+    cred = point["credential"]
+    assert cred["client_secret"]
+    assert cred["scopes"] == [
+        "bundles:read",
+        "logs:write",
+        "status:write",
+    ]
+    assert point["last_contact_at"] is None
+    assert point["bundle_revision"] is None
+    again = await client.post(
+        "/v1/domains/payments/enforcement-points",
+        json={"name": "opa-1", "kind": "sdk"},
+        headers=admin,
+    )
+    assert again.status_code == 409
+    listed = (await client.get("/v1/domains/payments/enforcement-points", headers=admin)).json()
+    assert [p["name"] for p in listed["data"]] == ["opa-1"]
+    assert "client_secret" not in json.dumps(listed)
+    # A point's token is no agent token.
+    headers = await _point_token(client, point)
+    assert (await client.get("/v1/agents/me", headers=headers)).status_code == 401
+    missing = await client.get("/v1/domains/nowhere/enforcement-points", headers=admin)
+    assert missing.status_code == 404
+
+
+async def test_bundle_is_signed_scoped_to_its_domain_and_cached(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    own = await decider(client, admin, name="refund-bot", domain="payments")
+    other = await decider(client, admin, name="claims-triage", domain="claims")
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    r = await client.get("/v1/bundles/payments", headers=headers)
+    assert r.status_code == 200, r.text
+    etag = r.headers["etag"]
+    files = _files(r.content)
+    manifest = json.loads(files[".manifest"])
+    assert f'"{manifest["revision"]}"' == etag
+    assert set(manifest["roots"]) >= {"agents", "authz", "federation"}
+    assert {"agents/authz.rego", "federation/identity.rego", "data.json", "policy.wasm"} <= set(
+        files
+    )
+    # The signature: one JWT over every file's SHA-256, by the published key.
+    keys = (await client.get("/v1/federation/keys")).json()
+    assert keys["algorithm"] == "ES256"
+    assert "BEGIN PUBLIC KEY" in next(iter(keys["pem"].values()))
+    (token,) = json.loads(files[".signatures.json"])["signatures"]
+    verified = jws.deserialize_compact(token, KeySet.import_key_set({"keys": keys["keys"]}))
+    listing = {f["name"]: f["hash"] for f in json.loads(verified.payload)["files"]}
+    assert listing == {
+        name: hashlib.sha256(blob).hexdigest()
+        for name, blob in files.items()
+        if name != ".signatures.json"
+    }
+    # Only this domain's registry and grants.
+    data = json.loads(files["data.json"])
+    assert data["federation"]["edge"] is True
+    assert list(data["federation"]["agents"]) == [own["agent"]["id"]]
+    assert other["agent"]["id"] not in files["data.json"].decode()
+    assert set(data["authz"]["grants"]["agents"]) <= {"payments"}
+    assert set(data["authz"]["grants"]["domains"]) <= {"payments"}
+    assert data["federation"]["jwks"]["keys"]
+    # ETag: unchanged content answers 304; a suspension is a new revision.
+    same = await client.get("/v1/bundles/payments", headers={**headers, "If-None-Match": etag})
+    assert same.status_code == 304
+    assert same.headers["etag"] == etag
+    r = await client.post(f"/v1/agents/{own['agent']['id']}/suspend", headers=admin)
+    assert r.status_code == 200
+    changed = await client.get("/v1/bundles/payments", headers={**headers, "If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+    agent = json.loads(_files(changed.content)["data.json"])["federation"]["agents"]
+    assert agent[own["agent"]["id"]]["status"] == "suspended"
+
+
+async def test_bundle_access_is_per_domain(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    payments = await _point_token(client, await _point(client, admin, "payments"))
+    claims = await _point_token(client, await _point(client, admin, "claims"))
+    assert (await client.get("/v1/bundles/payments", headers=payments)).status_code == 200
+    assert (await client.get("/v1/bundles/claims", headers=payments)).status_code == 404
+    assert (await client.get("/v1/bundles/nowhere", headers=claims)).status_code == 404
+    assert (await client.get("/v1/bundles/payments")).status_code == 401
+    agent = await decider(client, admin, name="refund-bot", domain="payments")
+    assert (await client.get("/v1/bundles/payments", headers=agent["headers"])).status_code == 401
+
+
+async def test_long_poll_answers_304_after_the_wait(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    etag = (await client.get("/v1/bundles/payments", headers=headers)).headers["etag"]
+    r = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": etag, "Prefer": "wait=1"}
+    )
+    assert r.status_code == 304
+    assert r.headers["content-type"] == "application/vnd.openpolicyagent.bundles"
+
+
+def _event(token: str, decision_id: str, **result: Any) -> dict[str, Any]:
+    return {
+        "decision_id": decision_id,
+        "path": "agents/authz/decision",
+        "input": {"token": token, **REFUND, "agent": {"id": "forged"}},
+        "result": result or {"effect": "allow", "allow": True, "reasons": [], "obligations": []},
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "123Z"),
+        "metrics": {"timer_rego_query_eval_ns": 120000},
+    }
+
+
+async def test_decision_logs_are_recorded_once_with_audit_records(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    agent = await decider(client, admin, name="refund-bot", domain="payments")
+    foreign = await decider(client, admin, name="claims-triage", domain="claims")
+    point = await _point(client, admin, "payments")
+    headers = await _point_token(client, point)
+    token = agent["headers"]["Authorization"].removeprefix("Bearer ")
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    events = [
+        _event(token, ids[0]),
+        _event(token, ids[1], effect="deny", allow=False, reasons=["x"], obligations=[]),
+        _event(foreign["headers"]["Authorization"].removeprefix("Bearer "), ids[2]),
+        _event("not-a-token", str(uuid.uuid4())),
+    ]
+    body = gzip.compress(json.dumps(events).encode())
+    r = await client.post("/v1/logs", content=body, headers={**headers, "Content-Encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert (result["accepted"], result["duplicates"]) == (2, 0)
+    assert sorted(x["reason"] for x in result["rejected"]) == [
+        "agent_of_another_domain",
+        "token_invalid",
+    ]
+    again = await client.post("/v1/logs", json=events[:2], headers=headers)
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 2)
+    decisions = (await client.get("/v1/decisions", headers=admin)).json()["data"]
+    edge = {d["id"]: d for d in decisions if d["engine"] == "opa"}
+    assert set(edge) == set(ids[:2])
+    assert edge[ids[0]]["agent_id"] == agent["agent"]["id"]
+    assert edge[ids[1]]["effect"] == "deny"
+    for decision_id in ids[:2]:
+        record = await client.get(f"/v1/audit/records/{decision_id}", headers=admin)
+        assert record.status_code == 200, record.text
+        stored = record.json()["record"]
+        assert stored["kind"] == "decision"
+        assert stored["source"]["name"] == "opa-1"
+        assert stored["agent"]["name"] == "refund-bot"
+    # The agent's token is a bearer credential: never stored.
+    assert token not in json.dumps(decisions)
+
+
+async def test_logs_need_a_point_token_with_logs_write(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    agent = await decider(client, admin, name="refund-bot", domain="payments")
+    assert (await client.post("/v1/logs", json=[], headers=agent["headers"])).status_code == 401
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    bad = await client.post("/v1/logs", content=b"\x1f\x8bnot gzip", headers=headers)
+    assert bad.status_code == 422
+    assert (await client.post("/v1/logs", content=b"{", headers=headers)).status_code == 422
+    assert (await client.post("/v1/logs", json=[], headers=headers)).json()["accepted"] == 0
+
+
+@pytest.mark.parametrize("error", [True, False])
+async def test_status_reports_update_the_point(
+    client: httpx.AsyncClient, admin: dict[str, str], error: bool
+) -> None:
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    bundle = {"name": "federation", "active_revision": "sha256:abc"}
+    if error:
+        bundle |= {"code": "bundle_error", "message": "signature verification failed"}
+    r = await client.post("/v1/status", json={"bundles": {"federation": bundle}}, headers=headers)
+    assert r.status_code == 204, r.text
+    point = (
+        await client.get("/v1/domains/payments/enforcement-points/opa-1", headers=admin)
+    ).json()
+    assert point["bundle_revision"] == "sha256:abc"
+    assert point["last_contact_at"] is not None
+    expected = "bundle_error: signature verification failed" if error else None
+    assert point["last_error"] == expected
+    assert (await client.post("/v1/status", json=[1], headers=headers)).status_code == 422
+
+
+def test_prefer_wait_is_read_as_opa_sends_it() -> None:
+    from control_plane.federation.service import wait_seconds
+
+    assert wait_seconds("modes=snapshot,delta;wait=30") == 30
+    assert wait_seconds("wait=5") == 5
+    assert wait_seconds("wait=600") == 60
+    assert wait_seconds("modes=snapshot,delta") == 0
+    assert wait_seconds("wait=x") == 0
+    assert wait_seconds(None) == 0
