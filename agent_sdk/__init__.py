@@ -35,8 +35,8 @@ from agent_sdk._exceptions import (
     Unavailable,
     UnprocessableEntityError,
 )
-from agent_sdk._federation import LocalOptions
 from agent_sdk._governed import GovernedAction
+from agent_sdk._local_options import LocalOptions
 from agent_sdk._models import AuditRecord, AuditStatus, Decision
 from agent_sdk._version import __version__
 

@@ -45,7 +45,8 @@ from agent_sdk._tracing import current_traceparent, trace_id_of
 from agent_sdk._version import __version__
 
 if TYPE_CHECKING:
-    from agent_sdk._federation import Federation, LocalOptions
+    from agent_sdk._federation import Federation
+    from agent_sdk._local_options import LocalOptions
 
 log = logging.getLogger("agent_sdk")
 log.addHandler(logging.NullHandler())  # a library: the application decides where logs go
@@ -155,34 +156,9 @@ class BaseClient:
         self.mode = mode
         self._federation: Federation | None = None
         if mode == "local":
-            self._federation = self._start_federation(local)
+            from agent_sdk._federation import start_federation
 
-    def _start_federation(self, local: LocalOptions | None) -> Federation:
-        """Local mode's enforcement point, with a remote-mode sync ``Client`` of its own
-        credential as transport (its bundle pulls may be held open for ``long_poll`` s)."""
-        from agent_sdk._client import Client
-        from agent_sdk._federation import Federation, local_options_from_env
-
-        options = local if local is not None else local_options_from_env()
-        cache_dir = (
-            Path(options.cache_dir)
-            if options.cache_dir is not None
-            else self.outbox_path.parent / f"local-{options.client_id}"
-        )
-        read = (self.timeout.read or 10.0) + options.long_poll
-        transport = Client(
-            self.base_url,
-            options.client_id,
-            options.client_secret,
-            outbox_path=cache_dir / "unused-audit-outbox.sqlite3",
-            timeout=httpx.Timeout(read, connect=self.timeout.connect),
-            max_retries=self.max_retries,
-        )
-        try:
-            return Federation(options, transport, cache_dir)
-        except BaseException:
-            transport.close()
-            raise
+            self._federation = start_federation(self, local)
 
     def _local_token(self, token: str | None) -> str:
         """The agent token to decide with locally: the fresh one, else (the centre is out of

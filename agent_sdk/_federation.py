@@ -1,19 +1,15 @@
 """Local mode's enforcement point: pulls the domain bundle, decides, logs, reports.
 
-One `Federation` per local-mode client. Its background thread (one for the sync and the async
-client alike, so pulling goes on whatever the application's event loop is doing) does three
-things as the enforcement point, authenticated with the point's own OAuth2 client credential
-(scopes ``bundles:read logs:write status:write``; docs/federation.md):
+One `Federation` per local-mode client. Its background threads (the same for the sync and the
+async client, so pulling goes on whatever the application's event loop is doing) act as the
+enforcement point, with the point's own OAuth2 client credential (scopes ``bundles:read
+logs:write status:write``; docs/federation.md):
 
 - pulls ``GET /v1/bundles/{domain}`` with ``If-None-Match`` (304: nothing new) and, when
   ``long_poll`` is set, OPA's long polling (``Prefer: wait=N``: the server answers when the
   revision changes); a bundle is used only after `verify_bundle` accepts it, and kept on disk as
   the last good one (`BundleStore`), which the next process loads before its first pull;
-- delivers decision-log events from their durable outbox (SQLite WAL, the audit outbox's
-  class) to ``POST /v1/logs`` in gzip batches; an event leaves the outbox only once the server
-  counted it ``accepted``, ``duplicate`` or ``rejected`` (then it is kept aside with the
-  reason), so a crash or a lost answer sends it again and the server, keyed by
-  ``decision_id``, stores it once;
+- logs every decision durably before answering and delivers the logs (`_decision_logs`);
 - reports status (``POST /v1/status``, OPA's shape) every ``status_interval`` seconds and
   after each bundle change or error.
 
@@ -25,38 +21,34 @@ a local ``max_staleness_seconds``, never lengthened), every decision is a deny w
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from agent_sdk._base_client import RequestOptions, log
+from agent_sdk._base_client import BaseClient, RequestOptions, log
 from agent_sdk._bundle import (
     ENTRYPOINT,
     Bundle,
     BundleError,
-    BundleStore,
-    VerificationKey,
     require_local_extra,
     verify_bundle,
 )
+from agent_sdk._bundle_store import BundleStore
+from agent_sdk._decision_logs import DecisionLogs, encode_event
 from agent_sdk._exceptions import (
     AgentControlPlaneError,
     APIStatusError,
-    BadRequestError,
-    UnprocessableEntityError,
 )
+from agent_sdk._local_options import LocalOptions, local_options_from_env
 from agent_sdk._models import Decision
-from agent_sdk._outbox import Outbox, Row
+from agent_sdk._outbox import Outbox
 from agent_sdk._version import __version__
 
 if TYPE_CHECKING:
@@ -68,44 +60,6 @@ BUNDLE_NAME: Final = "federation"
 _BUNDLE_MEDIA_TYPE: Final = "application/vnd.openpolicyagent.bundles"
 
 
-@dataclass(frozen=True)
-class LocalOptions:
-    """Local mode's settings (``Client(mode="local", local=LocalOptions(...))``).
-
-    - ``domain``: the domain whose bundle this point pulls (``AGENTCTL_DOMAIN``).
-    - ``client_id``/``client_secret``: the enforcement point's credential, from
-      ``POST /v1/domains/{domain}/enforcement-points`` (``AGENTCTL_EP_CLIENT_ID``,
-      ``AGENTCTL_EP_CLIENT_SECRET``); not the agent's.
-    - ``bundle_keys``: the public keys that may sign bundles (``GET /v1/federation/keys``),
-      by key id; ``bundle_scope`` must equal the signature's ``scope`` (none on our server).
-    - ``cache_dir``: where the last good bundle and the decision-log outbox live.
-    - ``poll_interval`` (s) between pulls without long polling, or after a failed one;
-      ``long_poll`` (s, 0 = off, at most 60): hold each pull open that long for a change.
-    - ``max_staleness_seconds``: may only shorten the bundle's bound.
-    - ``status_interval`` (s), ``log_batch_size`` (events per POST), ``log_interval`` (s).
-    - ``bundle_wait`` (s): how long ``decide()`` waits for a first bundle before denying.
-    - ``outbox_max_records``/``outbox_max_bytes``: bounds of the decision-log outbox; a full
-      one makes ``decide()`` wait up to ``bundle_wait`` s, then raise ``OutboxFull``.
-    """
-
-    domain: str
-    client_id: str
-    client_secret: str
-    bundle_keys: Sequence[VerificationKey]
-    cache_dir: str | Path | None = None
-    bundle_scope: str = ""
-    poll_interval: float = 5.0
-    long_poll: int = 30
-    max_staleness_seconds: float | None = None
-    status_interval: float = 30.0
-    log_batch_size: int = 500
-    log_interval: float = 0.5
-    bundle_wait: float = 10.0
-    outbox_max_records: int = 1_000_000
-    outbox_max_bytes: int = 1024 * 1024 * 1024
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
 @dataclass
 class _State:
     """What the status report says (written by the background thread)."""
@@ -114,7 +68,6 @@ class _State:
     last_download: float | None = None
     last_activation: float | None = None
     bundle_error: tuple[str, str] | None = None
-    log_error: tuple[str, str] | None = None
     changed: bool = True
 
 
@@ -141,11 +94,16 @@ class Federation:
         self.keys = {k.key_id: k for k in options.bundle_keys}
         self._http = transport
         self.store = BundleStore(cache_dir / "bundle")
-        self.outbox = Outbox(
-            cache_dir / "decision-logs.sqlite3",
-            client_id=options.client_id,
-            max_records=options.outbox_max_records,
-            max_bytes=options.outbox_max_bytes,
+        self.logs = DecisionLogs(
+            Outbox(
+                cache_dir / "decision-logs.sqlite3",
+                client_id=options.client_id,
+                max_records=options.outbox_max_records,
+                max_bytes=options.outbox_max_bytes,
+            ),
+            transport,
+            batch_size=options.log_batch_size,
+            interval=options.log_interval,
         )
         self._policy: LocalPolicy | None = None
         self._raw: bytes | None = None
@@ -156,12 +114,11 @@ class Federation:
         self._state = _State()
         self._ready = threading.Event()
         self._stop = threading.Event()
-        self._wake_logs = threading.Event()
         self._lock = threading.Lock()
         self._load_stored()
         self._threads = [
             threading.Thread(target=self._pull_loop, name="agent_sdk-bundle", daemon=True),
-            threading.Thread(target=self._log_loop, name="agent_sdk-decision-logs", daemon=True),
+            threading.Thread(target=self.logs.run, name="agent_sdk-decision-logs", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -336,26 +293,22 @@ class Federation:
             document, input_doc, eval_ns = verdict.document, verdict.input, verdict.eval_ns
             if verdict.token_refused:
                 log.info("agent token refused locally: %s", verdict.token_refused)
-        event = {
-            "decision_id": str(decision_id),
-            "path": ENTRYPOINT,
-            "input": {
+        body = encode_event(
+            decision_id=str(decision_id),
+            path=ENTRYPOINT,
+            input_doc={
                 "token": token,
                 "action": action,
                 "resource": input_doc.get("resource", dict(resource)),
                 "context": input_doc.get("context", dict(context or {})),
             },
-            "result": document,
-            "timestamp": _rfc3339(now),
-            "bundles": {BUNDLE_NAME: {"revision": policy.revision if policy else ""}},
-            "labels": self._labels(),
-            "metrics": {"timer_rego_query_eval_ns": eval_ns},
-        }
-        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(
-            "utf-8", "surrogatepass"
+            result=document,
+            timestamp=_rfc3339(now),
+            bundles={BUNDLE_NAME: {"revision": policy.revision if policy else ""}},
+            labels=self._labels(),
+            eval_ns=eval_ns,
         )
-        self.outbox.put([(str(decision_id), body)], self.options.bundle_wait)
-        self._wake_logs.set()
+        self.logs.add(str(decision_id), body, self.options.bundle_wait)
         return Decision(
             decision_id=decision_id,
             effect=document["effect"],
@@ -376,83 +329,13 @@ class Federation:
             **self.options.labels,
         }
 
-    # --- decision logs ------------------------------------------------------------------------
-
-    def _log_loop(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                rows = self.outbox.batch(self.options.log_batch_size)
-            except AgentControlPlaneError:
-                return  # closed
-            if not rows:
-                self._wake_logs.wait(self.options.log_interval)
-                self._wake_logs.clear()
-                continue
-            try:
-                self.deliver(rows)
-                failures = 0
-                if self._state.log_error is not None:
-                    self._state.log_error, self._state.changed = None, True
-            except Exception as exc:  # keep the events; try again later
-                failures += 1
-                self._state.log_error = ("delivery_failed", type(exc).__name__)
-                delay = min(8.0, self.options.log_interval * 2.0 ** min(failures, 10))
-                log.log(
-                    30 if failures == 1 else 10,
-                    "decision-log delivery failed (%s); %d pending, retry in %.2f s",
-                    type(exc).__name__,
-                    self.outbox.pending(),
-                    delay,
-                )
-                self._stop.wait(delay)
-
-    def deliver(self, rows: list[Row]) -> None:
-        """POST one batch to ``/v1/logs``; drop what the server answered for."""
-        content = gzip.compress(b"[" + b",".join(r.body for r in rows) + b"]", mtime=0)
-        options = RequestOptions(
-            "POST",
-            "/v1/logs",
-            content=content,
-            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
-        )
-        try:
-            response = self._http._send(options)
-        except (BadRequestError, UnprocessableEntityError) as exc:
-            if len(rows) == 1:
-                self.outbox.reject(rows[0].id, f"HTTP {exc.status_code}: {exc.code or exc}")
-                log.error("decision log %s refused: %s", rows[0].id, exc)
-                return
-            for row in rows:
-                self.deliver([row])
-            return
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        rejected = body.get("rejected") if isinstance(body, dict) else None
-        refused: dict[str, str] = {}
-        for item in rejected if isinstance(rejected, list) else []:
-            if isinstance(item, dict) and isinstance(item.get("decision_id"), str):
-                refused[item["decision_id"]] = str(item.get("reason", "rejected"))
-        for decision_id, reason in refused.items():
-            self.outbox.reject(decision_id, reason)
-            log.warning("decision log %s rejected by the server: %s", decision_id, reason)
-        self.outbox.ack([r.id for r in rows if r.id not in refused])
-
     def pending(self) -> int:
         """Decision-log events waiting for delivery."""
-        return self.outbox.pending()
+        return self.logs.outbox.pending()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every decision log is delivered; False after ``timeout`` seconds."""
-        self._wake_logs.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.outbox.pending():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-        return True
+        return self.logs.flush(timeout)
 
     # --- status -------------------------------------------------------------------------------
 
@@ -472,11 +355,11 @@ class Federation:
         report: dict[str, Any] = {
             "labels": self._labels(),
             "bundles": {BUNDLE_NAME: bundle},
-            "decision_logs": {"pending": self.outbox.pending()},
+            "decision_logs": {"pending": self.logs.outbox.pending()},
             "plugins": {"bundle": {"state": "OK" if self._policy else "NOT_READY"}},
         }
-        if state.log_error is not None:
-            report["decision_logs"].update(code=state.log_error[0], message=state.log_error[1])
+        if self.logs.error is not None:
+            report["decision_logs"].update(code=self.logs.error[0], message=self.logs.error[1])
         return report
 
     def report_status(self) -> bool:
@@ -493,52 +376,46 @@ class Federation:
     def close(self, timeout: float) -> None:
         """Deliver pending logs for up to ``timeout`` s, then stop (they stay on disk) and
         close the transport (which ends a pull held open by long polling)."""
-        if self.outbox.pending():
+        if self.logs.outbox.pending():
             self.flush(timeout)
         self._stop.set()
-        self._wake_logs.set()
+        self.logs.stop()
         pull, logs = self._threads
         logs.join(timeout=30)
         self._http.close(timeout=0)
         pull.join(timeout=5)
-        self.outbox.close()
+        self.logs.outbox.close()
         policy, self._policy = self._policy, None
         if policy is not None:
             policy.close()
 
 
-def local_options_from_env() -> LocalOptions:
-    """`LocalOptions` from ``AGENTCTL_DOMAIN``, ``AGENTCTL_EP_CLIENT_ID``,
-    ``AGENTCTL_EP_CLIENT_SECRET``, ``AGENTCTL_BUNDLE_KEY_ID``,
-    ``AGENTCTL_BUNDLE_PUBLIC_KEY_FILE`` (a PEM) and optionally
-    ``AGENTCTL_BUNDLE_KEY_ALGORITHM`` (else the key's own); raises `AgentControlPlaneError`
-    when one is missing."""
-    names = (
-        "AGENTCTL_DOMAIN",
-        "AGENTCTL_EP_CLIENT_ID",
-        "AGENTCTL_EP_CLIENT_SECRET",
-        "AGENTCTL_BUNDLE_KEY_ID",
-        "AGENTCTL_BUNDLE_PUBLIC_KEY_FILE",
-    )
-    values = {name: os.environ.get(name) for name in names}
-    missing = [name for name, value in values.items() if not value]
-    if missing:
-        raise AgentControlPlaneError(
-            "local mode needs local=LocalOptions(...) or the environment: " + ", ".join(missing)
-        )
-    key_file = Path(str(values["AGENTCTL_BUNDLE_PUBLIC_KEY_FILE"]))
-    key = VerificationKey(
-        str(values["AGENTCTL_BUNDLE_KEY_ID"]),
-        key_file.read_text("utf-8"),
-        os.environ.get("AGENTCTL_BUNDLE_KEY_ALGORITHM") or None,
-    )
-    return LocalOptions(
-        domain=str(values["AGENTCTL_DOMAIN"]),
-        client_id=str(values["AGENTCTL_EP_CLIENT_ID"]),
-        client_secret=str(values["AGENTCTL_EP_CLIENT_SECRET"]),
-        bundle_keys=[key],
-    )
-
-
 def _deny(reason: str) -> dict[str, Any]:
     return {"effect": "deny", "allow": False, "reasons": [reason], "obligations": []}
+
+
+def start_federation(client: BaseClient, local: LocalOptions | None) -> Federation:
+    """Local mode's enforcement point for ``client``, with a remote-mode sync ``Client`` of the
+    point's own credential as transport (its bundle pulls may be held open ``long_poll`` s)."""
+    from agent_sdk._client import Client
+
+    options = local if local is not None else local_options_from_env()
+    cache_dir = (
+        Path(options.cache_dir)
+        if options.cache_dir is not None
+        else client.outbox_path.parent / f"local-{options.client_id}"
+    )
+    read = (client.timeout.read or 10.0) + options.long_poll
+    transport = Client(
+        client.base_url,
+        options.client_id,
+        options.client_secret,
+        outbox_path=cache_dir / "unused-audit-outbox.sqlite3",
+        timeout=httpx.Timeout(read, connect=client.timeout.connect),
+        max_retries=client.max_retries,
+    )
+    try:
+        return Federation(options, transport, cache_dir)
+    except BaseException:
+        transport.close()
+        raise

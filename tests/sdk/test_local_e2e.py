@@ -14,17 +14,22 @@ the centre serves and signs, enforcement points registered over its API, decisio
 
 from __future__ import annotations
 
+import asyncio
 import random
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from agent_sdk import AuthenticationError, Client, LocalOptions, VerificationKey
+from tests.conftest import PG_URL, _pg_admin, _pg_drop
 from tests.fixtures.servers import free_port, serving
 from tests.sdk.conftest import Server, make_server_env
 from tests.sdk.localmode import needs_opa
@@ -346,11 +351,31 @@ def _decisions(server: Server, agent_id: str) -> list[dict[str, Any]]:
 # --- offline -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_server(database: str, tmp_path: Path) -> tuple[dict[str, str], int, Path]:
-    """A server of this test's own (it is stopped and started again)."""
-    env = make_server_env(database, tmp_path / "own")
-    return env, free_port(), tmp_path / "own"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def own_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], int, Path]]:
+    """A database and server of this test's own: it is stopped and started again, and no other
+    server may share its database (the audit log's sequencer and verification are per server
+    key)."""
+    if request.param == "sqlite":
+        path = tmp_path / "own.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield (
+            make_server_env(f"sqlite+aiosqlite:///{path}", tmp_path / "own"),
+            free_port(),
+            (tmp_path / "own"),
+        )
+        return
+    assert PG_URL is not None
+    template = request.getfixturevalue("pg_template")
+    name = f"acp_sdk_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    try:
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield make_server_env(url, tmp_path / "own"), free_port(), tmp_path / "own"
+    finally:
+        asyncio.run(_pg_drop(name))
 
 
 def test_offline_the_sdk_decides_until_max_staleness_then_every_log_arrives_once(
