@@ -69,6 +69,7 @@ class AsyncClient(BaseClient):
         self._owns_http = http_client is None
         self._token_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -154,16 +155,35 @@ class AsyncClient(BaseClient):
     ) -> Decision:
         """Ask whether this agent may take ``action`` on ``resource``; see ``Client.decide``."""
         if self._federation is not None:
-            try:
-                token: str | None = await self._token()
-            except AgentControlPlaneError as exc:
-                log.warning("no fresh agent token (%s); deciding with the last one", exc)
-                token = None
             # Evaluation takes well under a millisecond: run inline. Only a full decision-log
             # outbox makes this wait (up to bundle_wait s), and only until the deliverer drains.
-            return self._federation.decide(self._local_token(token), action, resource, context)
+            token = await self._local_agent_token()
+            return self._federation.decide(token, action, resource, context)
         response = await self._send(self._decide_options(action, resource, context))
         return self._parse_decision(response)
+
+    async def _local_agent_token(self) -> str:
+        """See ``Client._fresh_token``: a due refresh runs as a task, the held token serves."""
+        token = self._tokens.current()
+        if token is not None:
+            return token
+        if self._tokens.last() is None:
+            try:
+                return await self._token()
+            except AgentControlPlaneError as exc:
+                log.warning("no agent token (%s); deciding without one", exc)
+                return ""
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_quietly(), name="agent_sdk-token"
+            )
+        return self._local_token(None)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._token()
+        except Exception as exc:  # the held token serves until it expires
+            log.info("agent token refresh failed (%s); the held token serves meanwhile", exc)
 
     def governed(
         self,
@@ -238,6 +258,10 @@ class AsyncClient(BaseClient):
             wait = self.audit_timeout if timeout is None else timeout
             await asyncio.to_thread(self._federation.close, wait)
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -85,6 +85,7 @@ class Client(BaseClient):
         self._token_lock = threading.Lock()
         self._flusher_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._refresher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -181,12 +182,31 @@ class Client(BaseClient):
         return self._parse_decision(self._send(self._decide_options(action, resource, context)))
 
     def _fresh_token(self) -> str:
+        """Local mode: the cached token; when a refresh is due and a token is held, the held
+        one now and the refresh in the background (a local decision never waits on the
+        centre, reachable or not); only the very first token is fetched inline."""
+        token = self._tokens.current()
+        if token is not None:
+            return token
+        if self._tokens.last() is None:
+            try:
+                return self._token()
+            except AgentControlPlaneError as exc:
+                log.warning("no agent token (%s); deciding without one", exc)
+                return ""
+        with self._flusher_lock:
+            if self._refresher is None or not self._refresher.is_alive():
+                self._refresher = threading.Thread(
+                    target=self._refresh_quietly, name="agent_sdk-token", daemon=True
+                )
+                self._refresher.start()
+        return self._local_token(None)
+
+    def _refresh_quietly(self) -> None:
         try:
-            token: str | None = self._token()
-        except AgentControlPlaneError as exc:
-            log.warning("no fresh agent token (%s); deciding with the last one", exc)
-            token = None
-        return self._local_token(token)
+            self._token()
+        except Exception as exc:  # the held token serves until it expires
+            log.info("agent token refresh failed (%s); the held token serves meanwhile", exc)
 
     def governed(
         self,

@@ -230,6 +230,8 @@ class BundleServer:
         self.fail_logs = False
         self.down = False  # every request answers 503: the centre is out
         self.bundles_down = False  # only the bundle service answers 503
+        self.token_expires_in = 600
+        self.token_delay = 0.0  # seconds the token endpoint takes to answer
         self.cond = threading.Condition()
         server = self
 
@@ -253,9 +255,14 @@ class BundleServer:
                     self._send(503, b"{}")
                     return
                 if self.path == "/oauth/token":
+                    time.sleep(server.token_delay)
                     user = base64.b64decode(self.headers["Authorization"].split()[1]).decode()
                     token = server.agent_token if user.startswith(AGENT_CLIENT) else "ep-token"
-                    answer = {"access_token": token, "token_type": "Bearer", "expires_in": 600}
+                    answer = {
+                        "access_token": token,
+                        "token_type": "Bearer",
+                        "expires_in": server.token_expires_in,
+                    }
                     self._send(200, json.dumps(answer).encode())
                 elif self.path == "/v1/logs":
                     if server.fail_logs:

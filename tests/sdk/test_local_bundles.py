@@ -288,6 +288,23 @@ def test_a_restart_does_not_reset_staleness(
         assert client.decide("payments.refund", SMALL).reasons == ["policy_stale"]
 
 
+def test_a_due_token_refresh_never_holds_up_a_local_decision(
+    server: BundleServer, built: Built, tmp_path: Path
+) -> None:
+    """The held token decides while its refresh runs in the background, however slow the
+    centre is (the token itself is still valid; the bundle's keys judge it)."""
+    server.token_expires_in = 1  # the SDK refreshes after 0.9 s
+    with local_client(server, built, tmp_path) as client:
+        assert client.decide("payments.refund", SMALL).allow
+        server.token_delay = 5  # a centre that hangs
+        time.sleep(1.2)
+        started = time.perf_counter()
+        decisions = [client.decide("payments.refund", SMALL) for _ in range(20)]
+        took = time.perf_counter() - started
+    assert all(d.allow for d in decisions)
+    assert took < 2, f"20 local decisions took {took:.2f} s while the token refresh hung"
+
+
 # --- identity ------------------------------------------------------------------------------------
 
 
