@@ -23,12 +23,7 @@ def _walkthrough() -> str:
     for section in readme.split("## Walk-through")[1:]:
         section = section.split("\n## ", 1)[0]
         blocks += [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
-    # The second section asks the reader to resume the agent the first one suspended.
-    resume = (
-        "curl -s -X POST http://127.0.0.1:8080/v1/agents/$AGENT_ID/resume "
-        '-H "Authorization: Bearer $AGENTCTL_TOKEN"\n'
-    )
-    return "\n".join([blocks[0], resume, *blocks[1:]])
+    return "\n".join(blocks)
 
 
 def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> None:
