@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import audit, credentials, decisions, sdk
+from bench import audit, credentials, decisions, federation, sdk
 
 
 def main() -> None:
@@ -25,6 +25,9 @@ def main() -> None:
     print()
     print("== the Python SDK")
     sdk.main()
+    print()
+    print("== federation: OPA sidecar vs the centre, bundle build")
+    federation.main([])
     print()
     print("== audit log on PostgreSQL")
     audit.main([])
