@@ -254,3 +254,39 @@ def test_prefer_wait_is_read_as_opa_sends_it() -> None:
     assert wait_seconds("modes=snapshot,delta") == 0
     assert wait_seconds("wait=x") == 0
     assert wait_seconds(None) == 0
+
+
+async def test_a_changed_grant_activated_is_a_new_bundle_revision(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from pathlib import Path
+
+    from control_plane.policy.bundles import read_policy_dir
+
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    first = await client.get("/v1/bundles/payments", headers=headers)
+    source = read_policy_dir(Path(__file__).parents[2] / "policies")
+    source.data["authz"]["grants"]["domains"]["payments"].append("crm.customer.read")
+    r = await client.post(
+        "/v1/policies/default/revisions",
+        json={"modules": source.modules, "data": source.data},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    # Stored but not active: the bundle does not change.
+    same = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": first.headers["etag"]}
+    )
+    assert same.status_code == 304
+    r = await client.post(
+        f"/v1/policies/default/revisions/{r.json()['revision']}/activate", headers=admin
+    )
+    assert r.status_code == 200, r.text
+    changed = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": first.headers["etag"]}
+    )
+    assert changed.status_code == 200
+    grants = json.loads(_files(changed.content)["data.json"])["authz"]["grants"]
+    assert "crm.customer.read" in grants["domains"]["payments"]
+    manifest = json.loads(_files(changed.content)[".manifest"])
+    assert manifest["metadata"]["policy"]["revision"] == 2
