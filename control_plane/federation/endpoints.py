@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
-from control_plane.federation import service
+from control_plane.federation import service, sinks
 from control_plane.federation.auth import PointPrincipal
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -229,9 +229,9 @@ async def upload_logs(
     request: Request, token: PointToken, session: Session, state: State
 ) -> LogsAccepted:
     """Decision logs of an enforcement point (logs:write): each event a decision + audit record."""
-    principal: PointPrincipal = await service.point_principal(session, state, token, "logs:write")
+    principal: PointPrincipal = await sinks.point_principal(session, state, token, "logs:write")
     events = await _events(request)
-    return await service.ingest_logs(session, state, principal, events)
+    return await sinks.ingest_logs(session, state, principal, events)
 
 
 _STATUS_BODY = {
@@ -248,11 +248,11 @@ async def report_status(
     request: Request, token: PointToken, session: Session, state: State
 ) -> None:
     """Status report of an enforcement point (status:write): revision, last error, contact."""
-    principal = await service.point_principal(session, state, token, "status:write")
+    principal = await sinks.point_principal(session, state, token, "status:write")
     report = await _json_body(request)
     if not isinstance(report, dict):
         raise ValidationFailed(
             "The body must be a JSON object (an OPA status report).",
             errors=[FieldError(pointer="/body", detail="not an object")],
         )
-    await service.ingest_status(session, principal, report)
+    await sinks.ingest_status(session, principal, report)
