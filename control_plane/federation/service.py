@@ -25,6 +25,7 @@ from control_plane.agents import service as agents
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.credentials import service as credentials
 from control_plane.credentials.schemas import AuthMethod
+from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
 from control_plane.federation import bundle as bundles
 from control_plane.federation import opa_config, repository
@@ -45,7 +46,7 @@ from control_plane.kit.errors import (
     ValidationFailed,
 )
 from control_plane.kit.time import aware, utcnow
-from control_plane.models import Agent, AgentVersion, EnforcementPoint
+from control_plane.models import EnforcementPoint
 from control_plane.policy import service as policy
 from control_plane.state import AppState
 
@@ -214,23 +215,6 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     )
 
 
-def agent_document(agent: Agent, version: AgentVersion | None) -> dict[str, Any]:
-    """The ``input.agent`` document the centre builds (``decisions.service``), from the row."""
-    return {
-        "id": str(agent.id),
-        "name": agent.name,
-        "domain": agent.domain,
-        "status": agent.status,
-        "autonomy_level": agent.autonomy_level,
-        "labels": dict(agent.labels),
-        "version": (
-            {"id": str(version.id), "version": version.version, "state": version.state}
-            if version is not None
-            else None
-        ),
-    }
-
-
 async def build_domain_bundle(
     session: AsyncSession, state: AppState, domain: str, key: BundleKey
 ) -> bundles.BuiltBundle:
@@ -254,7 +238,7 @@ async def build_domain_bundle(
     registry = bundles.RegistryPart(
         domain=domain,
         domain_info=found.model_dump(mode="json", exclude={"created_at"}) if found else {},
-        agents={str(agent.id): agent_document(agent, version) for agent, version in rows},
+        agents={str(agent.id): decisions.agent_document(agent, version) for agent, version in rows},
         issuer=settings.issuer_url,
         audience=settings.token_audience,
         jwks=ring.jwks(),
