@@ -30,14 +30,19 @@ from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.time import utcnow
-from control_plane.models import Decision, DecisionReplay
+from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
 
 def _agent_document(principal: AgentPrincipal, version: Any) -> dict[str, Any]:
-    agent = principal.agent
+    return agent_document(principal.agent, version)
+
+
+def agent_document(agent: Agent, version: Any) -> dict[str, Any]:
+    """The ``input.agent`` document: what the enforcement point vouches for (also served to
+    enforcement points in their bundles, so the edge decides on the very same document)."""
     return {
         "id": str(agent.id),
         "name": agent.name,

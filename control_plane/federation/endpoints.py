@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
-from control_plane.federation import service
+from control_plane.federation import service, sinks
 from control_plane.federation.auth import PointPrincipal
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -19,6 +19,7 @@ from control_plane.federation.schemas import (
     PointCredential,
 )
 from control_plane.federation.tokens import POINT_SCOPES
+from control_plane.kit import dberrors
 from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed, error_responses
 from control_plane.kit.pagination import Page, Pagination
 from control_plane.kit.router import Router
@@ -137,14 +138,20 @@ async def get_bundle(
     ] = None,
 ) -> Response:
     """The domain's signed OPA bundle (enforcement point token of that domain, bundles:read)."""
-    answer = await service.fetch_bundle(
-        state,
-        token,
-        domain,
-        if_none_match=if_none_match,
-        prefer=prefer,
-        gone=request.is_disconnected,
-    )
+    try:
+        answer = await service.fetch_bundle(
+            state,
+            token,
+            domain,
+            if_none_match=if_none_match,
+            prefer=prefer,
+            gone=request.is_disconnected,
+        )
+    except Exception as exc:  # outside TransactionalRoute: classify database failures here
+        problem = dberrors.report(exc, request)
+        if problem is None or problem is exc:
+            raise
+        raise problem from exc
     headers = {"ETag": f'"{answer.revision}"', "Cache-Control": "no-cache"}
     long_poll = prefer is not None and service.wait_seconds(prefer) > 0
     if answer.archive is None:
@@ -159,9 +166,15 @@ async def get_bundle(
 
 
 @bundle_router.get("/v1/federation/keys")
-async def get_keys(state: State) -> FederationKeys:
+async def get_keys(request: Request, state: State) -> FederationKeys:
     """The public key(s) that sign bundles: a JWKS and PEM for OPA's `keys` configuration."""
-    return await service.federation_keys(state)
+    try:
+        return await service.federation_keys(state)
+    except Exception as exc:
+        problem = dberrors.report(exc, request)
+        if problem is None or problem is exc:
+            raise
+        raise problem from exc
 
 
 async def _json_body(request: Request) -> Any:
@@ -216,9 +229,9 @@ async def upload_logs(
     request: Request, token: PointToken, session: Session, state: State
 ) -> LogsAccepted:
     """Decision logs of an enforcement point (logs:write): each event a decision + audit record."""
-    principal: PointPrincipal = await service.point_principal(session, state, token, "logs:write")
+    principal: PointPrincipal = await sinks.point_principal(session, state, token, "logs:write")
     events = await _events(request)
-    return await service.ingest_logs(session, state, principal, events)
+    return await sinks.ingest_logs(session, state, principal, events)
 
 
 _STATUS_BODY = {
@@ -235,11 +248,11 @@ async def report_status(
     request: Request, token: PointToken, session: Session, state: State
 ) -> None:
     """Status report of an enforcement point (status:write): revision, last error, contact."""
-    principal = await service.point_principal(session, state, token, "status:write")
+    principal = await sinks.point_principal(session, state, token, "status:write")
     report = await _json_body(request)
     if not isinstance(report, dict):
         raise ValidationFailed(
             "The body must be a JSON object (an OPA status report).",
             errors=[FieldError(pointer="/body", detail="not an object")],
         )
-    await service.ingest_status(session, principal, report)
+    await sinks.ingest_status(session, principal, report)

@@ -291,7 +291,8 @@ def start_plane(db_url: str, workdir: Path, port: int | None = None) -> Iterator
     finally:
         if process.poll() is None:
             process.terminate()
-            process.wait(timeout=30)
+            # uvicorn finishes in-flight requests first: an OPA's long poll holds up to 30 s.
+            process.wait(timeout=60)
     text = log.read_text()
     assert '" 500 ' not in text, text[-5000:]
     assert "Exception in ASGI application" not in text, text[-5000:]

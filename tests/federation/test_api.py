@@ -254,3 +254,84 @@ def test_prefer_wait_is_read_as_opa_sends_it() -> None:
     assert wait_seconds("modes=snapshot,delta") == 0
     assert wait_seconds("wait=x") == 0
     assert wait_seconds(None) == 0
+
+
+async def test_a_changed_grant_activated_is_a_new_bundle_revision(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from pathlib import Path
+
+    from control_plane.policy.bundles import read_policy_dir
+
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    first = await client.get("/v1/bundles/payments", headers=headers)
+    source = read_policy_dir(Path(__file__).parents[2] / "policies")
+    source.data["authz"]["grants"]["domains"]["payments"].append("crm.customer.read")
+    r = await client.post(
+        "/v1/policies/default/revisions",
+        json={"modules": source.modules, "data": source.data},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    # Stored but not active: the bundle does not change.
+    same = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": first.headers["etag"]}
+    )
+    assert same.status_code == 304
+    r = await client.post(
+        f"/v1/policies/default/revisions/{r.json()['revision']}/activate", headers=admin
+    )
+    assert r.status_code == 200, r.text
+    changed = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": first.headers["etag"]}
+    )
+    assert changed.status_code == 200
+    grants = json.loads(_files(changed.content)["data.json"])["authz"]["grants"]
+    assert "crm.customer.read" in grants["domains"]["payments"]
+    manifest = json.loads(_files(changed.content)[".manifest"])
+    assert manifest["metadata"]["policy"]["revision"] == 2
+
+
+async def test_point_clients_by_post_and_by_private_key_jwt(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    from control_plane.crypto.signing import generate_signing_key
+    from tests.fixtures.oauth2 import assertion, token_by_assertion
+
+    posted = await _point(
+        client, admin, "payments", "sdk-1", token_endpoint_auth_method="client_secret_post"
+    )
+    cred = posted["credential"]
+    form = {"grant_type": "client_credentials", "client_id": cred["client_id"]}
+    r = await client.post("/oauth/token", data={**form, "client_secret": cred["client_secret"]})
+    assert r.status_code == 200, r.text
+    # Registered for the form: HTTP Basic is refused, and so is a wrong secret.
+    basic_try = await client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic(cred["client_id"], cred["client_secret"]),
+    )
+    assert basic_try.status_code == 401
+    wrong = await client.post("/oauth/token", data={**form, "client_secret": "acp_cs_wrong"})
+    assert wrong.status_code == 401
+
+    key = generate_signing_key("ES256")
+    keyed = await _point(
+        client,
+        admin,
+        "payments",
+        "opa-jwt",
+        token_endpoint_auth_method="private_key_jwt",
+        jwks={"keys": [key.public_jwk()]},
+    )
+    assert keyed["credential"]["client_secret"] is None
+    r = await token_by_assertion(client, assertion(key, keyed["credential"]["client_id"]))
+    assert r.status_code == 200, r.text
+    headers = bearer(r.json()["access_token"])
+    assert (await client.get("/v1/bundles/payments", headers=headers)).status_code == 200
+    no_key = await client.post(
+        "/v1/domains/payments/enforcement-points",
+        json={"name": "opa-x", "kind": "opa", "token_endpoint_auth_method": "private_key_jwt"},
+        headers=admin,
+    )
+    assert no_key.status_code == 422

@@ -173,7 +173,7 @@ def test_decision_logs_arrive_exactly_once_across_an_outage(federation: Federati
     port = int(plane.url.rsplit(":", 1)[1])
     assert plane.process is not None
     plane.process.terminate()
-    plane.process.wait(timeout=30)
+    plane.process.wait(timeout=60)  # after OPA's long poll in flight has ended
     # The centre is down: OPA decides on its bundle and keeps the logs it cannot upload.
     offline = [opa.decide(body) for _ in range(10)]
     assert all(d["result"]["effect"] == "allow" for d in offline)
