@@ -53,6 +53,7 @@ class Registered:
 
 @dataclass
 class Point:
+    name: str
     domain: str
     client_id: str
     client_secret: str
@@ -114,13 +115,11 @@ def point(server: Server, domain: str) -> Point:
     with _admin(server) as c:
         r = c.post("/v1/domains", json={"name": domain})
         assert r.status_code in (201, 409), r.text
-        r = c.post(
-            f"/v1/domains/{domain}/enforcement-points",
-            json={"name": f"sdk-{uuid.uuid4().hex[:10]}", "kind": "sdk"},
-        )
+        name = f"sdk-{uuid.uuid4().hex[:10]}"
+        r = c.post(f"/v1/domains/{domain}/enforcement-points", json={"name": name, "kind": "sdk"})
         assert r.status_code == 201, r.text
         cred = r.json()["credential"]
-    return Point(domain, cred["client_id"], cred["client_secret"])
+    return Point(name, domain, cred["client_id"], cred["client_secret"])
 
 
 def bundle_keys(url: str) -> list[VerificationKey]:
@@ -269,6 +268,14 @@ def test_local_mode_decides_as_the_centre_on_500_generated_requests(
         assert differences == []
         assert "allow" in seen  # the corpus is not all denies
         assert "require_approval" in seen
+        # The points report what they run: the centre lists the current revision, no error.
+        with _admin(server) as c:
+            for at in points.values():
+                shown = c.get(f"/v1/domains/{at.domain}/enforcement-points/{at.name}").json()
+                assert shown["kind"] == "sdk"
+                assert shown["bundle_revision"] == shown["current_revision"], shown
+                assert shown["last_error"] is None, shown
+                assert shown["last_contact_at"] is not None
     finally:
         for client in [*locals_.values(), *remotes.values(), edge_suspended]:
             client.close(timeout=30)
