@@ -52,6 +52,11 @@ class Client(BaseClient):
     - ``audit_batch_size`` (at most 1,000) records per POST; ``flush_interval`` (s) between
       polls of an empty outbox.
     - ``http_client``: an ``httpx.Client`` to send with (proxies, custom transports).
+    - ``mode``: ``"remote"`` (default: ``decide()`` asks ``POST /v1/decisions``) or ``"local"``
+      (``decide()`` evaluates the domain's signed bundle in process as an enforcement point,
+      ``local``: a ``LocalOptions``, else from the environment; needs the extra ``local``;
+      see ``agent_sdk._federation``). Raises ``AgentControlPlaneError`` naming the extra when
+      it is not installed.
 
     Raises ``AgentControlPlaneError`` when configuration is missing or contradictory. Use it as
     a context manager, or call ``close()``: that drains the outbox (up to ``audit_timeout``).
@@ -172,8 +177,11 @@ class Client(BaseClient):
 
         ``resource`` needs ``type`` and ``id`` and may carry any attributes the policy reads;
         ``context`` is free-form (amount, risk, ...). Returns a ``Decision``; a deny or
-        require_approval is a normal answer, not an exception. Raises ``APIStatusError``
-        subclasses (e.g. ``UnprocessableEntityError`` for a malformed action,
+        require_approval is a normal answer, not an exception. In local mode the decision is
+        taken in process (``engine`` ``"sdk"``; ``policy_stale`` past the staleness bound) and
+        logged durably for the centre; it raises ``AgentControlPlaneError`` only for a
+        malformed request, and ``OutboxFull`` when the decision-log outbox stays full.
+        Remotely it raises ``APIStatusError`` subclasses (e.g. ``UnprocessableEntityError`` for a malformed action,
         ``PermissionDeniedError`` without the ``decisions:create`` scope), ``APIConnectionError``
         / ``APITimeoutError`` after the retries, ``Unavailable`` while the circuit is open.
         """
