@@ -181,9 +181,10 @@ class Client(BaseClient):
         taken in process (``engine`` ``"sdk"``; ``policy_stale`` past the staleness bound) and
         logged durably for the centre; it raises ``AgentControlPlaneError`` only for a
         malformed request, and ``OutboxFull`` when the decision-log outbox stays full.
-        Remotely it raises ``APIStatusError`` subclasses (e.g. ``UnprocessableEntityError`` for a malformed action,
-        ``PermissionDeniedError`` without the ``decisions:create`` scope), ``APIConnectionError``
-        / ``APITimeoutError`` after the retries, ``Unavailable`` while the circuit is open.
+        Remotely it raises ``APIStatusError`` subclasses (e.g. ``UnprocessableEntityError``
+        for a malformed action, ``PermissionDeniedError`` without the ``decisions:create``
+        scope), ``APIConnectionError`` / ``APITimeoutError`` after the retries,
+        ``Unavailable`` while the circuit is open.
         """
         if self._federation is not None:
             return self._federation.decide(self._fresh_token(), action, resource, context)
