@@ -143,7 +143,7 @@ class Federation:
     def _activate(self, bundle: Bundle) -> None:
         from agent_sdk._local import LocalPolicy  # joserfc, opa-py-wasm: local mode only
 
-        policy = LocalPolicy(bundle)
+        policy = LocalPolicy(bundle, reuse=self._policy)
         with self._lock:
             previous, self._policy = self._policy, policy
         self._ready.set()

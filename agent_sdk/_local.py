@@ -25,10 +25,10 @@ an allow and never an exception.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import json
 import math
 import re
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -202,7 +202,14 @@ class LocalPolicy:
     ``federation`` data, no module, a host builtin missing); ``decide`` is thread-safe.
     """
 
-    def __init__(self, bundle: Bundle, *, pool_size: int = 2, eval_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        reuse: LocalPolicy | None = None,
+        pool_size: int = 2,
+        eval_timeout: float = 1.0,
+    ) -> None:
         opapywasm = _require_wasm()
         fed = bundle.data.get("federation")
         if not isinstance(fed, dict):
@@ -225,31 +232,19 @@ class LocalPolicy:
         wasm = self._module(bundle, meta)
         data = dict(bundle.data)
         data["federation"] = {**fed, "edge": False}  # this copy only; the signed file is as is
-        policy_cls, _ = _policy_classes(opapywasm)
-        config = opapywasm.PolicyConfig(
-            pool_size=pool_size,
-            borrow_timeout_seconds=eval_timeout,
-            eval_timeout_seconds=eval_timeout,
-            max_input_bytes=MAX_INPUT_BYTES + 1,
-            max_data_bytes=1 << 30,
-            parse_raw_json_input=False,
-        )
-        try:
-            self._policy = policy_cls(wasm, config)
-        except Exception as exc:
-            raise BundleError("no_policy", f"the module does not load: {exc}") from None
-        try:
-            if ENTRYPOINT not in self._policy.entrypoints:
-                raise BundleError("no_policy", f"the module has no entrypoint {ENTRYPOINT}")
-            missing = sorted(set(self._policy.builtins) - set(_HOST_BUILTINS))
-            if missing:
-                raise BundleError("no_policy", "host builtins missing: " + ", ".join(missing))
-            self._policy.set_data(encode_data(data))
-        except BaseException:
-            self._policy.close()
-            raise
+        self._wasm_digest = hashlib.sha256(wasm).hexdigest()
+        self._handed_over = False
+        self._policy: Any
+        if reuse is not None and reuse._wasm_digest == self._wasm_digest:
+            # The module is unchanged (a registry or grant change): keep its compiled instances
+            # and load the new data into them; compiling takes seconds, loading data does not.
+            encoded = encode_data(data)
+            self._policy = reuse._policy
+            reuse._handed_over = True
+            self._policy.set_data(encoded)
+        else:
+            self._policy = self._compile(opapywasm, wasm, data, pool_size, eval_timeout)
         self._token_cache: tuple[str, Mapping[str, Any]] | None = None
-        self._lock = threading.Lock()
 
     @staticmethod
     def _module(bundle: Bundle, meta: Mapping[str, Any]) -> bytes:
@@ -264,8 +259,39 @@ class LocalPolicy:
     def revision(self) -> str:
         return self.bundle.revision
 
+    @staticmethod
+    def _compile(
+        opapywasm: Any, wasm: bytes, data: Mapping[str, Any], pool_size: int, timeout: float
+    ) -> Any:
+        policy_cls, _ = _policy_classes(opapywasm)
+        config = opapywasm.PolicyConfig(
+            pool_size=pool_size,
+            borrow_timeout_seconds=timeout,
+            eval_timeout_seconds=timeout,
+            max_input_bytes=MAX_INPUT_BYTES + 1,
+            max_data_bytes=1 << 30,
+            parse_raw_json_input=False,
+        )
+        try:
+            policy = policy_cls(wasm, config)
+        except Exception as exc:
+            raise BundleError("no_policy", f"the module does not load: {exc}") from None
+        try:
+            if ENTRYPOINT not in policy.entrypoints:
+                raise BundleError("no_policy", f"the module has no entrypoint {ENTRYPOINT}")
+            missing = sorted(set(policy.builtins) - set(_HOST_BUILTINS))
+            if missing:
+                raise BundleError("no_policy", "host builtins missing: " + ", ".join(missing))
+            policy.set_data(encode_data(data))
+        except BaseException:
+            policy.close()
+            raise
+        return policy
+
     def close(self) -> None:
-        self._policy.close()
+        """Release the module (unless a newer `LocalPolicy` took it over)."""
+        if not self._handed_over:
+            self._policy.close()
 
     def agent_for(self, token: str, now: float) -> tuple[dict[str, Any] | None, str | None]:
         """(agent document, None) for a valid token of a known agent, else (None, why)."""
