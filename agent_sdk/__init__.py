@@ -15,6 +15,7 @@ with Client() as client:  # AGENTCTL_URL, AGENTCTL_CLIENT_ID, AGENTCTL_CLIENT_SE
 
 from agent_sdk._async_client import AsyncClient
 from agent_sdk._auth import PrivateKey
+from agent_sdk._bundle import BundleError, VerificationKey
 from agent_sdk._client import Client
 from agent_sdk._exceptions import (
     AgentControlPlaneError,
@@ -35,6 +36,7 @@ from agent_sdk._exceptions import (
     UnprocessableEntityError,
 )
 from agent_sdk._governed import GovernedAction
+from agent_sdk._local_options import LocalOptions
 from agent_sdk._models import AuditRecord, AuditStatus, Decision
 from agent_sdk._version import __version__
 
@@ -49,12 +51,14 @@ __all__ = [
     "AuditStatus",
     "AuthenticationError",
     "BadRequestError",
+    "BundleError",
     "Client",
     "ConflictError",
     "Decision",
     "Denied",
     "GovernedAction",
     "InternalServerError",
+    "LocalOptions",
     "NotFoundError",
     "OutboxFull",
     "PermissionDeniedError",
@@ -62,5 +66,6 @@ __all__ = [
     "RateLimitError",
     "Unavailable",
     "UnprocessableEntityError",
+    "VerificationKey",
     "__version__",
 ]

@@ -69,6 +69,7 @@ class AsyncClient(BaseClient):
         self._owns_http = http_client is None
         self._token_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -153,8 +154,36 @@ class AsyncClient(BaseClient):
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Ask whether this agent may take ``action`` on ``resource``; see ``Client.decide``."""
+        if self._federation is not None:
+            # Evaluation takes well under a millisecond: run inline. Only a full decision-log
+            # outbox makes this wait (up to bundle_wait s), and only until the deliverer drains.
+            token = await self._local_agent_token()
+            return self._federation.decide(token, action, resource, context)
         response = await self._send(self._decide_options(action, resource, context))
         return self._parse_decision(response)
+
+    async def _local_agent_token(self) -> str:
+        """See ``Client._fresh_token``: a due refresh runs as a task, the held token serves."""
+        token = self._tokens.current()
+        if token is not None:
+            return token
+        if self._tokens.last() is None:
+            try:
+                return await self._token()
+            except AgentControlPlaneError as exc:
+                log.warning("no agent token (%s); deciding without one", exc)
+                return ""
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_quietly(), name="agent_sdk-token"
+            )
+        return self._local_token(None)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self._token()
+        except Exception as exc:  # the held token serves until it expires
+            log.info("agent token refresh failed (%s); the held token serves meanwhile", exc)
 
     def governed(
         self,
@@ -201,7 +230,12 @@ class AsyncClient(BaseClient):
         return [uuid.UUID(record_id) for record_id, _ in rows]
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until the outbox is empty; True when it is, False after ``timeout`` seconds."""
+        """Wait until the outbox (and, in local mode, the decision logs) is empty; True when it
+        is, False after ``timeout`` seconds."""
+        if self._federation is not None:
+            federation = self._federation
+            if not await asyncio.to_thread(federation.flush, timeout):
+                return False
         if self._outbox is None:
             return True
         self._start_flusher()
@@ -220,7 +254,14 @@ class AsyncClient(BaseClient):
             return
         if self._outbox is not None and self._outbox.pending():
             await self.flush(self.audit_timeout if timeout is None else timeout)
+        if self._federation is not None:
+            wait = self.audit_timeout if timeout is None else timeout
+            await asyncio.to_thread(self._federation.close, wait)
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -160,6 +160,11 @@ class TokenCache:
         self._token = Token(body["access_token"], at + max(0.0, lifetime - margin))
         return self._token.value
 
+    def last(self) -> str | None:
+        """The token held, even past its refresh time (local mode decides with it while the
+        centre is out of reach; its own ``exp`` still bounds it)."""
+        return self._token.value if self._token is not None else None
+
     def invalidate(self, value: str | None = None) -> None:
         """Drop the token (only if it is still ``value``, when given): the next call refreshes.
         Many calls failing with the same stale token thus cause one refresh, not one each."""

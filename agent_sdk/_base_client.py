@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import ValidationError
@@ -43,6 +43,10 @@ from agent_sdk._outbox import Outbox, Row
 from agent_sdk._redact import redact_record
 from agent_sdk._tracing import current_traceparent, trace_id_of
 from agent_sdk._version import __version__
+
+if TYPE_CHECKING:
+    from agent_sdk._federation import Federation
+    from agent_sdk._local_options import LocalOptions
 
 log = logging.getLogger("agent_sdk")
 log.addHandler(logging.NullHandler())  # a library: the application decides where logs go
@@ -107,6 +111,8 @@ class BaseClient:
         audit_timeout: float = 10.0,
         audit_batch_size: int = 500,
         flush_interval: float = 0.5,
+        mode: Literal["remote", "local"] = "remote",
+        local: LocalOptions | None = None,
     ) -> None:
         base_url = base_url or os.environ.get("AGENTCTL_URL")
         client_id = client_id or os.environ.get("AGENTCTL_CLIENT_ID")
@@ -145,6 +151,23 @@ class BaseClient:
         self._tokens = TokenCache()
         self._token_audience: str | None = None
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
+        if mode not in ("remote", "local"):
+            raise AgentControlPlaneError("mode is 'remote' or 'local'")
+        self.mode = mode
+        self._federation: Federation | None = None
+        if mode == "local":
+            from agent_sdk._federation import start_federation
+
+            self._federation = start_federation(self, local)
+
+    def _local_token(self, token: str | None) -> str:
+        """The agent token to decide with locally: the fresh one, else (the centre is out of
+        reach) the last one while it lasts; the bundle's keys judge it either way."""
+        return token if token is not None else (self._tokens.last() or "")
+
+    def pending_decision_logs(self) -> int:
+        """Local mode: decision-log events waiting for delivery (0 in remote mode)."""
+        return self._federation.pending() if self._federation is not None else 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, client_id={self.client_id!r})"

@@ -52,6 +52,11 @@ class Client(BaseClient):
     - ``audit_batch_size`` (at most 1,000) records per POST; ``flush_interval`` (s) between
       polls of an empty outbox.
     - ``http_client``: an ``httpx.Client`` to send with (proxies, custom transports).
+    - ``mode``: ``"remote"`` (default: ``decide()`` asks ``POST /v1/decisions``) or ``"local"``
+      (``decide()`` evaluates the domain's signed bundle in process as an enforcement point,
+      ``local``: a ``LocalOptions``, else from the environment; needs the extra ``local``;
+      see ``agent_sdk._federation``). Raises ``AgentControlPlaneError`` naming the extra when
+      it is not installed.
 
     Raises ``AgentControlPlaneError`` when configuration is missing or contradictory. Use it as
     a context manager, or call ``close()``: that drains the outbox (up to ``audit_timeout``).
@@ -85,6 +90,7 @@ class Client(BaseClient):
         self._token_lock = threading.Lock()
         self._flusher_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._refresher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -171,12 +177,45 @@ class Client(BaseClient):
 
         ``resource`` needs ``type`` and ``id`` and may carry any attributes the policy reads;
         ``context`` is free-form (amount, risk, ...). Returns a ``Decision``; a deny or
-        require_approval is a normal answer, not an exception. Raises ``APIStatusError``
-        subclasses (e.g. ``UnprocessableEntityError`` for a malformed action,
-        ``PermissionDeniedError`` without the ``decisions:create`` scope), ``APIConnectionError``
-        / ``APITimeoutError`` after the retries, ``Unavailable`` while the circuit is open.
+        require_approval is a normal answer, not an exception. In local mode the decision is
+        taken in process (``engine`` ``"sdk"``; ``policy_stale`` past the staleness bound) and
+        logged durably for the centre; it raises ``AgentControlPlaneError`` only for a
+        malformed request, and ``OutboxFull`` when the decision-log outbox stays full.
+        Remotely it raises ``APIStatusError`` subclasses (e.g. ``UnprocessableEntityError``
+        for a malformed action, ``PermissionDeniedError`` without the ``decisions:create``
+        scope), ``APIConnectionError`` / ``APITimeoutError`` after the retries,
+        ``Unavailable`` while the circuit is open.
         """
+        if self._federation is not None:
+            return self._federation.decide(self._fresh_token(), action, resource, context)
         return self._parse_decision(self._send(self._decide_options(action, resource, context)))
+
+    def _fresh_token(self) -> str:
+        """Local mode: the cached token; when a refresh is due and a token is held, the held
+        one now and the refresh in the background (a local decision never waits on the
+        centre, reachable or not); only the very first token is fetched inline."""
+        token = self._tokens.current()
+        if token is not None:
+            return token
+        if self._tokens.last() is None:
+            try:
+                return self._token()
+            except AgentControlPlaneError as exc:
+                log.warning("no agent token (%s); deciding without one", exc)
+                return ""
+        with self._flusher_lock:
+            if self._refresher is None or not self._refresher.is_alive():
+                self._refresher = threading.Thread(
+                    target=self._refresh_quietly, name="agent_sdk-token", daemon=True
+                )
+                self._refresher.start()
+        return self._local_token(None)
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self._token()
+        except Exception as exc:  # the held token serves until it expires
+            log.info("agent token refresh failed (%s); the held token serves meanwhile", exc)
 
     def governed(
         self,
@@ -225,13 +264,16 @@ class Client(BaseClient):
         return [uuid.UUID(record_id) for record_id, _ in rows]
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every pending record is delivered (or refused for good); True when the
-        outbox is empty, False when ``timeout`` seconds passed first (default: no limit)."""
+        """Wait until every pending record (and, in local mode, decision log) is delivered or
+        refused for good; True when the outbox is empty, False when ``timeout`` seconds passed
+        first (default: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._federation is not None and not self._federation.flush(timeout):
+            return False
         if self._outbox is None:
             return True
         self._start_flusher()
         self._wake.set()
-        deadline = None if timeout is None else time.monotonic() + timeout
         while self._outbox.pending():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -246,6 +288,8 @@ class Client(BaseClient):
             return
         if self._outbox is not None and self._outbox.pending():
             self.flush(self.audit_timeout if timeout is None else timeout)
+        if self._federation is not None:
+            self._federation.close(self.audit_timeout if timeout is None else timeout)
         self._closed = True
         self._stop.set()
         self._wake.set()

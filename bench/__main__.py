@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import audit, credentials, decisions, federation, sdk
+from bench import audit, credentials, decisions, federation, sdk, sdk_local
 
 
 def main() -> None:
@@ -25,6 +25,9 @@ def main() -> None:
     print()
     print("== the Python SDK")
     sdk.main()
+    print()
+    print("== the Python SDK in local mode (issue 11)")
+    sdk_local.main()
     print()
     print("== federation: OPA sidecar vs the centre, bundle build")
     federation.main([])
