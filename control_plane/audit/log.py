@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import rfc8785
-
+from control_plane.audit import jcs
 from control_plane.audit.merkle import CompactRange, leaf_hash
 
 INT_MAX = 2**53 - 1
@@ -86,8 +85,8 @@ def _is_unicode(text: str) -> bool:
 
 
 def canonical(document: Any) -> bytes:
-    """RFC 8785 bytes of a JSON document (raises ``rfc8785.CanonicalizationError``)."""
-    return rfc8785.dumps(document)
+    """RFC 8785 bytes of a JSON document (raises ``rfc8785.CanonicalizationError``; ``jcs``)."""
+    return jcs.dumps(document)
 
 
 def leaf_canonical(index: int, record: bytes) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,21 +31,81 @@ def _is_postgres(session: AsyncSession) -> bool:
 # --- ingestion ----------------------------------------------------------------------------------
 
 
-async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert what is new; returns the ids inserted. An id already present (or being inserted by
-    a concurrent transaction, which this waits for) is skipped, not an error."""
+# One statement, one round trip, whatever the batch size: the rows travel as arrays (asyncpg
+# encodes them in binary), the records that are new are inserted in batch order, and those (only
+# those) are queued for the sequencer in the same order. ON CONFLICT DO NOTHING needs only the
+# INSERT privilege, and waits for a concurrent transaction inserting the same id, as before.
+_INSERT_BATCH_PG = """
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::text[]) WITH ORDINALITY
+        AS b(id, action, status, decision_id, trace_id, ts, content_mac, record, n)
+),
+inserted AS (
+    INSERT INTO audit_records (id, domain, agent_id, kind, action, status, decision_id,
+                               trace_id, "timestamp", content_mac, record, created_at)
+    SELECT id, $9::text, $10::uuid, $11::text, action, status, decision_id, trace_id, ts,
+           content_mac, record, $12::timestamptz
+    FROM batch ORDER BY n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+),
+queued AS (
+    INSERT INTO audit_pending (record_id, domain)
+    SELECT batch.id, $9::text FROM batch JOIN inserted USING (id) ORDER BY batch.n
+)
+SELECT id FROM inserted
+"""
+
+
+async def insert_batch(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    *,
+    domain: str,
+    agent_id: uuid.UUID,
+    kind: str,
+    created_at: datetime,
+) -> set[uuid.UUID]:
+    """Insert the records that are new and queue them for the sequencer; returns the ids
+    inserted. An id already present (or being inserted by a concurrent transaction, which this
+    waits for) is skipped, not an error. ``rows``: dicts with ``id``, ``action``, ``status``,
+    ``decision_id``, ``trace_id``, ``timestamp``, ``content_mac``, ``record``; ids unique."""
     if not rows:
         return set()
-    dialect = postgresql if _is_postgres(session) else sqlite
+    if _is_postgres(session):
+        conn = await session.connection()
+        result = await conn.exec_driver_sql(
+            _INSERT_BATCH_PG,
+            (
+                [r["id"] for r in rows],
+                [r["action"] for r in rows],
+                [r["status"] for r in rows],
+                [r["decision_id"] for r in rows],
+                [r["trace_id"] for r in rows],
+                [r["timestamp"] for r in rows],
+                [r["content_mac"] for r in rows],
+                [r["record"] for r in rows],
+                domain,
+                agent_id,
+                kind,
+                created_at,
+            ),
+        )
+        # asyncpg's UUID is a uuid.UUID (equal, same hash).
+        return {row[0] for row in result}
     stmt = (
-        dialect.insert(AuditRecordRow)
+        sqlite.insert(AuditRecordRow)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(col(AuditRecordRow.id))
     )
-    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmany
-    # values") from one cached compiled statement.
-    result = await session.exec(stmt, params=list(rows))
-    return {row[0] for row in result}
+    fixed = {"domain": domain, "agent_id": agent_id, "kind": kind, "created_at": created_at}
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement.
+    result = await session.exec(stmt, params=[{**r, **fixed} for r in rows])
+    inserted = {row[0] for row in result}
+    await add_pending(session, [(r["id"], domain) for r in rows if r["id"] in inserted])
+    return inserted
 
 
 async def add_pending(session: AsyncSession, items: Sequence[tuple[uuid.UUID, str]]) -> None:
@@ -115,9 +175,24 @@ async def log_size(session: AsyncSession, domain: str) -> int:
     return 0 if last is None else int(last) + 1
 
 
+_PENDING_BATCH_PG = """
+SELECT p.id, p.record_id, r.record
+FROM audit_pending p JOIN audit_records r ON r.id = p.record_id
+WHERE p.domain = $1
+ORDER BY p.id
+LIMIT $2
+"""
+
+
 async def pending_batch(
     session: AsyncSession, domain: str, limit: int
 ) -> list[tuple[int, uuid.UUID, str]]:
+    """The oldest ``limit`` queued records of the log: (queue id, record id, record text)."""
+    if _is_postgres(session):
+        conn = await session.connection()
+        result = await conn.exec_driver_sql(_PENDING_BATCH_PG, (domain, limit))
+        rows: Sequence[Any] = result.all()
+        return [(int(p), rid, rec) for p, rid, rec in rows]
     stmt = (
         select(AuditPending.id, AuditPending.record_id, AuditRecordRow.record)
         .join(AuditRecordRow, col(AuditRecordRow.id) == col(AuditPending.record_id))
@@ -128,14 +203,59 @@ async def pending_batch(
     return [(int(p or 0), rid, rec) for p, rid, rec in (await session.exec(stmt)).all()]
 
 
-async def add_leaves(session: AsyncSession, leaves: Sequence[dict[str, Any]]) -> None:
+# The leaves as arrays, and the queue entries they came from removed, in one round trip.
+_APPEND_LEAVES_PG = """
+WITH added AS (
+    INSERT INTO audit_leaves (domain, seq, record_id, canonical, leaf_hash, created_at)
+    SELECT $1::text, seq, record_id, canonical, leaf_hash, $6::timestamptz
+    FROM unnest($2::bigint[], $3::uuid[], $4::bytea[], $5::bytea[])
+        AS l(seq, record_id, canonical, leaf_hash)
+)
+DELETE FROM audit_pending WHERE id = ANY($7::bigint[])
+"""
+
+
+async def append_leaves(
+    session: AsyncSession,
+    domain: str,
+    leaves: Sequence[tuple[int, uuid.UUID, bytes, bytes]],
+    done: Sequence[int],
+    created_at: datetime,
+) -> None:
+    """Add ``leaves`` (seq, record id, canonical bytes, leaf hash) to the log of ``domain`` and
+    remove the queue entries ``done``."""
+    if not leaves and not done:
+        return
+    if _is_postgres(session):
+        conn = await session.connection()
+        await conn.exec_driver_sql(
+            _APPEND_LEAVES_PG,
+            (
+                domain,
+                [leaf[0] for leaf in leaves],
+                [leaf[1] for leaf in leaves],
+                [leaf[2] for leaf in leaves],
+                [leaf[3] for leaf in leaves],
+                created_at,
+                list(done),
+            ),
+        )
+        return
     if leaves:
-        await session.exec(insert(AuditLeaf), params=list(leaves))
-
-
-async def delete_pending(session: AsyncSession, ids: Sequence[int]) -> None:
-    if ids:
-        await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(ids))))
+        params = [
+            {
+                "domain": domain,
+                "seq": seq,
+                "record_id": rid,
+                "canonical": data,
+                "leaf_hash": digest,
+                "created_at": created_at,
+            }
+            for seq, rid, data, digest in leaves
+        ]
+        await session.exec(insert(AuditLeaf), params=params)
+    if done:
+        await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(done))))
 
 
 async def leaf_hashes(

@@ -43,6 +43,7 @@ from control_plane.audit.note import b64, verifier_key
 from control_plane.audit.schemas import (
     AuditBatch,
     AuditBatchResult,
+    AuditRecordIn,
     AuditRecordPublic,
     AuditRecordSummary,
     CheckpointPublic,
@@ -177,39 +178,37 @@ async def ingest(
     obligations = await repository.decision_obligations(session, decision_ids, agent.id)
     now = utcnow()
     received_at = _iso(now)
+    # Parsed once per batch: the domain's list, and per decision its obligations added to it.
+    domain_only = _patterns(domain_patterns)
+    patterns_of: dict[uuid.UUID, list[RedactionPattern]] = {}
+    prefix = [str(agent.id), agent.domain]
 
     macs: dict[uuid.UUID, str] = {}
     outcome: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(batch.records):
-        content = as_unicode(rec.model_dump(mode="json"))
-        # Any deterministic encoding will do for telling retries apart (json is C-fast).
-        fingerprint = json.dumps(
-            [str(agent.id), agent.domain, content],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
+        content, fingerprint = _content(rec, prefix)
         mac = hmac.new(ctx.redaction_key, fingerprint.encode(), hashlib.sha256).hexdigest()
         if rec.id in macs:  # the same id twice in one batch
             outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
             continue
         macs[rec.id] = mac
-        patterns = _patterns(
-            [*domain_patterns, *obligation_patterns(obligations.get(rec.decision_id, []))]
-            if rec.decision_id is not None
-            else domain_patterns
-        )
-        sensitive = _redacted(
-            {
-                "resource": content["resource"],
-                "inputs": content["inputs"],
-                "outputs": content["outputs"],
-                "rationale": content["rationale"],
-            },
-            patterns,
-            ctx.redaction_key,
-        )
+        if rec.decision_id is None:
+            patterns = domain_only
+        else:
+            found = patterns_of.get(rec.decision_id)
+            if found is None:
+                own = obligation_patterns(obligations.get(rec.decision_id, []))
+                found = patterns_of[rec.decision_id] = _patterns([*domain_patterns, *own])
+            patterns = found
+        sensitive = {
+            "resource": content["resource"],
+            "inputs": content["inputs"],
+            "outputs": content["outputs"],
+            "rationale": content["rationale"],
+        }
+        if patterns:
+            sensitive = _redacted(sensitive, patterns, ctx.redaction_key)
         stored = {
             "id": content["id"],
             "kind": "action",
@@ -229,9 +228,6 @@ async def ingest(
         rows.append(
             {
                 "id": rec.id,
-                "domain": agent.domain,
-                "agent_id": agent.id,
-                "kind": "action",
                 "action": rec.action,
                 "status": rec.status.value,
                 "decision_id": rec.decision_id,
@@ -239,15 +235,13 @@ async def ingest(
                 "timestamp": rec.timestamp,
                 "content_mac": mac,
                 "record": data.decode("utf-8"),
-                "created_at": now,
             }
         )
-    inserted = await repository.insert_records(session, rows)
+    inserted = await repository.insert_batch(
+        session, rows, domain=agent.domain, agent_id=agent.id, kind="action", created_at=now
+    )
     existing = await repository.content_macs(
         session, [r["id"] for r in rows if r["id"] not in inserted]
-    )
-    await repository.add_pending(
-        session, [(r["id"], agent.domain) for r in rows if r["id"] in inserted]
     )
     results = []
     for i, rec in enumerate(batch.records):
@@ -257,8 +251,29 @@ async def ingest(
                 status = "stored"
             else:
                 status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
-        results.append(RecordOutcome.model_validate({"id": rec.id, "status": status}))
+        results.append(RecordOutcome(id=rec.id, status=status))
     return AuditBatchResult(records=results)
+
+
+def _content(rec: AuditRecordIn, prefix: list[str]) -> tuple[dict[str, Any], str]:
+    """The record as submitted (JSON values, lone surrogates replaced) and the text its content
+    MAC is taken over: any deterministic encoding tells retries apart; this one is json's
+    (C-fast), unchanged so that retries of records stored earlier still match."""
+    content = rec.model_dump(mode="json")
+
+    def text(value: dict[str, Any]) -> str:
+        return json.dumps(
+            [*prefix, value], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+
+    fingerprint = text(content)
+    # ensure_ascii writes every character beyond U+FFFF as a surrogate pair and a lone surrogate
+    # as itself, both "\udXXX"; without one, no text holds a surrogate and ``as_unicode`` (a
+    # full copy) would change nothing.
+    if "\\ud" in fingerprint:
+        content = as_unicode(content)
+        fingerprint = text(content)
+    return content, fingerprint
 
 
 async def record_decision(

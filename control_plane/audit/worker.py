@@ -131,17 +131,10 @@ class AuditWorker:
                 leaves = []
                 for offset, (_pid, record_id, record) in enumerate(batch):
                     data = leaf_canonical(start + offset, record.encode("utf-8"))
-                    leaves.append(
-                        {
-                            "domain": domain,
-                            "seq": start + offset,
-                            "record_id": record_id,
-                            "canonical": data,
-                            "leaf_hash": leaf_hash(data),
-                        }
-                    )
-                await repository.add_leaves(session, leaves)
-                await repository.delete_pending(session, [p for p, _, _ in batch])
+                    leaves.append((start + offset, record_id, data, leaf_hash(data)))
+                await repository.append_leaves(
+                    session, domain, leaves, [p for p, _, _ in batch], utcnow()
+                )
                 await session.commit()
             total += len(batch)
             if len(batch) < BATCH:
