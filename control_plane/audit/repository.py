@@ -175,24 +175,10 @@ async def log_size(session: AsyncSession, domain: str) -> int:
     return 0 if last is None else int(last) + 1
 
 
-_PENDING_BATCH_PG = """
-SELECT p.id, p.record_id, r.record
-FROM audit_pending p JOIN audit_records r ON r.id = p.record_id
-WHERE p.domain = $1
-ORDER BY p.id
-LIMIT $2
-"""
-
-
 async def pending_batch(
     session: AsyncSession, domain: str, limit: int
 ) -> list[tuple[int, uuid.UUID, str]]:
     """The oldest ``limit`` queued records of the log: (queue id, record id, record text)."""
-    if _is_postgres(session):
-        conn = await session.connection()
-        result = await conn.exec_driver_sql(_PENDING_BATCH_PG, (domain, limit))
-        rows: Sequence[Any] = result.all()
-        return [(int(p), rid, rec) for p, rid, rec in rows]
     stmt = (
         select(AuditPending.id, AuditPending.record_id, AuditRecordRow.record)
         .join(AuditRecordRow, col(AuditRecordRow.id) == col(AuditPending.record_id))
@@ -201,18 +187,6 @@ async def pending_batch(
         .limit(limit)
     )
     return [(int(p or 0), rid, rec) for p, rid, rec in (await session.exec(stmt)).all()]
-
-
-# The leaves as arrays, and the queue entries they came from removed, in one round trip.
-_APPEND_LEAVES_PG = """
-WITH added AS (
-    INSERT INTO audit_leaves (domain, seq, record_id, canonical, leaf_hash, created_at)
-    SELECT $1::text, seq, record_id, canonical, leaf_hash, $6::timestamptz
-    FROM unnest($2::bigint[], $3::uuid[], $4::bytea[], $5::bytea[])
-        AS l(seq, record_id, canonical, leaf_hash)
-)
-DELETE FROM audit_pending WHERE id = ANY($7::bigint[])
-"""
 
 
 async def append_leaves(
@@ -224,23 +198,6 @@ async def append_leaves(
 ) -> None:
     """Add ``leaves`` (seq, record id, canonical bytes, leaf hash) to the log of ``domain`` and
     remove the queue entries ``done``."""
-    if not leaves and not done:
-        return
-    if _is_postgres(session):
-        conn = await session.connection()
-        await conn.exec_driver_sql(
-            _APPEND_LEAVES_PG,
-            (
-                domain,
-                [leaf[0] for leaf in leaves],
-                [leaf[1] for leaf in leaves],
-                [leaf[2] for leaf in leaves],
-                [leaf[3] for leaf in leaves],
-                created_at,
-                list(done),
-            ),
-        )
-        return
     if leaves:
         params = [
             {
@@ -256,6 +213,50 @@ async def append_leaves(
         await session.exec(insert(AuditLeaf), params=params)
     if done:
         await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(done))))
+
+
+# ``pending_batch`` + ``append_leaves`` in one statement, the leaves made by PostgreSQL: the bytes
+# of ``log.leaf_canonical(seq, record)`` (the record's text is its RFC 8785 bytes; convert_to
+# gives them in UTF-8 whatever the server encoding) and ``merkle.leaf_hash``, SHA-256(0x00 ||
+# bytes). Nothing leaves the database and nothing is decoded, copied or hashed in Python; the
+# verifier (``GET /v1/audit/verify``, ``agentctl audit verify``) recomputes both in Python.
+_SEQUENCE_PG = """
+WITH batch AS (
+    SELECT p.id, p.record_id, r.record, $2::bigint - 1 + row_number() OVER (ORDER BY p.id) AS seq
+    FROM (SELECT id, record_id FROM audit_pending WHERE domain = $1 ORDER BY id LIMIT $3) AS p
+    JOIN audit_records r ON r.id = p.record_id
+),
+leaves AS (
+    SELECT seq, record_id,
+           convert_to('{"index":' || seq::text || ',"record":' || record || '}', 'UTF8') AS data
+    FROM batch
+),
+added AS (
+    INSERT INTO audit_leaves (domain, seq, record_id, canonical, leaf_hash, created_at)
+    SELECT $1::text, seq, record_id, data, sha256(decode('00', 'hex') || data), $4::timestamptz
+    FROM leaves ORDER BY seq
+    RETURNING seq
+),
+gone AS (
+    DELETE FROM audit_pending WHERE id IN (SELECT id FROM batch)
+)
+SELECT count(*) FROM added
+"""
+
+
+def sequences_in_database(session: AsyncSession) -> bool:
+    """Whether ``sequence_pending`` can make the leaves in the database (PostgreSQL)."""
+    return _is_postgres(session)
+
+
+async def sequence_pending(
+    session: AsyncSession, domain: str, start: int, limit: int, created_at: datetime
+) -> int:
+    """PostgreSQL: append the oldest ``limit`` queued records of ``domain`` as leaves from index
+    ``start`` on, and unqueue them; returns how many."""
+    conn = await session.connection()
+    result = await conn.exec_driver_sql(_SEQUENCE_PG, (domain, start, limit, created_at))
+    return int(result.scalar_one())
 
 
 async def leaf_hashes(

@@ -15,7 +15,7 @@ import rfc8785
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from control_plane.audit import jcs
+from control_plane.audit import jcs, log
 
 INT_MAX = 2**53 - 1
 
@@ -112,3 +112,20 @@ def test_other_types_go_to_the_reference() -> None:
         jcs.dumps({"id": uuid.uuid4()})
     with pytest.raises(rfc8785.CanonicalizationError):
         jcs.dumps({1: "a"})
+
+
+deep = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=2), st.dictionaries(keys, inner, max_size=2)),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(deep, st.integers(0, 34))
+@example([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]], 0)
+@example({"a": [1, 2**53]}, 0)
+def test_the_quick_ijson_check_agrees_with_the_walk(value: Any, depth: int) -> None:
+    """``ijson_problem`` answers from a quick check when a value fits; it must fit exactly when
+    the full walk (which names the first bad place) finds nothing."""
+    assert log._fits(value, depth) == (log._first_problem(value, "", depth) is None)
