@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from control_plane import __version__
 from control_plane.api import build_api
-from control_plane.audit.service import AuditContext, LogTrees
+from control_plane.audit.service import AuditContext
+from control_plane.audit.trees import LogTrees
 from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek

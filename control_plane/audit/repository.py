@@ -56,6 +56,8 @@ queued AS (
 )
 SELECT id FROM inserted
 """
+_BATCH_COLUMNS = ("id", "action", "status", "decision_id", "trace_id", "timestamp", "content_mac")
+_BATCH_COLUMNS_ALL = (*_BATCH_COLUMNS, "record")
 
 
 async def insert_batch(
@@ -75,22 +77,9 @@ async def insert_batch(
         return set()
     if _is_postgres(session):
         conn = await session.connection()
+        arrays = [[r[name] for r in rows] for name in _BATCH_COLUMNS_ALL]
         result = await conn.exec_driver_sql(
-            _INSERT_BATCH_PG,
-            (
-                [r["id"] for r in rows],
-                [r["action"] for r in rows],
-                [r["status"] for r in rows],
-                [r["decision_id"] for r in rows],
-                [r["trace_id"] for r in rows],
-                [r["timestamp"] for r in rows],
-                [r["content_mac"] for r in rows],
-                [r["record"] for r in rows],
-                domain,
-                agent_id,
-                kind,
-                created_at,
-            ),
+            _INSERT_BATCH_PG, (*arrays, domain, agent_id, kind, created_at)
         )
         # asyncpg's UUID is a uuid.UUID (equal, same hash).
         return {row[0] for row in result}
@@ -199,16 +188,10 @@ async def append_leaves(
     """Add ``leaves`` (seq, record id, canonical bytes, leaf hash) to the log of ``domain`` and
     remove the queue entries ``done``."""
     if leaves:
+        names = ("seq", "record_id", "canonical", "leaf_hash")
         params = [
-            {
-                "domain": domain,
-                "seq": seq,
-                "record_id": rid,
-                "canonical": data,
-                "leaf_hash": digest,
-                "created_at": created_at,
-            }
-            for seq, rid, data, digest in leaves
+            {"domain": domain, "created_at": created_at, **dict(zip(names, leaf, strict=True))}
+            for leaf in leaves
         ]
         await session.exec(insert(AuditLeaf), params=params)
     if done:

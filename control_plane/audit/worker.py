@@ -32,7 +32,8 @@ from control_plane.audit.keys import CheckpointKey, ensure_key
 from control_plane.audit.log import leaf_canonical
 from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import Checkpoint, sign_note
-from control_plane.audit.service import AuditContext, LogTrees
+from control_plane.audit.service import AuditContext
+from control_plane.audit.trees import LogTrees
 from control_plane.kit.db import SessionMaker
 from control_plane.kit.time import utcnow
 from control_plane.models import AuditCheckpoint
