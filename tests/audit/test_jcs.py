@@ -55,7 +55,7 @@ def _same(value: Any) -> None:
     assert jcs.dumps(value) == expected
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(values)
 @example({"\U0001f600": 1, "\ue000": 2, "\uffff": 3})
 @example([1e21, 1e-7, -0.0, 5e-324, 1e-6, 0.000001, 1.5e-7])
@@ -67,7 +67,7 @@ def test_equals_the_reference(value: Any) -> None:
     _same(value)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_numbers_are_ecmascript(value: float) -> None:
     assert jcs.dumps(value) == rfc8785.dumps(value)
