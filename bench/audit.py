@@ -1,8 +1,15 @@
 """Issue 9's figures, side by side in one run on PostgreSQL:
 
-1. ingest: POST /v1/audit/records on a real server, records/s at batch sizes 1, 100 and 1,000,
+1. ingest: POST /v1/audit/records on real servers, records/s at batch sizes 1, 100 and 1,000,
    against raw asyncpg ``copy_records_to_table`` of rows of the same shape into a table of the
-   same shape (the ratio is what validation, redaction, RFC 8785, HMAC and the queue cost);
+   same shape (the ratio is what validation, redaction, RFC 8785, HMAC, the queue and the
+   sequencer cost). The same CONCURRENCY clients send to one server process, then to two (one
+   per core, as replicas share a database): one Python process uses one core at most, while the
+   COPY clients' work runs in as many PostgreSQL backends as there are connections. The servers
+   run in sessions of their own, as a deployed service (and PostgreSQL) does: Linux's autogroup
+   scheduler shares the cores between sessions, and a server in the benchmark's session would
+   share its clients' slot. On a machine that others load the figures move with the load
+   average, printed with them;
 2. sequencing lag: from a record's insert to its leaf (server timestamps), p50 and p99;
 3. offline verification: records/s of ``agentctl audit verify`` on an export;
 4. inclusion proof time on a 1M-leaf tree (``--size N`` to change; leaf hashes made in bulk).
@@ -95,11 +102,12 @@ async def _agent(url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _http_ingest(url: str, headers: dict[str, str], batch: int) -> float:
+async def _http_ingest(urls: list[str], headers: dict[str, str], batch: int) -> float:
+    """Records/s from CONCURRENCY clients, spread evenly over the servers at ``urls``."""
     sent = 0
     stop = time.perf_counter() + SECONDS
 
-    async def worker() -> None:
+    async def worker(url: str) -> None:
         nonlocal sent
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as c:
             while time.perf_counter() < stop:
@@ -109,7 +117,7 @@ async def _http_ingest(url: str, headers: dict[str, str], batch: int) -> float:
                 sent += batch
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(CONCURRENCY)))
     return sent / (time.perf_counter() - started)
 
 
@@ -257,13 +265,19 @@ async def _on_postgres(base: str) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["AGENTCTL_BENCH_DATABASE_URL"] = url
-            with server(Path(tmp), AGENTCTL_AUDIT_CHECKPOINT_SECONDS="1") as srv:
+            settings = {"AGENTCTL_AUDIT_CHECKPOINT_SECONDS": "1"}
+            with (
+                server(Path(tmp) / "a", own_session=True, **settings) as srv,
+                server(Path(tmp) / "b", own_session=True, **settings) as other,
+            ):
                 headers = await _agent(srv)
+                load = os.getloadavg()
                 results = []
                 for batch in BATCHES:
-                    http = await _http_ingest(srv, headers, batch)
+                    one = await _http_ingest([srv], headers, batch)
+                    two = await _http_ingest([srv, other], headers, batch)
                     copy = await _copy_ingest(dsn, batch)
-                    results.append((batch, http, copy))
+                    results.append((batch, one, two, copy))
                 await _wait_sequenced(dsn)
                 paced = await _paced(srv, headers, PACED_RATE)
                 await _wait_sequenced(dsn)
@@ -279,10 +293,12 @@ async def _on_postgres(base: str) -> None:
                         await asyncio.sleep(0.2)
                     key = (await c.get("/v1/audit/keys")).json()["keys"][0]["verifier_key"]
                     export = (await c.get("/v1/audit/export", params={"domain": "payments"})).text
-        for batch, http, copy in results:
+        print(f"  load average during ingest: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
+        for batch, one, two, copy in results:
             print(
-                f"  ingest, batch {batch:>5}: HTTP {http:>9.0f} rec/s   raw COPY {copy:>9.0f} "
-                f"rec/s   ratio {http / copy:.3f}"
+                f"  ingest, batch {batch:>5}: raw COPY {copy:>7.0f} rec/s; HTTP, 1 server process "
+                f"{one:>6.0f} rec/s (ratio {one / copy:.3f}), 2 processes {two:>6.0f} rec/s "
+                f"(ratio {two / copy:.3f})"
             )
         print(
             f"  sequencing lag at ~{PACED_RATE:.0f} rec/s ({lagged:,} records): "

@@ -16,8 +16,9 @@ KEK = "bench-key-encryption-key-0123456789abcdefghijkl"
 
 
 @contextmanager
-def server(data_dir: Path, **env_extra: str) -> Iterator[str]:
-    """``agentctl serve`` on SQLite in ``data_dir`` (or AGENTCTL_BENCH_DATABASE_URL)."""
+def server(data_dir: Path, *, own_session: bool = False, **env_extra: str) -> Iterator[str]:
+    """``agentctl serve`` on SQLite in ``data_dir`` (or AGENTCTL_BENCH_DATABASE_URL);
+    ``own_session``: see ``tests.fixtures.servers.start_server``."""
     db_url = os.environ.get(
         "AGENTCTL_BENCH_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'agentctl.db'}"
     )
@@ -31,7 +32,7 @@ def server(data_dir: Path, **env_extra: str) -> Iterator[str]:
         **env_extra,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
-    with serving(env, data_dir / "server.log") as url:
+    with serving(env, data_dir / "server.log", own_session=own_session) as url:
         yield url
 
 

@@ -17,7 +17,8 @@ from control_plane.config import Settings
 from control_plane.kit.database import Database
 
 if TYPE_CHECKING:  # built in the lifespan; importing them here would be an import cycle
-    from control_plane.audit.service import AuditContext, LogTrees
+    from control_plane.audit.service import AuditContext
+    from control_plane.audit.trees import LogTrees
     from control_plane.audit.worker import AuditWorker
     from control_plane.crypto.keystore import KeyStore
     from control_plane.federation.service import BundleCache

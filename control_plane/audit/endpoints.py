@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from control_plane.audit import service, verification
+from control_plane.audit import reading, service, verification
 from control_plane.audit.schemas import (
     AuditBatch,
     AuditBatchResult,
@@ -25,6 +25,7 @@ from control_plane.audit.schemas import (
     VerifierKeys,
     VerifyResult,
 )
+from control_plane.audit.trees import LogTrees
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.pagination import Page, Pagination
@@ -48,7 +49,7 @@ def _ctx(request: Request) -> service.AuditContext:
     return app_state(request.app).audit_context
 
 
-def _trees(request: Request) -> service.LogTrees:
+def _trees(request: Request) -> LogTrees:
     return app_state(request.app).audit_trees
 
 
@@ -96,7 +97,7 @@ async def list_records(
     until: Annotated[datetime | None, Query(description="Before (RFC 3339).")] = None,
 ) -> Page[AuditRecordSummary]:
     """List the audit records visible to the caller, by id."""
-    items = await service.list_records(
+    items = await reading.list_records(
         session,
         who,
         domain=domain,
@@ -118,7 +119,7 @@ async def get_record(
     record_id: uuid.UUID, request: Request, who: CurrentOperator, session: Session
 ) -> AuditRecordPublic:
     """An audit record with its place in the log and, once sequenced, its inclusion proof."""
-    return await service.get_record(session, who, record_id, _trees(request))
+    return await reading.get_record(session, who, record_id, _trees(request))
 
 
 @router.get(
@@ -131,7 +132,7 @@ async def get_record(
 )
 async def latest_checkpoint(domain: DomainName, who: CurrentOperator, session: Session) -> str:
     """The latest signed checkpoint of the domain's log (C2SP tlog-checkpoint)."""
-    return await service.latest_checkpoint_note(session, who, domain)
+    return await reading.latest_checkpoint_note(session, who, domain)
 
 
 @router.get("/checkpoints")
@@ -139,7 +140,7 @@ async def list_checkpoints(
     who: CurrentOperator, session: Session, page: Pagination, domain: OptionalDomain = None
 ) -> Page[CheckpointPublic]:
     """The history of signed checkpoints, oldest first."""
-    items = await service.list_checkpoints(
+    items = await reading.list_checkpoints(
         session, who, domain=domain, after=page.after, limit=page.limit
     )
     return Page[CheckpointPublic].of(items, page.limit)
@@ -158,7 +159,7 @@ async def prove_inclusion(
     size: Size,
 ) -> InclusionProof:
     """RFC 9162 inclusion proof of the leaf at ``index`` in the tree of ``size`` leaves."""
-    return await service.inclusion_proof(session, who, _trees(request), domain, index, size)
+    return await reading.inclusion_proof(session, who, _trees(request), domain, index, size)
 
 
 @router.get(
@@ -174,7 +175,7 @@ async def prove_consistency(
     to: Size,
 ) -> ConsistencyProof:
     """RFC 9162 consistency proof between the trees of sizes ``from`` and ``to``."""
-    return await service.consistency_proof(session, who, _trees(request), domain, first, to)
+    return await reading.consistency_proof(session, who, _trees(request), domain, first, to)
 
 
 @router.get("/keys")
@@ -182,7 +183,7 @@ async def list_keys(
     request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
 ) -> VerifierKeys:
     """The checkpoint verifier keys, in note verifier-key form, one per log."""
-    return await service.verifier_keys(session, who, _ctx(request), _kek(request), domain)
+    return await reading.verifier_keys(session, who, _ctx(request), _kek(request), domain)
 
 
 @router.get("/verify")

@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import rfc8785
-
+from control_plane.audit import jcs
 from control_plane.audit.merkle import CompactRange, leaf_hash
 
 INT_MAX = 2**53 - 1
@@ -36,6 +35,12 @@ def ijson_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, s
     integers within +-(2^53 - 1), finite numbers) or nests deeper than ``MAX_DEPTH``; as
     (JSON pointer, detail), or None when it can be. Text is not checked: callers replace lone
     surrogates first (``as_unicode``)."""
+    if _fits(value, depth):
+        return None
+    return _first_problem(value, pointer, depth)
+
+
+def _first_problem(value: Any, pointer: str, depth: int) -> tuple[str, str] | None:
     stack: list[tuple[Any, str, int]] = [(value, pointer, depth)]
     while stack:
         node, where, level = stack.pop()
@@ -57,6 +62,25 @@ def ijson_problem(value: Any, pointer: str = "", depth: int = 0) -> tuple[str, s
             for index, item in enumerate(node):
                 stack.append((item, f"{where}/{index}", level + 1))
     return None
+
+
+def _fits(node: Any, level: int) -> bool:
+    """Whether ``ijson_problem`` would find nothing: the same checks without building pointers
+    (the common case, once per record on ingest)."""
+    if level > MAX_DEPTH:
+        return False
+    kind = type(node)
+    if kind is str or kind is bool or node is None:
+        return True
+    if kind is int:
+        return bool(-INT_MAX <= node <= INT_MAX)
+    if kind is float:
+        return math.isfinite(node)
+    if kind is dict:
+        return all(_fits(item, level + 1) for item in node.values())
+    if kind is list:
+        return all(_fits(item, level + 1) for item in node)
+    return False  # anything else: the full walk decides
 
 
 def as_unicode(value: Any) -> Any:
@@ -86,8 +110,8 @@ def _is_unicode(text: str) -> bool:
 
 
 def canonical(document: Any) -> bytes:
-    """RFC 8785 bytes of a JSON document (raises ``rfc8785.CanonicalizationError``)."""
-    return rfc8785.dumps(document)
+    """RFC 8785 bytes of a JSON document (raises ``rfc8785.CanonicalizationError``; ``jcs``)."""
+    return jcs.dumps(document)
 
 
 def leaf_canonical(index: int, record: bytes) -> bytes:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import rfc8785
 
+from control_plane.audit import jcs
 from control_plane.audit.log import LogChecker, LogStatus, leaf_canonical
 from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import NoteError, Verifier, open_checkpoint, unb64
@@ -38,7 +39,7 @@ def verify_export(lines: Iterable[str | bytes], checkpoint_note: str, key: str) 
             line = json.loads(text)
             index = line["index"]
             stored = unb64(line["leaf_hash"])
-            record = rfc8785.dumps(line["record"])
+            record = jcs.dumps(line["record"])
             if not isinstance(index, int) or isinstance(index, bool) or index < 0:
                 raise ValueError("index")
         except (ValueError, KeyError, TypeError, NoteError, rfc8785.CanonicalizationError):

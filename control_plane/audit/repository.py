@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert
 from sqlalchemy import select as core_select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,21 +31,70 @@ def _is_postgres(session: AsyncSession) -> bool:
 # --- ingestion ----------------------------------------------------------------------------------
 
 
-async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[uuid.UUID]:
-    """Insert what is new; returns the ids inserted. An id already present (or being inserted by
-    a concurrent transaction, which this waits for) is skipped, not an error."""
+# One statement, one round trip, whatever the batch size: the rows travel as arrays (asyncpg
+# encodes them in binary), the records that are new are inserted in batch order, and those (only
+# those) are queued for the sequencer in the same order. ON CONFLICT DO NOTHING needs only the
+# INSERT privilege, and waits for a concurrent transaction inserting the same id, as before.
+_INSERT_BATCH_PG = """
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::text[]) WITH ORDINALITY
+        AS b(id, action, status, decision_id, trace_id, ts, content_mac, record, n)
+),
+inserted AS (
+    INSERT INTO audit_records (id, domain, agent_id, kind, action, status, decision_id,
+                               trace_id, "timestamp", content_mac, record, created_at)
+    SELECT id, $9::text, $10::uuid, $11::text, action, status, decision_id, trace_id, ts,
+           content_mac, record, $12::timestamptz
+    FROM batch ORDER BY n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+),
+queued AS (
+    INSERT INTO audit_pending (record_id, domain)
+    SELECT batch.id, $9::text FROM batch JOIN inserted USING (id) ORDER BY batch.n
+)
+SELECT id FROM inserted
+"""
+_BATCH_COLUMNS = ("id", "action", "status", "decision_id", "trace_id", "timestamp", "content_mac")
+_BATCH_COLUMNS_ALL = (*_BATCH_COLUMNS, "record")
+
+
+async def insert_batch(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    *,
+    domain: str,
+    agent_id: uuid.UUID,
+    kind: str,
+    created_at: datetime,
+) -> set[uuid.UUID]:
+    """Insert the records that are new and queue them for the sequencer; returns the ids
+    inserted. An id already present (or being inserted by a concurrent transaction, which this
+    waits for) is skipped, not an error. ``rows``: dicts with ``id``, ``action``, ``status``,
+    ``decision_id``, ``trace_id``, ``timestamp``, ``content_mac``, ``record``; ids unique."""
     if not rows:
         return set()
-    dialect = postgresql if _is_postgres(session) else sqlite
+    if _is_postgres(session):
+        conn = await session.connection()
+        arrays = [[r[name] for r in rows] for name in _BATCH_COLUMNS_ALL]
+        result = await conn.exec_driver_sql(
+            _INSERT_BATCH_PG, (*arrays, domain, agent_id, kind, created_at)
+        )
+        # asyncpg's UUID is a uuid.UUID (equal, same hash).
+        return {row[0] for row in result}
     stmt = (
-        dialect.insert(AuditRecordRow)
+        sqlite.insert(AuditRecordRow)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(col(AuditRecordRow.id))
     )
-    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmany
-    # values") from one cached compiled statement.
-    result = await session.exec(stmt, params=list(rows))
-    return {row[0] for row in result}
+    fixed = {"domain": domain, "agent_id": agent_id, "kind": kind, "created_at": created_at}
+    # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues")
+    # from one cached compiled statement.
+    result = await session.exec(stmt, params=[{**r, **fixed} for r in rows])
+    inserted = {row[0] for row in result}
+    await add_pending(session, [(r["id"], domain) for r in rows if r["id"] in inserted])
+    return inserted
 
 
 async def add_pending(session: AsyncSession, items: Sequence[tuple[uuid.UUID, str]]) -> None:
@@ -118,6 +167,7 @@ async def log_size(session: AsyncSession, domain: str) -> int:
 async def pending_batch(
     session: AsyncSession, domain: str, limit: int
 ) -> list[tuple[int, uuid.UUID, str]]:
+    """The oldest ``limit`` queued records of the log: (queue id, record id, record text)."""
     stmt = (
         select(AuditPending.id, AuditPending.record_id, AuditRecordRow.record)
         .join(AuditRecordRow, col(AuditRecordRow.id) == col(AuditPending.record_id))
@@ -128,14 +178,68 @@ async def pending_batch(
     return [(int(p or 0), rid, rec) for p, rid, rec in (await session.exec(stmt)).all()]
 
 
-async def add_leaves(session: AsyncSession, leaves: Sequence[dict[str, Any]]) -> None:
+async def append_leaves(
+    session: AsyncSession,
+    domain: str,
+    leaves: Sequence[tuple[int, uuid.UUID, bytes, bytes]],
+    done: Sequence[int],
+    created_at: datetime,
+) -> None:
+    """Add ``leaves`` (seq, record id, canonical bytes, leaf hash) to the log of ``domain`` and
+    remove the queue entries ``done``."""
     if leaves:
-        await session.exec(insert(AuditLeaf), params=list(leaves))
+        names = ("seq", "record_id", "canonical", "leaf_hash")
+        params = [
+            {"domain": domain, "created_at": created_at, **dict(zip(names, leaf, strict=True))}
+            for leaf in leaves
+        ]
+        await session.exec(insert(AuditLeaf), params=params)
+    if done:
+        await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(done))))
 
 
-async def delete_pending(session: AsyncSession, ids: Sequence[int]) -> None:
-    if ids:
-        await session.exec(delete(AuditPending).where(col(AuditPending.id).in_(list(ids))))
+# ``pending_batch`` + ``append_leaves`` in one statement, the leaves made by PostgreSQL: the bytes
+# of ``log.leaf_canonical(seq, record)`` (the record's text is its RFC 8785 bytes; convert_to
+# gives them in UTF-8 whatever the server encoding) and ``merkle.leaf_hash``, SHA-256(0x00 ||
+# bytes). Nothing leaves the database and nothing is decoded, copied or hashed in Python; the
+# verifier (``GET /v1/audit/verify``, ``agentctl audit verify``) recomputes both in Python.
+_SEQUENCE_PG = """
+WITH batch AS (
+    SELECT p.id, p.record_id, r.record, $2::bigint - 1 + row_number() OVER (ORDER BY p.id) AS seq
+    FROM (SELECT id, record_id FROM audit_pending WHERE domain = $1 ORDER BY id LIMIT $3) AS p
+    JOIN audit_records r ON r.id = p.record_id
+),
+leaves AS (
+    SELECT seq, record_id,
+           convert_to('{"index":' || seq::text || ',"record":' || record || '}', 'UTF8') AS data
+    FROM batch
+),
+added AS (
+    INSERT INTO audit_leaves (domain, seq, record_id, canonical, leaf_hash, created_at)
+    SELECT $1::text, seq, record_id, data, sha256(decode('00', 'hex') || data), $4::timestamptz
+    FROM leaves ORDER BY seq
+    RETURNING seq
+),
+gone AS (
+    DELETE FROM audit_pending WHERE id IN (SELECT id FROM batch)
+)
+SELECT count(*) FROM added
+"""
+
+
+def sequences_in_database(session: AsyncSession) -> bool:
+    """Whether ``sequence_pending`` can make the leaves in the database (PostgreSQL)."""
+    return _is_postgres(session)
+
+
+async def sequence_pending(
+    session: AsyncSession, domain: str, start: int, limit: int, created_at: datetime
+) -> int:
+    """PostgreSQL: append the oldest ``limit`` queued records of ``domain`` as leaves from index
+    ``start`` on, and unqueue them; returns how many."""
+    conn = await session.connection()
+    result = await conn.exec_driver_sql(_SEQUENCE_PG, (domain, start, limit, created_at))
+    return int(result.scalar_one())
 
 
 async def leaf_hashes(

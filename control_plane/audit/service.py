@@ -1,22 +1,18 @@
-"""Audit records: ingestion, decisions as records, reading with proofs.
+"""Audit records written: ingestion, decisions as records, and the redaction lists.
 
 Records are redacted (the decision's ``redact`` obligations and the domain's redaction list,
-through ``kit.redaction``) and encoded with RFC 8785 before anything is stored; the raw value
-of a redacted field is never stored or logged. Ingestion only inserts durable rows and queues
-them; the sequencer (``worker``) gives them their place in the log after commit.
-
-Over 400 lines: issue 9's module as merged (ingest, decision records, reads with proofs, redaction
-lists); splitting ingest from reads is left to a follow-up so the merge changes no audit behaviour.
+through ``kit.redaction``) and encoded with RFC 8785 (``jcs``) before anything is stored; the
+raw value of a redacted field is never stored or logged. Ingestion only inserts durable rows and
+queues them; the sequencer (``worker``) gives them their place in the log after commit. Reading
+is in ``reading``, verification and export in ``verification``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,29 +26,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
 from control_plane.audit import repository
-from control_plane.audit.keys import load_keys
 from control_plane.audit.log import (
     MAX_RECORD_BYTES,
     as_unicode,
     canonical,
     ijson_problem,
-    split_leaf,
 )
-from control_plane.audit.merkle import MerkleTree, ProofError
-from control_plane.audit.note import b64, verifier_key
 from control_plane.audit.schemas import (
     AuditBatch,
     AuditBatchResult,
-    AuditRecordPublic,
-    AuditRecordSummary,
-    CheckpointPublic,
-    ConsistencyProof,
-    InclusionProof,
-    LogPosition,
+    AuditRecordIn,
     RecordOutcome,
-    RecordProof,
-    VerifierKeyPublic,
-    VerifierKeys,
 )
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.domains import service as domains
@@ -177,39 +161,37 @@ async def ingest(
     obligations = await repository.decision_obligations(session, decision_ids, agent.id)
     now = utcnow()
     received_at = _iso(now)
+    # Parsed once per batch: the domain's list, and per decision its obligations added to it.
+    domain_only = _patterns(domain_patterns)
+    patterns_of: dict[uuid.UUID, list[RedactionPattern]] = {}
+    prefix = [str(agent.id), agent.domain]
 
     macs: dict[uuid.UUID, str] = {}
     outcome: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     for i, rec in enumerate(batch.records):
-        content = as_unicode(rec.model_dump(mode="json"))
-        # Any deterministic encoding will do for telling retries apart (json is C-fast).
-        fingerprint = json.dumps(
-            [str(agent.id), agent.domain, content],
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
+        content, fingerprint = _content(rec, prefix)
         mac = hmac.new(ctx.redaction_key, fingerprint.encode(), hashlib.sha256).hexdigest()
         if rec.id in macs:  # the same id twice in one batch
             outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
             continue
         macs[rec.id] = mac
-        patterns = _patterns(
-            [*domain_patterns, *obligation_patterns(obligations.get(rec.decision_id, []))]
-            if rec.decision_id is not None
-            else domain_patterns
-        )
-        sensitive = _redacted(
-            {
-                "resource": content["resource"],
-                "inputs": content["inputs"],
-                "outputs": content["outputs"],
-                "rationale": content["rationale"],
-            },
-            patterns,
-            ctx.redaction_key,
-        )
+        if rec.decision_id is None:
+            patterns = domain_only
+        else:
+            found = patterns_of.get(rec.decision_id)
+            if found is None:
+                own = obligation_patterns(obligations.get(rec.decision_id, []))
+                found = patterns_of[rec.decision_id] = _patterns([*domain_patterns, *own])
+            patterns = found
+        sensitive = {
+            "resource": content["resource"],
+            "inputs": content["inputs"],
+            "outputs": content["outputs"],
+            "rationale": content["rationale"],
+        }
+        if patterns:
+            sensitive = _redacted(sensitive, patterns, ctx.redaction_key)
         stored = {
             "id": content["id"],
             "kind": "action",
@@ -229,9 +211,6 @@ async def ingest(
         rows.append(
             {
                 "id": rec.id,
-                "domain": agent.domain,
-                "agent_id": agent.id,
-                "kind": "action",
                 "action": rec.action,
                 "status": rec.status.value,
                 "decision_id": rec.decision_id,
@@ -239,15 +218,13 @@ async def ingest(
                 "timestamp": rec.timestamp,
                 "content_mac": mac,
                 "record": data.decode("utf-8"),
-                "created_at": now,
             }
         )
-    inserted = await repository.insert_records(session, rows)
+    inserted = await repository.insert_batch(
+        session, rows, domain=agent.domain, agent_id=agent.id, kind="action", created_at=now
+    )
     existing = await repository.content_macs(
         session, [r["id"] for r in rows if r["id"] not in inserted]
-    )
-    await repository.add_pending(
-        session, [(r["id"], agent.domain) for r in rows if r["id"] in inserted]
     )
     results = []
     for i, rec in enumerate(batch.records):
@@ -257,8 +234,29 @@ async def ingest(
                 status = "stored"
             else:
                 status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
-        results.append(RecordOutcome.model_validate({"id": rec.id, "status": status}))
+        results.append(RecordOutcome(id=rec.id, status=status))
     return AuditBatchResult(records=results)
+
+
+def _content(rec: AuditRecordIn, prefix: list[str]) -> tuple[dict[str, Any], str]:
+    """The record as submitted (JSON values, lone surrogates replaced) and the text its content
+    MAC is taken over: any deterministic encoding tells retries apart; this one is json's
+    (C-fast), unchanged so that retries of records stored earlier still match."""
+    content = rec.model_dump(mode="json")
+
+    def text(value: dict[str, Any]) -> str:
+        return json.dumps(
+            [*prefix, value], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+
+    fingerprint = text(content)
+    # ensure_ascii writes every character beyond U+FFFF as a surrogate pair and a lone surrogate
+    # as itself, both "\udXXX"; without one, no text holds a surrogate and ``as_unicode`` (a
+    # full copy) would change nothing.
+    if "\\ud" in fingerprint:
+        content = as_unicode(content)
+        fingerprint = text(content)
+    return content, fingerprint
 
 
 async def record_decision(
@@ -346,131 +344,6 @@ async def record_decision(
         ) from None
 
 
-# --- trees --------------------------------------------------------------------------------------
-
-
-class LogTrees:
-    """This process's cache of each log's Merkle tree, extended from the stored leaf hashes.
-
-    Leaves are append-only, so a cached prefix never goes stale; each process extends its own
-    copy from the database when asked for a size it has not seen.
-    """
-
-    def __init__(self) -> None:
-        self._trees: dict[str, MerkleTree] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-    async def get(self, session: AsyncSession, domain: str, size: int | None = None) -> MerkleTree:
-        """The tree of ``domain`` holding at least ``size`` leaves when stored (default: all)."""
-        async with self._locks[domain]:
-            tree = self._trees.setdefault(domain, MerkleTree())
-            if size is not None and tree.size >= size:
-                return tree
-            while True:
-                rows = await repository.leaf_hashes(session, domain, tree.size, 50_000)
-                for seq, value in rows:
-                    if seq != tree.size:  # a gap: the log is damaged; verify reports it
-                        return tree
-                    tree.append(value)
-                if len(rows) < 50_000:
-                    return tree
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-async def get_record(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    record_id: uuid.UUID,
-    trees: LogTrees,
-) -> AuditRecordPublic:
-    who.require(Capability.audit_read)
-    row = await repository.record(session, record_id)
-    row = who.visible(row, what="Audit record")
-    leaf = await repository.leaf_of(session, record_id)
-    if leaf is None:
-        return AuditRecordPublic(
-            record=json.loads(row.record),
-            log=LogPosition(domain=row.domain, index=None, leaf_hash=None, canonical=None),
-        )
-    data = bytes(leaf.canonical)
-    parts = split_leaf(data)
-    record = json.loads(parts[1]) if parts is not None else json.loads(row.record)
-    proof = None
-    checkpoint = await repository.latest_checkpoint(session, row.domain)
-    if checkpoint is not None and leaf.seq < checkpoint.size:
-        tree = await trees.get(session, row.domain, checkpoint.size)
-        if tree.size >= checkpoint.size:
-            hashes = tree.inclusion_proof(leaf.seq, checkpoint.size)
-            proof = RecordProof(
-                size=checkpoint.size, hashes=[b64(h) for h in hashes], checkpoint=checkpoint.note
-            )
-    return AuditRecordPublic(
-        record=record,
-        log=LogPosition(
-            domain=row.domain,
-            index=leaf.seq,
-            leaf_hash=b64(bytes(leaf.leaf_hash)),
-            canonical=b64(data),
-        ),
-        proof=proof,
-    )
-
-
-async def latest_checkpoint_note(session: AsyncSession, who: OperatorPrincipal, domain: str) -> str:
-    who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
-    checkpoint = await repository.latest_checkpoint(session, domain)
-    if checkpoint is None:
-        raise NotFound("This log has no checkpoint yet.")
-    return checkpoint.note
-
-
-def _bad_size(name: str, detail: str) -> ValidationFailed:
-    return ValidationFailed(detail, errors=[FieldError(pointer=f"/query/{name}", detail=detail)])
-
-
-async def inclusion_proof(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    trees: LogTrees,
-    domain: str,
-    index: int,
-    size: int,
-) -> InclusionProof:
-    who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
-    tree = await trees.get(session, domain, size)
-    if size > tree.size:
-        raise _bad_size("size", f"the log has {tree.size} leaves")
-    try:
-        hashes = tree.inclusion_proof(index, size)
-    except ProofError as exc:
-        raise _bad_size("index", str(exc)) from None
-    return InclusionProof(index=index, size=size, hashes=[b64(h) for h in hashes])
-
-
-async def consistency_proof(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    trees: LogTrees,
-    domain: str,
-    first: int,
-    second: int,
-) -> ConsistencyProof:
-    who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
-    tree = await trees.get(session, domain, second)
-    if second > tree.size:
-        raise _bad_size("to", f"the log has {tree.size} leaves")
-    try:
-        hashes = tree.consistency_proof(first, second)
-    except ProofError as exc:
-        raise _bad_size("from", str(exc)) from None
-    return ConsistencyProof(from_=first, to=second, hashes=[b64(h) for h in hashes])
-
-
 # --- redaction lists ----------------------------------------------------------------------------
 
 
@@ -501,72 +374,3 @@ async def put_redaction_list(
     unique = list(dict.fromkeys(fields))
     await repository.put_redaction_list(session, domain, unique)
     return unique
-
-
-async def list_records(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    *,
-    limit: int,
-    **filters: Any,
-) -> list[AuditRecordSummary]:
-    """``limit + 1`` summaries (for has_more) of the records the caller may see."""
-    who.require(Capability.audit_read)
-    rows = await repository.list_records(
-        session, visible=who.visible_domains(), limit=limit, **filters
-    )
-    return [
-        AuditRecordSummary.model_validate(
-            {**row.model_dump(exclude={"record", "content_mac"}), "record": json.loads(row.record)}
-        )
-        for row in rows
-    ]
-
-
-async def list_checkpoints(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    *,
-    domain: str | None,
-    after: uuid.UUID | None,
-    limit: int,
-) -> list[CheckpointPublic]:
-    who.require(Capability.audit_read)
-    rows = await repository.list_checkpoints(
-        session, visible=who.visible_domains(), domain=domain, after=after, limit=limit
-    )
-    return [
-        CheckpointPublic(
-            id=row.id,
-            domain=row.domain,
-            size=row.size,
-            root_hash=b64(bytes(row.root_hash)),
-            note=row.note,
-            created_at=row.created_at,
-        )
-        for row in rows
-    ]
-
-
-async def verifier_keys(
-    session: AsyncSession, who: OperatorPrincipal, ctx: AuditContext, kek: str, domain: str | None
-) -> VerifierKeys:
-    """One note verifier key per (checkpoint key, log): the key name is the log's origin."""
-    who.require(Capability.audit_read)
-    if domain is not None:
-        who.visible(domain, what="Log", domain_of=str)
-        domains = [domain]
-    else:
-        domains = [d for d in await repository.log_domains(session) if who.sees_domain(d)]
-    out = []
-    for key in await load_keys(session, kek):
-        for name in domains:
-            origin = ctx.origin(name)
-            out.append(
-                VerifierKeyPublic(
-                    name=origin,
-                    verifier_key=verifier_key(origin, key.public),
-                    created_at=key.created_at,
-                )
-            )
-    return VerifierKeys(keys=out)

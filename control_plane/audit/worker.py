@@ -6,7 +6,9 @@ leaves at the next sequence numbers. Exactly one sequencer works on a log at a t
 replicas: the work runs in a transaction holding the log's PostgreSQL advisory lock (a replica
 that does not get it skips the log this round); on SQLite, writers are serialised by the
 process's writer lock and ``BEGIN IMMEDIATE``. The primary key (domain, seq) is the backstop:
-a second writer at the same index would fail, never fork the log.
+a second writer at the same index would fail, never fork the log. On PostgreSQL one statement
+makes the leaves in the database (``repository.sequence_pending``: the same bytes and hashes as
+``log.leaf_canonical`` and ``merkle.leaf_hash``), so the records never travel to this process.
 
 The checkpointer signs a checkpoint, under the same lock and from this process's tree cache,
 for a log that has grown: at once when its last checkpoint is older than
@@ -23,13 +25,15 @@ import time
 from typing import Any
 
 import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
 from control_plane.audit.keys import CheckpointKey, ensure_key
 from control_plane.audit.log import leaf_canonical
 from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import Checkpoint, sign_note
-from control_plane.audit.service import AuditContext, LogTrees
+from control_plane.audit.service import AuditContext
+from control_plane.audit.trees import LogTrees
 from control_plane.kit.db import SessionMaker
 from control_plane.kit.time import utcnow
 from control_plane.models import AuditCheckpoint
@@ -127,25 +131,26 @@ class AuditWorker:
                 if not await repository.try_log_lock(session, domain):
                     return total
                 start = await repository.log_size(session, domain)
-                batch = await repository.pending_batch(session, domain, BATCH)
-                leaves = []
-                for offset, (_pid, record_id, record) in enumerate(batch):
-                    data = leaf_canonical(start + offset, record.encode("utf-8"))
-                    leaves.append(
-                        {
-                            "domain": domain,
-                            "seq": start + offset,
-                            "record_id": record_id,
-                            "canonical": data,
-                            "leaf_hash": leaf_hash(data),
-                        }
+                if repository.sequences_in_database(session):
+                    count = await repository.sequence_pending(
+                        session, domain, start, BATCH, utcnow()
                     )
-                await repository.add_leaves(session, leaves)
-                await repository.delete_pending(session, [p for p, _, _ in batch])
+                else:
+                    count = await self._append(session, domain, start)
                 await session.commit()
-            total += len(batch)
-            if len(batch) < BATCH:
+            total += count
+            if count < BATCH:
                 return total
+
+    async def _append(self, session: AsyncSession, domain: str, start: int) -> int:
+        """Make the leaves of the oldest queued records here (SQLite) and append them."""
+        batch = await repository.pending_batch(session, domain, BATCH)
+        leaves = []
+        for offset, (_pid, record_id, record) in enumerate(batch):
+            data = leaf_canonical(start + offset, record.encode("utf-8"))
+            leaves.append((start + offset, record_id, data, leaf_hash(data)))
+        await repository.append_leaves(session, domain, leaves, [p for p, _, _ in batch], utcnow())
+        return len(batch)
 
     async def _signing_key(self) -> CheckpointKey:
         if self._key is None:
