@@ -20,7 +20,7 @@ from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
 from control_plane.federation.service import BundleCache
-from control_plane.federation.service import prepare as prepare_federation
+from control_plane.federation.service import start as start_federation
 from control_plane.kit import dberrors
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bundle_cache=BundleCache(),
         )
         app.state.context = state
-        await prepare_federation(state)
+        await start_federation(state)
         state.pruner.start()
         state.audit_worker.start()
         # The cycle collector, tuned for requests that hold many objects at once (an audit batch

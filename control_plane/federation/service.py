@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
@@ -194,6 +195,15 @@ async def prepare(state: AppState) -> None:
     async with state.database.writing() as session:
         state.bundle_cache.key = await ensure_key(session, state.kek)
         await session.commit()
+
+
+async def start(state: AppState) -> None:
+    """``prepare`` at start-up, where a database that is not ready yet (unreachable, not
+    migrated) is not fatal: /readyz reports it and the key loads on the first bundle request."""
+    try:
+        await prepare(state)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("bundle_signing_key_not_loaded", error_type=type(exc).__name__)
 
 
 async def _signing_key(state: AppState) -> BundleKey:
