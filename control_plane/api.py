@@ -3,7 +3,7 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, audit, OAuth2. A new domain adds its router here.
+decisions, audit, OAuth2, metrics. A new domain adds its router here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from control_plane.decisions.endpoints import router as decisions
 from control_plane.domains.endpoints import router as domains
 from control_plane.health.endpoints import router as health
 from control_plane.oauth2.endpoints import router as oauth2
+from control_plane.observability.endpoints import router as metrics
 from control_plane.operators.endpoints import router as operators
 from control_plane.policy.endpoints import router as policies
 
@@ -32,6 +33,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     decisions,
     audit,
     oauth2,
+    metrics,
 )
 
 

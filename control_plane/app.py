@@ -4,11 +4,14 @@ background tasks) and stops it again. Nothing heavy happens at import time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
 from control_plane import __version__
 from control_plane.api import build_api
@@ -31,6 +34,8 @@ from control_plane.kit.redaction import redaction_key
 from control_plane.migrate import head_revision
 from control_plane.oauth2.agent_auth import AgentAuthenticator
 from control_plane.oauth2.pruning import Pruner
+from control_plane.observability import metrics, tracing
+from control_plane.observability.middleware import MetricsPortMiddleware, ObservabilityMiddleware
 from control_plane.policy.engines import InputLimits, build_engine
 from control_plane.policy.runtime import PolicyRuntime
 from control_plane.state import AppState
@@ -41,12 +46,21 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The application. ``tracer_provider``: where its spans go (default: one exporting over
+    OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, see ``observability.tracing``)."""
     settings = settings or get_settings()
+    provider = tracer_provider or tracing.build_provider()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.open(settings)
+        tracing.instrument_engine(database.engine, provider)
         keystore = KeyStore(database.sessionmaker, settings, database.read_sessionmaker)
         await keystore.start()
         limits = InputLimits()
@@ -92,9 +106,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await state.audit_worker.stop()
+            await _flush_audit(state)
             await state.pruner.aclose()
             await state.policy_runtime.aclose()
             await database.aclose()
+            if tracer_provider is None:
+                provider.shutdown()  # flushes the batch exporter
+            metrics.process_exited()
 
     app = FastAPI(
         title="agent-control-plane",
@@ -113,9 +131,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
+    app.add_middleware(MetricsPortMiddleware, port=settings.metrics_port)
+    # Inside the request id (its log line carries it), outside the rest (it sees their answers).
+    app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    tracing.instrument_app(app, provider)
     _finalize_openapi(app)
     return app
+
+
+async def _flush_audit(state: AppState) -> None:
+    """On shutdown, sequence what is still queued and sign a checkpoint of every log that grew,
+    so a stopped replica leaves no work for the others' next round. Bounded: after the grace
+    period the records wait durably for another replica (or this one's next start)."""
+    try:
+        await asyncio.wait_for(
+            state.audit_worker.run_once(checkpoint=True),
+            timeout=state.settings.shutdown_grace_seconds,
+        )
+    except Exception as exc:
+        log.warning("audit_flush_on_shutdown_failed", error_type=type(exc).__name__)
 
 
 def _finalize_openapi(app: FastAPI) -> None:

@@ -140,6 +140,29 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(
         default=24, gt=0, description="How long an Idempotency-Key is remembered."
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="A second port, on the same host, that answers GET /metrics without "
+        "authentication (and nothing else). Unset: /metrics only on the API port, with an "
+        "operator token (metrics:read).",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long /readyz answers 503 while requests are still served, "
+        "so load balancers stop routing here before the listener closes (Kubernetes: a few "
+        "seconds).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="After the listener closes, how long in-flight requests may take to finish "
+        "before they are cancelled; the audit sequencer and checkpointer flush after that.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -45,6 +45,7 @@ class Capability(StrEnum):
     decisions_read = "decisions:read"
     audit_read = "audit:read"
     audit_manage = "audit:manage"
+    metrics_read = "metrics:read"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
@@ -64,6 +65,7 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.policy_read,
             Capability.decisions_read,
             Capability.audit_read,
+            Capability.metrics_read,
         }
     ),
     # Approvers act on approvals only (a later piece); least privilege elsewhere.

@@ -32,6 +32,7 @@ from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.time import utcnow
 from control_plane.models import Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
+from control_plane.observability import metrics, tracing
 from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
@@ -121,6 +122,7 @@ async def decide(
         engine=result.engine,
         failure=result.failure,
         latency_ms=(time.perf_counter() - started) * 1000,
+        trace_id=tracing.current_trace_id(),
     )
     await repository.add(session, decision)
     # In the same transaction: no decision is answered without its audit record.
@@ -132,6 +134,7 @@ async def decide(
         decision=decision,
         resource=input_doc["resource"],
     )
+    metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,
