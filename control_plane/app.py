@@ -20,7 +20,7 @@ from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
-from control_plane.kit import dberrors
+from control_plane.kit import dberrors, lifecycle
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.http_methods import MethodMiddleware
@@ -100,6 +100,7 @@ def create_app(
             ),
         )
         app.state.context = state
+        lifecycle.install_sigterm_drain(settings.shutdown_drain_seconds)
         state.pruner.start()
         state.audit_worker.start()
         try:
@@ -131,13 +132,24 @@ def create_app(
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
-    app.add_middleware(MetricsPortMiddleware, port=settings.metrics_port)
     # Inside the request id (its log line carries it), outside the rest (it sees their answers).
     app.add_middleware(ObservabilityMiddleware)
+    # Scrapes on the metrics port are neither counted nor logged, like those on the API port.
+    app.add_middleware(MetricsPortMiddleware, port=settings.metrics_port)
     app.add_middleware(RequestIdMiddleware)
     tracing.instrument_app(app, provider)
     _finalize_openapi(app)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app a worker process of ``agentctl serve --workers N`` builds (a uvicorn factory):
+    settings from the environment, logging configured as in the parent."""
+    from control_plane.kit.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app(settings)
 
 
 async def _flush_audit(state: AppState) -> None:

@@ -49,7 +49,8 @@ async def test_traceparent_reaches_decision_audit_record_and_db_spans(
         s.parent is not None and s.parent.span_id == request_span.context.span_id for s in db
     )
     statements = " ".join(s.name for s in db)
-    assert "INSERT" in statements and "SELECT" in statements
+    assert "INSERT" in statements
+    assert "SELECT" in statements
 
     records = (await client.get("/v1/decisions", headers=admin)).json()["data"]
     assert [d["trace_id"] for d in records if d["id"] == decision_id] == [trace_id]
@@ -68,4 +69,6 @@ async def test_without_traceparent_a_new_trace_is_stored(
     r = await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
     records = (await client.get("/v1/decisions", headers=admin)).json()["data"]
     (stored,) = [d["trace_id"] for d in records if d["id"] == r.json()["decision_id"]]
-    assert stored is not None and len(stored) == 32 and int(stored, 16) != 0
+    assert stored is not None
+    assert len(stored) == 32
+    assert int(stored, 16) != 0
