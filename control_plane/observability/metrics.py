@@ -86,8 +86,9 @@ AUDIT_CHECKPOINTS = Counter(
 )
 BUNDLE_BUILDS = Counter(
     "agentctl_policy_bundle_builds",
-    "Policy bundle archives built (served to OPA or an SDK), by kind.",
-    ["kind"],
+    "Policy builds (the wasm module OPA compiles for a new revision; bundle archives), by kind "
+    "and outcome (ok, failed).",
+    ["kind", "outcome"],
 )
 DB_POOL_IN_USE = Gauge(
     "agentctl_db_pool_connections_in_use",
@@ -130,8 +131,8 @@ def observe_audit_ingested(count: int, source: str) -> None:
         AUDIT_INGESTED.labels(source).inc(count)
 
 
-def observe_bundle_build(kind: str) -> None:
-    BUNDLE_BUILDS.labels(kind).inc()
+def observe_bundle_build(kind: str, *, ok: bool) -> None:
+    BUNDLE_BUILDS.labels(kind, "ok" if ok else "failed").inc()
 
 
 def observe_pool(in_use: int, size: int) -> None:
