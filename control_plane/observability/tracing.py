@@ -31,6 +31,12 @@ _EXCLUDED_URLS = "/healthz,/readyz,/metrics"
 _ENDPOINT_ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
+def enabled() -> bool:
+    """False when ``OTEL_SDK_DISABLED=true`` (OpenTelemetry's own switch): no spans are made
+    and no trace id is stored."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+
+
 def exporting() -> bool:
     """Whether spans leave the process (an OTLP endpoint is configured)."""
     return any(os.environ.get(name) for name in _ENDPOINT_ENV)
@@ -55,6 +61,8 @@ def build_provider() -> TracerProvider:
 
 def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
     """A server span per request (not for probes and scrapes), honouring ``traceparent``."""
+    if not enabled():
+        return
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,
@@ -66,6 +74,8 @@ def instrument_app(app: FastAPI, provider: TracerProvider) -> None:
 
 def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
     """A client span per SQL statement run on ``engine`` (no statement parameters recorded)."""
+    if not enabled():
+        return
     usage = (
         NoOpMeterProvider()
         .get_meter(__name__)
