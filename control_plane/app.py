@@ -148,7 +148,7 @@ def serve_app() -> FastAPI:
     from control_plane.kit.logging import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     return create_app(settings)
 
 

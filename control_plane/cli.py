@@ -57,7 +57,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from control_plane.kit.logging import configure_logging
     from control_plane.serving import serve
 
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     _prepare(settings)
     if settings.issuer is None:
         settings = settings.model_copy(update={"issuer": f"http://{args.host}:{args.port}"})

@@ -123,7 +123,10 @@ class Settings(BaseSettings):
         "project's policies/).",
     )
     log_level: str = "INFO"
-    log_json: bool = Field(default=False, description="JSON log lines (use in production).")
+    log_json: bool | None = Field(
+        default=None,
+        description="JSON log lines; unset: JSON in production, key=value lines otherwise.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     audit_checkpoint_seconds: float = Field(
         default=10.0,
@@ -212,6 +215,12 @@ class Settings(BaseSettings):
     @property
     def resolved_policy_dir(self) -> Path:
         return self.default_policy_dir or Path(__file__).resolve().parent.parent / "policies"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        return self.environment is Environment.production
 
     @property
     def is_sqlite(self) -> bool:

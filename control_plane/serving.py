@@ -48,6 +48,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": settings.forwarded_allow_ips or None,
         "server_header": False,
+        # The app logs one line per request itself; uvicorn's plain-text access line would be a
+        # second, non-JSON one.
+        "access_log": not settings.json_logs,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
     }
     metrics_dir: str | None = None
