@@ -154,12 +154,13 @@ def serve_app() -> FastAPI:
 
 async def _flush_audit(state: AppState) -> None:
     """On shutdown, sequence what is still queued and sign a checkpoint of every log that grew,
-    so a stopped replica leaves no work for the others' next round. Bounded: after the grace
-    period the records wait durably for another replica (or this one's next start)."""
+    so a stopped replica leaves no work for the others' next round. Bounded (5 s at most, so an
+    unreachable database does not hold the exit): what is left waits durably for another
+    replica, or this one's next start."""
     try:
         await asyncio.wait_for(
             state.audit_worker.run_once(checkpoint=True),
-            timeout=state.settings.shutdown_grace_seconds,
+            timeout=min(5.0, state.settings.shutdown_grace_seconds),
         )
     except Exception as exc:
         log.warning("audit_flush_on_shutdown_failed", error_type=type(exc).__name__)
