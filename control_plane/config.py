@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     default_policy_dir: Path | None = Field(
         default=None,
         description="Policy loaded as the `default` bundle on the first start (default: the "
-        "project's policies/).",
+        "shipped policy, the project's policies/).",
     )
     log_level: str = "INFO"
     log_json: bool | None = Field(
@@ -211,10 +211,6 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'agentctl.db').resolve()}"
-
-    @property
-    def resolved_policy_dir(self) -> Path:
-        return self.default_policy_dir or Path(__file__).resolve().parent.parent / "policies"
 
     @property
     def json_logs(self) -> bool:

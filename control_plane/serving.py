@@ -20,11 +20,14 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.config import Settings
 from control_plane.crypto import resolve_kek
 from control_plane.observability.metrics import MULTIPROC_ENV
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -36,8 +39,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
-    """Serve until SIGTERM or SIGINT (see the module docstring)."""
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int, app: FastAPI | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT (see the module docstring). ``app``: the one worker's app,
+    built by the caller (with ``workers > 1`` each worker builds its own)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -73,9 +79,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
             **common,
         )
     else:
-        from control_plane.app import create_app
+        if app is None:
+            from control_plane.app import create_app
 
-        config = uvicorn.Config(create_app(settings), **common)
+            app = create_app(settings)
+        config = uvicorn.Config(app, **common)
     sockets = [config.bind_socket()]
     if settings.metrics_port is not None:
         sockets.append(_bind(host, settings.metrics_port))
