@@ -24,6 +24,7 @@ from control_plane.kit.router import Router
 from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import Agent, AgentVersion
+from control_plane.state import State
 
 router = Router(tag="agents", prefix="/v1/agents", errors=(401, 403, 404, 422))
 
@@ -197,10 +198,17 @@ async def get_version(
 
 def _version_action(action: str, summary: str) -> None:
     async def endpoint(
-        agent_id: uuid.UUID, version_id: uuid.UUID, who: CurrentOperator, session: Session
+        agent_id: uuid.UUID,
+        version_id: uuid.UUID,
+        who: CurrentOperator,
+        session: Session,
+        state: State,
     ) -> VersionPublic:
+        separation = state.settings.version_approval_separation
         return _version(
-            await service.transition_version(session, who, agent_id, version_id, action)
+            await service.transition_version(
+                session, who, agent_id, version_id, action, approval_separation=separation
+            )
         )
 
     endpoint.__doc__ = summary

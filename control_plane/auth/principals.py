@@ -46,6 +46,7 @@ class Capability(StrEnum):
     audit_read = "audit:read"
     audit_manage = "audit:manage"
     metrics_read = "metrics:read"
+    versions_approve = "versions:approve"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
@@ -57,6 +58,7 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.decisions_read,
             Capability.audit_read,
             Capability.audit_manage,
+            Capability.versions_approve,
         }
     ),
     Role.auditor: frozenset(
@@ -68,8 +70,9 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.metrics_read,
         }
     ),
-    # Approvers act on approvals only (a later piece); least privilege elsewhere.
-    Role.approver: frozenset(),
+    # Approvers approve agent versions in their domains (and read the versions they approve);
+    # least privilege elsewhere.
+    Role.approver: frozenset({Capability.versions_approve}),
 }
 
 _GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})
@@ -91,8 +94,12 @@ class OperatorPrincipal:
     def is_global(self) -> bool:
         return self.role in _GLOBAL_ROLES
 
-    def require(self, capability: Capability) -> None:
-        if capability not in _ROLE_CAPABILITIES[self.role]:
+    def can(self, capability: Capability) -> bool:
+        return capability in _ROLE_CAPABILITIES[self.role]
+
+    def require(self, capability: Capability, *alternatives: Capability) -> None:
+        """``Forbidden`` unless the role grants ``capability`` or one of ``alternatives``."""
+        if not any(self.can(c) for c in (capability, *alternatives)):
             raise Forbidden(f"The role {self.role} does not allow {capability}.")
 
     def sees_domain(self, domain: str) -> bool:

@@ -46,7 +46,8 @@ COLUMNS: list[Column] = [
 def create(
     role: Annotated[Role, typer.Option(help="The operator's role.")],
     domain: Annotated[
-        list[str] | None, typer.Option(help="A domain of a domain_admin (repeatable).")
+        list[str] | None,
+        typer.Option(help="A domain of a domain_admin or an approver (repeatable)."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="A label (default: the role).")] = None,
 ) -> None:

@@ -14,15 +14,17 @@ class OperatorCreate(RequestModel):
     name: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
     role: Role
     domains: Annotated[list[Name], Field(max_length=100)] = Field(
-        default_factory=list, description="Domains a domain_admin manages; empty for other roles."
+        default_factory=list,
+        description="Domains a domain_admin manages, or an approver approves versions in (an "
+        "approver without domains approves nothing); empty for the global roles.",
     )
 
     @model_validator(mode="after")
     def _scope_matches_role(self) -> OperatorCreate:
         if self.role is Role.domain_admin and not self.domains:
             raise ValueError("a domain_admin needs at least one domain")
-        if self.role is not Role.domain_admin and self.domains:
-            raise ValueError("only a domain_admin is scoped to domains")
+        if self.role not in (Role.domain_admin, Role.approver) and self.domains:
+            raise ValueError("only a domain_admin or an approver is scoped to domains")
         return self
 
 
