@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import audit, credentials, decisions, federation, sdk, sdk_local
+from bench import audit, credentials, decisions, federation, sdk, sdk_local, workers
 
 
 def main() -> None:
@@ -22,6 +22,9 @@ def main() -> None:
     print()
     print("== decisions over HTTP")
     decisions.main()
+    print()
+    print("== decisions by worker count on PostgreSQL")
+    workers.main()
     print()
     print("== the Python SDK")
     sdk.main()

@@ -3,7 +3,7 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, audit, federation, OAuth2. A new domain adds its router here.
+decisions, audit, federation, OAuth2, metrics. A new domain adds its router here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from control_plane.federation.endpoints import bundle_router as federation_bundl
 from control_plane.federation.endpoints import router as federation
 from control_plane.health.endpoints import router as health
 from control_plane.oauth2.endpoints import router as oauth2
+from control_plane.observability.endpoints import router as metrics
 from control_plane.operators.endpoints import router as operators
 from control_plane.policy.endpoints import router as policies
 
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     federation,
     federation_bundles,
     oauth2,
+    metrics,
 )
 
 

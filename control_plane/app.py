@@ -4,12 +4,15 @@ background tasks) and stops it again. Nothing heavy happens at import time."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
 from control_plane import __version__
 from control_plane.api import build_api
@@ -21,7 +24,7 @@ from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
 from control_plane.federation.service import BundleCache
 from control_plane.federation.service import start as start_federation
-from control_plane.kit import dberrors
+from control_plane.kit import dberrors, lifecycle
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.http_methods import MethodMiddleware
@@ -35,6 +38,8 @@ from control_plane.kit.redaction import redaction_key
 from control_plane.migrate import head_revision
 from control_plane.oauth2.agent_auth import AgentAuthenticator
 from control_plane.oauth2.pruning import Pruner
+from control_plane.observability import metrics, tracing
+from control_plane.observability.middleware import MetricsPortMiddleware, ObservabilityMiddleware
 from control_plane.policy.engines import InputLimits, build_engine
 from control_plane.policy.runtime import PolicyRuntime
 from control_plane.state import AppState
@@ -45,12 +50,21 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The application. ``tracer_provider``: where its spans go (default: one exporting over
+    OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, see ``observability.tracing``)."""
     settings = settings or get_settings()
+    provider = tracer_provider or tracing.build_provider()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.open(settings)
+        tracing.instrument_engine(database.engine, provider)
         keystore = KeyStore(database.sessionmaker, settings, database.read_sessionmaker)
         await keystore.start()
         limits = InputLimits()
@@ -96,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.context = state
         await start_federation(state)
+        lifecycle.install_sigterm_drain(settings.shutdown_drain_seconds)
         state.pruner.start()
         state.audit_worker.start()
         # The cycle collector, tuned for requests that hold many objects at once (an audit batch
@@ -113,9 +128,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             await state.audit_worker.stop()
+            await _flush_audit(state)
             await state.pruner.aclose()
             await state.policy_runtime.aclose()
             await database.aclose()
+            if tracer_provider is None:
+                provider.shutdown()  # flushes the batch exporter
+            metrics.process_exited()
 
     app = FastAPI(
         title="agent-control-plane",
@@ -134,9 +153,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)
+    # Inside the request id (its log line carries it), outside the rest (it sees their answers).
+    app.add_middleware(ObservabilityMiddleware)
+    # Scrapes on the metrics port are neither counted nor logged, like those on the API port.
+    app.add_middleware(MetricsPortMiddleware, port=settings.metrics_port)
     app.add_middleware(RequestIdMiddleware)
+    tracing.instrument_app(app, provider)
     _finalize_openapi(app)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app a worker process of ``agentctl serve --workers N`` builds (a uvicorn factory):
+    settings from the environment, logging configured as in the parent."""
+    from control_plane.kit.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
+    return create_app(settings)
+
+
+async def _flush_audit(state: AppState) -> None:
+    """On shutdown, sequence what is still queued and sign a checkpoint of every log that grew,
+    so a stopped replica leaves no work for the others' next round. Bounded (5 s at most, so an
+    unreachable database does not hold the exit): what is left waits durably for another
+    replica, or this one's next start."""
+    try:
+        await asyncio.wait_for(
+            state.audit_worker.run_once(checkpoint=True),
+            timeout=min(5.0, state.settings.shutdown_grace_seconds),
+        )
+    except Exception as exc:
+        log.warning("audit_flush_on_shutdown_failed", error_type=type(exc).__name__)
 
 
 def _finalize_openapi(app: FastAPI) -> None:

@@ -130,7 +130,10 @@ class Settings(BaseSettings):
         "shipped policy, the project's policies/).",
     )
     log_level: str = "INFO"
-    log_json: bool = Field(default=False, description="JSON log lines (use in production).")
+    log_json: bool | None = Field(
+        default=None,
+        description="JSON log lines; unset: JSON in production, key=value lines otherwise.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     audit_checkpoint_seconds: float = Field(
         default=10.0,
@@ -146,6 +149,29 @@ class Settings(BaseSettings):
     )
     idempotency_retention_hours: float = Field(
         default=24, gt=0, description="How long an Idempotency-Key is remembered."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="A second port, on the same host, that answers GET /metrics without "
+        "authentication (and nothing else). Unset: /metrics only on the API port, with an "
+        "operator token (metrics:read).",
+    )
+    shutdown_drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long /readyz answers 503 while requests are still served, "
+        "so load balancers stop routing here before the listener closes (Kubernetes: a few "
+        "seconds).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="After the listener closes, how long in-flight requests may take to finish "
+        "before they are cancelled; the audit sequencer and checkpointer flush after that.",
     )
     idempotency_max_keys: int = Field(
         default=10_000,
@@ -232,6 +258,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'agentctl.db').resolve()}"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        return self.environment is Environment.production
 
     @property
     def is_sqlite(self) -> bool:

@@ -56,6 +56,7 @@ from control_plane.kit.redaction import (
 from control_plane.kit.time import utcnow
 from control_plane.models import AuditPending, AuditRecordRow
 from control_plane.oauth2.agent_auth import AgentPrincipal
+from control_plane.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -235,6 +236,7 @@ async def ingest(
             else:
                 status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
         results.append(RecordOutcome(id=rec.id, status=status))
+    metrics.observe_audit_ingested(len(inserted), "ingest")
     return AuditBatchResult(records=results)
 
 

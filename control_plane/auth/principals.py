@@ -45,6 +45,7 @@ class Capability(StrEnum):
     decisions_read = "decisions:read"
     audit_read = "audit:read"
     audit_manage = "audit:manage"
+    metrics_read = "metrics:read"
     versions_approve = "versions:approve"
 
 
@@ -66,6 +67,7 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.policy_read,
             Capability.decisions_read,
             Capability.audit_read,
+            Capability.metrics_read,
         }
     ),
     # Approvers approve agent versions in their domains (and read the versions they approve);

@@ -78,15 +78,22 @@ def serve(
     ssl_keyfile: Annotated[
         Path | None, typer.Option(help="The certificate's private key (PEM).")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes sharing the port (uvicorn workers); metrics are merged.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API (applies the database migrations first)."""
-    import uvicorn
-
     from control_plane.app import create_app
     from control_plane.kit.logging import configure_logging
+    from control_plane.serving import serve as run
 
     settings = load_settings()
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     tls = ssl_certfile is not None and ssl_keyfile is not None
     if settings.issuer is None:
         scheme = "https" if tls else "http"
@@ -94,7 +101,8 @@ def serve(
     with startup(settings):
         prepare(settings, migrate=migrate)
         token = asyncio.run(_bootstrap(settings))
-        app = create_app(settings)
+        # With several workers each builds its own app (control_plane.app:serve_app).
+        app = create_app(settings) if workers == 1 else None
     if token is not None:
         # Printed once, on the first start only; the database keeps just its hash.
         print(
@@ -103,17 +111,15 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
-        app,
+    # TLS in process: stock OPA fetches OAuth2 tokens over https only.
+    run(
+        settings,
         host=host,
         port=port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        server_header=False,
-        # TLS in process: stock OPA fetches OAuth2 tokens over https only.
-        ssl_certfile=str(ssl_certfile) if tls else None,
-        ssl_keyfile=str(ssl_keyfile) if tls else None,
+        workers=workers,
+        app=app,
+        ssl_certfile=ssl_certfile if tls else None,
+        ssl_keyfile=ssl_keyfile if tls else None,
     )
 
 

@@ -66,6 +66,9 @@ class DecisionRecord(ResponseModel):
     engine: str
     failure: str | None
     latency_ms: float
+    trace_id: str | None = Field(
+        default=None, description="W3C trace id of the request that asked (32 hex digits)."
+    )
     created_at: datetime
 
 

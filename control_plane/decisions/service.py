@@ -32,6 +32,7 @@ from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
+from control_plane.observability import metrics, tracing
 from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
 from control_plane.policy.runtime import PolicyRuntime
 
@@ -121,6 +122,7 @@ async def decide(
         audit_context=audit_context,
         latency_ms=(time.perf_counter() - started) * 1000,
     )
+    metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,
@@ -173,6 +175,7 @@ async def record_decision(
         engine=result.engine,
         failure=result.failure,
         latency_ms=latency_ms,
+        trace_id=tracing.current_trace_id(),
         enforcement_point_id=enforcement_point_id,
     )
     if decision_id is not None:

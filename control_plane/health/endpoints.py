@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from control_plane import __version__
-from control_plane.kit import dberrors
+from control_plane.kit import dberrors, lifecycle
 from control_plane.kit.errors import ServiceUnavailable, error_responses
 from control_plane.kit.router import Router
 from control_plane.migrate import current_revision
@@ -32,6 +32,8 @@ async def live() -> Health:
 @router.get("/readyz", responses=error_responses(503))
 async def ready(request: Request, state: State) -> Health:
     """The database is reachable, its migrations are current and the policy engine is loaded."""
+    if lifecycle.draining():
+        raise ServiceUnavailable("The process is shutting down.")
     engine = state.database.engine
     try:
         current = await current_revision(engine)

@@ -72,6 +72,9 @@ class Problem(BaseModel):
     instance: str | None = None
     code: ErrorCode
     errors: list[FieldError] | None = None
+    request_id: str | None = Field(
+        default=None, description="The request's X-Request-ID, as in the response header."
+    )
 
 
 class ProblemError(Exception):
@@ -243,6 +246,8 @@ def problem_body(
         instance=instance,
         code=code,
         errors=list(errors) if errors else None,
+        # Bound by RequestIdMiddleware for the request being answered.
+        request_id=structlog.contextvars.get_contextvars().get("request_id"),
     )
     content = body.model_dump(mode="json", exclude_none=True)
     for name, value in (extensions or {}).items():

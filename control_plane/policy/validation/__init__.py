@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from control_plane.observability import metrics
 from control_plane.policy.engines.base import DEFAULT_ENTRYPOINT
 from control_plane.policy.validation import opa
 from control_plane.policy.validation.opa import (
@@ -103,6 +104,7 @@ def validate_and_compile(
         if decision_package not in packages:
             return [], None
         wasm, issues = opa.build_wasm(binary, runtime_dir, entrypoint, timeout)
+        metrics.observe_bundle_build("wasm", ok=wasm is not None and not issues)
         return _sorted(issues), wasm
 
 
