@@ -4,8 +4,8 @@ For any decision input, the agent's claims (``resource.*`` and ``context.*`` bey
 that name the request, ``data.authz.trust.request_fields``, and the amount attribute the action
 declares) may only make the decision stricter: with any claims added or changed, the effect is
 never more permissive than with none of them, and the redaction the declared classification
-demands is never lifted. Evaluated by the embedded engine (regopy) and by a real OPA server,
-which must also agree with each other.
+demands is never lifted. Evaluated by the wasm engine (the module OPA compiled) and by a real OPA
+server, which must also agree with each other.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_plane.policy.engines.base import EngineResult, LoadedBundle
-from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
+from control_plane.policy.engines.wasm import WasmEngine
 from tests.policy.helpers import POLICIES, OpaServer
 from tests.policy.test_parity import GRANTED, OTHER_ACTIONS, timestamps
 
@@ -148,7 +148,7 @@ def test_claims_only_make_decisions_stricter(
 ) -> None:
     seen: dict[str, int] = {"stricter": 0, "base_allow": 0}
     with asyncio.Runner() as runner:
-        embedded = EmbeddedEngine(timeout=10, threads=2)
+        embedded = WasmEngine(timeout=10, threads=2)
         opa = OpaEngine(opa_server.url, timeout=10)
         runner.run(embedded.load(shipped_bundle))
         runner.run(opa.load(shipped_bundle))
@@ -235,7 +235,7 @@ def test_the_reported_faults_in_both_engines(
         else:
             doc["resource"][key] = value
     with asyncio.Runner() as runner:
-        for engine in (EmbeddedEngine(timeout=10), OpaEngine(opa_server.url, timeout=10)):
+        for engine in (WasmEngine(timeout=10), OpaEngine(opa_server.url, timeout=10)):
             runner.run(engine.load(shipped_bundle))
             try:
                 got = runner.run(engine.evaluate(doc))

@@ -1,8 +1,8 @@
 """The policy engine contract and the fail-closed layer every engine goes through.
 
 A `PolicyEngine` evaluates the decision document of a loaded bundle for one input. Two real
-implementations exist (`embedded` on regopy, `opa` on an OPA server); both derive from
-`GuardedEngine`, which owns everything that must behave the same whatever evaluates:
+implementations exist (`wasm`, the module OPA compiled, in process; `opa`, an OPA server); both
+derive from `GuardedEngine`, which owns everything that must behave the same whatever evaluates:
 
 - the input is encoded once (`inputs.encode_input`), with size limits, so both engines see the
   same bytes;
