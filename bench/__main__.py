@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import audit, credentials, decisions, sdk
+from bench import audit, credentials, decisions, decisions_openloop, sdk
 
 
 def main() -> None:
@@ -22,6 +22,9 @@ def main() -> None:
     print()
     print("== decisions over HTTP")
     decisions.main()
+    print()
+    print("== the decision hot path against bare OPA, open loop (vegeta)")
+    decisions_openloop.main([])
     print()
     print("== the Python SDK")
     sdk.main()

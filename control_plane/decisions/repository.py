@@ -145,23 +145,38 @@ async def list_page(
     return (await session.exec(stmt)).all()
 
 
+def _vouched_state_statement() -> Any:
+    active = aliased(AgentVersion)
+    revision = (
+        sa_select(col(PolicyBundle.active_revision))
+        .where(col(PolicyBundle.name) == bindparam("bundle"))
+        .scalar_subquery()
+    )
+    return (
+        sa_select(Agent, active, Credential, revision)
+        .select_from(Agent)
+        .outerjoin(
+            active, and_(col(active.agent_id) == col(Agent.id), col(active.state) == "active")
+        )
+        .outerjoin(Credential, col(Credential.id) == bindparam("client_id"))
+        .where(col(Agent.id) == bindparam("agent_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+_VOUCHED_STATE = _vouched_state_statement()
+
+
 async def vouched_state(
     session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, bundle: str
 ) -> tuple[Agent | None, AgentVersion | None, Credential | None, int | None]:
     """The rows a decision was decided on: agent, its active version, the credential, and the
-    bundle's active revision number."""
-    agent = await session.get(Agent, agent_id, populate_existing=True)
-    version = (
-        await session.exec(
-            select(AgentVersion).where(
-                AgentVersion.agent_id == agent_id, AgentVersion.state == "active"
-            )
-        )
-    ).first()
-    credential = await session.get(Credential, client_id, populate_existing=True)
-    revision = (
-        await session.exec(select(PolicyBundle.active_revision).where(PolicyBundle.name == bundle))
-    ).first()
+    bundle's active revision number (one statement; the rows read fresh)."""
+    params = {"agent_id": agent_id, "client_id": client_id, "bundle": bundle}
+    row = (await session.exec(_VOUCHED_STATE, params=params)).first()
+    if row is None:
+        return None, None, None, None
+    agent, version, credential, revision = row
     return agent, version, credential, revision
 
 
