@@ -140,7 +140,7 @@ def _targets(
     ]  # fmt: skip
 
 
-def _highest(attack: Attack, seconds: float, start: float = 50.0) -> float:
+def _highest(attack: Attack, seconds: float, start: float = 10.0) -> float:
     """The highest rate sustained (see `Result.sustained`): doubling, then 4 bisection steps."""
     low, high, rate = 0.0, None, start
     while high is None and rate <= 6400:
@@ -304,7 +304,7 @@ def open_loop(
                         for r in rates:
                             print(_fmt("bare OPA /v1/data", results["bare OPA /v1/data"][r], None))
                         if search:
-                            highest["bare OPA /v1/data"] = _highest(bare, seconds, 200)
+                            highest["bare OPA /v1/data"] = _highest(bare, seconds, 100)
                     results[name] = {}
                     for r in rates:
                         results[name][r] = attack.run(r, seconds)
