@@ -110,7 +110,7 @@ async def decide(
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
         raise ValidationFailed(
-            f"The decision input is too large or too deep: {exc}.",
+            f"The decision input cannot be evaluated: {exc}.",
             errors=[FieldError(pointer="/body", detail=str(exc))],
         ) from None
     result = await runtime.decide_at(session, state.revision, input_doc, encoded=encoded)

@@ -111,3 +111,18 @@ async def test_revocation_while_waiting_reruns_the_decision(
         assert r.json()["effect"] == "deny"
         records = (await client.get("/v1/decisions", headers=admin)).json()["data"]
         assert [d["version"] for d in records] == [None]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+async def test_a_number_that_is_not_finite_is_a_422(
+    client: httpx.AsyncClient, admin: dict[str, str], number: str
+) -> None:
+    me = await decider(client, admin)
+    body = '{"action": "payments.refund", "resource": {"type": "order", "id": "o-1", '
+    body += f'"amount": {number}}}}}'
+    headers = {**me["headers"], "Content-Type": "application/json"}
+    r = await client.post("/v1/decisions", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "numbers must be finite" in r.json()["detail"], r.text
+    assert await _decisions(client, admin) == 0
