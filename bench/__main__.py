@@ -6,7 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import audit, credentials, decisions, federation, sdk, sdk_local, workers
+from bench import (
+    audit,
+    credentials,
+    decisions,
+    decisions_openloop,
+    federation,
+    sdk,
+    sdk_local,
+    workers,
+)
 
 
 def main() -> None:
@@ -25,6 +34,9 @@ def main() -> None:
     print()
     print("== decisions by worker count on PostgreSQL")
     workers.main()
+    print()
+    print("== the decision hot path against bare OPA, open loop (vegeta)")
+    decisions_openloop.main([])
     print()
     print("== the Python SDK")
     sdk.main()

@@ -1,20 +1,18 @@
-"""Policy engine latency for the shipped policy: wasm, embedded (regopy) and OPA, side by side.
+"""Policy engine latency for the shipped policy: the wasm engine and OPA, side by side.
 
     python bench/bench_engines.py [--n 2000] [--concurrency 16]
 
 Measures, on the same inputs:
-- regopy `Interpreter.query()` per decision (recompiles each time: what the engine avoids);
-- regopy built bundle + `query_bundle_entrypoint()` in one thread (the engine's inner call);
-- `EmbeddedEngine.evaluate` (encoding, thread hop, validation included);
+- `WasmEngine.evaluate` (encoding, thread hop, validation included);
 - a bare `POST /v1/data/agents/authz/decision` to OPA with a pooled httpx client;
 - `OpaEngine.evaluate`;
 and the throughput of each engine with concurrent callers. Then the engine table: for the wasm
-engine (the module OPA compiled, policies/policy.wasm), the embedded engine (regopy) and OPA over
-REST, p50 and p99 of `evaluate`, evaluations/s with 1 and 2 threads (in process: the engine's
-worker threads, 16 concurrent callers; OPA: 1 and 2 concurrent callers), and resident memory per
-instance (in process: RSS growth per extra loaded instance; OPA: the server's RSS). OPA comes
-from `AGENTCTL_OPA_BIN` or the cache of `scripts/install-opa.sh`; without it the OPA rows are
-skipped.
+engine (the module OPA compiled, policies/policy.wasm) and OPA over REST, p50 and p99 of
+`evaluate`, evaluations/s with 1 and 2 threads (in process: the engine's worker threads, 16
+concurrent callers; OPA: 1 and 2 concurrent callers), and resident memory per instance (in
+process: RSS growth per extra loaded instance; OPA: the server's RSS). OPA comes from
+`AGENTCTL_OPA_BIN` or the cache of `scripts/install-opa.sh`; without it the OPA rows are skipped.
+(regopy, an embedded engine measured here before, was removed: it differed from OPA on numbers.)
 """
 
 from __future__ import annotations
@@ -35,13 +33,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# regopy must load before structlog/greenlet (imported by control_plane): see embedded.py.
 import httpx  # noqa: E402
-import regopy  # noqa: E402
 
 from control_plane.policy.bundles import read_policy_dir  # noqa: E402
 from control_plane.policy.engines import LoadedBundle, encode_input  # noqa: E402
-from control_plane.policy.engines.embedded import EmbeddedEngine  # noqa: E402
 from control_plane.policy.engines.opa import OpaEngine  # noqa: E402
 from control_plane.policy.engines.wasm import WasmEngine  # noqa: E402
 
@@ -80,15 +75,6 @@ def summary(label: str, seconds: list[float]) -> str:
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
     mean = statistics.fmean(ordered) * 1000
     return f"{label:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   mean {mean:7.3f} ms"
-
-
-def timed(n: int, docs: list[dict[str, Any]], call: Callable[[dict[str, Any]], Any]) -> list[float]:
-    out = []
-    for i in range(n):
-        started = time.perf_counter()
-        call(docs[i % len(docs)])
-        out.append(time.perf_counter() - started)
-    return out
 
 
 async def atimed(
@@ -164,7 +150,6 @@ async def engine_table(n: int, bundle: LoadedBundle, binary: str | None) -> None
         table.append((name, *p50_p99(seconds), rates[0], rates[1], memory))
 
     await in_process("wasm (OPA-compiled module)", WasmEngine)
-    await in_process("embedded (regopy)", EmbeddedEngine)
     if binary is not None:
         proc, url = start_opa(binary)
         try:
@@ -231,37 +216,13 @@ async def run(n: int, concurrency: int) -> None:
     wasm = (ROOT / "policies" / "policy.wasm").read_bytes()
     bundle = LoadedBundle(source.modules, source.data, revision="bench", wasm=wasm)
     docs = inputs()
-    runtime = {p: s for p, s in source.modules.items() if not p.endswith("_test.rego")}
-
-    interpreter = regopy.Interpreter()
-    for path, text in runtime.items():
-        interpreter.add_module(path, text)
-    interpreter.add_data_json(json.dumps(source.data))
-
-    def recompiling(doc: dict[str, Any]) -> Any:
-        interpreter.set_input_term(encode_input(doc))
-        return interpreter.query("data.agents.authz.decision")
-
-    built_interpreter = regopy.Interpreter()
-    for path, text in runtime.items():
-        built_interpreter.add_module(path, text)
-    built_interpreter.add_data_json(json.dumps(source.data))
-    built = built_interpreter.build(None, [ENTRYPOINT])
-
-    def prebuilt(doc: dict[str, Any]) -> Any:
-        built_interpreter.set_input_term(encode_input(doc))
-        return built_interpreter.query_bundle_entrypoint(built, ENTRYPOINT)
-
-    rows = [
-        summary("regopy query() (recompiles)", timed(min(n, 300), docs, recompiling)),
-        summary("regopy build + query_bundle_entrypoint", timed(n, docs, prebuilt)),
-    ]
-    embedded = EmbeddedEngine(timeout=5, threads=2)
-    await embedded.load(bundle)
-    await atimed(50, docs, embedded.evaluate)
-    rows.append(summary("EmbeddedEngine.evaluate", await atimed(n, docs, embedded.evaluate)))
-    rates = {"embedded": await throughput(n, concurrency, docs, embedded.evaluate)}
-    await embedded.aclose()
+    rows: list[str] = []
+    wasm_engine = WasmEngine(timeout=5, threads=2)
+    await wasm_engine.load(bundle)
+    await atimed(50, docs, wasm_engine.evaluate)
+    rows.append(summary("WasmEngine.evaluate", await atimed(n, docs, wasm_engine.evaluate)))
+    rates = {"wasm": await throughput(n, concurrency, docs, wasm_engine.evaluate)}
+    await wasm_engine.aclose()
 
     binary = find_opa()
     if binary is None:
@@ -299,7 +260,7 @@ async def run(n: int, concurrency: int) -> None:
     for name, rate in rates.items():
         print(f"  {name:<12} {rate:8.0f} decisions/s")
     if "opa" in rates:
-        print(f"  embedded/opa ratio {rates['embedded'] / rates['opa']:.2f}")
+        print(f"  wasm/opa ratio {rates['wasm'] / rates['opa']:.2f}")
     print()
     await engine_table(n, bundle, binary)
 

@@ -1,6 +1,6 @@
 """Issue 4's figures: decision latency (p50, p99) and throughput, side by side in one run:
 
-1. POST /v1/decisions on a real server with the embedded engine (regopy);
+1. POST /v1/decisions on a real server with the wasm engine (the default);
 2. POST /v1/decisions on a real server with the opa engine (a real OPA server);
 3. a bare POST to that OPA's /v1/data/agents/authz/decision, same policy, same inputs.
 
@@ -175,8 +175,8 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         with tempfile.TemporaryDirectory() as tmp:
-            with server(Path(tmp) / "embedded") as url:
-                embedded, _ = asyncio.run(_control_plane(url))
+            with server(Path(tmp) / "wasm") as url:
+                wasm, _ = asyncio.run(_control_plane(url))
             with server(
                 Path(tmp) / "opa", AGENTCTL_POLICY_ENGINE="opa", AGENTCTL_OPA_URL=opa_url
             ) as url:
@@ -185,10 +185,10 @@ def main() -> None:
     finally:
         opa.terminate()
         opa.wait(timeout=10)
-    print(row("POST /v1/decisions, embedded engine", embedded))
+    print(row("POST /v1/decisions, wasm engine", wasm))
     print(row("POST /v1/decisions, opa engine", via_opa))
     print(row("bare OPA POST /v1/data (same policy, inputs)", bare))
-    for name, m in (("embedded", embedded), ("opa engine", via_opa)):
+    for name, m in (("wasm engine", wasm), ("opa engine", via_opa)):
         print(
             f"  {name:<11} vs bare OPA: p50 x{m['p50_ms'] / bare['p50_ms']:.2f}, "
             f"p99 x{m['p99_ms'] / bare['p99_ms']:.2f}, throughput x{m['rps'] / bare['rps']:.2f}"

@@ -33,7 +33,7 @@ DECISION = {
     "obligations": [],
     "bundle": "default",
     "revision": 1,
-    "engine": "embedded",
+    "engine": "wasm",
 }
 
 

@@ -97,10 +97,10 @@ class Settings(BaseSettings):
         le=86_400,
         description="How often expired one-time assertion and revoked-token rows are deleted.",
     )
-    policy_engine: Literal["wasm", "embedded", "opa"] = Field(
+    policy_engine: Literal["wasm", "opa"] = Field(
         default="wasm",
         description="wasm (the module OPA compiled for the revision, in process; OPA's own "
-        "semantics), embedded (regopy, in process) or opa (a real OPA server at opa_url).",
+        "semantics) or opa (a real OPA server at opa_url).",
     )
     federation_max_staleness_seconds: int = Field(
         default=300,

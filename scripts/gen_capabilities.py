@@ -6,20 +6,12 @@
 Starts from `opa capabilities --current` of the pinned OPA (its JSON format, so `opa check
 --capabilities FILE` reads the result) and keeps a builtin only if every engine in `ENGINES`
 evaluates it, minus `REFUSED` (builtins that reach the host or the network). An engine's probe
-answers, for each builtin name, whether it implements it; to add an engine (an OPA-wasm one,
-say), add its probe to `ENGINES`.
+answers, for each builtin name, whether it implements it; to add an engine, add its probe to
+`ENGINES`. The OPA engine runs every builtin, so only the wasm engine is probed.
 
 The wasm engine is probed by compiling every builtin with the pinned OPA's wasm target and
 reading which the module imports from the host: those are refused unless the engine implements
 them (`wasm_supports`).
-
-The embedded engine (regopy) is probed, not listed by hand: each builtin is called, in a child
-interpreter that loaded greenlet first as the server does, with sample arguments of every type
-form its OPA declaration allows (`time.clock` takes a number or `[ns, "tz"]`: both are tried).
-A builtin is kept when no form crashes the child, regopy builds and evaluates every form without
-an error, and regopy either registers the name (`Interpreter.is_builtin`) or returns a value for
-some form (operators and `print` are handled by regopy's compiler, not registered). A crash
-(`time.weekday`, timezone forms of `time.clock`/`date`/`format` corrupt memory) removes it.
 
 Prints the file to stdout when no --output is given; tests/policy/test_capabilities.py checks that
 the committed file equals this script's output.
@@ -33,7 +25,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,80 +73,6 @@ def _expressions(builtin: Decl) -> list[str]:
     return [f"r := {name}({', '.join(form)})" for form in forms]
 
 
-_CHILD = r"""
-import json, os, sys
-answers = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)  # Rego print() and regopy's reports write to fd 1: keep the answer channel clean
-import greenlet  # noqa: F401 - the server loads it before regopy; some crashes need it
-import regopy
-
-def run(expr):
-    i = regopy.Interpreter()
-    i.log_level = regopy.LogLevel.NONE
-    try:
-        i.add_module("probe.rego", "package probe\n\n" + expr + "\n")
-        built = i.build(None, ["probe/r"])
-        if not built.ok():
-            return "error"
-        i.set_input_term("{}")
-        out = i.query_bundle_entrypoint(built, "probe/r")
-    except Exception:
-        return "error"
-    if not out.ok():
-        return "error"
-    return "value" if out.results and out.results[0].expressions else "undefined"
-
-known = regopy.Interpreter()
-for line in sys.stdin:
-    name, exprs = json.loads(line)
-    verdicts = [run(e) for e in exprs]
-    answers.write(json.dumps([name, known.is_builtin(name), verdicts]) + "\n")
-    answers.flush()
-"""
-
-
-def _regopy_results(builtins: list[Decl]) -> Iterator[tuple[str, bool, list[str] | None]]:
-    """(name, registered, verdict per form), or None verdicts when the child crashed on it."""
-    pending = [(b["name"], _expressions(b)) for b in builtins]
-    while pending:
-        child = subprocess.Popen(  # noqa: S603 - this interpreter, fixed code
-            [sys.executable, "-c", _CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert child.stdin is not None
-        assert child.stdout is not None
-        done = 0
-        for name, exprs in pending:
-            child.stdin.write(json.dumps([name, exprs]) + "\n")
-            child.stdin.flush()
-            line = child.stdout.readline()
-            if not line:  # the child died on this builtin
-                yield name, False, None
-                done += 1
-                break
-            answered, registered, verdicts = json.loads(line)
-            assert answered == name
-            yield name, registered, verdicts
-            done += 1
-        child.stdin.close()
-        child.wait()
-        pending = pending[done:]
-
-
-def regopy_supports(builtins: list[Decl]) -> set[str]:
-    """Names of the builtins the embedded engine (regopy) evaluates; see the module docstring."""
-    supported = set()
-    for name, registered, verdicts in _regopy_results(builtins):
-        if verdicts is None or "error" in verdicts:
-            continue
-        if registered or name in SYNTAX or "value" in verdicts:
-            supported.add(name)
-    return supported
-
-
 def _wasm_build(opa_bin: str, exprs: list[str]) -> bytes | None:
     """The module `opa build -t wasm` compiles from one probe rule per expression, or None."""
     import tempfile
@@ -200,7 +118,6 @@ def wasm_supports(builtins: list[Decl]) -> set[str]:
 
 
 ENGINES: dict[str, Callable[[list[Decl]], set[str]]] = {
-    "embedded": regopy_supports,
     "wasm": wasm_supports,
 }
 

@@ -18,7 +18,7 @@ from control_plane.decisions.schemas import (
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.pagination import Page, Pagination
 from control_plane.kit.router import Router
-from control_plane.kit.routing import Session, idempotent
+from control_plane.kit.routing import Session, idempotent, reads_first
 from control_plane.kit.schemas import RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
@@ -49,6 +49,7 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
     dependencies=[idempotent(_decider, DecisionReplayGuard())],
     responses=error_responses(409),
 )
+@reads_first  # SQLite: the writer turn is taken after evaluation, for the inserts only
 async def create_decision(
     body: DecisionRequest, agent: Decider, session: Session, state: State
 ) -> DecisionResult:

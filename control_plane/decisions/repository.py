@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import and_, bindparam, exists, insert
+from sqlalchemy import select as sa_select
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,7 +21,10 @@ from control_plane.models import (
     Decision,
     DecisionReplay,
     PolicyBundle,
+    RevokedToken,
 )
+
+_DECISION_COLUMNS = tuple(c.name for c in Decision.__table__.columns)  # type: ignore[attr-defined]
 
 
 async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
@@ -24,8 +32,91 @@ async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
 
 
 async def add(session: AsyncSession, decision: Decision) -> None:
-    session.add(decision)
-    await session.flush()
+    """INSERT the decision row as it is (a Core insert: no unit of work, no flush)."""
+    values = {name: getattr(decision, name) for name in _DECISION_COLUMNS}
+    await session.exec(_INSERT_DECISION, params=[values])
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveVersion:
+    """The agent's active version, as the decision input and the audit record name it."""
+
+    id: uuid.UUID
+    version: str
+    state: str
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionState:
+    """What a decision depends on besides its request, read in one statement.
+
+    ``version`` and ``revision`` (the bundle's active revision number) feed the decision;
+    ``guard`` is everything that, changed, makes a decision taken on the earlier read stale
+    (the agent's row version and status, the credential's revocation, expiry and bound version's
+    state, the token's revocation, the active version, the active revision)."""
+
+    version: ActiveVersion | None
+    revision: int | None
+    guard: tuple[Any, ...]
+
+
+def _decision_state_statement() -> Any:
+    """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
+    active = aliased(AgentVersion)
+    bound = aliased(AgentVersion)
+    revision = (
+        sa_select(col(PolicyBundle.active_revision))
+        .where(col(PolicyBundle.name) == bindparam("bundle"))
+        .scalar_subquery()
+    )
+    return (
+        sa_select(
+            col(Agent.revision),
+            col(Agent.status),
+            col(active.id),
+            col(active.version),
+            col(active.state),
+            col(active.model_name),
+            col(active.model_version),
+            col(Credential.revoked_at),
+            col(Credential.expires_at),
+            col(bound.state),
+            revision,
+            exists().where(col(RevokedToken.jti) == bindparam("jti")),
+        )
+        .select_from(Agent)
+        .outerjoin(
+            active, and_(col(active.agent_id) == col(Agent.id), col(active.state) == "active")
+        )
+        .outerjoin(
+            Credential,
+            and_(
+                col(Credential.id) == bindparam("client_id"),
+                col(Credential.agent_id) == col(Agent.id),
+            ),
+        )
+        .outerjoin(bound, col(bound.id) == col(Credential.version_id))
+        .where(col(Agent.id) == bindparam("agent_id"))
+    )
+
+
+_DECISION_STATE = _decision_state_statement()
+_INSERT_DECISION = insert(Decision)
+
+
+async def decision_state(
+    session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, jti: str, bundle: str
+) -> DecisionState | None:
+    """The agent's active version, the bundle's active revision and the guard; None when the
+    agent is gone."""
+    params = {"agent_id": agent_id, "client_id": client_id, "jti": jti, "bundle": bundle}
+    row = (await session.exec(_DECISION_STATE, params=params)).first()
+    if row is None:
+        return None
+    version = ActiveVersion(*row[2:7]) if row[2] is not None else None
+    return DecisionState(version=version, revision=row[10], guard=tuple(row))
 
 
 async def list_page(
@@ -58,23 +149,38 @@ async def list_page(
     return (await session.exec(stmt)).all()
 
 
+def _vouched_state_statement() -> Any:
+    active = aliased(AgentVersion)
+    revision = (
+        sa_select(col(PolicyBundle.active_revision))
+        .where(col(PolicyBundle.name) == bindparam("bundle"))
+        .scalar_subquery()
+    )
+    return (
+        sa_select(Agent, active, Credential, revision)
+        .select_from(Agent)
+        .outerjoin(
+            active, and_(col(active.agent_id) == col(Agent.id), col(active.state) == "active")
+        )
+        .outerjoin(Credential, col(Credential.id) == bindparam("client_id"))
+        .where(col(Agent.id) == bindparam("agent_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+_VOUCHED_STATE = _vouched_state_statement()
+
+
 async def vouched_state(
     session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, bundle: str
 ) -> tuple[Agent | None, AgentVersion | None, Credential | None, int | None]:
     """The rows a decision was decided on: agent, its active version, the credential, and the
-    bundle's active revision number."""
-    agent = await session.get(Agent, agent_id, populate_existing=True)
-    version = (
-        await session.exec(
-            select(AgentVersion).where(
-                AgentVersion.agent_id == agent_id, AgentVersion.state == "active"
-            )
-        )
-    ).first()
-    credential = await session.get(Credential, client_id, populate_existing=True)
-    revision = (
-        await session.exec(select(PolicyBundle.active_revision).where(PolicyBundle.name == bundle))
-    ).first()
+    bundle's active revision number (one statement; the rows read fresh)."""
+    params = {"agent_id": agent_id, "client_id": client_id, "bundle": bundle}
+    row = (await session.exec(_VOUCHED_STATE, params=params)).first()
+    if row is None:
+        return None, None, None, None
+    agent, version, credential, revision = row
     return agent, version, credential, revision
 
 

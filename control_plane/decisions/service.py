@@ -9,6 +9,15 @@ a claim may only make a decision stricter (see policies/agents/authz.rego).
 The decision row is written in the same transaction that produces the answer, so an answer the
 agent receives is always on record; what it keeps of the resource is redacted by the policy's
 path patterns (``control_plane.kit.redaction``) before it is stored.
+
+The hot path (issue 12), in order: one statement reads what the decision depends on besides the
+request (``repository.decision_state``: active version, the bundle's active revision, and the
+registry and revocation state); the input is encoded once (its digest and the engine read the
+same text); the engine evaluates; then ``record_decision`` writes the decision row (a Core
+insert) and its audit record. On SQLite the route reads first and takes the process's writer
+turn only for those writes (``kit.routing.begin_writes``): the state is read again inside the
+write transaction and, if it changed meanwhile, the request runs again holding the turn
+(``StaleReads``), so a decision is never recorded on state older than its write transaction.
 """
 
 from __future__ import annotations
@@ -22,13 +31,13 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.agents import service as agents
 from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.decisions import repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
-from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed
 from control_plane.kit.redaction import obligation_patterns, redact
+from control_plane.kit.routing import StaleReads, begin_writes
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
@@ -93,26 +102,32 @@ async def decide(
     redaction_key: bytes,
     audit_context: audit.AuditContext,
 ) -> DecisionResult:
-    """Decide on ``body`` for the calling agent and record the decision (flush only).
+    """Decide on ``body`` for the calling agent and record the decision (see the module doc).
 
-    Raises ``ValidationFailed`` (422) when the input exceeds ``limits``. An engine failure is a
-    recorded deny, never an exception.
+    Raises ``ValidationFailed`` (422) when the input exceeds ``limits``, ``Unauthorized`` (401)
+    when the agent is gone, ``StaleReads`` (the route runs the request again) when what it was
+    decided on changed before its write transaction began. An engine failure is a recorded
+    deny, never an exception.
     """
     started = time.perf_counter()
-    version = await agents.active_version(session, principal.agent.id)
-    input_doc = decision_input(principal, version, body)
+    state = await _state(session, principal, runtime.bundle)
+    input_doc = decision_input(principal, state.version, body)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
         raise ValidationFailed(
-            f"The decision input is too large or too deep: {exc}.",
+            f"The decision input cannot be evaluated: {exc}.",
             errors=[FieldError(pointer="/body", detail=str(exc))],
         ) from None
-    result = await runtime.decide(session, input_doc)
+    result = await runtime.decide_at(session, state.revision, input_doc, encoded=encoded)
+    # SQLite, reads first: once the writer turn is ours, was the decision taken on what is still
+    # the state? (A revocation, suspension, new version or revision meanwhile.)
+    if await begin_writes(session) and await _state(session, principal, runtime.bundle) != state:
+        raise StaleReads
     decision = await record_decision(
         session,
         principal,
-        version,
+        state.version,
         action=body.action,
         resource=input_doc["resource"],
         input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
@@ -133,6 +148,17 @@ async def decide(
         revision=decision.revision,
         engine=decision.engine,
     )
+
+
+async def _state(
+    session: AsyncSession, principal: AgentPrincipal, bundle: str
+) -> repository.DecisionState:
+    state = await repository.decision_state(
+        session, principal.agent.id, principal.client_id, principal.token.jti, bundle
+    )
+    if state is None:  # deleted since authentication (agents are not deleted today)
+        raise Unauthorized("The access token is no longer valid: the agent is gone.")
+    return state
 
 
 async def record_decision(

@@ -19,6 +19,15 @@ the stored answer is replayed only while the guard's fingerprint of that state i
 otherwise the request is handled again and its new answer stored under the key; and the guard
 records every replay in the replay's own transaction.
 
+On SQLite a writing request holds this process's writer turn (``Database.writer_turn``) for its
+whole transaction. A route marked ``reads_first`` (the decision hot path) instead reads in a
+deferred transaction without the turn and calls ``begin_writes`` before its first write: that
+ends the read transaction, waits for the turn, and the next statement begins the write
+transaction. Reads made before it may be stale by then, so ``begin_writes`` returns True and the
+caller re-reads what its writes depend on inside the write transaction; when that changed it
+raises ``StaleReads`` and the route runs the request again from the start, holding the turn
+throughout. On PostgreSQL, and on other routes, ``begin_writes`` does nothing and returns False.
+
 Database availability failures (``kit.dberrors``) leave the route as a 503
 ``DatabaseUnavailable``, logged once; a serialization failure or deadlock on PostgreSQL first
 runs the whole transaction again, up to ``database_retry_attempts`` times. A POST that answered
@@ -64,6 +73,54 @@ log = structlog.get_logger(__name__)
 _REPLAY_HEADERS = ("content-type", "etag", "location", "cache-control")
 
 
+class StaleReads(Exception):
+    """What a ``reads_first`` request read changed before it could write: run it again."""
+
+
+_LATE_TURN = "kit.late_writer_turn"
+
+
+@dataclass
+class _LateTurn:
+    lock: asyncio.Lock
+    timeout: float
+    held: bool = False
+
+
+def reads_first(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an endpoint whose request reads, then writes (see the module docstring)."""
+    endpoint.__dict__["_kit_reads_first"] = True
+    return endpoint
+
+
+async def _take(lock: asyncio.Lock, wait: float) -> None:
+    try:
+        async with asyncio.timeout(wait):
+            await lock.acquire()
+    except TimeoutError:
+        raise dberrors.DatabaseUnavailable(
+            dberrors.Cause.busy, "Too many writes are waiting for the database; retry shortly."
+        ) from None
+
+
+async def begin_writes(session: AsyncSession) -> bool:
+    """Call before the first write of a ``reads_first`` request (flushes nothing itself).
+
+    On SQLite: ends the read transaction (nothing was written; loaded objects stay usable),
+    takes the process's writer turn (503 ``database_unavailable`` past the pool timeout) and
+    returns True: re-read inside the write transaction whatever the writes depend on. Returns
+    False, doing nothing, when the session already writes (PostgreSQL, other routes, a second
+    call).
+    """
+    turn: _LateTurn | None = session.info.get(_LATE_TURN)
+    if turn is None or turn.held:
+        return False
+    await session.commit()
+    await _take(turn.lock, turn.timeout)
+    turn.held = True
+    return True
+
+
 class _Replay(Exception):
     def __init__(self, response: Response, *, keep_writes: bool = False) -> None:
         self.response = response
@@ -98,6 +155,7 @@ class IdempotencyContext:
     depends_on: str | None = None
 
     async def store(self, session: AsyncSession, response: Response) -> None:
+        await begin_writes(session)
         # Keys are kept for the retention window only; prune this principal's expired ones.
         await repository.prune_idempotency_records(
             session, self.principal, utcnow() - self.retention
@@ -147,12 +205,20 @@ class TransactionalRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
+        late = bool(getattr(self.endpoint, "_kit_reads_first", False))
+
         async def route(request: Request) -> Response:
             settings = kit_state(request.app).settings
             attempts = settings.database_retry_attempts
+            reads_first = late
             for attempt in range(1, attempts + 1):
                 try:
-                    return await _transaction(handler, request)
+                    return await _transaction(handler, request, reads_first=reads_first)
+                except StaleReads:
+                    # Run it again holding the writer turn from the start: it cannot go stale.
+                    request.state.idempotency = None
+                    reads_first = False
+                    continue
                 except Exception as exc:
                     found = dberrors.classify(exc)
                     retry = found is not None and found.cause in dberrors.RETRYABLE_IN_REQUEST
@@ -171,7 +237,10 @@ class TransactionalRoute(APIRoute):
 
 
 async def _transaction(
-    handler: Callable[[Request], Coroutine[Any, Any, Response]], request: Request
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+    request: Request,
+    *,
+    reads_first: bool = False,
 ) -> Response:
     """One attempt: a session, the endpoint, then commit (or rollback on any failure)."""
     state = kit_state(request.app)
@@ -183,18 +252,20 @@ async def _transaction(
     # first, so a client that sends it slowly holds no one else up. The wait is bounded like a
     # pool checkout.
     writer_turn = database.writer_turn if not safe else None
-    if writer_turn is not None:
+    timeout = state.settings.database_pool_timeout_seconds
+    late: _LateTurn | None = None
+    if writer_turn is not None and reads_first:
+        late = _LateTurn(writer_turn, timeout)
+    elif writer_turn is not None:
         await request.body()
-        try:
-            async with asyncio.timeout(state.settings.database_pool_timeout_seconds):
-                await writer_turn.acquire()
-        except TimeoutError:
-            raise dberrors.DatabaseUnavailable(
-                dberrors.Cause.busy, "Too many writes are waiting for the database; retry shortly."
-            ) from None
+        await _take(writer_turn, timeout)
     try:
         async with maker() as session:
             request.state.session = session
+            if late is not None:
+                # Reads first in a deferred transaction (WAL: no waiting on the writer).
+                session.info[_LATE_TURN] = late
+                await session.connection(execution_options={"read_only": True})
             try:
                 response = await handler(request)
             except _Replay as replay:
@@ -226,7 +297,7 @@ async def _transaction(
                 raise Conflict("The change conflicts with a concurrent change.") from exc
             return response
     finally:
-        if writer_turn is not None:
+        if writer_turn is not None and (late is None or late.held):
             writer_turn.release()
 
 
@@ -306,6 +377,7 @@ async def _check_idempotency(
     retention = timedelta(hours=kit_state(request.app).settings.idempotency_retention_hours)
     if record is not None and aware(record.created_at) < utcnow() - retention:
         # Past the retention window the key is new again (Stripe keeps keys for 24 hours).
+        await begin_writes(session)
         await session.delete(record)
         await session.flush()
         record = None
@@ -314,6 +386,7 @@ async def _check_idempotency(
     if record is not None and record.request_hash == request_hash and stale:
         # What the answer depended on has changed: it is no longer the answer. Handle the
         # request again and store the new answer under the same key.
+        await begin_writes(session)
         await session.delete(record)
         await session.flush()
         record = None
@@ -325,6 +398,7 @@ async def _check_idempotency(
         headers = dict(record.response_headers)
         headers["idempotent-replayed"] = "true"
         if guard is not None:
+            await begin_writes(session)
             await guard.replayed(request, session, principal_object, key, record)
         raise _Replay(
             Response(

@@ -78,8 +78,21 @@ class PolicyRuntime:
         return None
 
     async def decide(self, session: AsyncSession, input_doc: dict[str, object]) -> EngineResult:
-        started = time.perf_counter()
         number = await repository.active_revision_number(session, self.bundle)
+        return await self.decide_at(session, number, input_doc)
+
+    async def decide_at(
+        self,
+        session: AsyncSession,
+        number: int | None,
+        input_doc: dict[str, object],
+        *,
+        encoded: str | None = None,
+    ) -> EngineResult:
+        """`decide` with the bundle's active revision ``number`` already read by the caller (in
+        the same transaction); None: the bundle has no active revision, a deny. ``encoded``:
+        the input as `encode_input` wrote it, when the caller has it."""
+        started = time.perf_counter()
         if number is None:
             return fail_closed(
                 NO_ACTIVE_POLICY,
@@ -94,7 +107,7 @@ class PolicyRuntime:
             return fail_closed(
                 code, detail, self.engine.name, str(number), time.perf_counter() - started
             )
-        return await self.engine.evaluate(input_doc)
+        return await self.engine.evaluate(input_doc, encoded=encoded)
 
     async def ready(self, session: AsyncSession) -> str | None:
         """None when the engine holds the active revision (loading it if needed), else why not.

@@ -151,7 +151,7 @@ def test_server_wheel_serves_postgresql(server_bin: Path, tmp_path: Path) -> Non
 
 SDK_ONLY = """
 import importlib.util, json, sys
-absent = ["control_plane", "fastapi", "sqlalchemy", "regopy", "uvicorn", "asyncpg", "alembic"]
+absent = ["control_plane", "fastapi", "sqlalchemy", "uvicorn", "asyncpg", "alembic"]
 present = [name for name in absent if importlib.util.find_spec(name) is not None]
 assert not present, f"the SDK's environment holds server dependencies: {present}"
 

@@ -179,9 +179,7 @@ async def test_cancellation_is_not_swallowed() -> None:
         ([], "input must be a JSON object"),
         ({"x": float("nan")}, "numbers must be finite"),
         ({"x": float("inf")}, "numbers must be finite"),
-        ({"x": 5e-324}, "float magnitude"),
-        ({"x": [2.2250738585072014e-308]}, "float magnitude"),
-        ({"x": {"y": -1.7976931348623157e308}}, "float magnitude"),
+        ({"x": [float("-inf")]}, "numbers must be finite"),
         ({1: "x"}, "object keys must be strings"),
         ({"x": b"bytes"}, "unsupported value type bytes"),
         ({"x": {1, 2}}, "unsupported value type set"),
@@ -221,11 +219,12 @@ def test_build_engine() -> None:
         build_engine("opa", opa_url=None)
     with pytest.raises(ValueError, match="unknown policy engine"):
         build_engine("lua")
-    for kind in ("embedded", "wasm"):
-        engine = build_engine(kind, timeout=0.3, threads=1)
-        assert isinstance(engine, PolicyEngine)
-        assert engine.name == kind
-        asyncio.run(engine.aclose())
+    with pytest.raises(ValueError, match="unknown policy engine"):
+        build_engine("embedded")  # regopy: removed, it differed from OPA on numbers
+    engine = build_engine("wasm", timeout=0.3, threads=1)
+    assert isinstance(engine, PolicyEngine)
+    assert engine.name == "wasm"
+    asyncio.run(engine.aclose())
     opa = build_engine("opa", opa_url="http://127.0.0.1:1")
     assert opa.name == "opa"
     asyncio.run(opa.aclose())

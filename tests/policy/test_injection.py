@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_plane.policy.engines.base import GuardedEngine, LoadedBundle
-from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
+from control_plane.policy.engines.wasm import WasmEngine
 from tests.policy.helpers import (
     AGENT_GRANTS,
     CROSS_DOMAIN_NAMES,
@@ -96,13 +96,13 @@ def with_value(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(params=["embedded", "opa"])
+@pytest.fixture(params=["wasm", "opa"])
 async def engine(
     request: pytest.FixtureRequest, shipped_bundle: LoadedBundle
 ) -> AsyncIterator[GuardedEngine]:
     built: GuardedEngine
-    if request.param == "embedded":
-        built = EmbeddedEngine(timeout=5)
+    if request.param == "wasm":
+        built = WasmEngine(timeout=5)
     else:
         server: OpaServer = request.getfixturevalue("opa_server")
         built = OpaEngine(server.url, timeout=5)
@@ -149,7 +149,7 @@ async def test_agent_name_from_another_domain_is_not_granted(
         assert smuggled.decision() == result.decision(), payload
 
 
-@pytest.mark.parametrize("kind", ["embedded", "opa"])
+@pytest.mark.parametrize("kind", ["wasm", "opa"])
 @pytest.mark.parametrize("path", [("resource", "id"), ("action",), ("agent", "name")], ids=".".join)
 def test_generated_strings_never_change_a_decision(
     request: pytest.FixtureRequest,
@@ -159,8 +159,8 @@ def test_generated_strings_never_change_a_decision(
 ) -> None:
     """Any text (surrogates and control characters included) in a field: same decision."""
     engine: GuardedEngine
-    if kind == "embedded":
-        engine = EmbeddedEngine(timeout=5)
+    if kind == "wasm":
+        engine = WasmEngine(timeout=5)
     else:
         engine = OpaEngine(request.getfixturevalue("opa_server").url, timeout=5)
     with asyncio.Runner() as runner:

@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_plane.policy.engines.base import EngineResult, LoadedBundle
-from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
 from control_plane.policy.engines.wasm import WasmEngine
 from tests.policy.helpers import CROSS_DOMAIN_NAMES, OpaServer, agent_input
@@ -307,7 +306,7 @@ def test_same_name_in_other_domain_is_not_granted(
 ) -> None:
     """A same-named agent in another domain gets none of the original's per-agent grants."""
     with asyncio.Runner() as runner:
-        embedded = EmbeddedEngine(timeout=10)
+        embedded = WasmEngine(timeout=10)
         opa = OpaEngine(opa_server.url, timeout=10)
         runner.run(embedded.load(shipped_bundle))
         runner.run(opa.load(shipped_bundle))
@@ -327,8 +326,7 @@ def test_same_name_in_other_domain_is_not_granted(
             runner.run(opa.aclose())
 
 
-ENGINES: dict[str, Callable[[], EmbeddedEngine | WasmEngine]] = {
-    "embedded": lambda: EmbeddedEngine(timeout=10, threads=2),
+ENGINES: dict[str, Callable[[], WasmEngine]] = {
     "wasm": lambda: WasmEngine(timeout=10, threads=2),
 }
 

@@ -39,7 +39,7 @@ DECISION = {
     "obligations": [],
     "bundle": "default",
     "revision": 1,
-    "engine": "embedded",
+    "engine": "wasm",
 }
 RESOURCE = {"type": "order", "id": "o-1"}
 

@@ -1,10 +1,9 @@
 """The policy engines behind one protocol, and the factory that builds the configured one.
 
 `base` holds the `PolicyEngine` protocol, the `Effect` and `FailureCode` enums and the fail-closed
-guard every engine derives from; `inputs` the one input encoding; `embedded` evaluates with regopy
-in process, `wasm` runs the module OPA compiled for the revision in process, `opa` drives an OPA
-server over its REST API. The implementations import `base`, never this package's factory, so
-there is no import cycle.
+guard every engine derives from; `inputs` the one input encoding; `wasm` runs the module OPA
+compiled for the revision in process, `opa` drives an OPA server over its REST API. The
+implementations import `base`, never this package's factory, so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -47,13 +46,7 @@ def build_engine(
     entrypoint: str = DEFAULT_ENTRYPOINT,
     limits: InputLimits | None = None,
 ) -> PolicyEngine:
-    """Build the engine named by settings (`embedded`, `wasm` or `opa`); else ValueError."""
-    if kind == "embedded":
-        from control_plane.policy.engines.embedded import EmbeddedEngine
-
-        return EmbeddedEngine(
-            timeout=timeout, threads=threads, entrypoint=entrypoint, limits=limits
-        )
+    """Build the engine named by settings (`wasm` or `opa`); else ValueError."""
     if kind == "opa":
         if not opa_url:
             raise ValueError("the opa engine needs an OPA base URL")
@@ -64,4 +57,4 @@ def build_engine(
         from control_plane.policy.engines.wasm import WasmEngine
 
         return WasmEngine(timeout=timeout, threads=threads, entrypoint=entrypoint, limits=limits)
-    raise ValueError(f"unknown policy engine {kind!r}; expected 'embedded', 'wasm' or 'opa'")
+    raise ValueError(f"unknown policy engine {kind!r}; expected 'wasm' or 'opa'")

@@ -1,8 +1,8 @@
 """The policy engine contract and the fail-closed layer every engine goes through.
 
 A `PolicyEngine` evaluates the decision document of a loaded bundle for one input. Two real
-implementations exist (`embedded` on regopy, `opa` on an OPA server); both derive from
-`GuardedEngine`, which owns everything that must behave the same whatever evaluates:
+implementations exist (`wasm`, the module OPA compiled, in process; `opa`, an OPA server); both
+derive from `GuardedEngine`, which owns everything that must behave the same whatever evaluates:
 
 - the input is encoded once (`inputs.encode_input`), with size limits, so both engines see the
   same bytes;
@@ -148,7 +148,9 @@ class PolicyEngine(Protocol):
 
     async def load(self, bundle: LoadedBundle) -> None: ...
 
-    async def evaluate(self, input_doc: Mapping[str, Any]) -> EngineResult: ...
+    async def evaluate(
+        self, input_doc: Mapping[str, Any], *, encoded: str | None = None
+    ) -> EngineResult: ...
 
     async def verify(self) -> bool:
         """Whether the engine still holds the revision it loaded (checked, not assumed)."""
@@ -311,12 +313,18 @@ class GuardedEngine(ABC):
     async def _evaluate_encoded(self, payload: str) -> tuple[object, str | None]:
         """Evaluate the entrypoint for an encoded input; may raise anything."""
 
-    async def evaluate(self, input_doc: Mapping[str, Any]) -> EngineResult:
-        """Evaluate the decision for `input_doc`. Never raises (except on cancellation)."""
+    async def evaluate(
+        self, input_doc: Mapping[str, Any], *, encoded: str | None = None
+    ) -> EngineResult:
+        """Evaluate the decision for `input_doc`. Never raises (except on cancellation).
+
+        ``encoded``: `encode_input(input_doc, limits)` with this engine's limits, when the
+        caller already has it (the decision service digests the same text), else encoded here.
+        """
         started = time.perf_counter()
         revision = self.revision
         try:
-            payload = encode_input(input_doc, self._limits)
+            payload = encoded if encoded is not None else encode_input(input_doc, self._limits)
         except InvalidInputError as exc:
             return self._failed(FailureCode.invalid_input, str(exc), revision, started)
         try:

@@ -1,7 +1,7 @@
 """The one encoding of a decision input that every engine receives.
 
-Both engines must see the same bytes, so the input is checked (types, depth, item count, float
-range) and serialised here once. Integral floats up to 2^53 (and -0.0) are written as integers
+Both engines must see the same bytes, so the input is checked (types, depth, item count, finite
+numbers) and serialised here once. Integral floats up to 2^53 (and -0.0) are written as integers
 (`1.0` -> `1`): equal numbers in Rego, but OPA's wasm target hashes `1.0` and `1` differently, so
 `1.0 in {0, 1}` is false there and true in OPA. Lone surrogates become U+FFFD, as Go's JSON
 decoder does, and the decision's input digest is computed over this text, so the digest names
@@ -16,9 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-FLOAT_MIN_MAGNITUDE: Final = 1e-300
-FLOAT_MAX_MAGNITUDE: Final = 1e300
-
 
 class InvalidInputError(ValueError):
     """The input cannot be encoded as a bounded JSON document."""
@@ -26,7 +23,7 @@ class InvalidInputError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
-    """Bounds on an input document; regopy's input parsing is quadratic in container size."""
+    """Bounds on an input document (bytes of its JSON text, nesting depth, total items)."""
 
     max_bytes: int = 64 * 1024
     max_depth: int = 32
@@ -37,8 +34,8 @@ def encode_input(input_doc: object, limits: InputLimits | None = None) -> str:
     """Encode an input document to the JSON text both engines receive.
 
     Raises InvalidInputError for anything that is not a bounded JSON object. The text keeps
-    non-ASCII characters as they are: regopy stores `\\uXXXX` escapes verbatim inside strings, so
-    escaping them would make the two engines compare different strings.
+    non-ASCII characters as they are (UTF-8), the shortest text and the one the input digest of
+    every stored decision was computed over.
     """
     limits = limits or InputLimits()
     if not isinstance(input_doc, Mapping):
@@ -102,10 +99,6 @@ def _check_shape(doc: object, limits: InputLimits) -> bool:
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise InvalidInputError("numbers must be finite")
-            if value and not FLOAT_MIN_MAGNITUDE <= abs(value) <= FLOAT_MAX_MAGNITUDE:
-                # regopy 1.5.2 fails on subnormals, the smallest normals and the largest
-                # doubles; both engines refuse them so they keep agreeing.
-                raise InvalidInputError("float magnitude outside [1e-300, 1e300]")
             integral_floats = integral_floats or _integral(value)
             continue
         elif value is None or isinstance(value, str | int | bool):

@@ -11,9 +11,7 @@ an empty list means yes. In order, stopping at the first step that finds somethi
    rule path, and builtins outside those every engine implements (`unsupported_builtin`).
 3. `opa eval` of `data` with no input: conflicts OPA only finds when evaluating (`p := 1` beside
    `p := 2`).
-4. The embedded engine builds the runtime modules (not `*_test.rego`) in a child process
-   (`engines.embedded_check`), because some Rego OPA accepts makes regopy abort the process.
-5. `opa build -t wasm -e agents/authz/decision` compiles the runtime modules to the WebAssembly
+4. `opa build -t wasm -e agents/authz/decision` compiles the runtime modules to the WebAssembly
    module the wasm engine runs (`validate_and_compile` returns it); a build error is an issue
    carrying OPA's message. A bundle without the decision's package has no module.
 
@@ -24,14 +22,11 @@ Both functions block (subprocesses): call them from a worker thread.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from control_plane.observability import metrics
 from control_plane.policy.engines.base import DEFAULT_ENTRYPOINT
@@ -54,8 +49,6 @@ __all__ = [
     "validate_and_compile",
     "validate_bundle",
 ]
-
-_EMBEDDED_CHECK: Final = "control_plane.policy.engines.embedded_check"
 
 
 def validate_bundle(
@@ -97,9 +90,6 @@ def validate_and_compile(
         if issues:
             return _sorted(issues), None
         packages = opa.packages(binary, runtime_dir, timeout)
-        issues = _embedded_issues(runtime, data, packages, timeout)
-        if issues:
-            return issues, None
         decision_package = entrypoint.strip("/").rpartition("/")[0]
         if decision_package not in packages:
             return [], None
@@ -119,66 +109,6 @@ def _write_bundle(root: Path, modules: Mapping[str, str], data: dict[str, Any]) 
 
 def _sorted(issues: list[PolicyIssue]) -> list[PolicyIssue]:
     return sorted(issues, key=lambda i: (i.file, i.line or 0, i.column or 0))
-
-
-def _embedded_issues(
-    runtime: dict[str, str], data: dict[str, Any], packages: dict[str, str], timeout: float
-) -> list[PolicyIssue]:
-    """Build the runtime modules with regopy in a child; a crash or refusal is an issue."""
-    if not packages:
-        return []
-    request = {"modules": runtime, "data": data, "entrypoints": sorted(packages)}
-    try:
-        proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [sys.executable, "-m", _EMBEDDED_CHECK],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={**os.environ, "PYTHONPATH": _package_root()},
-        )
-    except subprocess.TimeoutExpired:
-        detail = f"timed out after {timeout:g}s"
-        return [PolicyIssue(_culprit(runtime), None, None, _crash(detail), "embedded_engine_crash")]
-    if proc.returncode != 0:
-        detail = _describe_exit(proc.returncode, proc.stderr)
-        return [PolicyIssue(_culprit(runtime), None, None, _crash(detail), "embedded_engine_crash")]
-    error = json.loads(proc.stdout).get("error")
-    if error:
-        message = f"the embedded engine (regopy) cannot load this bundle: {error}"
-        return [PolicyIssue(_culprit(runtime), None, None, message, "embedded_engine_error")]
-    return []
-
-
-def _package_root() -> str:
-    import control_plane
-
-    root = str(Path(control_plane.__file__).resolve().parent.parent)
-    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-
-
-def _culprit(runtime: dict[str, str]) -> str:
-    return next(iter(runtime)) if len(runtime) == 1 else ""
-
-
-def _crash(detail: str) -> str:
-    return f"the embedded engine (regopy) crashed compiling this bundle: {detail}"
-
-
-def _describe_exit(returncode: int, stderr: str) -> str:
-    import signal
-
-    if returncode < 0:
-        try:
-            cause = signal.Signals(-returncode).name
-        except ValueError:
-            cause = f"signal {-returncode}"
-    else:
-        cause = f"exit status {returncode}"
-    what = [line.strip() for line in stderr.splitlines() if "what():" in line]
-    tail = what[-1] if what else (stderr.strip().splitlines() or [""])[-1]
-    return f"{cause}: {tail[:300]}" if tail else cause
 
 
 # --- Rego tests ----------------------------------------------------------------------------------
