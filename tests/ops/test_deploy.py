@@ -176,10 +176,10 @@ def test_compose_opa_sidecar_uses_deploy_opa_config() -> None:
     assert opa["image"].startswith("openpolicyagent/opa:1.22.2")
     assert "./opa:/config:ro" in opa["volumes"]
     assert "--config-file=/config/config.yaml" in opa["command"]
-    # deploy/opa/config.yaml is written with the OPA federation work; when it is here, it is
-    # the file the sidecar reads.
-    if (DEPLOY / "opa").exists():
-        assert (DEPLOY / "opa" / "config.yaml").exists()
+    # The operator writes deploy/opa/config.yaml with `agentctl enforcement-points config`, as
+    # deploy/opa/README.md says; config.example.yaml is that output with placeholders.
+    assert (DEPLOY / "opa" / "config.example.yaml").exists()
+    assert "> deploy/opa/config.yaml" in (DEPLOY / "opa" / "README.md").read_text()
 
 
 def test_dockerfile_is_pinned_non_root_and_checks_health() -> None:
