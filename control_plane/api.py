@@ -3,7 +3,7 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, audit, OAuth2. A new domain adds its router here.
+decisions, approvals, budgets, audit, events, OAuth2. A new domain adds its router here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.agents.endpoints import router as agents
+from control_plane.approvals.endpoints import router as approvals
 from control_plane.audit.endpoints import router as audit
+from control_plane.budgets.endpoints import router as budgets
 from control_plane.credentials.endpoints import router as credentials
 from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
@@ -30,6 +32,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     operators,
     policies,
     decisions,
+    approvals,
+    budgets,
     audit,
     oauth2,
 )

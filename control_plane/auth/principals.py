@@ -45,6 +45,11 @@ class Capability(StrEnum):
     decisions_read = "decisions:read"
     audit_read = "audit:read"
     audit_manage = "audit:manage"
+    approvals_read = "approvals:read"
+    approvals_decide = "approvals:decide"
+    budgets_write = "budgets:write"
+    events_read = "events:read"
+    events_manage = "events:manage"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
@@ -56,6 +61,10 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.decisions_read,
             Capability.audit_read,
             Capability.audit_manage,
+            Capability.approvals_read,
+            Capability.budgets_write,
+            Capability.events_read,
+            Capability.events_manage,
         }
     ),
     Role.auditor: frozenset(
@@ -64,13 +73,17 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.policy_read,
             Capability.decisions_read,
             Capability.audit_read,
+            Capability.approvals_read,
+            Capability.events_read,
         }
     ),
-    # Approvers act on approvals only (a later piece); least privilege elsewhere.
-    Role.approver: frozenset(),
+    # Approvers act on the approvals of their domains only; least privilege elsewhere.
+    Role.approver: frozenset({Capability.approvals_read, Capability.approvals_decide}),
 }
 
 _GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})
+#: Roles that hold only the domains listed on the operator.
+DOMAIN_ROLES = frozenset({Role.domain_admin, Role.approver})
 
 
 @dataclass(frozen=True)

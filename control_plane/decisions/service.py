@@ -25,9 +25,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.agents import service as agents
 from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
-from control_plane.decisions import repository
+from control_plane.decisions import gates, repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.ids import uuid7
 from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.time import utcnow
 from control_plane.models import Decision, DecisionReplay
@@ -68,7 +69,8 @@ def decision_input(
     principal: AgentPrincipal, version: Any, body: DecisionRequest
 ) -> dict[str, Any]:
     """The policy input: ``agent`` and ``vouched`` from the control plane, ``action``,
-    ``resource`` and ``context`` as the agent sent them."""
+    ``resource`` and ``context`` as the agent sent them. ``vouched.budget`` (what is left of
+    each budget window) is added by ``gates.prepare`` when a budget applies."""
     return {
         "agent": _agent_document(principal, version),
         "action": body.action,
@@ -95,6 +97,7 @@ async def decide(
     started = time.perf_counter()
     version = await agents.active_version(session, principal.agent.id)
     input_doc = decision_input(principal, version, body)
+    snap = await gates.prepare(session, principal, input_doc)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
@@ -103,7 +106,12 @@ async def decide(
             errors=[FieldError(pointer="/body", detail=str(exc))],
         ) from None
     result = await runtime.decide(session, input_doc)
+    decision_id = uuid7()
+    verdict = await gates.judge(
+        session, audit_context, principal, version, body, input_doc, result, snap, decision_id
+    )
     decision = Decision(
+        id=decision_id,
         agent_id=principal.agent.id,
         domain=principal.agent.domain,
         client_id=principal.client_id,
@@ -112,9 +120,9 @@ async def decide(
         action=body.action,
         resource=_stored_resource(input_doc["resource"], result, redaction_key),
         input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
-        effect=result.effect,
-        allow=result.allow,
-        reasons=list(result.reasons),
+        effect=verdict.effect,
+        allow=verdict.allow,
+        reasons=verdict.reasons,
         obligations=[dict(o) for o in result.obligations],
         bundle=runtime.bundle,
         revision=int(result.revision) if result.revision and result.revision.isdigit() else None,
@@ -132,6 +140,7 @@ async def decide(
         decision=decision,
         resource=input_doc["resource"],
     )
+    await gates.announce(session, audit_context, decision, verdict)
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,
@@ -141,6 +150,8 @@ async def decide(
         bundle=decision.bundle,
         revision=decision.revision,
         engine=decision.engine,
+        approval_id=verdict.approval_id,
+        retry_after=verdict.retry_after,
     )
 
 

@@ -9,6 +9,7 @@ from control_plane.models.audit import (
     AuditRedactionList,
 )
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
+from control_plane.models.governance import Approval, Budget, BudgetCounter, EventRow
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
@@ -18,16 +19,20 @@ from control_plane.models.replay import DecisionReplay
 __all__ = [
     "Agent",
     "AgentVersion",
+    "Approval",
     "AuditCheckpoint",
     "AuditKey",
     "AuditLeaf",
     "AuditPending",
     "AuditRecordRow",
     "AuditRedactionList",
+    "Budget",
+    "BudgetCounter",
     "Credential",
     "Decision",
     "DecisionReplay",
     "Domain",
+    "EventRow",
     "IdempotencyRecord",
     "Operator",
     "PolicyBundle",
