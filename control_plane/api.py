@@ -18,7 +18,9 @@ from control_plane.credentials.endpoints import router as credentials
 from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
 from control_plane.domains.endpoints import router as domains
+from control_plane.events.endpoints import router as events
 from control_plane.health.endpoints import router as health
+from control_plane.killswitch.endpoints import router as killswitch
 from control_plane.oauth2.endpoints import router as oauth2
 from control_plane.operators.endpoints import router as operators
 from control_plane.policy.endpoints import router as policies
@@ -26,6 +28,7 @@ from control_plane.policy.endpoints import router as policies
 ROUTERS: tuple[APIRouter, ...] = (
     health,
     domains,
+    killswitch,
     agent_self,  # before agents: /v1/agents/me is not an agent id
     agents,
     credentials,
@@ -35,6 +38,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     approvals,
     budgets,
     audit,
+    events,
     oauth2,
 )
 

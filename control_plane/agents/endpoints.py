@@ -17,6 +17,7 @@ from control_plane.agents.schemas import (
     VersionPublic,
 )
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
+from control_plane.killswitch import service as killswitch
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.etag import etag
 from control_plane.kit.pagination import Page, Pagination
@@ -24,6 +25,7 @@ from control_plane.kit.router import Router
 from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import Agent, AgentVersion
+from control_plane.state import State
 
 router = Router(tag="agents", prefix="/v1/agents", errors=(401, 403, 404, 422))
 
@@ -133,9 +135,12 @@ def _lifecycle(action: str, summary: str) -> None:
         who: CurrentOperator,
         session: Session,
         response: Response,
+        state: State,
         if_match: IfMatch = None,
     ) -> AgentPublic:
-        agent = await service.transition(session, who, agent_id, action, if_match)
+        agent = await killswitch.transition_agent(
+            session, state.audit_context, who, agent_id, action, if_match
+        )
         return _agent(agent, response)
 
     endpoint.__doc__ = summary

@@ -58,6 +58,11 @@ async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVer
     return await repository.active_version(session, agent_id)
 
 
+async def active_ids_in_domain(session: AsyncSession, domain: str) -> list[uuid.UUID]:
+    """Ids of the domain's active agents, whoever asks (the kill switch announces them)."""
+    return await repository.ids_in_domain(session, domain, AgentStatus.active)
+
+
 async def usable_version(
     session: AsyncSession, agent_id: uuid.UUID, version: str
 ) -> AgentVersion | None:

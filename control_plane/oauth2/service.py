@@ -32,6 +32,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.crypto.jwk import PublicJWK, parse_client_public_jwk
 from control_plane.crypto.secrets import verify_secret
 from control_plane.crypto.signing import KeyRingError, SigningKeyRing
+from control_plane.domains import service as domains
 from control_plane.kit.errors import ErrorCode, ProblemError, ServiceUnavailable
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Credential
@@ -240,6 +241,8 @@ async def issue_token(
     if grant != "client_credentials":
         raise OAuthError("unsupported_grant_type", "Only client_credentials is supported.")
     agent = _check_usable(credential, await agents.find(session, credential.agent_id))
+    if await domains.is_suspended(session, agent.domain):
+        raise invalid_client("The agent's domain is suspended.")
     allowed = list(credential.scopes)
     requested = form.get("scope")
     if requested is not None and not _SCOPE.fullmatch(requested):
@@ -341,6 +344,8 @@ def auth_state_problem(state: repository.AuthState) -> str | None:
         return "the credential has expired"
     if state.agent.status != AgentStatus.active:
         return "the agent is not active"
+    if state.domain_suspended:
+        return "the agent's domain is suspended"
     if state.bound_version_state is not None and state.bound_version_state != VersionState.active:
         return "the credential's version is not active"
     return None
