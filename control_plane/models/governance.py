@@ -72,7 +72,7 @@ class BudgetCounter(SQLModel, table=True):
 
     scope: str = Field(primary_key=True, max_length=16)
     key: str = Field(primary_key=True, max_length=63)
-    window: str = Field(primary_key=True, max_length=16)
+    window: str = Field(primary_key=True, max_length=32)
     window_start: int = Field(default=0, sa_type=BigInteger)
     used: int = Field(default=0, sa_type=BigInteger)
 

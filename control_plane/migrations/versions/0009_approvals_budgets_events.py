@@ -64,7 +64,7 @@ def upgrade() -> None:
         "budget_counters",
         sa.Column("scope", sa.String(length=16), nullable=False),
         sa.Column("key", sa.String(length=63), nullable=False),
-        sa.Column("window", sa.String(length=16), nullable=False),
+        sa.Column("window", sa.String(length=32), nullable=False),
         sa.Column("window_start", sa.BigInteger(), nullable=False),
         sa.Column("used", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("scope", "key", "window"),
