@@ -111,8 +111,7 @@ async def test_domain_budget_is_shared_and_null_removes(
     )
     assert r.status_code == 200, r.text
     answers = [
-        (await _decide(client, h["headers"], action=h.get("action"))).json()
-        for h in (a, b, a, b)
+        (await _decide(client, h["headers"], action=h.get("action"))).json() for h in (a, b, a, b)
     ]
     assert [x["allow"] for x in answers] == [True, True, True, False], answers
     got = (await client.get("/v1/domains/payments/budget", headers=admin)).json()
