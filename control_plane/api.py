@@ -19,6 +19,7 @@ from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
 from control_plane.domains.endpoints import router as domains
 from control_plane.events.endpoints import router as events
+from control_plane.events.webhook_endpoints import router as webhooks
 from control_plane.health.endpoints import router as health
 from control_plane.killswitch.endpoints import router as killswitch
 from control_plane.oauth2.endpoints import router as oauth2
@@ -39,6 +40,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     budgets,
     audit,
     events,
+    webhooks,
     oauth2,
 )
 

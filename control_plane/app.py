@@ -17,6 +17,7 @@ from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
+from control_plane.events.webhooks import WebhookDispatcher
 from control_plane.kit import dberrors
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
@@ -84,13 +85,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 checkpoint_seconds=settings.audit_checkpoint_seconds,
                 writer_lock=database.writer_turn,
             ),
+            webhook_dispatcher=WebhookDispatcher(database, settings, kek),
         )
         app.state.context = state
         state.pruner.start()
         state.audit_worker.start()
+        state.webhook_dispatcher.start()
         try:
             yield
         finally:
+            await state.webhook_dispatcher.aclose()
             await state.audit_worker.stop()
             await state.pruner.aclose()
             await state.policy_runtime.aclose()

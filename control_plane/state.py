@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.audit.service import AuditContext, LogTrees
     from control_plane.audit.worker import AuditWorker
     from control_plane.crypto.keystore import KeyStore
+    from control_plane.events.webhooks import WebhookDispatcher
     from control_plane.oauth2.agent_auth import AgentAuthenticator
     from control_plane.oauth2.pruning import Pruner
     from control_plane.policy.engines import InputLimits
@@ -42,6 +43,7 @@ class AppState:
     audit_context: AuditContext
     audit_trees: LogTrees
     audit_worker: AuditWorker
+    webhook_dispatcher: WebhookDispatcher
 
 
 def app_state(app: Starlette) -> AppState:

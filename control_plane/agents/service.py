@@ -19,6 +19,7 @@ from control_plane.agents.schemas import (
 )
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.domains import service as domains
+from control_plane.events import service as events
 from control_plane.kit.errors import (
     AlreadyExists,
     Conflict,
@@ -111,6 +112,18 @@ async def create(session: AsyncSession, who: OperatorPrincipal, body: AgentCreat
         raise AlreadyExists(
             f"An agent named '{body.name}' already exists in '{body.domain}'."
         ) from exc
+    await events.emit(
+        session,
+        "agent.registered.v1",
+        {
+            "agent_id": str(agent.id),
+            "domain": agent.domain,
+            "name": agent.name,
+            "owner": agent.owner,
+        },
+        domain=agent.domain,
+        subject=str(agent.id),
+    )
     return agent
 
 
@@ -265,4 +278,17 @@ async def transition_version(
     if not changed:
         raise Conflict("The version changed concurrently; read it again and retry.")
     await repository.refresh(session, version)
+    if action == "activate":
+        await events.emit(
+            session,
+            "agent.version.activated.v1",
+            {
+                "agent_id": str(agent.id),
+                "domain": agent.domain,
+                "version_id": str(version.id),
+                "version": version.version,
+            },
+            domain=agent.domain,
+            subject=str(agent.id),
+        )
     return version

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
-from control_plane.kit.schemas import ResponseModel
+from control_plane.kit.schemas import Name, RequestModel, ResponseModel
 
 
 class CloudEvent(ResponseModel):
@@ -31,3 +32,43 @@ class EventPage(ResponseModel):
         description="The cursor to pass as after next time (the last event's; your after when "
         "the page is empty)."
     )
+
+
+class WebhookCreate(RequestModel):
+    url: Annotated[str, StringConstraints(strict=True, min_length=8, max_length=2000)] = Field(
+        description="https:// (or http://) URL; loopback, link-local and private addresses are "
+        "refused unless the server allows them (AGENTCTL_WEBHOOK_ALLOW_PRIVATE)."
+    )
+    types: Annotated[list[str], Field(max_length=50)] = Field(
+        default_factory=list, description="Event types to send; empty: all."
+    )
+    domain: Name | None = Field(default=None, description="Only this domain's events; null: all.")
+
+
+class WebhookPublic(ResponseModel):
+    id: uuid.UUID
+    url: str
+    types: list[str]
+    domain: str | None
+    created_by: str
+    created_at: datetime
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(
+        description="The signing secret (whsec_..., Standard Webhooks). Shown once; store it now."
+    )
+
+
+class DeliveryPublic(ResponseModel):
+    id: uuid.UUID
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    state: str = Field(description="pending, delivered or dead")
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime

@@ -9,7 +9,14 @@ from control_plane.models.audit import (
     AuditRedactionList,
 )
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
-from control_plane.models.governance import Approval, Budget, BudgetCounter, EventRow
+from control_plane.models.governance import (
+    Approval,
+    Budget,
+    BudgetCounter,
+    EventRow,
+    Webhook,
+    WebhookDelivery,
+)
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
@@ -40,4 +47,6 @@ __all__ = [
     "RevokedToken",
     "SigningKeyRow",
     "UsedAssertion",
+    "Webhook",
+    "WebhookDelivery",
 ]

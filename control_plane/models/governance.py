@@ -93,3 +93,46 @@ class EventRow(SQLModel, table=True):
     domain: str | None = Field(default=None, max_length=63, index=True)
     time: datetime = timestamp_now()
     data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Webhook(SQLModel, table=True):
+    """A subscriber: events of ``types`` (empty: all) in ``domain`` (None: all) are POSTed to
+    ``url``, signed per Standard Webhooks with a secret stored encrypted under the KEK.
+    ``cursor_*`` is how far the dispatcher has queued deliveries."""
+
+    __tablename__ = "webhooks"
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    url: str = Field(max_length=2000)
+    domain: str | None = Field(default=None, max_length=63)
+    types: list[str] = Field(default_factory=list, sa_column=Column(JSONType, nullable=False))
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=100)
+    cursor_txid: int = Field(default=0, sa_type=BigInteger)
+    cursor_seq: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = timestamp_now()
+    deleted_at: datetime | None = timestamp_null()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook: pending (due at ``next_attempt_at``), delivered, or dead
+    after ``attempts`` failures."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id", "webhook_id", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str = Field(max_length=100)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_status: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=500)
+    delivered_at: datetime | None = timestamp_null()
+    created_at: datetime = timestamp_now()

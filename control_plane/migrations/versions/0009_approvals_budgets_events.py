@@ -85,9 +85,43 @@ def upgrade() -> None:
     op.create_index("ix_events_txid_seq", "events", ["txid", "seq"])
     op.create_index("ix_events_type", "events", ["type"])
     op.create_index("ix_events_domain", "events", ["domain"])
+    op.create_table(
+        "webhooks",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("domain", sa.String(length=63), nullable=True),
+        sa.Column("types", _JSON, nullable=False),
+        sa.Column("secret_encrypted", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.String(length=100), nullable=False),
+        sa.Column("cursor_txid", sa.BigInteger(), nullable=False),
+        sa.Column("cursor_seq", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", _TS, nullable=False),
+        sa.Column("deleted_at", _TS, nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("webhook_id", sa.Uuid(), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", _TS, nullable=False),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("delivered_at", _TS, nullable=True),
+        sa.Column("created_at", _TS, nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["state", "next_attempt_at"])
+    op.create_index("ix_webhook_deliveries_webhook_id", "webhook_deliveries", ["webhook_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_deliveries")
+    op.drop_table("webhooks")
     op.drop_table("events")
     op.drop_table("budget_counters")
     op.drop_table("budgets")
