@@ -17,6 +17,7 @@ from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
+from control_plane.events.relay import NatsRelay
 from control_plane.events.webhooks import WebhookDispatcher
 from control_plane.kit import dberrors
 from control_plane.kit.database import Database
@@ -91,9 +92,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.pruner.start()
         state.audit_worker.start()
         state.webhook_dispatcher.start()
+        relay = (
+            NatsRelay(database, settings.nats_url, settings.events_poll_seconds)
+            if settings.nats_url
+            else None
+        )
+        if relay is not None:
+            relay.start()
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.aclose()
             await state.webhook_dispatcher.aclose()
             await state.audit_worker.stop()
             await state.pruner.aclose()
