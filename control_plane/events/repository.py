@@ -89,6 +89,11 @@ async def list_webhooks(
     return (await session.exec(stmt)).all()
 
 
+async def any_webhook(session: AsyncSession) -> bool:
+    stmt = select(Webhook.id).where(col(Webhook.deleted_at).is_(None)).limit(1)
+    return (await session.exec(stmt)).first() is not None
+
+
 async def active_webhooks(session: AsyncSession) -> Sequence[Webhook]:
     stmt = select(Webhook).where(col(Webhook.deleted_at).is_(None)).order_by(col(Webhook.id))
     if _is_postgres(session):

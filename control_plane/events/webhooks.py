@@ -79,12 +79,13 @@ async def check_url(url: str, *, allow_private: bool) -> str | None:
     if allow_private:
         return None
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname,
-            port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM,
-        )
-    except (OSError, UnicodeError):
+        async with asyncio.timeout(3):  # a resolver that does not answer is a refusal
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                parts.hostname,
+                port or (443 if parts.scheme == "https" else 80),
+                type=socket.SOCK_STREAM,
+            )
+    except (OSError, UnicodeError, TimeoutError):
         return "the host does not resolve"
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(_public(a) for a in addresses):
@@ -346,6 +347,12 @@ class WebhookDispatcher:
         ) as client:
             while True:
                 try:
+                    # Idle (no webhooks): one cheap read a round, no writer turn taken.
+                    async with self._database.read_sessionmaker() as session:
+                        active = await repository.any_webhook(session)
+                    if not active:
+                        await asyncio.sleep(self._settings.events_poll_seconds)
+                        continue
                     await queue_round(self._database)
                     await deliver_round(self._database, self._settings, self._kek, client)
                 except (SQLAlchemyError, OSError) as exc:
