@@ -9,14 +9,17 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck openapi wasm bench opa clean
+.PHONY: install run test lint typecheck openapi wasm bench opa dist clean
 
-$(STAMP): pyproject.toml constraints.txt
+# Both distributions, editable: the server with the test tools, the SDK with every extra (local
+# engine, private_key_jwt, OpenTelemetry).
+$(STAMP): pyproject.toml constraints.txt packages/agent-control-plane-sdk/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || scripts/ensure-venv.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' \
+	  -e './packages/agent-control-plane-sdk[local,jwt,otel]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -58,5 +61,13 @@ bench: $(STAMP)
 opa:
 	scripts/install-opa.sh
 
+# Wheels and sdists of both distributions (the server, agent-control-plane, and the SDK,
+# agent-control-plane-sdk) in dist/, their metadata checked by twine.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --outdir dist packages/agent-control-plane-sdk
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

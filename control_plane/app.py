@@ -72,7 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             policy_runtime=PolicyRuntime(
                 policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
             ),
-            pruner=Pruner(database, settings.prune_interval_seconds),
+            pruner=Pruner(
+                database,
+                settings.prune_interval_seconds,
+                failure_window=settings.auth_failure_window_seconds,
+            ),
             kek=kek,
             redaction_key=audit_context.redaction_key,
             audit_context=audit_context,

@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     default_policy_dir: Path | None = Field(
         default=None,
         description="Policy loaded as the `default` bundle on the first start (default: the "
-        "project's policies/).",
+        "shipped policy, the project's policies/).",
     )
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines (use in production).")
@@ -168,6 +168,46 @@ class Settings(BaseSettings):
         default=None,
         description="Relay every event to NATS JetStream here (e.g. nats://host:4222).",
     )
+    idempotency_max_keys: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Most live Idempotency-Keys one principal (operator or agent credential) "
+        "may hold; a request with a new key beyond it answers 429 idempotency_key_limit, "
+        "with Retry-After until the oldest key expires.",
+    )
+    auth_failure_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="Length of the fixed window in which failed authentications are counted.",
+    )
+    oauth_client_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        description="Failed client authentications per client id and window at /oauth/token "
+        "and /oauth/revoke; past it that client id answers 429 (even with the right secret) "
+        "until the window ends. 0: no limit.",
+    )
+    oauth_source_failure_limit: int = Field(
+        default=100,
+        ge=0,
+        description="Failed client authentications per source address and window at "
+        "/oauth/token and /oauth/revoke; past it that address answers 429 until the window "
+        "ends. Set it above what a shared egress address legitimately fails. 0: no limit.",
+    )
+    operator_source_failure_limit: int = Field(
+        default=30,
+        ge=0,
+        description="Failed operator-token authentications per source address and window; "
+        "past it that address answers 429 on operator routes until the window ends. 0: no "
+        "limit.",
+    )
+    version_approval_separation: bool = Field(
+        default=False,
+        description="Separation of duties: a version must be approved by another operator "
+        "than the one that registered it.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -213,10 +253,6 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'agentctl.db').resolve()}"
-
-    @property
-    def resolved_policy_dir(self) -> Path:
-        return self.default_policy_dir or Path(__file__).resolve().parent.parent / "policies"
 
     @property
     def is_sqlite(self) -> bool:

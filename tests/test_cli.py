@@ -143,7 +143,7 @@ def test_migrate_is_idempotent(db_url: str, tmp_path: Path) -> None:
 def test_help(args: list[str], tmp_path: Path) -> None:
     done = agentctl(*args, env=server_env("sqlite+aiosqlite:///unused.db", tmp_path))
     assert done.returncode == 0
-    assert "usage: agentctl" in done.stdout
+    assert "usage: agentctl" in done.stdout.lower()
 
 
 @pytest.mark.parametrize(

@@ -202,10 +202,17 @@ async def get_version(
 
 def _version_action(action: str, summary: str) -> None:
     async def endpoint(
-        agent_id: uuid.UUID, version_id: uuid.UUID, who: CurrentOperator, session: Session
+        agent_id: uuid.UUID,
+        version_id: uuid.UUID,
+        who: CurrentOperator,
+        session: Session,
+        state: State,
     ) -> VersionPublic:
+        separation = state.settings.version_approval_separation
         return _version(
-            await service.transition_version(session, who, agent_id, version_id, action)
+            await service.transition_version(
+                session, who, agent_id, version_id, action, approval_separation=separation
+            )
         )
 
     endpoint.__doc__ = summary

@@ -118,6 +118,9 @@ class VersionPublic(ResponseModel):
     state: VersionState
     created_at: datetime
     updated_at: datetime
+    registered_by: str | None = Field(
+        default=None, description="Principal key of the operator that registered it."
+    )
     approved_at: datetime | None
     approved_by: str | None
     activated_at: datetime | None

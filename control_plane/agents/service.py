@@ -24,6 +24,7 @@ from control_plane.kit.errors import (
     AlreadyExists,
     Conflict,
     FieldError,
+    Forbidden,
     InvalidStateTransition,
     NotFound,
     PreconditionFailed,
@@ -203,7 +204,7 @@ async def register_version(
         raise InvalidStateTransition("A retired agent cannot get new versions.")
     if await repository.find_version(session, agent.id, body.version) is not None:
         raise AlreadyExists(f"Version {body.version} is already registered for this agent.")
-    version = AgentVersion(agent_id=agent.id, **body.model_dump())
+    version = AgentVersion(agent_id=agent.id, registered_by=who.key, **body.model_dump())
     try:
         await repository.add(session, version)
     except IntegrityError as exc:
@@ -211,10 +212,18 @@ async def register_version(
     return version
 
 
+async def _version_reader_agent(
+    session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID
+) -> Agent:
+    # Approvers read the versions they are to approve, nothing else of the registry.
+    who.require(Capability.registry_read, Capability.versions_approve)
+    return await _visible_agent(session, who, agent_id)
+
+
 async def get_version(
     session: AsyncSession, who: OperatorPrincipal, agent_id: uuid.UUID, version_id: uuid.UUID
 ) -> AgentVersion:
-    await get(session, who, agent_id)
+    await _version_reader_agent(session, who, agent_id)
     version = await repository.get_version(session, agent_id, version_id)
     if version is None:
         raise NotFound("Version not found.")
@@ -229,7 +238,7 @@ async def list_versions(
     after: uuid.UUID | None,
     limit: int,
 ) -> Sequence[AgentVersion]:
-    await get(session, who, agent_id)
+    await _version_reader_agent(session, who, agent_id)
     return await repository.list_versions(session, agent_id, after=after, limit=limit)
 
 
@@ -249,11 +258,29 @@ async def transition_version(
     agent_id: uuid.UUID,
     version_id: uuid.UUID,
     action: str,
+    *,
+    approval_separation: bool = False,
 ) -> AgentVersion:
-    agent = await _writable_agent(session, who, agent_id)
+    """Apply ``action`` (approve, activate, deprecate) to the version.
+
+    Approving takes ``versions:approve`` (platform and domain admins, approvers); the other
+    actions ``registry:write``. With ``approval_separation``
+    (``AGENTCTL_VERSION_APPROVAL_SEPARATION``), the operator that registered a version cannot
+    approve it (403); a version registered before registrants were recorded has none, so any
+    other operator may approve it."""
+    if action == "approve":
+        who.require(Capability.versions_approve)
+        agent = await _visible_agent(session, who, agent_id)
+    else:
+        agent = await _writable_agent(session, who, agent_id)
     version = await repository.get_version(session, agent_id, version_id)
     if version is None:
         raise NotFound("Version not found.")
+    if action == "approve" and approval_separation and version.registered_by == who.key:
+        raise Forbidden(
+            "Separation of duties: the operator that registered a version cannot approve it; "
+            "another operator with versions:approve (an approver) must."
+        )
     from_states, target = _VERSION_TRANSITIONS[action]
     if version.state not in from_states:
         hint = " Only an approved version can be activated." if action == "activate" else ""

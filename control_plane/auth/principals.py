@@ -50,6 +50,7 @@ class Capability(StrEnum):
     budgets_write = "budgets:write"
     events_read = "events:read"
     events_manage = "events:manage"
+    versions_approve = "versions:approve"
 
 
 _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
@@ -65,6 +66,7 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.budgets_write,
             Capability.events_read,
             Capability.events_manage,
+            Capability.versions_approve,
         }
     ),
     Role.auditor: frozenset(
@@ -77,13 +79,14 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.events_read,
         }
     ),
-    # Approvers act on the approvals of their domains only; least privilege elsewhere.
-    Role.approver: frozenset({Capability.approvals_read, Capability.approvals_decide}),
+    # Approvers, in their domains: decide approvals, approve agent versions (and read what they
+    # approve); least privilege elsewhere.
+    Role.approver: frozenset(
+        {Capability.versions_approve, Capability.approvals_read, Capability.approvals_decide}
+    ),
 }
 
 _GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})
-#: Roles that hold only the domains listed on the operator.
-DOMAIN_ROLES = frozenset({Role.domain_admin, Role.approver})
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,12 @@ class OperatorPrincipal:
     def is_global(self) -> bool:
         return self.role in _GLOBAL_ROLES
 
-    def require(self, capability: Capability) -> None:
-        if capability not in _ROLE_CAPABILITIES[self.role]:
+    def can(self, capability: Capability) -> bool:
+        return capability in _ROLE_CAPABILITIES[self.role]
+
+    def require(self, capability: Capability, *alternatives: Capability) -> None:
+        """``Forbidden`` unless the role grants ``capability`` or one of ``alternatives``."""
+        if not any(self.can(c) for c in (capability, *alternatives)):
             raise Forbidden(f"The role {self.role} does not allow {capability}.")
 
     def sees_domain(self, domain: str) -> bool:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from fastapi import Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from control_plane import __version__
 from control_plane.kit import dberrors
 from control_plane.kit.errors import ServiceUnavailable, error_responses
 from control_plane.kit.router import Router
@@ -15,6 +16,9 @@ router = Router(tag="health", transactional=False)
 
 class Health(BaseModel):
     status: str
+    version: str = Field(
+        default=__version__, description="The server's version (agentctl --version)."
+    )
     database: str | None = None
     migration: str | None = None
 

@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     unsupported_media_type = "unsupported_media_type"
     idempotency_key_reused = "idempotency_key_reused"
     idempotency_key_in_use = "idempotency_key_in_use"
+    idempotency_key_limit = "idempotency_key_limit"
+    rate_limited = "rate_limited"
     invalid_client = "invalid_client"
     invalid_scope = "invalid_scope"
     unsupported_grant_type = "unsupported_grant_type"
@@ -181,6 +183,23 @@ class IdempotencyKeyInUse(ProblemError):
     title = "A request with this idempotency key is in progress"
 
 
+class TooManyRequests(ProblemError):
+    """429 with ``Retry-After`` (RFC 6585 section 4; RFC 9110 section 10.2.3): seconds, >= 1."""
+
+    status = 429
+    code = ErrorCode.rate_limited
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
+class IdempotencyKeyLimit(TooManyRequests):
+    code = ErrorCode.idempotency_key_limit
+    title = "Too many live idempotency keys"
+
+
 class ServiceUnavailable(ProblemError):
     status = 503
     code = ErrorCode.service_unavailable
@@ -199,6 +218,7 @@ _STATUS_CODES: dict[int, tuple[ErrorCode, str]] = {
     415: (ErrorCode.unsupported_media_type, "Unsupported media type"),
     422: (ErrorCode.validation_failed, "Validation failed"),
     428: (ErrorCode.precondition_required, "Precondition required"),
+    429: (ErrorCode.rate_limited, "Too many requests"),
     503: (ErrorCode.service_unavailable, "Service unavailable"),
 }
 
@@ -358,7 +378,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": title,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        if status == 503:
+        if status in (429, 503):
             out[status]["headers"] = {
                 "Retry-After": {
                     "description": "Seconds to wait before retrying (RFC 9110 section 10.2.3).",

@@ -52,7 +52,7 @@ def _declare_headers(operation_id: str, responses: dict[str, Any]) -> None:
         headers = response.setdefault("headers", {})
         if status == "401":
             headers["WWW-Authenticate"] = _header("The scheme to use, and why it failed.")
-        elif status == "503":
+        elif status in ("429", "503"):
             headers["Retry-After"] = _header("Seconds to wait before retrying.", required=False)
         elif status.startswith("2"):
             if operation_id in _ETAG:
@@ -61,6 +61,13 @@ def _declare_headers(operation_id: str, responses: dict[str, Any]) -> None:
                 headers["Location"] = _header("Path of the created resource.")
         if not headers:
             del response["headers"]
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _REF.format(model="Problem")}}},
+    }
 
 
 def _not_null(parameter: dict[str, Any]) -> None:
@@ -94,6 +101,14 @@ def finalize(schema: dict[str, Any]) -> dict[str, Any]:
             if path in _CLIENT_AUTH_PATHS:
                 # Basic, or no header at all (the assertion is in the form body).
                 operation["security"] = [{"ClientSecretBasic": []}, {}]
+            idempotent = any(
+                p.get("in") == "header" and p.get("name") == "Idempotency-Key"
+                for p in operation.get("parameters", [])
+            )
+            if {"OperatorToken": []} in operation.get("security", []) or idempotent:
+                # Failed operator tokens are limited per source address (kit.ratelimit), and
+                # live Idempotency-Keys per principal (kit.routing).
+                responses.setdefault("429", _problem_response("Too many requests"))
             for parameter in operation.get("parameters", []):
                 _not_null(parameter)
             _declare_headers(operation.get("operationId", ""), responses)

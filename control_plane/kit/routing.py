@@ -9,6 +9,9 @@ Idempotency follows Stripe's contract: the key is stored with the principal, a h
 and the response in the same transaction as the change. A repeat with the same body replays the
 stored response; the same key with another body is refused (422); a concurrent duplicate that loses
 the race on the unique (principal, key) row is refused (409) and its transaction rolled back.
+A principal holds at most ``idempotency_max_keys`` live keys: a new key beyond them is refused
+(429 ``idempotency_key_limit``) rather than expiring older ones early, which would silently break
+the replay promise made for them.
 
 A route whose answer depends on state besides the request (a decision depends on the agent's
 registry entry, its version, its credential and the policy revision) passes a ``ReplayGuard``:
@@ -25,32 +28,38 @@ runs the whole transaction again, up to ``database_retry_attempts`` times. A POS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Protocol
 
+import structlog
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit import dberrors, repository
+from control_plane.kit import dberrors, ratelimit, repository
 from control_plane.kit.database import kit_state
 from control_plane.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     Conflict,
     ErrorCode,
     IdempotencyKeyInUse,
+    IdempotencyKeyLimit,
     IdempotencyKeyReused,
     InvalidRequest,
     problem_body,
 )
 from control_plane.kit.time import aware, utcnow
 from control_plane.models.idempotency import IdempotencyRecord
+
+log = structlog.get_logger(__name__)
 
 _REPLAY_HEADERS = ("content-type", "etag", "location", "cache-control")
 
@@ -198,11 +207,14 @@ async def _transaction(
                     await session.rollback()
                     raise Conflict("The replay conflicts with a concurrent change.") from exc
                 return replay.response
-            except BaseException:
+            except BaseException as exc:
                 await session.rollback()
+                if isinstance(exc, Exception):
+                    await _after_rollback(request, session, writer_turn is not None)
                 raise
             if response.status_code >= 400:
                 await session.rollback()
+                await _after_rollback(request, session, writer_turn is not None)
                 return response
             idempotency: IdempotencyContext | None = getattr(request.state, "idempotency", None)
             if idempotency is not None:
@@ -216,6 +228,24 @@ async def _transaction(
     finally:
         if writer_turn is not None:
             writer_turn.release()
+
+
+async def _after_rollback(request: Request, session: AsyncSession, has_turn: bool) -> None:
+    """Run and commit the writes a failed request registered with ``ratelimit.after_rollback``
+    (counts of failed authentications), on SQLite in this process's writer turn. A failure
+    here is logged and never hides the request's own answer."""
+    writes = ratelimit.take_after_rollback(session)
+    if not writes:
+        return
+    turn = kit_state(request.app).database.writer_turn
+    try:
+        async with contextlib.nullcontext() if has_turn or turn is None else turn:
+            for write in writes:
+                await write(session)
+            await session.commit()
+    except Exception as exc:
+        await session.rollback()
+        log.warning("after_rollback_write_failed", error_type=type(exc).__name__)
 
 
 def get_session(request: Request) -> AsyncSession:
@@ -304,8 +334,36 @@ async def _check_idempotency(
             ),
             keep_writes=guard is not None,
         )
+    await _within_key_limit(
+        session, principal, retention, kit_state(request.app).settings.idempotency_max_keys
+    )
     request.state.idempotency = IdempotencyContext(
         principal, key, request_hash, retention, depends_on
+    )
+
+
+async def _within_key_limit(
+    session: AsyncSession, principal: str, retention: timedelta, most: int
+) -> None:
+    """Refuse a new key when ``principal`` already holds ``idempotency_max_keys`` live ones
+    (429 ``idempotency_key_limit``, Retry-After: until its oldest key expires). Counting stops
+    at the limit, so the check costs at most that many index entries."""
+    # Expired records are pruned whenever the principal stores one, so counting them all is
+    # nearly exact and the cheap test; only a principal at the limit has its live ones counted.
+    if await repository.count_idempotency_records(session, principal, at_most=most) < most:
+        return
+    since = utcnow() - retention
+    if (
+        await repository.count_idempotency_records(session, principal, at_most=most, since=since)
+        < most
+    ):
+        return
+    oldest = await repository.oldest_idempotency_record(session, principal, since)
+    wait = (aware(oldest) + retention - utcnow()).total_seconds() if oldest else 1.0
+    raise IdempotencyKeyLimit(
+        f"This principal holds {most} live Idempotency-Keys, the most allowed; retry when the "
+        "oldest expires, or send the request without a key.",
+        retry_after=math.ceil(wait),
     )
 
 

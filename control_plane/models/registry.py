@@ -65,6 +65,9 @@ class AgentVersion(SQLModel, table=True):
     state: str = Field(default="registered", max_length=16)
     created_at: datetime = timestamp_now()
     updated_at: datetime = timestamp_now()
+    # The operator (principal key) that registered the version: with
+    # AGENTCTL_VERSION_APPROVAL_SEPARATION another operator must approve it. None before 0007.
+    registered_by: str | None = Field(default=None, max_length=100)
     approved_at: datetime | None = timestamp_null()
     approved_by: str | None = Field(default=None, max_length=100)
     activated_at: datetime | None = timestamp_null()

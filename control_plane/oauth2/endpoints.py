@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.credentials.schemas import AuthMethod, Scope
 from control_plane.kit.errors import error_responses
+from control_plane.kit.ratelimit import source_address
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session
 from control_plane.oauth2 import service
@@ -81,7 +82,11 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for OAuth errors: ``application/json`` (RFC 6749 section 5.2)."""
-    titles = {400: "OAuth error (invalid_request, invalid_scope, ...)", 401: "invalid_client"}
+    titles = {
+        400: "OAuth error (invalid_request, invalid_scope, ...)",
+        401: "invalid_client",
+        429: "slow_down: too many failed client authentications (Retry-After)",
+    }
     return {
         s: {"model": OAuthErrorBody, "description": titles.get(s, "OAuth error")} for s in statuses
     }
@@ -90,7 +95,7 @@ def oauth_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 @router.post(
     "/oauth/token",
     response_model=TokenResponse,
-    responses=oauth_error_responses(400, 401),
+    responses=oauth_error_responses(400, 401, 429),
     openapi_extra=_form_body(
         "grant_type",
         "scope",
@@ -109,8 +114,9 @@ async def token(
     """Issue an access token (client_credentials; client_secret_basic or private_key_jwt)."""
     settings = state.settings
     form = await read_form(request, _TOKEN_FIELDS)
-    auth = service.client_auth_from_request(authorization, form)
-    credential = await service.authenticate_client(session, settings, auth, settings.token_endpoint)
+    credential = await service.authenticate_request(
+        session, settings, authorization, form, settings.token_endpoint, source_address(request)
+    )
     ring = await state.keystore.ring()
     issued: TokenResponse = await service.issue_token(session, ring, settings, credential, form)
     return JSONResponse(issued.model_dump(), headers=_NO_STORE)
@@ -136,7 +142,7 @@ async def introspect(
 
 @router.post(
     "/oauth/revoke",
-    responses=oauth_error_responses(400, 401),
+    responses=oauth_error_responses(400, 401, 429),
     openapi_extra=_form_body(
         "token",
         "token_type_hint",
@@ -155,9 +161,13 @@ async def revoke(
     """Revoke an access token of the authenticated client; 200 even for an unknown token."""
     settings = state.settings
     form = await read_form(request, _REVOKE_FIELDS)
-    auth = service.client_auth_from_request(authorization, form)
-    credential = await service.authenticate_client(
-        session, settings, auth, f"{settings.issuer_url}/oauth/revoke"
+    credential = await service.authenticate_request(
+        session,
+        settings,
+        authorization,
+        form,
+        f"{settings.issuer_url}/oauth/revoke",
+        source_address(request),
     )
     if "token" not in form:
         raise OAuthError("invalid_request", "token is required.")

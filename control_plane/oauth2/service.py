@@ -34,6 +34,7 @@ from control_plane.crypto.secrets import verify_secret
 from control_plane.crypto.signing import KeyRingError, SigningKeyRing
 from control_plane.domains import service as domains
 from control_plane.kit.errors import ErrorCode, ProblemError, ServiceUnavailable
+from control_plane.kit.ratelimit import FailureLimiter, Limit
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Credential
 from control_plane.oauth2 import repository
@@ -61,10 +62,14 @@ class OAuthError(ProblemError):
 
     media_type = "application/json"
 
-    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+    def __init__(
+        self, error: str, description: str, *, status: int = 400, retry_after: int | None = None
+    ) -> None:
         headers = {}
         if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="agentctl"'
+        if retry_after is not None:
+            headers["Retry-After"] = str(max(1, retry_after))
         super().__init__(
             description,
             headers=headers,
@@ -76,6 +81,7 @@ class OAuthError(ProblemError):
             "invalid_scope": ErrorCode.invalid_scope,
             "unsupported_grant_type": ErrorCode.unsupported_grant_type,
             "unauthorized_client": ErrorCode.unauthorized_client,
+            "slow_down": ErrorCode.rate_limited,
         }.get(error, ErrorCode.invalid_request)
         self.title = "OAuth error"
 
@@ -96,6 +102,18 @@ def invalid_client(reason: str, *, public: bool = False) -> OAuthError:
     the uniform ``CLIENT_AUTH_FAILED``."""
     log.info("client_authentication_failed", reason=reason)
     return OAuthError("invalid_client", reason if public else CLIENT_AUTH_FAILED, status=401)
+
+
+def too_many_failures(retry_after: int) -> OAuthError:
+    """The 429 answer of a client id or source address past its failure limit. RFC 6749 has no
+    error code for it; ``slow_down`` is the token endpoint's registered one for "ask less often"
+    (RFC 8628 section 3.5, OAuth Extensions Error Registry)."""
+    return OAuthError(
+        "slow_down",
+        "Too many failed client authentications; retry after the Retry-After seconds.",
+        status=429,
+        retry_after=retry_after,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +220,56 @@ async def authenticate_client(
     if not await repository.record_assertion(session, credential.id, claims.jti, expires):
         raise invalid_client("Client assertion rejected (jti already used).", public=True)
     return credential
+
+
+def _presented_client_id(authorization: str | None, form: Mapping[str, str]) -> str | None:
+    """The client id a request names, canonical or None, read before anything is verified: the
+    Basic user name, else the form's ``client_id``. Only a canonical id can be a client, so only
+    it gets a per-client counter (an assertion without ``client_id`` is limited per source)."""
+    named = form.get("client_id")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+                named = unquote_plus(decoded.partition(":")[0])
+            except (binascii.Error, UnicodeDecodeError):
+                named = None
+    parsed = _parse_client_id(named or "")
+    return str(parsed) if parsed is not None else None
+
+
+async def authenticate_request(
+    session: AsyncSession,
+    settings: Settings,
+    authorization: str | None,
+    form: Mapping[str, str],
+    endpoint_url: str,
+    source: str,
+) -> Credential:
+    """``client_auth_from_request`` then ``authenticate_client``, within the failure limits.
+
+    Before anything is verified, the presented client id and the source address are checked
+    against their limits (``oauth_client_failure_limit``, ``oauth_source_failure_limit`` per
+    ``auth_failure_window_seconds``; one read): past either, ``slow_down`` (429, Retry-After),
+    whatever the credentials. A failed proof (``invalid_client``) counts once for each; a
+    request whose credentials verify counts nothing, and a refused one is not counted."""
+    limiter = FailureLimiter(settings.auth_failure_window_seconds)
+    limits = [Limit(f"oauth-source:{source}", settings.oauth_source_failure_limit)]
+    client_id = _presented_client_id(authorization, form)
+    if client_id is not None:
+        limits.append(Limit(f"oauth-client:{client_id}", settings.oauth_client_failure_limit))
+    retry_after = await limiter.check(session, limits)
+    if retry_after is not None:
+        log.info("client_authentication_limited", source=source, retry_after=retry_after)
+        raise too_many_failures(retry_after)
+    try:
+        auth = client_auth_from_request(authorization, form)
+        return await authenticate_client(session, settings, auth, endpoint_url)
+    except OAuthError as exc:
+        if exc.code is ErrorCode.invalid_client:
+            limiter.failed(session, limits)
+        raise
 
 
 def _assertion_problem(reason: str, settings: Settings) -> str:

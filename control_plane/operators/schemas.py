@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from control_plane.auth.principals import DOMAIN_ROLES, Role
+from control_plane.auth.principals import Role
 from control_plane.kit.schemas import Name, RequestModel, ResponseModel
 
 
@@ -15,15 +15,16 @@ class OperatorCreate(RequestModel):
     role: Role
     domains: Annotated[list[Name], Field(max_length=100)] = Field(
         default_factory=list,
-        description="Domains a domain_admin manages or an approver approves in; empty for "
-        "other roles.",
+        description="Domains a domain_admin manages, or an approver decides approvals and "
+        "approves versions in (an approver without domains approves nothing); empty for the "
+        "global roles.",
     )
 
     @model_validator(mode="after")
     def _scope_matches_role(self) -> OperatorCreate:
         if self.role is Role.domain_admin and not self.domains:
             raise ValueError("a domain_admin needs at least one domain")
-        if self.role not in DOMAIN_ROLES and self.domains:
+        if self.role not in (Role.domain_admin, Role.approver) and self.domains:
             raise ValueError("only a domain_admin or an approver is scoped to domains")
         return self
 

@@ -197,10 +197,11 @@ async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> in
     """On the first start, store the shipped policy as the ``default`` bundle and activate it.
     Returns the revision created, or None when the bundle already exists."""
     from control_plane.policy.bundles import read_policy_dir
+    from control_plane.policy.defaults import default_policy_dir
 
     if await repository.get_bundle(session, "default") is not None:
         return None
-    directory = settings.resolved_policy_dir
+    directory = default_policy_dir(settings)
     source = read_policy_dir(directory)
     # The shipped policy is validated by the test suite (opa check and opa test in CI), and the
     # service must start without an OPA binary: its compiled module is committed beside it

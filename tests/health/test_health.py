@@ -8,12 +8,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from control_plane import __version__
 from control_plane.app import create_app
 from control_plane.config import Settings
 
 
 async def test_ready_when_migrated(client: httpx.AsyncClient, is_postgres: bool) -> None:
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/healthz")).json() == {"status": "ok", "version": __version__}
     ready = (await client.get("/readyz")).json()
     assert ready["status"] == "ok"
     assert ready["database"] == ("postgresql" if is_postgres else "sqlite")

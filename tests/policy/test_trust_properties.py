@@ -4,8 +4,15 @@ For any decision input, the agent's claims (``resource.*`` and ``context.*`` bey
 that name the request, ``data.authz.trust.request_fields``, and the amount attribute the action
 declares) may only make the decision stricter: with any claims added or changed, the effect is
 never more permissive than with none of them, and the redaction the declared classification
-demands is never lifted. Evaluated by the embedded engine (regopy) and by a real OPA server,
-which must also agree with each other.
+demands is never lifted. Evaluated by the in-process engine (the OPA-compiled WebAssembly
+module, ``policies/policy.wasm``) and by a real OPA server, which must also agree with each other.
+
+The reported faults of issue 20 that the policy decides (1-3) are also replayed input by input
+through both engines (``test_the_reported_faults_in_both_engines``); each has its Rego unit test
+in ``policies/agents/authz_test.rego`` as well (run by ``opa test``, ``agentctl policy test``).
+Faults 4-6 are the control plane's (redaction of what is stored, replayed decisions, the
+bootstrap token) and are tested over HTTP in ``tests/decisions/test_trust_api.py`` and
+``tests/operators/``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_plane.policy.engines.base import EngineResult, LoadedBundle
-from control_plane.policy.engines.embedded import EmbeddedEngine
 from control_plane.policy.engines.opa import OpaEngine
+from control_plane.policy.engines.wasm import WasmEngine
 from tests.policy.helpers import POLICIES, OpaServer
 from tests.policy.test_parity import GRANTED, OTHER_ACTIONS, timestamps
 
@@ -148,13 +155,13 @@ def test_claims_only_make_decisions_stricter(
 ) -> None:
     seen: dict[str, int] = {"stricter": 0, "base_allow": 0}
     with asyncio.Runner() as runner:
-        embedded = EmbeddedEngine(timeout=10, threads=2)
+        wasm = WasmEngine(timeout=10, threads=2)
         opa = OpaEngine(opa_server.url, timeout=10)
-        runner.run(embedded.load(shipped_bundle))
+        runner.run(wasm.load(shipped_bundle))
         runner.run(opa.load(shipped_bundle))
 
         async def both(doc: Any) -> tuple[EngineResult, EngineResult]:
-            first, second = await asyncio.gather(embedded.evaluate(doc), opa.evaluate(doc))
+            first, second = await asyncio.gather(wasm.evaluate(doc), opa.evaluate(doc))
             return first, second
 
         @settings(
@@ -189,7 +196,7 @@ def test_claims_only_make_decisions_stricter(
         try:
             stricter_only()
         finally:
-            runner.run(embedded.aclose())
+            runner.run(wasm.aclose())
             runner.run(opa.aclose())
     # The run reached both sides: allowed baselines, and claims that made a decision stricter.
     assert seen["base_allow"] >= 30, seen
@@ -197,48 +204,113 @@ def test_claims_only_make_decisions_stricter(
 
 
 DROP = object()
-FAULTS = [
-    # 1. a claimed public does not lift residency, with or without a region
-    ({"classification": "public", "region": "ap-south-1"}, "deny", ["residency_violation"]),
-    ({"classification": "public", "region": DROP}, "deny", ["residency_violation"]),
-    # 2. an amount elsewhere does not stand in for the declared one
-    ({"amount": None, "amount_eur": 9000}, "deny", ["amount_invalid"]),
+REFUND = {"type": "order", "id": "o-1", "amount": 40, "region": "eu-west-1"}
+FAULTS: list[tuple[str, dict[str, Any], str, list[str]]] = [
+    # 1. a claimed public does not lift residency, with or without a region ...
+    (
+        "payments.refund",
+        {"classification": "public", "region": "ap-south-1"},
+        "deny",
+        ["residency_violation"],
+    ),
+    (
+        "payments.refund",
+        {"classification": "public", "region": DROP},
+        "deny",
+        ["residency_violation"],
+    ),
+    # 2. a missing amount does not slip past the threshold, nor one under another name
+    ("payments.refund", {"amount": DROP}, "deny", ["amount_missing"]),
+    ("payments.refund", {"amount": DROP, "amount_eur": 9000}, "deny", ["amount_missing"]),
+    ("payments.refund", {"amount": None, "amount_eur": 9000}, "deny", ["amount_invalid"]),
+    ("payments.refund", {"amount": "9000"}, "deny", ["amount_invalid"]),
+    ("payments.refund", {"amount": -1}, "deny", ["amount_invalid"]),
+    ("payments.refund", {"amount": 9000}, "require_approval", ["amount_requires_approval"]),
+    # 3. read-only is the declared kind, not the spelling; wildcards in requests match nothing
+    ("support.ticket.delete.read", {}, "deny", ["autonomy_observe_only", "unknown_action"]),
+    (
+        "support.refund.issue.view",
+        {"amount": 9000},
+        "deny",
+        ["autonomy_observe_only", "unknown_action"],
+    ),
+    ("payments.invoice.*", {}, "deny", ["action_not_granted", "unknown_action"]),
+    ("support.ticket.delete", {}, "deny", ["autonomy_observe_only"]),
+    ("support.ticket.read", {}, "allow", []),
 ]
+# Fault 3 is about an observe-only support agent holding support.*.
+OBSERVER = {"name": "support-observer", "domain": "support", "autonomy_level": 0}
 
 
-@pytest.mark.parametrize(("patch", "effect", "reasons"), FAULTS)
+def fault_input(action: str, patch: dict[str, Any]) -> dict[str, Any]:
+    agent: dict[str, Any] = {
+        "id": "agt-1",
+        "name": "refund-bot",
+        "domain": "payments",
+        "status": "active",
+        "autonomy_level": 2,
+        "version": {"id": "v", "version": "1", "state": "active"},
+        "labels": {},
+    }
+    resource: dict[str, Any] = dict(REFUND)
+    if not action.startswith("payments."):
+        agent.update(OBSERVER)
+        resource = {"type": "ticket", "id": "t-1", "region": "eu-west-1"}
+    for key, value in patch.items():
+        if value is DROP:
+            resource.pop(key, None)
+        else:
+            resource[key] = value
+    return {
+        "agent": agent,
+        "action": action,
+        "resource": resource,
+        "context": {},
+        "vouched": {"time": "2024-05-06T10:00:00Z"},
+    }
+
+
+@pytest.mark.parametrize(("action", "patch", "effect", "reasons"), FAULTS)
 def test_the_reported_faults_in_both_engines(
     opa_server: OpaServer,
     shipped_bundle: LoadedBundle,
+    action: str,
     patch: dict[str, Any],
     effect: str,
     reasons: list[str],
 ) -> None:
-    doc = {
-        "agent": {
-            "id": "agt-1",
-            "name": "refund-bot",
-            "domain": "payments",
-            "status": "active",
-            "autonomy_level": 2,
-            "version": {"id": "v", "version": "1", "state": "active"},
-            "labels": {},
-        },
-        "action": "payments.refund",
-        "resource": {"type": "order", "id": "o-1", "amount": 40, "region": "eu-west-1"},
-        "context": {},
-        "vouched": {"time": "2024-05-06T10:00:00Z"},
-    }
-    for key, value in patch.items():
-        if value is DROP:
-            doc["resource"].pop(key)
-        else:
-            doc["resource"][key] = value
+    doc = fault_input(action, patch)
+    got = []
     with asyncio.Runner() as runner:
-        for engine in (EmbeddedEngine(timeout=10), OpaEngine(opa_server.url, timeout=10)):
+        for engine in (WasmEngine(timeout=10), OpaEngine(opa_server.url, timeout=10)):
             runner.run(engine.load(shipped_bundle))
             try:
-                got = runner.run(engine.evaluate(doc))
+                got.append(runner.run(engine.evaluate(doc)))
             finally:
                 runner.run(engine.aclose())
-            assert (got.effect, sorted(got.reasons)) == (effect, reasons), engine
+    wasm, opa = got
+    assert (opa.effect, sorted(opa.reasons)) == (effect, reasons), opa
+    # The in-process engine gives exactly OPA's answer, obligations included.
+    assert wasm.decision() == opa.decision()
+
+
+def test_a_claimed_public_keeps_the_declared_redaction(
+    opa_server: OpaServer, shipped_bundle: LoadedBundle
+) -> None:
+    """Fault 1, second half: claiming ``public`` does not stop the redaction the declared
+    classification (order: confidential) demands, customer_email included."""
+    plain = fault_input("payments.refund", {"customer_email": "a@example.com"})
+    claimed = fault_input(
+        "payments.refund", {"customer_email": "a@example.com", "classification": "public"}
+    )
+    with asyncio.Runner() as runner:
+        for engine in (WasmEngine(timeout=10), OpaEngine(opa_server.url, timeout=10)):
+            runner.run(engine.load(shipped_bundle))
+            try:
+                base = runner.run(engine.evaluate(plain))
+                got = runner.run(engine.evaluate(claimed))
+            finally:
+                runner.run(engine.aclose())
+            assert "**.customer_email" in redacted(base)
+            assert redacted(got) == redacted(base)
+            assert got.effect == base.effect == "allow"

@@ -1,0 +1,227 @@
+"""What every command over HTTP shares: the connection options, the call, the error line, output.
+
+Exit codes scripts can test (`ExitCode`): 0 ok, 1 error, 2 usage, 3 not found, 4 denied (401 or
+403). A failed call prints one line on stderr, `error: <code>: <detail>` from the RFC 9457
+problem details (with the per-field errors of a 422 on the same line), and exits with the code
+that fits its status. `--output json` prints the API's answer as it came (the OpenAPI schemas
+describe it); the default is a table for people.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+class ExitCode(IntEnum):
+    ok = 0
+    error = 1
+    usage = 2
+    not_found = 3
+    denied = 4
+
+
+class CliError(Exception):
+    """A failure the root command prints as one `error: ...` line before exiting with `code`."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.error) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+Url = Annotated[
+    str,
+    typer.Option("--url", envvar="AGENTCTL_URL", help="The control plane's base URL."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option("--token", envvar="AGENTCTL_TOKEN", help="An operator token.", show_default=False),
+]
+OutputOpt = Annotated[
+    Output,
+    typer.Option(
+        "--output", "-o", help="table (for people) or json (the API's answer, for scripts)."
+    ),
+]
+Limit = Annotated[int, typer.Option(min=1, max=1000, help="At most this many items.")]
+After = Annotated[str | None, typer.Option(help="Start after this cursor (a list's next_after).")]
+
+stdout = Console(highlight=False, soft_wrap=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+def seg(value: str) -> str:
+    """One path segment, percent-encoded (a name or id typed by the user)."""
+    return quote(value, safe="")
+
+
+def exit_code_for(status: int) -> ExitCode:
+    if status == 404:
+        return ExitCode.not_found
+    if status in (401, 403):
+        return ExitCode.denied
+    return ExitCode.error
+
+
+def problem_line(response: httpx.Response) -> str:
+    """One line from a problem details answer: `<code>: <detail> (<field>: <detail>; ...)`."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        text = " ".join(response.text.split())[:300]
+        return f"HTTP {response.status_code}: {text or response.reason_phrase}"
+    code = problem.get("code") or problem.get("error") or f"http_{response.status_code}"
+    detail = problem.get("detail") or problem.get("title") or problem.get("error_description")
+    line = f"{code}: {detail}" if detail else str(code)
+    fields = [
+        f"{item.get('pointer') or item.get('field') or '?'}: {item.get('detail')}"
+        for item in problem.get("errors") or []
+        if isinstance(item, dict)
+    ]
+    if fields:
+        line += " (" + "; ".join(fields) + ")"
+    return " ".join(line.split())
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """The control plane at `url`, called with the operator `token`."""
+
+    url: str
+    token: str | None
+
+    @contextmanager
+    def client(self, timeout: httpx.Timeout | float = 30) -> Iterator[httpx.Client]:
+        if not self.token:
+            raise CliError("set AGENTCTL_TOKEN (an operator token) or pass --token", ExitCode.usage)
+        base = self.url.rstrip("/")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
+                yield client
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {base}: {exc}") from None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> Any:
+        """Send one request; the parsed JSON answer, or CliError carrying the problem line."""
+        query = {k: v for k, v in (params or {}).items() if v is not None and v != []}
+        with self.client(timeout) as client:
+            response = client.request(method, path, params=query, json=body, headers=headers)
+            check(response)
+            if not response.content:
+                return None
+            if "json" not in response.headers.get("content-type", ""):
+                return response.text
+            return response.json()
+
+    def etag(self, path: str) -> str:
+        """The current ETag of the resource at `path` (for an update's If-Match)."""
+        with self.client() as client:
+            response = client.get(path)
+            check(response)
+        tag: str | None = response.headers.get("etag")
+        if not tag:
+            raise CliError(f"{path} answered without an ETag")
+        return tag
+
+
+def check(response: httpx.Response) -> None:
+    """CliError (one line, exit code by status) unless the answer is a success."""
+    if not response.is_success:
+        raise CliError(problem_line(response), exit_code_for(response.status_code))
+
+
+# A column: its header, and the field it shows (or a function of the row).
+Column = tuple[str, str | Callable[[Mapping[str, Any]], Any]]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _print(table: Table) -> None:
+    console = stdout if stdout.is_terminal else Console(highlight=False, width=100_000)
+    console.print(table)
+
+
+def emit(body: Any, output: Output, columns: Sequence[Column] = ()) -> None:
+    """Print an answer: JSON as it came, or a table (a list's rows, or one object's fields)."""
+    if output is Output.json:
+        sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+        return
+    if isinstance(body, dict) and isinstance(body.get("data"), list) and columns:
+        table = Table(box=None, pad_edge=False)
+        for header, _ in columns:
+            # Never an ellipsis: ids are copied from here. Folded in a terminal, one line in a pipe.
+            table.add_column(header, overflow="fold")
+        for row in body["data"]:
+            table.add_row(*(_cell(f(row) if callable(f) else row.get(f)) for _, f in columns))
+        _print(table)
+        if body.get("has_more"):
+            stderr.print(f"more: --after {body.get('next_after')}")
+        return
+    if isinstance(body, dict):
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for key, value in body.items():
+            table.add_row(key, _cell(value))
+        _print(table)
+        return
+    stdout.print(_cell(body))
+
+
+def parse_pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    """`key=value` arguments as a dict (usage error otherwise)."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} must look like key=value, not {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def read_json_file(path: str, what: str) -> Any:
+    """A JSON document from a file (`-` for stdin); a usage error names the file otherwise."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{what}: cannot read JSON from {path}: {exc}", ExitCode.usage) from None

@@ -1,0 +1,156 @@
+"""Commands run on the service's own machine: `serve`, `migrate`, `keys rotate`, `openapi`.
+
+They use the settings (AGENTCTL_*) and the database directly, as an operator with shell access
+to the deployment would, inside `startup()` (one line on stderr for a failure, no traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from control_plane.cli._http import ExitCode
+from control_plane.cli.startup import StartupError, load_settings, startup
+
+if TYPE_CHECKING:
+    from control_plane.config import Settings
+
+
+def prepare(settings: Settings, *, migrate: bool = True) -> None:
+    """Create SQLite's directory and apply the migrations (or, with `migrate=False`, refuse a
+    database whose migrations are behind the code's)."""
+    from control_plane.migrate import head_revision, known_revision, stored_revision, upgrade
+
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate:
+        upgrade(settings.resolved_database_url)
+        return
+    current, head = stored_revision(settings.resolved_database_url), head_revision()
+    if current is not None and not known_revision(current):
+        raise StartupError(
+            f"the database has a migration this agentctl does not know ({current}): a newer "
+            "version migrated it; run that version or restore a backup"
+        )
+    if current != head:
+        raise StartupError(
+            f"the database's migrations are behind (at {current or 'none'}, this version needs "
+            f"{head}): run `agentctl migrate` first, or start without --no-migrate"
+        )
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    """First-start state: the bootstrap admin token and the default policy bundle."""
+    from control_plane.kit.db import create_engine, create_sessionmaker
+    from control_plane.operators.service import ensure_bootstrap_admin
+    from control_plane.policy.service import ensure_default_bundle
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+            token = await ensure_bootstrap_admin(session, configured)
+            await ensure_default_bundle(session, settings)
+            await session.commit()
+            return token
+    finally:
+        await engine.dispose()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="Apply the migrations first (default); --no-migrate refuses to start when they "
+            "are behind (a migration job applies them).",
+        ),
+    ] = True,
+) -> None:
+    """Run the API (applies the database migrations first)."""
+    import uvicorn
+
+    from control_plane.app import create_app
+    from control_plane.kit.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    if settings.issuer is None:
+        settings = settings.model_copy(update={"issuer": f"http://{host}:{port}"})
+    with startup(settings):
+        prepare(settings, migrate=migrate)
+        token = asyncio.run(_bootstrap(settings))
+        app = create_app(settings)
+    if token is not None:
+        # Printed once, on the first start only; the database keeps just its hash.
+        print(
+            "\n  First start: created the bootstrap platform_admin token. It is shown only now.\n"
+            f"\n    export AGENTCTL_TOKEN={token}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        server_header=False,
+    )
+
+
+def migrate() -> None:
+    """Apply the database migrations."""
+    settings = load_settings()
+    with startup(settings):
+        prepare(settings)
+    print("migrations applied")
+
+
+def openapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+    ] = None,
+) -> None:
+    """Print the OpenAPI document."""
+    from control_plane.openapi import render
+
+    text = render()
+    if output is not None:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+keys = typer.Typer(help="Token signing keys (on the service's machine).", no_args_is_help=True)
+
+
+@keys.command()
+def rotate() -> None:
+    """Add a new signing key and retire the current one."""
+    from control_plane.crypto.keystore import rotate as rotate_key
+    from control_plane.kit.db import create_engine, create_sessionmaker
+
+    settings = load_settings()
+
+    async def run() -> str:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            return await rotate_key(create_sessionmaker(engine), settings)
+        finally:
+            await engine.dispose()
+
+    with startup(settings):
+        prepare(settings)
+        kid = asyncio.run(run())
+    print(f"new signing key {kid}; the previous key stays published until its tokens expire")
+
+
+__all__ = ["ExitCode", "keys", "migrate", "openapi", "prepare", "serve"]

@@ -1,0 +1,104 @@
+"""Start-up failures as an operator meets them: one line on stderr, a non-zero exit, no traceback.
+
+Each case runs `agentctl serve` (or `migrate`) as a process, from an empty folder, with one thing
+wrong; `AGENTCTL_LOG_LEVEL=DEBUG` brings the traceback back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.servers import ROOT, free_port, server_env
+
+
+def agentctl(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = server_env(f"sqlite+aiosqlite:///{tmp_path / 'agentctl.db'}", tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "control_plane", *args, "--port", str(free_port())]
+        if args[0] == "serve"
+        else [sys.executable, "-m", "control_plane", *args],
+        cwd=tmp_path,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    line = lines[0]
+    assert line.startswith("error: ")
+    for word in words:
+        assert word in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("AGENTCTL_POLICY_ENGINE", "lua"), ("AGENTCTL_ADMIN_TOKEN", "hunter2")]
+)
+def test_bad_settings(tmp_path: Path, name: str, value: str) -> None:
+    done = agentctl(tmp_path, "serve", **{name: value})
+    line = one_line(done, name, "fix the environment")
+    assert done.returncode == 2
+    assert value not in line
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://agentctl:s3cret-password@127.0.0.1:{free_port()}/nowhere"
+    done = agentctl(tmp_path, "serve", AGENTCTL_DATABASE_URL=url)
+    line = one_line(done, "cannot use the database", "AGENTCTL_DATABASE_URL", "127.0.0.1")
+    assert done.returncode == 1
+    assert "s3cret-password" not in line
+
+
+def test_traceback_only_with_debug(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://agentctl:x@127.0.0.1:{free_port()}/nowhere"
+    done = agentctl(tmp_path, "migrate", AGENTCTL_DATABASE_URL=url, AGENTCTL_LOG_LEVEL="DEBUG")
+    assert done.returncode != 0
+    assert "Traceback" in done.stderr
+
+
+def test_missing_default_policy(tmp_path: Path) -> None:
+    done = agentctl(tmp_path, "serve", AGENTCTL_DEFAULT_POLICY_DIR=str(tmp_path / "no-such-dir"))
+    one_line(done, "AGENTCTL_DEFAULT_POLICY_DIR", "no-such-dir", "is not a directory")
+
+
+def test_unreadable_default_policy(tmp_path: Path) -> None:
+    broken = tmp_path / "policy"
+    broken.mkdir()
+    (broken / "data.json").write_text("{not json")
+    done = agentctl(tmp_path, "serve", AGENTCTL_DEFAULT_POLICY_DIR=str(broken))
+    one_line(done, "default policy", "data.json", "AGENTCTL_DEFAULT_POLICY_DIR")
+
+
+def test_migrations_behind(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "agentctl.db").close()  # a database nothing has migrated
+    done = agentctl(tmp_path, "serve", "--no-migrate")
+    one_line(done, "migrations are behind", "agentctl migrate")
+
+
+@pytest.mark.parametrize("command", [["serve"], ["serve", "--no-migrate"], ["migrate"]])
+def test_migration_this_version_does_not_know(tmp_path: Path, command: list[str]) -> None:
+    assert agentctl(tmp_path, "migrate").returncode == 0
+    with sqlite3.connect(tmp_path / "agentctl.db") as db:  # as a newer release would leave it
+        db.execute("UPDATE alembic_version SET version_num = 'ffff_from_the_future'")
+    done = agentctl(tmp_path, *command)
+    one_line(done, "ffff_from_the_future", "does not know")
+
+
+def test_policy_test_without_opa(tmp_path: Path) -> None:
+    done = agentctl(
+        tmp_path, "policy", "test", str(ROOT / "policies"), AGENTCTL_OPA_BIN="/nope/opa"
+    )
+    assert done.returncode == 2
+    one_line(done)
