@@ -47,6 +47,7 @@ typecheck: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/agentctl openapi --output openapi/openapi.json
+	$(BIN)/python -c 'from control_plane.openapi import write_event_schemas as w; w("openapi/events")'
 
 # The shipped policy compiled by the pinned OPA (policies/policy.wasm, committed; a test fails on
 # drift): `make run` decides with it without an OPA binary.

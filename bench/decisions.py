@@ -5,7 +5,10 @@
 3. a bare POST to that OPA's /v1/data/agents/authz/decision, same policy, same inputs.
 
 The ratios say what the control plane adds on top of bare policy evaluation: authentication,
-the registry lookups, the decision record written in the same transaction.
+the registry lookups, the decision record written in the same transaction. With
+``AGENTCTL_BENCH_BUDGET=1`` the agent and its domain have budgets (limits never reached), so
+every allow also checks and consumes six budget windows; inputs above the approval threshold
+create approvals either way.
 """
 
 from __future__ import annotations
@@ -98,6 +101,16 @@ async def _agent_token(url: str) -> tuple[dict[str, str], dict[str, Any]]:
                 f"/v1/agents/{agent['id']}/credentials", json={"scopes": ["decisions:create"]}
             )
         ).json()
+        if os.environ.get("AGENTCTL_BENCH_BUDGET"):
+            # Budgets on the path: limits far above what the run uses, so every window is
+            # checked and consumed but none refuses.
+            limits = {
+                "actions_per_minute": 10**9,
+                "actions_per_hour": 10**9,
+                "spend_per_day": 10**12,
+            }
+            await c.put(f"/v1/agents/{agent['id']}/budget", json=limits)
+            await c.put("/v1/domains/payments/budget", json=limits)
         basic = base64.b64encode(f"{cred['client_id']}:{cred['client_secret']}".encode())
         r = await c.post(
             "/oauth/token",

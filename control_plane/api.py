@@ -3,7 +3,8 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, audit, federation, OAuth2, metrics. A new domain adds its router here.
+decisions, approvals, budgets, audit, events, federation, OAuth2, metrics. A new domain adds its
+router here.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.agents.endpoints import router as agents
+from control_plane.approvals.endpoints import router as approvals
 from control_plane.audit.endpoints import router as audit
+from control_plane.budgets.endpoints import router as budgets
 from control_plane.credentials.endpoints import router as credentials
 from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
 from control_plane.domains.endpoints import router as domains
+from control_plane.events.endpoints import router as events
+from control_plane.events.webhook_endpoints import router as webhooks
 from control_plane.federation.endpoints import bundle_router as federation_bundles
 from control_plane.federation.endpoints import router as federation
 from control_plane.health.endpoints import router as health
+from control_plane.killswitch.endpoints import router as killswitch
 from control_plane.oauth2.endpoints import router as oauth2
 from control_plane.observability.endpoints import router as metrics
 from control_plane.operators.endpoints import router as operators
@@ -27,15 +33,20 @@ from control_plane.policy.endpoints import router as policies
 ROUTERS: tuple[APIRouter, ...] = (
     health,
     domains,
+    killswitch,
     agent_self,  # before agents: /v1/agents/me is not an agent id
     agents,
     credentials,
     operators,
     policies,
     decisions,
+    approvals,
+    budgets,
     audit,
     federation,
     federation_bundles,
+    events,
+    webhooks,
     oauth2,
     metrics,
 )

@@ -22,6 +22,8 @@ from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
+from control_plane.events.relay import NatsRelay
+from control_plane.events.webhooks import WebhookDispatcher
 from control_plane.federation.service import BundleCache
 from control_plane.federation.service import start as start_federation
 from control_plane.kit import dberrors, lifecycle
@@ -107,12 +109,21 @@ def create_app(
                 writer_lock=database.writer_turn,
             ),
             bundle_cache=BundleCache(),
+            webhook_dispatcher=WebhookDispatcher(database, settings, kek),
         )
         app.state.context = state
         await start_federation(state)
         lifecycle.install_sigterm_drain(settings.shutdown_drain_seconds)
         state.pruner.start()
         state.audit_worker.start()
+        state.webhook_dispatcher.start()
+        relay = (
+            NatsRelay(database, settings.nats_url, settings.events_poll_seconds)
+            if settings.nats_url
+            else None
+        )
+        if relay is not None:
+            relay.start()
         # The cycle collector, tuned for requests that hold many objects at once (an audit batch
         # of 1,000 records holds some 30,000 until it is answered; they die by reference count):
         # what start-up built (modules, schemas, engines, the policy) lives as long as the app,
@@ -127,6 +138,9 @@ def create_app(
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            if relay is not None:
+                await relay.aclose()
+            await state.webhook_dispatcher.aclose()
             await state.audit_worker.stop()
             await _flush_audit(state)
             await state.pruner.aclose()

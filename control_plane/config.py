@@ -173,6 +173,34 @@ class Settings(BaseSettings):
         description="After the listener closes, how long in-flight requests may take to finish "
         "before they are cancelled; the audit sequencer and checkpointer flush after that.",
     )
+    events_poll_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="How often event streams and webhooks look for events.",
+    )
+    webhook_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Deliveries to a webhook before an event is dead-lettered.",
+    )
+    webhook_backoff_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="First retry delay; doubles per attempt (capped at 1 h).",
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback, link-local and private addresses (tests, "
+        "development). Off: refused as an SSRF risk.",
+    )
+    nats_url: str | None = Field(
+        default=None,
+        description="Relay every event to NATS JetStream here (e.g. nats://host:4222).",
+    )
     idempotency_max_keys: int = Field(
         default=10_000,
         ge=1,

@@ -12,3 +12,25 @@ from control_plane.config import Settings
 def render() -> str:
     app = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"))
     return json.dumps(app.openapi(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def render_event_schemas() -> dict[str, str]:
+    """``{file name: JSON Schema text}``: one schema per event type (a whole CloudEvents 1.0
+    JSON event of that type), committed under ``openapi/events/``."""
+    from control_plane.events.types import SCHEMAS, cloudevent_schema
+
+    return {
+        f"{event_type}.json": json.dumps(cloudevent_schema(event_type), indent=2) + "\n"
+        for event_type in sorted(SCHEMAS)
+    }
+
+
+def write_event_schemas(directory: str) -> None:
+    from pathlib import Path
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.json"):
+        stale.unlink()
+    for name, text in render_event_schemas().items():
+        (out / name).write_text(text)

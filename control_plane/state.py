@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.audit.trees import LogTrees
     from control_plane.audit.worker import AuditWorker
     from control_plane.crypto.keystore import KeyStore
+    from control_plane.events.webhooks import WebhookDispatcher
     from control_plane.federation.service import BundleCache
     from control_plane.oauth2.agent_auth import AgentAuthenticator
     from control_plane.oauth2.pruning import Pruner
@@ -46,6 +47,7 @@ class AppState:
     audit_worker: AuditWorker
     #: Federation: each domain's last built bundle, the bundle signing key, points' contacts.
     bundle_cache: BundleCache
+    webhook_dispatcher: WebhookDispatcher
 
 
 def app_state(app: Starlette) -> AppState:

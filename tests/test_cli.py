@@ -74,10 +74,15 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert out.count("urn:agentctl:problem:unauthorized") == 1
         # The audit walk-through: stored, read back, verified offline, tampering found.
         assert '"status":"stored"' in out
-        assert "ok: payments.jsonl: 5 records verified" in out
-        assert "BAD: payments.jsonl: first bad index 4" in out
+        assert "ok: payments.jsonl: 8 records verified" in out
+        assert "BAD: payments.jsonl: first bad index 7" in out
         assert "exit code 1" in out
-        assert "ok: payments: 5 records verified" in out
+        assert "ok: payments: 8 records verified" in out
+        # Approvals, budgets, the kill switch, events.
+        assert '"effect":"allow","allow":true,"reasons":["approved"]' in out
+        assert '"actions_per_minute":{"limit":10' in out
+        assert "decision while suspended: HTTP 401" in out
+        assert '"type":"approval.resolved.v1"' in out
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log

@@ -73,3 +73,11 @@ def test_every_v1_route_is_transactional() -> None:
             if route.path in _NON_TRANSACTIONAL:
                 continue
             assert isinstance(route, TransactionalRoute), route.path
+
+
+def test_committed_event_schemas_match_code() -> None:
+    from control_plane.openapi import render_event_schemas
+
+    directory = COMMITTED.parent / "events"
+    committed = {p.name: p.read_text() for p in directory.glob("*.json")}
+    assert committed == render_event_schemas(), "openapi/events is stale: run `make openapi`"

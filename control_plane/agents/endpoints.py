@@ -17,6 +17,7 @@ from control_plane.agents.schemas import (
     VersionPublic,
 )
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
+from control_plane.killswitch import service as killswitch
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
 from control_plane.kit.etag import etag
 from control_plane.kit.pagination import Page, Pagination
@@ -134,9 +135,12 @@ def _lifecycle(action: str, summary: str) -> None:
         who: CurrentOperator,
         session: Session,
         response: Response,
+        state: State,
         if_match: IfMatch = None,
     ) -> AgentPublic:
-        agent = await service.transition(session, who, agent_id, action, if_match)
+        agent = await killswitch.transition_agent(
+            session, state.audit_context, who, agent_id, action, if_match
+        )
         return _agent(agent, response)
 
     endpoint.__doc__ = summary

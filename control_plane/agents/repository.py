@@ -46,6 +46,11 @@ async def list_page(
     return (await session.exec(stmt)).all()
 
 
+async def ids_in_domain(session: AsyncSession, domain: str, status: str) -> list[uuid.UUID]:
+    stmt = select(Agent.id).where(Agent.domain == domain, Agent.status == status)
+    return list((await session.exec(stmt)).all())
+
+
 async def add(session: AsyncSession, row: Agent | AgentVersion) -> None:
     session.add(row)
     await session.flush()

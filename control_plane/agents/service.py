@@ -19,6 +19,7 @@ from control_plane.agents.schemas import (
 )
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.domains import service as domains
+from control_plane.events import service as events
 from control_plane.kit.errors import (
     AlreadyExists,
     Conflict,
@@ -57,6 +58,11 @@ async def find(session: AsyncSession, agent_id: uuid.UUID) -> Agent | None:
 
 async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVersion | None:
     return await repository.active_version(session, agent_id)
+
+
+async def active_ids_in_domain(session: AsyncSession, domain: str) -> list[uuid.UUID]:
+    """Ids of the domain's active agents, whoever asks (the kill switch announces them)."""
+    return await repository.ids_in_domain(session, domain, AgentStatus.active)
 
 
 async def usable_version(
@@ -107,6 +113,18 @@ async def create(session: AsyncSession, who: OperatorPrincipal, body: AgentCreat
         raise AlreadyExists(
             f"An agent named '{body.name}' already exists in '{body.domain}'."
         ) from exc
+    await events.emit(
+        session,
+        "agent.registered.v1",
+        {
+            "agent_id": str(agent.id),
+            "domain": agent.domain,
+            "name": agent.name,
+            "owner": agent.owner,
+        },
+        domain=agent.domain,
+        subject=str(agent.id),
+    )
     return agent
 
 
@@ -287,6 +305,19 @@ async def transition_version(
     if not changed:
         raise Conflict("The version changed concurrently; read it again and retry.")
     await repository.refresh(session, version)
+    if action == "activate":
+        await events.emit(
+            session,
+            "agent.version.activated.v1",
+            {
+                "agent_id": str(agent.id),
+                "domain": agent.domain,
+                "version_id": str(version.id),
+                "version": version.version,
+            },
+            domain=agent.domain,
+            subject=str(agent.id),
+        )
     return version
 
 

@@ -31,9 +31,10 @@ from control_plane.audit import repository
 from control_plane.audit.keys import CheckpointKey, ensure_key
 from control_plane.audit.log import leaf_canonical
 from control_plane.audit.merkle import leaf_hash
-from control_plane.audit.note import Checkpoint, sign_note
+from control_plane.audit.note import Checkpoint, b64, sign_note
 from control_plane.audit.service import AuditContext
 from control_plane.audit.trees import LogTrees
+from control_plane.events import service as events
 from control_plane.kit.db import SessionMaker
 from control_plane.kit.time import utcnow
 from control_plane.models import AuditCheckpoint
@@ -191,6 +192,13 @@ class AuditWorker:
                 AuditCheckpoint(
                     domain=domain, size=size, root_hash=root, key_id=key.kid, note=note
                 ),
+            )
+            await events.emit(
+                session,
+                "audit.checkpoint.v1",
+                {"domain": domain, "size": size, "root_hash": b64(root), "key_id": key.kid},
+                domain=domain,
+                subject=f"{domain}/{size}",
             )
             await session.commit()
         self._signed_at[domain] = time.monotonic()

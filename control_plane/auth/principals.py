@@ -46,6 +46,11 @@ class Capability(StrEnum):
     audit_read = "audit:read"
     audit_manage = "audit:manage"
     metrics_read = "metrics:read"
+    approvals_read = "approvals:read"
+    approvals_decide = "approvals:decide"
+    budgets_write = "budgets:write"
+    events_read = "events:read"
+    events_manage = "events:manage"
     versions_approve = "versions:approve"
 
 
@@ -58,6 +63,10 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.decisions_read,
             Capability.audit_read,
             Capability.audit_manage,
+            Capability.approvals_read,
+            Capability.budgets_write,
+            Capability.events_read,
+            Capability.events_manage,
             Capability.versions_approve,
         }
     ),
@@ -68,11 +77,15 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
             Capability.decisions_read,
             Capability.audit_read,
             Capability.metrics_read,
+            Capability.approvals_read,
+            Capability.events_read,
         }
     ),
-    # Approvers approve agent versions in their domains (and read the versions they approve);
-    # least privilege elsewhere.
-    Role.approver: frozenset({Capability.versions_approve}),
+    # Approvers, in their domains: decide approvals, approve agent versions (and read what they
+    # approve); least privilege elsewhere.
+    Role.approver: frozenset(
+        {Capability.versions_approve, Capability.approvals_read, Capability.approvals_decide}
+    ),
 }
 
 _GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})

@@ -21,6 +21,7 @@ from control_plane.credentials import repository
 from control_plane.credentials.schemas import AuthMethod, CredentialCreate
 from control_plane.crypto.jwk import InvalidClientJWK, parse_client_public_jwk
 from control_plane.crypto.secrets import generate_client_secret, hash_secret
+from control_plane.events import service as events
 from control_plane.kit.errors import (
     FieldError,
     InvalidStateTransition,
@@ -84,6 +85,13 @@ async def create_credential(
         expires_at=expires_at,
     )
     await repository.add_credential(session, credential)
+    await events.emit(
+        session,
+        "credential.created.v1",
+        {"agent_id": str(agent.id), "domain": agent.domain, "client_id": str(credential.id)},
+        domain=agent.domain,
+        subject=str(credential.id),
+    )
     return NewCredential(credential, secret)
 
 
@@ -111,6 +119,13 @@ async def revoke_credential(
     credential.revoked_at = utcnow()
     session.add(credential)
     await session.flush()
+    await events.emit(
+        session,
+        "credential.revoked.v1",
+        {"agent_id": str(agent.id), "domain": agent.domain, "client_id": str(credential.id)},
+        domain=agent.domain,
+        subject=str(credential.id),
+    )
     return credential
 
 

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Response
 
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.decisions import service
@@ -51,10 +51,10 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 )
 @reads_first  # SQLite: the writer turn is taken after evaluation, for the inserts only
 async def create_decision(
-    body: DecisionRequest, agent: Decider, session: Session, state: State
+    body: DecisionRequest, agent: Decider, session: Session, state: State, response: Response
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
-    return await service.decide(
+    result = await service.decide(
         session,
         state.policy_runtime,
         agent,
@@ -63,6 +63,9 @@ async def create_decision(
         state.redaction_key,
         state.audit_context,
     )
+    if result.retry_after is not None:
+        response.headers["Retry-After"] = str(result.retry_after)
+    return result
 
 
 @router.get("")

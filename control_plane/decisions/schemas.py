@@ -34,6 +34,11 @@ class DecisionRequest(RequestModel):
     context: dict[str, Any] = Field(
         default_factory=dict, description="Free-form: amount, time, trace ids, ..."
     )
+    approval_id: uuid.UUID | None = Field(
+        default=None,
+        description="Retry of a require_approval decision: the approval granted for exactly "
+        "this action (used once).",
+    )
 
 
 class DecisionResult(ResponseModel):
@@ -45,6 +50,15 @@ class DecisionResult(ResponseModel):
     bundle: str
     revision: int | None
     engine: str
+    approval_id: uuid.UUID | None = Field(
+        default=None,
+        description="require_approval: the approval to wait for, then to retry with; "
+        "an allow with reason approved: the approval it used.",
+    )
+    retry_after: int | None = Field(
+        default=None,
+        description="budget_exceeded: seconds until the window resets (also Retry-After).",
+    )
 
 
 class DecisionRecord(ResponseModel):

@@ -22,6 +22,7 @@ write transaction and, if it changed meanwhile, the request runs again holding t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -33,16 +34,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
-from control_plane.decisions import repository
+from control_plane.decisions import gates, repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed
+from control_plane.kit.ids import uuid7
 from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.routing import StaleReads, begin_writes
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.observability import metrics, tracing
-from control_plane.policy.engines import EngineResult, InputLimits, InvalidInputError, encode_input
+from control_plane.policy.engines import (
+    Effect,
+    EngineResult,
+    InputLimits,
+    InvalidInputError,
+    encode_input,
+)
 from control_plane.policy.runtime import PolicyRuntime
 
 
@@ -83,7 +91,8 @@ def decision_input(
     principal: AgentPrincipal, version: Any, body: DecisionRequest
 ) -> dict[str, Any]:
     """The policy input: ``agent`` and ``vouched`` from the control plane, ``action``,
-    ``resource`` and ``context`` as the agent sent them."""
+    ``resource`` and ``context`` as the agent sent them. ``vouched.budget`` (what is left of
+    each budget window) is added by ``gates.prepare`` when a budget applies."""
     return {
         "agent": _agent_document(principal, version),
         "action": body.action,
@@ -111,7 +120,10 @@ async def decide(
     """
     started = time.perf_counter()
     state = await _state(session, principal, runtime.bundle)
-    input_doc = decision_input(principal, state.version, body)
+    version = state.version
+    input_doc = decision_input(principal, version, body)
+    # Budgets left are a vouched fact the policy may read (input.vouched.budget).
+    snap = await gates.prepare(session, principal, input_doc)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
@@ -124,19 +136,32 @@ async def decide(
     # the state? (A revocation, suspension, new version or revision meanwhile.)
     if await begin_writes(session) and await _state(session, principal, runtime.bundle) != state:
         raise StaleReads
+    decision_id = uuid7()
+    # Approvals and budgets, in this transaction: an approval consumed, a budget window used.
+    verdict = await gates.judge(
+        session, audit_context, principal, version, body, input_doc, result, snap, decision_id
+    )
+    judged = dataclasses.replace(
+        result,
+        effect=Effect(verdict.effect),
+        allow=verdict.allow,
+        reasons=tuple(verdict.reasons),
+    )
     decision = await record_decision(
         session,
         principal,
-        state.version,
+        version,
         action=body.action,
         resource=input_doc["resource"],
         input_digest="sha256:" + hashlib.sha256(encoded.encode()).hexdigest(),
-        result=result,
+        result=judged,
         bundle=runtime.bundle,
         redaction_key=redaction_key,
         audit_context=audit_context,
         latency_ms=(time.perf_counter() - started) * 1000,
+        decision_id=decision_id,
     )
+    await gates.announce(session, audit_context, decision, verdict)
     metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
     return DecisionResult(
         decision_id=decision.id,
@@ -147,6 +172,8 @@ async def decide(
         bundle=decision.bundle,
         revision=decision.revision,
         engine=decision.engine,
+        approval_id=verdict.approval_id,
+        retry_after=verdict.retry_after,
     )
 
 

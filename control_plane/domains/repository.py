@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.models import Domain
@@ -28,3 +29,14 @@ async def list_page(
 async def add(session: AsyncSession, domain: Domain) -> None:
     session.add(domain)
     await session.flush()
+
+
+async def set_suspended(session: AsyncSession, name: str, at: datetime | None) -> bool:
+    """Suspend (``at``) or resume (None) the domain; False when it already was so."""
+    stmt = update(Domain).where(col(Domain.name) == name)
+    if at is None:
+        stmt = stmt.where(col(Domain.suspended_at).is_not(None))
+    else:
+        stmt = stmt.where(col(Domain.suspended_at).is_(None))
+    result = await session.exec(stmt.values(suspended_at=at))
+    return bool(result.rowcount)

@@ -7,8 +7,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.auth.principals import Capability, OperatorPrincipal, Role
 from control_plane.domains import repository
 from control_plane.domains.schemas import DomainCreate, DomainPublic
-from control_plane.kit.errors import AlreadyExists, Forbidden
+from control_plane.kit.errors import AlreadyExists, Forbidden, InvalidStateTransition
 from control_plane.kit.pagination import Page
+from control_plane.kit.time import utcnow
 from control_plane.models import Domain
 
 
@@ -31,6 +32,31 @@ async def get(session: AsyncSession, who: OperatorPrincipal, name: str) -> Domai
 async def exists(session: AsyncSession, name: str) -> bool:
     """Whether the domain exists, whoever asks (other domains check references with it)."""
     return await repository.get(session, name) is not None
+
+
+async def is_suspended(session: AsyncSession, name: str) -> bool:
+    """Whether the domain's kill switch is on, whoever asks."""
+    found = await repository.get(session, name)
+    return found is not None and found.suspended_at is not None
+
+
+async def set_suspended(
+    session: AsyncSession, who: OperatorPrincipal, name: str, suspended: bool
+) -> Domain:
+    """Turn the domain's kill switch on or off (registry:write in the domain; flush only).
+
+    Raises ``Forbidden`` (403) by role, ``NotFound`` (404) outside the caller's domains,
+    ``InvalidStateTransition`` (409) when it already is so.
+    """
+    who.require(Capability.registry_write)
+    domain = who.visible(
+        await repository.get(session, name), what="Domain", domain_of=lambda d: d.name
+    )
+    if not await repository.set_suspended(session, name, utcnow() if suspended else None):
+        state = "suspended" if suspended else "active"
+        raise InvalidStateTransition(f"The domain is already {state}.")
+    await session.refresh(domain)
+    return domain
 
 
 async def list_domains(

@@ -10,6 +10,14 @@ from control_plane.models.audit import (
 )
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.federation import BundleSigningKey, EnforcementPoint
+from control_plane.models.governance import (
+    Approval,
+    Budget,
+    BudgetCounter,
+    EventRow,
+    Webhook,
+    WebhookDelivery,
+)
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
 from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
@@ -20,6 +28,7 @@ from control_plane.models.replay import DecisionReplay
 __all__ = [
     "Agent",
     "AgentVersion",
+    "Approval",
     "AuditCheckpoint",
     "AuditKey",
     "AuditLeaf",
@@ -27,12 +36,15 @@ __all__ = [
     "AuditRecordRow",
     "AuditRedactionList",
     "AuthFailureCount",
+    "Budget",
+    "BudgetCounter",
     "BundleSigningKey",
     "Credential",
     "Decision",
     "DecisionReplay",
     "Domain",
     "EnforcementPoint",
+    "EventRow",
     "IdempotencyRecord",
     "Operator",
     "PolicyBundle",
@@ -40,4 +52,6 @@ __all__ = [
     "RevokedToken",
     "SigningKeyRow",
     "UsedAssertion",
+    "Webhook",
+    "WebhookDelivery",
 ]

@@ -19,6 +19,8 @@ class Domain(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=63)
     description: str = Field(default="", max_length=1000)
     created_at: datetime = timestamp_now()
+    # The kill switch: set while every agent of the domain is suspended (POST .../suspend).
+    suspended_at: datetime | None = timestamp_null()
 
 
 class Agent(SQLModel, table=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit.time import aware
-from control_plane.models import Agent, AgentVersion, Credential, RevokedToken, UsedAssertion
+from control_plane.models import (
+    Agent,
+    AgentVersion,
+    Credential,
+    Domain,
+    RevokedToken,
+    UsedAssertion,
+)
 
 # --- one-time assertions and revocation -------------------------------------------------------
 
@@ -62,13 +70,21 @@ class AuthState:
     credential_expires_at: datetime | None
     bound_version_state: str | None
     token_revoked: bool
+    domain_suspended: bool = False
 
 
 async def auth_state(
     session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
 ) -> AuthState | None:
-    stmt = (
+    domain_suspended = (
+        select(col(Domain.suspended_at).is_not(None))
+        .where(col(Domain.name) == col(Agent.domain))
+        .scalar_subquery()
+    )
+    # Five columns: more than sqlmodel's select() is typed for, hence Any.
+    stmt: Any = (
         select(Agent, Credential, AgentVersion, RevokedToken)
+        .add_columns(domain_suspended)
         .join(Credential, col(Credential.agent_id) == col(Agent.id))
         .outerjoin(AgentVersion, col(AgentVersion.id) == col(Credential.version_id))
         .outerjoin(RevokedToken, col(RevokedToken.jti) == jti)
@@ -77,11 +93,12 @@ async def auth_state(
     row = (await session.exec(stmt)).first()
     if row is None:
         return None
-    agent, credential, version, revoked = row
+    agent, credential, version, revoked, suspended = row
     return AuthState(
         agent=agent,
         credential_revoked=credential.revoked_at is not None,
         credential_expires_at=aware(credential.expires_at) if credential.expires_at else None,
         bound_version_state=version.state if version is not None else None,
         token_revoked=revoked is not None,
+        domain_suspended=bool(suspended),
     )

@@ -32,6 +32,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.crypto.jwk import PublicJWK, parse_client_public_jwk
 from control_plane.crypto.secrets import verify_secret
 from control_plane.crypto.signing import KeyRingError, SigningKeyRing
+from control_plane.domains import service as domains
 from control_plane.federation import tokens as point_tokens
 from control_plane.kit.errors import ErrorCode, ProblemError, ServiceUnavailable
 from control_plane.kit.ratelimit import FailureLimiter, Limit
@@ -329,6 +330,8 @@ async def issue_token(
     if credential.agent_id is None:
         return await _issue_point_token(session, ring, settings, credential, scopes)
     agent = _check_usable(credential, await agents.find(session, credential.agent_id))
+    if await domains.is_suspended(session, agent.domain):
+        raise invalid_client("The agent's domain is suspended.")
     version = await agents.active_version(session, agent.id)
     if credential.version_id is not None and (
         version is None or version.id != credential.version_id
@@ -442,6 +445,8 @@ def auth_state_problem(state: repository.AuthState) -> str | None:
         return "the credential has expired"
     if state.agent.status != AgentStatus.active:
         return "the agent is not active"
+    if state.domain_suspended:
+        return "the agent's domain is suspended"
     if state.bound_version_state is not None and state.bound_version_state != VersionState.active:
         return "the credential's version is not active"
     return None

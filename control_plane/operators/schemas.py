@@ -15,8 +15,9 @@ class OperatorCreate(RequestModel):
     role: Role
     domains: Annotated[list[Name], Field(max_length=100)] = Field(
         default_factory=list,
-        description="Domains a domain_admin manages, or an approver approves versions in (an "
-        "approver without domains approves nothing); empty for the global roles.",
+        description="Domains a domain_admin manages, or an approver decides approvals and "
+        "approves versions in (an approver without domains approves nothing); empty for the "
+        "global roles.",
     )
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.config import Settings
+from control_plane.events import service as events
 from control_plane.kit.errors import (
     Conflict,
     FieldError,
@@ -146,10 +147,18 @@ async def activate(
     revision = await repository.get_revision(session, bundle_name, number)
     if revision is None:
         raise NotFound("Revision not found.")
+    changed = bundle.active_revision != number
     bundle.active_revision = number
     bundle.updated_at = utcnow()
     session.add(bundle)
     await session.flush()
+    if changed:  # re-activating the active revision changes nothing, so announces nothing
+        await events.emit(
+            session,
+            "policy.revision.activated.v1",
+            {"bundle": bundle_name, "revision": number},
+            subject=f"{bundle_name}/{number}",
+        )
     return bundle, revision
 
 

@@ -1,0 +1,1 @@
+"""Approvals: a human decision bound to one exact action, used at most once."""

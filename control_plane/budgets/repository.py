@@ -1,0 +1,105 @@
+"""All SQL for budgets. Consuming is one conditional UPDATE per window,
+``used = used + n WHERE used + n <= limit`` (resetting a window that has ended), so concurrent
+decisions can never take a window past its limit: the row lock orders them and a loser's WHERE
+fails."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, case, delete, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.models import Budget, BudgetCounter
+
+WINDOWS = ("actions_per_minute", "actions_per_hour", "spend_per_day")
+
+
+async def load(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> list[tuple[Budget, list[BudgetCounter]]]:
+    """The budgets of ``keys`` ((scope, key) pairs) with their counters; absent ones skipped."""
+    stmt = (
+        select(Budget, BudgetCounter)
+        .join(
+            BudgetCounter,
+            and_(
+                col(BudgetCounter.scope) == col(Budget.scope),
+                col(BudgetCounter.key) == col(Budget.key),
+            ),
+            isouter=True,
+        )
+        .where(or_(*(and_(col(Budget.scope) == s, col(Budget.key) == k) for s, k in keys)))
+        .execution_options(populate_existing=True)
+    )
+    found: dict[tuple[str, str], tuple[Budget, list[BudgetCounter]]] = {}
+    for budget, counter in (await session.exec(stmt)).all():
+        entry = found.setdefault((budget.scope, budget.key), (budget, []))
+        if counter is not None:
+            entry[1].append(counter)
+    return [found[k] for k in keys if k in found]
+
+
+async def get(
+    session: AsyncSession, scope: str, key: str
+) -> tuple[Budget, list[BudgetCounter]] | None:
+    rows = await load(session, [(scope, key)])
+    return rows[0] if rows else None
+
+
+async def put(session: AsyncSession, budget: Budget) -> None:
+    """Insert or replace the budget; every window gets its counter row (use is kept)."""
+    existing = await session.get(Budget, (budget.scope, budget.key))
+    if existing is None:
+        session.add(budget)
+        for window in WINDOWS:
+            session.add(BudgetCounter(scope=budget.scope, key=budget.key, window=window))
+    else:
+        for field in (*WINDOWS, "spend_field", "updated_at"):
+            setattr(existing, field, getattr(budget, field))
+        session.add(existing)
+    await session.flush()
+
+
+async def remove(session: AsyncSession, scope: str, key: str) -> None:
+    await session.exec(
+        delete(BudgetCounter).where(
+            col(BudgetCounter.scope) == scope, col(BudgetCounter.key) == key
+        )
+    )
+    await session.exec(delete(Budget).where(col(Budget.scope) == scope, col(Budget.key) == key))
+
+
+async def consume(
+    session: AsyncSession, scope: str, key: str, window: str, start: int, n: int, limit: int
+) -> bool:
+    """Add ``n`` to the window starting at ``start`` if that stays within ``limit``."""
+    if n > limit:
+        return False
+    c = BudgetCounter
+    current = col(c.window_start) >= start
+    result = await session.exec(
+        update(c)
+        .where(
+            col(c.scope) == scope,
+            col(c.key) == key,
+            col(c.window) == window,
+            or_(and_(current, col(c.used) + n <= limit), col(c.window_start) < start),
+        )
+        .values(
+            used=case((current, col(c.used) + n), else_=n),
+            window_start=case((current, col(c.window_start)), else_=start),
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def refund(session: AsyncSession, scope: str, key: str, window: str, n: int) -> None:
+    """Give back ``n`` taken earlier in this transaction (its row lock is still held)."""
+    c = BudgetCounter
+    await session.exec(
+        update(c)
+        .where(col(c.scope) == scope, col(c.key) == key, col(c.window) == window)
+        .values(used=col(c.used) - n)
+    )

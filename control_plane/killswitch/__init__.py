@@ -1,0 +1,1 @@
+"""The kill switch: suspending an agent or a whole domain, announced and audited."""
