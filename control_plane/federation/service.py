@@ -39,6 +39,7 @@ from control_plane.federation.schemas import (
 )
 from control_plane.federation.signing import ALG, BundleKey, ensure_key, public_pem
 from control_plane.federation.tokens import POINT_SCOPES
+from control_plane.kit import lifecycle
 from control_plane.kit.errors import (
     AlreadyExists,
     FieldError,
@@ -331,6 +332,10 @@ async def fetch_bundle(
     while built.revision == held and time.monotonic() < deadline:
         await asyncio.sleep(POLL_INTERVAL)
         if gone is not None and await gone():  # the point hung up: stop holding the request
+            break
+        if lifecycle.draining():
+            # Shutting down: answer now (not modified) rather than be cancelled by the graceful
+            # shutdown's timeout; the point polls again, at another replica or this one later.
             break
         async with state.database.read_sessionmaker() as session:
             built = await _built(session, state, domain)
