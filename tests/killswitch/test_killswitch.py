@@ -107,10 +107,8 @@ async def test_who_may_pull_the_switch(client: httpx.AsyncClient, admin: dict[st
     assert (await client.post("/v1/domains/claims/resume", headers=admin)).status_code == 409
 
 
-@pytest.mark.postgres
+@pytest.mark.only_db("postgresql")  # replicas share a PostgreSQL database
 def test_two_replicas_refuse_within_a_second(db_url: str, tmp_path: Path) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("replicas share a PostgreSQL database")
     token = "acp_op_killswitch-test-admin-token-0123456789abcdef"
     env = server_env(
         db_url,

@@ -178,9 +178,8 @@ async def test_old_windows_are_pruned(app: FastAPI, client: httpx.AsyncClient) -
     assert (await prune_expired(database, failure_window=1)).auth_failures == 1
 
 
-def test_limits_hold_across_two_replicas(db_url: str, is_postgres: bool, tmp_path: Path) -> None:
-    if not is_postgres:
-        pytest.skip("replicas share PostgreSQL; SQLite is one process")
+@pytest.mark.only_db("postgresql")  # replicas share PostgreSQL; SQLite is one process
+def test_limits_hold_across_two_replicas(db_url: str, tmp_path: Path) -> None:
     admin_token = "acp_op_ratelimit-replicas-admin-0123456789abcdef"
     env = server_env(
         db_url,
