@@ -29,7 +29,7 @@ from control_plane.state import State
 
 router = Router(tag="federation", errors=(401, 403, 404, 422))
 #: The bundle route holds no transaction: a long poll may wait up to a minute.
-bundle_router = Router(tag="federation", errors=(401, 404), transactional=False)
+bundle_router = Router(tag="federation", errors=(401, 404, 422), transactional=False)
 
 DomainName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
 PointName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]

@@ -20,7 +20,8 @@ from tests.fixtures.servers import ROOT
 DOCUMENT = ROOT / "openapi" / "openapi.json"
 # openapi-python-client knows binary bodies only as application/octet-stream; the policy upload is
 # declared as application/gzip, which the generated code then sends verbatim, and the audit export
-# (application/jsonl, JSON Lines) is read as bytes. No post hooks: the
+# (application/jsonl, JSON Lines) is read as bytes, an OPA configuration (application/yaml,
+# RFC 9512) as text. No post hooks: the
 # test needs no formatter, and the code is checked as generated.
 CONFIG = """\
 package_name_override: acp_client
@@ -29,6 +30,7 @@ post_hooks: []
 content_type_overrides:
   application/gzip: application/octet-stream
   application/jsonl: application/octet-stream
+  application/yaml: text/plain
 """
 
 
