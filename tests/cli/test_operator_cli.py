@@ -212,7 +212,8 @@ def test_every_verb(cli: Any, tmp_path: Path) -> None:
     records = cli("audit", "list", "--domain", "payments", "-o", "json").json("audit-list_records")[
         "data"
     ]
-    assert {r["kind"] for r in records} == {"decision", "action"}
+    # The agent's suspension and resumption above are kill-switch records.
+    assert {r["kind"] for r in records} == {"decision", "action", "kill_switch"}
     record_id = next(r["id"] for r in records if r["kind"] == "action")
     assert (
         cli("audit", "get", record_id, "-o", "json").json("audit-get_record")["record"]["id"]
@@ -235,7 +236,8 @@ def test_every_verb(cli: Any, tmp_path: Path) -> None:
     export = tmp_path / "payments.jsonl"
     done = cli("audit", "export", "--domain", "payments", "-o", str(export), "-q")
     assert done.code == 0, done.err
-    assert len(export.read_text().splitlines()) == 2
+    # the suspension, the resumption, the decision and the record the agent sent
+    assert len(export.read_text().splitlines()) == 4
 
     # policy
     bundles = cli("policy", "list", "-o", "json").json("policies-list_bundles")["data"]
