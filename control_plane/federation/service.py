@@ -226,6 +226,10 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     )
 
 
+def _edge_agent(document: dict[str, Any], domain_suspended: bool) -> dict[str, Any]:
+    return {**document, "status": "suspended"} if domain_suspended else document
+
+
 async def build_domain_bundle(
     session: AsyncSession, state: AppState, domain: str, key: BundleKey
 ) -> bundles.BuiltBundle:
@@ -235,6 +239,8 @@ async def build_domain_bundle(
     if revision is None:
         raise ServiceUnavailable("No active policy revision: there is no bundle to serve.")
     found = await domains.find(session, domain)
+    # The kill switch: a suspended domain's agents are suspended at the edge too.
+    domain_suspended = found is not None and found.suspended_at is not None
     rows = await agents.domain_agents(session, domain)
     ring = await state.keystore.ring()
     settings = state.settings
@@ -249,7 +255,10 @@ async def build_domain_bundle(
     registry = bundles.RegistryPart(
         domain=domain,
         domain_info=found.model_dump(mode="json", exclude={"created_at"}) if found else {},
-        agents={str(agent.id): decisions.agent_document(agent, version) for agent, version in rows},
+        agents={
+            str(agent.id): _edge_agent(decisions.agent_document(agent, version), domain_suspended)
+            for agent, version in rows
+        },
         issuer=settings.issuer_url,
         audience=settings.token_audience,
         jwks=ring.jwks(),

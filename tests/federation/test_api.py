@@ -133,6 +133,18 @@ async def test_bundle_is_signed_scoped_to_its_domain_and_cached(
     assert changed.headers["etag"] != etag
     agent = json.loads(_files(changed.content)["data.json"])["federation"]["agents"]
     assert agent[own["agent"]["id"]]["status"] == "suspended"
+    # The kill switch: a suspended domain's agents are all suspended in its next bundle.
+    assert (await client.post(f"/v1/agents/{own['agent']['id']}/resume", headers=admin)).is_success
+    resumed = await client.get("/v1/bundles/payments", headers=headers)
+    agent = json.loads(_files(resumed.content)["data.json"])["federation"]["agents"]
+    assert agent[own["agent"]["id"]]["status"] == "active"
+    assert (await client.post("/v1/domains/payments/suspend", headers=admin)).is_success
+    killed = await client.get(
+        "/v1/bundles/payments", headers={**headers, "If-None-Match": resumed.headers["etag"]}
+    )
+    assert killed.status_code == 200
+    agent = json.loads(_files(killed.content)["data.json"])["federation"]["agents"]
+    assert agent[own["agent"]["id"]]["status"] == "suspended"
 
 
 async def test_bundle_access_is_per_domain(
