@@ -396,7 +396,9 @@ def test_without_the_local_extra_the_error_names_it(
     server: BundleServer, built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "opapywasm", None)
-    with pytest.raises(AgentControlPlaneError, match=r"pip install 'agent-control-plane\[local\]'"):
+    with pytest.raises(
+        AgentControlPlaneError, match=r"pip install 'agent-control-plane-sdk\[local\]'"
+    ):
         local_client(server, built, tmp_path)
 
 
