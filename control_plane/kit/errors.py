@@ -19,10 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# nginx's "client closed request": the status logged when the client left before its answer.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ErrorCode(StrEnum):
@@ -337,8 +341,17 @@ def install_error_handlers(app: FastAPI) -> None:
             errors=errors,
         )
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went away while its body was being read (closed, killed, timed out):
+        # nothing was validated, so nothing was written, and no one is left to answer. Logged
+        # as what it is; 499 is the access log's "client closed request" (nginx's convention).
+        log.info("client_disconnected", path=request.url.path, method=request.method)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, ClientDisconnect):
+            return await on_disconnect(request, exc)  # FastAPI's "error parsing the body"
         code, title = _STATUS_CODES.get(exc.status_code, (ErrorCode.invalid_request, "Error"))
         if exc.status_code >= 500:
             code, title = ErrorCode.internal_error, "Internal error"
@@ -370,6 +383,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
 
 

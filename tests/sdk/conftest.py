@@ -48,6 +48,9 @@ def make_server_env(db_url: str, data_dir: Path) -> dict[str, str]:
         AGENTCTL_ADMIN_TOKEN=ADMIN_TOKEN,
         AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
         AGENTCTL_LOG_LEVEL="WARNING",
+        # A burst of 100 decisions on a loaded CI machine queues for SQLite's single writer for
+        # longer than the 10 s default; the SDK's own timeout here is 60 s.
+        AGENTCTL_DATABASE_POOL_TIMEOUT_SECONDS="60",
     )
 
 
