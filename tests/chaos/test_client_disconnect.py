@@ -45,7 +45,7 @@ def _half_sent(url: str, path: str, content_type: str, authorization: str | None
         time.sleep(0.2)  # the server is now waiting for the rest of the body
 
 
-@pytest.mark.parametrize("path,content_type,auth", ROUTES, ids=[r[0] for r in ROUTES])
+@pytest.mark.parametrize(("path", "content_type", "auth"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_a_client_leaving_mid_body_is_logged_not_a_500(
     db_url: str, tmp_path: Path, path: str, content_type: str, auth: bool | str
 ) -> None:
