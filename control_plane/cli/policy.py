@@ -162,3 +162,8 @@ def activate(
     if output is Output.table:
         body = {k: v for k, v in body.items() if k not in ("sources", "data")}
     emit(body, output)
+
+
+from control_plane.cli.policy_impact import impact  # noqa: E402  (its own module: the CI gate)
+
+app.command()(impact)

@@ -87,6 +87,22 @@ def _stored_resource(resource: dict[str, Any], result: EngineResult, key: bytes)
     return kept
 
 
+def stored_input(
+    input_doc: dict[str, Any] | None, result: EngineResult, key: bytes
+) -> dict[str, Any] | None:
+    """What the record keeps of the policy input, for replay: redacted by the path patterns of
+    the policy's ``redact`` obligations (rooted at the input: ``resource.card_number``,
+    ``**.iban``), so a replay sees what policy saw except redacted values. None when there is
+    no input or the decision failed closed (no obligations to go by: nothing is kept)."""
+    if input_doc is None or result.failure is not None:
+        return None
+    patterns = obligation_patterns(result.obligations)
+    if not patterns:
+        return input_doc
+    kept, _ = redact(input_doc, patterns, key)
+    return dict(kept)
+
+
 def decision_input(
     principal: AgentPrincipal, version: Any, body: DecisionRequest
 ) -> dict[str, Any]:
@@ -160,6 +176,7 @@ async def decide(
         audit_context=audit_context,
         latency_ms=(time.perf_counter() - started) * 1000,
         decision_id=decision_id,
+        input_doc=input_doc,
     )
     await gates.announce(session, audit_context, decision, verdict)
     metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
@@ -205,11 +222,13 @@ async def record_decision(
     decided_at: datetime | None = None,
     enforcement_point_id: uuid.UUID | None = None,
     source: dict[str, Any] | None = None,
+    input_doc: dict[str, Any] | None = None,
 ) -> Decision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
     (flush only): the centre's own decisions, and those enforcement points log
-    (``decision_id`` theirs, ``source`` naming the point). Raises ``AuditUnavailable`` (503)
-    or ``ValidationFailed`` (422) from the audit record."""
+    (``decision_id`` theirs, ``source`` naming the point). ``input_doc``: the input policy
+    evaluated, kept redacted (``stored_input``) for impact analysis. Raises
+    ``AuditUnavailable`` (503) or ``ValidationFailed`` (422) from the audit record."""
     decision = Decision(
         agent_id=principal.agent.id,
         domain=principal.agent.domain,
@@ -230,6 +249,7 @@ async def record_decision(
         latency_ms=latency_ms,
         trace_id=tracing.current_trace_id(),
         enforcement_point_id=enforcement_point_id,
+        input=stored_input(input_doc, result, redaction_key),
     )
     if decision_id is not None:
         decision.id = decision_id
@@ -293,3 +313,34 @@ async def list_replays(
     return await repository.list_replays(
         session, decision_id, visible=who.visible_domains(), after=after, limit=limit
     )
+
+
+ReplayFilter = repository.ReplayFilter
+ReplayRow = repository.ReplayRow
+
+
+async def count_for_replay(
+    session: AsyncSession, who: OperatorPrincipal, f: ReplayFilter, cap: int
+) -> int:
+    """How many decisions ``f`` selects (at most ``cap``); decisions:read, the caller's
+    domains only (``f.visible`` is narrowed to them)."""
+    who.require(Capability.decisions_read)
+    return await repository.count_for_replay(session, _narrowed(who, f), cap)
+
+
+async def replay_page(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    f: ReplayFilter,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[ReplayRow]:
+    """One keyset page (by id, above ``after``) of what impact analysis replays: id, stored
+    effect and reasons, and the stored input (None when none was kept); decisions:read."""
+    who.require(Capability.decisions_read)
+    return await repository.replay_page(session, _narrowed(who, f), after=after, limit=limit)
+
+
+def _narrowed(who: OperatorPrincipal, f: ReplayFilter) -> ReplayFilter:
+    return dataclasses.replace(f, visible=who.visible_domains())
