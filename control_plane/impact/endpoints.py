@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Path
 from fastapi.responses import JSONResponse
 
-from control_plane.auth.dependencies import CurrentOperator
+from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
 from control_plane.impact import service
 from control_plane.impact.schemas import ImpactJob, ImpactReport, ImpactRequest
 from control_plane.kit.errors import error_responses
@@ -27,6 +27,8 @@ RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 @router.post(
     "/{bundle}/revisions/{revision}/impact",
     response_model=ImpactReport,
+    # A retried request with the same key gets the same report, or the same job (never a second).
+    dependencies=[OperatorIdempotent],
     responses={
         202: {"model": ImpactJob, "description": "Started as a background job."},
         **error_responses(409, 429),

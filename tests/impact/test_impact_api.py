@@ -154,9 +154,14 @@ async def test_large_windows_run_as_a_job_with_progress(
     assert inline["changes"] == {"allow->deny": len(invoices)}
     assert {c["decision_id"] for c in inline["changed"]} == invoices
 
-    r = await client.post(path, json={"background": True}, headers=admin)
+    keyed = {**admin, "Idempotency-Key": "impact-job-1"}
+    r = await client.post(path, json={"background": True}, headers=keyed)
     assert r.status_code == 202, r.text
     job = r.json()
+    # Retried with its key: the same job, not a second one.
+    again = await client.post(path, json={"background": True}, headers=keyed)
+    assert again.status_code == 202
+    assert again.json()["id"] == job["id"]
     assert r.headers["location"] == f"{path}/{job['id']}"
     assert job["total"] == 40
     assert job["status"] == "running"
