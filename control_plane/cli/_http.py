@@ -207,6 +207,22 @@ def emit(body: Any, output: Output, columns: Sequence[Column] = ()) -> None:
     stdout.print(_cell(body))
 
 
+def post_verb(app: typer.Typer, verb: str, doc: str, path: str, metavar: str) -> None:
+    """Add `<verb> KEY` to `app`: POST, without a body, to `path.format(KEY)` (KEY
+    percent-encoded), and print the answer. For lifecycle steps (suspend, resume, retire ...)."""
+
+    def command(
+        key: str = typer.Argument(..., metavar=metavar, show_default=False),
+        url: Url = DEFAULT_URL,
+        token: Token = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        emit(Api(url, token).call("POST", path.format(seg(key))), output)
+
+    command.__doc__ = doc
+    app.command(verb)(command)
+
+
 def parse_pairs(values: Sequence[str], what: str) -> dict[str, str]:
     """`key=value` arguments as a dict (usage error otherwise)."""
     pairs: dict[str, str] = {}

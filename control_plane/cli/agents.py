@@ -18,6 +18,7 @@ from control_plane.cli._http import (
     Url,
     emit,
     parse_pairs,
+    post_verb,
     seg,
 )
 
@@ -127,19 +128,9 @@ def update(
     emit(api.call("PATCH", path, body=body, headers=headers), output)
 
 
-def _lifecycle(verb: str, doc: str) -> None:
-    def command(
-        agent_id: str,
-        url: Url = DEFAULT_URL,
-        token: Token = None,
-        output: OutputOpt = Output.table,
-    ) -> None:
-        emit(Api(url, token).call("POST", f"/v1/agents/{seg(agent_id)}/{verb}"), output)
-
-    command.__doc__ = doc
-    app.command(verb)(command)
-
-
-_lifecycle("suspend", "Suspend an agent: its tokens stop working until it is resumed.")
-_lifecycle("resume", "Resume a suspended agent.")
-_lifecycle("retire", "Retire an agent for good.")
+for _verb, _doc in (
+    ("suspend", "Suspend an agent: its tokens stop working until it is resumed."),
+    ("resume", "Resume a suspended agent (one of a suspended domain stays refused)."),
+    ("retire", "Retire an agent for good."),
+):
+    post_verb(app, _verb, _doc, f"/v1/agents/{{}}/{_verb}", "AGENT_ID")

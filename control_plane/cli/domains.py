@@ -1,4 +1,4 @@
-"""`agentctl domains`: list, get, create."""
+"""`agentctl domains`: list, get, create; the kill switch (suspend, resume); budgets."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    post_verb,
     seg,
 )
 
@@ -26,6 +27,7 @@ COLUMNS: list[Column] = [
     ("NAME", "name"),
     ("DESCRIPTION", "description"),
     ("CREATED", "created_at"),
+    ("SUSPENDED", "suspended_at"),
 ]
 
 
@@ -61,3 +63,20 @@ def create(
     """Create a domain."""
     body = {"name": name, "description": description}
     emit(Api(url, token).call("POST", "/v1/domains", body=body), output)
+
+
+post_verb(
+    app,
+    "suspend",
+    "Kill switch: refuse every agent of the domain (no new tokens, existing tokens and "
+    "decisions refused on every replica within 1 s).",
+    "/v1/domains/{}/suspend",
+    "NAME",
+)
+post_verb(
+    app,
+    "resume",
+    "Turn the domain's kill switch off (agents suspended on their own stay suspended).",
+    "/v1/domains/{}/resume",
+    "NAME",
+)
