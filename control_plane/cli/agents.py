@@ -17,8 +17,8 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    key_command,
     parse_pairs,
-    post_verb,
     seg,
 )
 
@@ -61,12 +61,7 @@ def list_(
     emit(Api(url, token).call("GET", "/v1/agents", params=params), output, COLUMNS)
 
 
-@app.command()
-def get(
-    agent_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one agent."""
-    emit(Api(url, token).call("GET", f"/v1/agents/{seg(agent_id)}"), output)
+key_command(app, "get", "Show one agent.", path="/v1/agents/{}", metavar="AGENT_ID")
 
 
 @app.command()
@@ -133,4 +128,6 @@ for _verb, _doc in (
     ("resume", "Resume a suspended agent (one of a suspended domain stays refused)."),
     ("retire", "Retire an agent for good."),
 ):
-    post_verb(app, _verb, _doc, f"/v1/agents/{{}}/{_verb}", "AGENT_ID")
+    key_command(
+        app, _verb, _doc, path=f"/v1/agents/{{}}/{_verb}", metavar="AGENT_ID", method="POST"
+    )

@@ -22,6 +22,7 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    key_command,
     seg,
 )
 
@@ -63,12 +64,13 @@ def list_(
     emit(Api(url, token).call("GET", "/v1/approvals", params=params), output, COLUMNS)
 
 
-@app.command()
-def get(
-    approval_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one approval: the action it is bound to, its state, who resolved it."""
-    emit(Api(url, token).call("GET", f"/v1/approvals/{seg(approval_id)}"), output)
+key_command(
+    app,
+    "get",
+    "Show one approval: the action it is bound to, its state, who resolved it.",
+    path="/v1/approvals/{}",
+    metavar="APPROVAL_ID",
+)
 
 
 def _verdict(verb: str, doc: str) -> None:

@@ -21,6 +21,8 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    key_command,
+    list_command,
     seg,
 )
 
@@ -47,25 +49,8 @@ DELIVERY_COLUMNS: list[Column] = [
 ]
 
 
-@app.command("list")
-def list_(
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    limit: Limit = 50,
-    after: After = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """List the webhooks you manage."""
-    page = Api(url, token).call("GET", "/v1/webhooks", params={"limit": limit, "after": after})
-    emit(page, output, COLUMNS)
-
-
-@app.command()
-def get(
-    webhook_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one webhook."""
-    emit(Api(url, token).call("GET", f"/v1/webhooks/{seg(webhook_id)}"), output)
+list_command(app, "List the webhooks you manage.", path="/v1/webhooks", columns=COLUMNS)
+key_command(app, "get", "Show one webhook.", path="/v1/webhooks/{}", metavar="WEBHOOK_ID")
 
 
 @app.command()
