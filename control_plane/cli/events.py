@@ -9,6 +9,7 @@ least once: de-duplicate by `id`.
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import httpx
@@ -46,6 +47,7 @@ Domain = Annotated[str | None, typer.Option(help="Only this domain's events.")]
 
 # A stream sends a comment every 15 s; a minute of silence is a dead connection.
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+RECONNECT_SECONDS = 1.0  # the server's `retry:` hint
 
 
 @app.command("list")
@@ -75,24 +77,17 @@ def _line(event: dict[str, Any], output: Output) -> str:
 def tail(
     type_: Types = None,
     domain: Domain = None,
-    after: Annotated[
-        str | None,
-        typer.Option(help="Start after this cursor (default: from the first event)."),
-    ] = None,
+    after: After = None,
     count: Annotated[
         int | None,
         typer.Option(min=1, help="Stop after this many events (default: follow until Ctrl-C)."),
     ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    output: Annotated[
-        Output,
-        typer.Option(
-            "--output", "-o", help="table: one line an event; json: one CloudEvent a line."
-        ),
-    ] = Output.table,
+    output: OutputOpt = Output.table,
 ) -> None:
-    """Follow events as they happen (Server-Sent Events), resuming after a dropped stream."""
+    """Follow events as they happen (Server-Sent Events), resuming after a dropped stream: a
+    line an event, or with `-o json` one CloudEvent a line (JSON Lines)."""
     params = {"type": type_ or [], "domain": domain}
     query = {k: v for k, v in params.items() if v not in (None, [])}
     last, seen = after, 0
@@ -114,3 +109,4 @@ def tail(
                             return
                 except SSEError as exc:
                     raise CliError(f"not an event stream: {exc}") from None
+            time.sleep(RECONNECT_SECONDS)  # the server ended the stream: resume after `last`
