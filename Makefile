@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
-PYTEST_ARGS ?=
+# Two workers (the CI machine has two cores); a test file's tests stay on one worker, so its
+# module-scoped servers start once. PYTEST_ARGS= runs them in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: install run test lint typecheck openapi wasm bench opa dist clean
 

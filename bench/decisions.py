@@ -5,10 +5,14 @@
 3. a bare POST to that OPA's /v1/data/agents/authz/decision, same policy, same inputs.
 
 The ratios say what the control plane adds on top of bare policy evaluation: authentication,
-the registry lookups, the decision record written in the same transaction. With
-``AGENTCTL_BENCH_BUDGET=1`` the agent and its domain have budgets (limits never reached), so
-every allow also checks and consumes six budget windows; inputs above the approval threshold
-create approvals either way.
+the registry lookups, the decision record written in the same transaction.
+
+Issue 13's figure, in the same run: the wasm path with budgets off and on, side by side. One
+server, the same agent and inputs; rounds alternate between no budget and budgets on the agent
+and its domain (limits never reached, so every allow checks and consumes six windows), and each
+side reports the median of its rounds (off-on, on-off, ...), so load drifting on a shared
+machine hits both alike.
+Inputs above the approval threshold create approvals either way.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import base64
 import itertools
 import os
 import random
+import statistics
 import subprocess
 import tempfile
 import time
@@ -31,6 +36,14 @@ from tests.fixtures.servers import free_port
 
 SECONDS = 3.0
 CONCURRENCY = 4
+ROUNDS = 4  # budgets off and on: this many rounds of SECONDS each, alternating
+# Limits far above what a run uses: every window is checked and consumed, none refuses.
+LIMITS: dict[str, int | None] = {
+    "actions_per_minute": 10**9,
+    "actions_per_hour": 10**9,
+    "spend_per_day": 10**12,
+}
+NO_LIMITS: dict[str, int | None] = dict.fromkeys(LIMITS)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,16 +114,6 @@ async def _agent_token(url: str) -> tuple[dict[str, str], dict[str, Any]]:
                 f"/v1/agents/{agent['id']}/credentials", json={"scopes": ["decisions:create"]}
             )
         ).json()
-        if os.environ.get("AGENTCTL_BENCH_BUDGET"):
-            # Budgets on the path: limits far above what the run uses, so every window is
-            # checked and consumed but none refuses.
-            limits = {
-                "actions_per_minute": 10**9,
-                "actions_per_hour": 10**9,
-                "spend_per_day": 10**12,
-            }
-            await c.put(f"/v1/agents/{agent['id']}/budget", json=limits)
-            await c.put("/v1/domains/payments/budget", json=limits)
         basic = base64.b64encode(f"{cred['client_id']}:{cred['client_secret']}".encode())
         r = await c.post(
             "/oauth/token",
@@ -143,6 +146,50 @@ async def _control_plane(url: str) -> tuple[dict[str, float], dict[str, Any]]:
         return await measure(call, seconds=SECONDS, concurrency=CONCURRENCY), agent_doc
 
 
+def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """The median round of each figure (n: all rounds' decisions)."""
+    figures = {k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50_ms", "p99_ms")}
+    return {**figures, "n": sum(r["n"] for r in rounds)}
+
+
+async def _budgets_off_on(url: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """The wasm path without and with budgets, in alternating rounds on one server."""
+    headers, agent_doc = await _agent_token(url)
+    bodies = itertools.cycle(_inputs())
+    budgets = (f"/v1/agents/{agent_doc['id']}/budget", "/v1/domains/payments/budget")
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    off: list[dict[str, float]] = []
+    on: list[dict[str, float]] = []
+    async with (
+        httpx.AsyncClient(base_url=url, headers=headers) as c,
+        httpx.AsyncClient(base_url=url, headers=admin) as operator,
+    ):
+
+        async def call() -> None:
+            r = await c.post("/v1/decisions", json=next(bodies))
+            assert r.status_code == 200, r.text
+            assert r.json()["reasons"] != ["budget_exceeded"], r.text
+            assert not r.json()["reasons"] or not r.json()["reasons"][0].startswith("engine")
+
+        async def limits(body: dict[str, int | None]) -> None:
+            for path in budgets:
+                r = await operator.put(path, json=body)
+                assert r.status_code == 200, r.text
+
+        try:
+            await measure(call, seconds=0.5, concurrency=CONCURRENCY)
+            for i in range(ROUNDS):
+                # ABBA: off-on, then on-off, so a steady drift weighs on both sides alike.
+                order = ((off, NO_LIMITS), (on, LIMITS))
+                for side, body in order if i % 2 == 0 else order[::-1]:
+                    await limits(body)
+                    await measure(call, seconds=0.2, concurrency=CONCURRENCY)
+                    side.append(await measure(call, seconds=SECONDS, concurrency=CONCURRENCY))
+        finally:
+            await limits(NO_LIMITS)  # a shared benchmark database is left as it was
+    return _median(off), _median(on), agent_doc
+
+
 async def _bare_opa(opa_url: str, agent_doc: dict[str, Any]) -> dict[str, float]:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     docs = [
@@ -161,8 +208,22 @@ async def _bare_opa(opa_url: str, agent_doc: dict[str, Any]) -> dict[str, float]
         return await measure(call, seconds=SECONDS, concurrency=CONCURRENCY)
 
 
+def _budget_line(off: dict[str, float], on: dict[str, float]) -> str:
+    """Issue 13's bound: budgets on the path cost at most 10% of throughput and of p50."""
+    rps, p50 = on["rps"] / off["rps"], on["p50_ms"] / off["p50_ms"]
+    verdict = "within" if rps >= 0.9 and p50 <= 1.1 else "NOT within"
+    return (
+        f"  budgets on vs off (wasm engine, median of {ROUNDS} alternating rounds each): "
+        f"throughput x{rps:.2f}, p50 x{p50:.2f}, p99 x{on['p99_ms'] / off['p99_ms']:.2f}: "
+        f"{verdict} issue 13's 10% bound (throughput, p50)"
+    )
+
+
 def main() -> None:
-    print(f"decisions (issue 4): {CONCURRENCY} concurrent clients, {SECONDS:.0f} s per path")
+    print(
+        f"decisions (issues 4 and 13): {CONCURRENCY} concurrent clients, {SECONDS:.0f} s per path"
+        f" ({ROUNDS} rounds each for budgets off and on)"
+    )
     opa_bin = _opa_bin()
     port = free_port()
     opa = subprocess.Popen(
@@ -189,7 +250,7 @@ def main() -> None:
                 time.sleep(0.1)
         with tempfile.TemporaryDirectory() as tmp:
             with server(Path(tmp) / "wasm") as url:
-                wasm, _ = asyncio.run(_control_plane(url))
+                wasm, budgeted, _ = asyncio.run(_budgets_off_on(url))
             with server(
                 Path(tmp) / "opa", AGENTCTL_POLICY_ENGINE="opa", AGENTCTL_OPA_URL=opa_url
             ) as url:
@@ -199,6 +260,7 @@ def main() -> None:
         opa.terminate()
         opa.wait(timeout=10)
     print(row("POST /v1/decisions, wasm engine", wasm))
+    print(row("POST /v1/decisions, wasm engine, budgets on", budgeted))
     print(row("POST /v1/decisions, opa engine", via_opa))
     print(row("bare OPA POST /v1/data (same policy, inputs)", bare))
     for name, m in (("wasm engine", wasm), ("opa engine", via_opa)):
@@ -206,6 +268,7 @@ def main() -> None:
             f"  {name:<11} vs bare OPA: p50 x{m['p50_ms'] / bare['p50_ms']:.2f}, "
             f"p99 x{m['p99_ms'] / bare['p99_ms']:.2f}, throughput x{m['rps'] / bare['rps']:.2f}"
         )
+    print(_budget_line(wasm, budgeted))
 
 
 if __name__ == "__main__":

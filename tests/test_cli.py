@@ -80,9 +80,16 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert "ok: payments: 8 records verified" in out
         # Approvals, budgets, the kill switch, events.
         assert '"effect":"allow","allow":true,"reasons":["approved"]' in out
-        assert '"actions_per_minute":{"limit":10' in out
+        # (the operator's side through agentctl: tables, and -o json for the events page)
+        assert re.search(r"payments\.refund\s+pending\s+amount_requires_approval", out), out
+        assert re.search(r"^state\s+approved\s*$", out, re.MULTILINE), out
+        assert re.search(r"^comment\s+refund checked\s*$", out, re.MULTILINE), out
+        assert re.search(r"^actions_per_minute\s+10\s+\d+\s+\d+\s", out, re.MULTILINE), out
+        assert re.search(r"^spend_per_day\s+500000\s", out, re.MULTILINE), out
+        assert re.search(r"^suspended_at\s+\d{4}-", out, re.MULTILINE), out
+        assert re.search(r"^suspended_at\s+-\s*$", out, re.MULTILINE), out
         assert "decision while suspended: HTTP 401" in out
-        assert '"type":"approval.resolved.v1"' in out
+        assert '"type": "approval.resolved.v1"' in out
         # Safe policy change: the impact report, from agentctl (a table) and over HTTP.
         assert "Impact of default revision" in out
         assert "allow->require_approval" in out

@@ -20,15 +20,19 @@ import typer
 from control_plane import __version__
 from control_plane.cli import (
     agents,
+    approvals,
     audit,
+    budgets,
     credentials,
     decisions,
     domains,
     enforcement_points,
+    events,
     operators,
     policy,
     server,
     versions,
+    webhooks,
 )
 from control_plane.cli._http import CliError, ExitCode
 from control_plane.cli.startup import debugging
@@ -40,8 +44,12 @@ GROUPS: list[tuple[str, typer.Typer]] = [
     ("versions", versions.app),
     ("credentials", credentials.app),
     ("decisions", decisions.app),
+    ("approvals", approvals.app),
+    ("budgets", budgets.app),
     ("policy", policy.app),
     ("audit", audit.app),
+    ("events", events.app),
+    ("webhooks", webhooks.app),
     ("enforcement-points", enforcement_points.app),
     ("operators", operators.app),
     ("keys", server.keys),

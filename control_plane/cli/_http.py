@@ -207,6 +207,41 @@ def emit(body: Any, output: Output, columns: Sequence[Column] = ()) -> None:
     stdout.print(_cell(body))
 
 
+def key_command(
+    app: typer.Typer, verb: str, doc: str, *, path: str, metavar: str, method: str = "GET"
+) -> None:
+    """Add `<verb> KEY` to `app`: `method` (without a body) on `path.format(KEY)`, KEY
+    percent-encoded, and print the answer. For `get` and the lifecycle steps (suspend ...)."""
+
+    def command(
+        key: str = typer.Argument(..., metavar=metavar, show_default=False),
+        url: Url = DEFAULT_URL,
+        token: Token = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        emit(Api(url, token).call(method, path.format(seg(key))), output)
+
+    command.__doc__ = doc
+    app.command(verb)(command)
+
+
+def list_command(app: typer.Typer, doc: str, *, path: str, columns: Sequence[Column]) -> None:
+    """Add `list` to `app`: one page of the collection at `path` (`--limit`, `--after`)."""
+
+    def command(
+        url: Url = DEFAULT_URL,
+        token: Token = None,
+        limit: Limit = 50,
+        after: After = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        page = Api(url, token).call("GET", path, params={"limit": limit, "after": after})
+        emit(page, output, columns)
+
+    command.__doc__ = doc
+    app.command("list")(command)
+
+
 def parse_pairs(values: Sequence[str], what: str) -> dict[str, str]:
     """`key=value` arguments as a dict (usage error otherwise)."""
     pairs: dict[str, str] = {}

@@ -17,6 +17,7 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    key_command,
     parse_pairs,
     seg,
 )
@@ -60,12 +61,7 @@ def list_(
     emit(Api(url, token).call("GET", "/v1/agents", params=params), output, COLUMNS)
 
 
-@app.command()
-def get(
-    agent_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one agent."""
-    emit(Api(url, token).call("GET", f"/v1/agents/{seg(agent_id)}"), output)
+key_command(app, "get", "Show one agent.", path="/v1/agents/{}", metavar="AGENT_ID")
 
 
 @app.command()
@@ -127,19 +123,11 @@ def update(
     emit(api.call("PATCH", path, body=body, headers=headers), output)
 
 
-def _lifecycle(verb: str, doc: str) -> None:
-    def command(
-        agent_id: str,
-        url: Url = DEFAULT_URL,
-        token: Token = None,
-        output: OutputOpt = Output.table,
-    ) -> None:
-        emit(Api(url, token).call("POST", f"/v1/agents/{seg(agent_id)}/{verb}"), output)
-
-    command.__doc__ = doc
-    app.command(verb)(command)
-
-
-_lifecycle("suspend", "Suspend an agent: its tokens stop working until it is resumed.")
-_lifecycle("resume", "Resume a suspended agent.")
-_lifecycle("retire", "Retire an agent for good.")
+for _verb, _doc in (
+    ("suspend", "Suspend an agent: its tokens stop working until it is resumed."),
+    ("resume", "Resume a suspended agent (one of a suspended domain stays refused)."),
+    ("retire", "Retire an agent for good."),
+):
+    key_command(
+        app, _verb, _doc, path=f"/v1/agents/{{}}/{_verb}", metavar="AGENT_ID", method="POST"
+    )

@@ -1,4 +1,4 @@
-"""`agentctl domains`: list, get, create."""
+"""`agentctl domains`: list, get, create; the kill switch (suspend, resume)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import typer
 
 from control_plane.cli._http import (
     DEFAULT_URL,
-    After,
     Api,
     Column,
-    Limit,
     Output,
     OutputOpt,
     Token,
     Url,
     emit,
-    seg,
+    key_command,
+    list_command,
 )
 
 app = typer.Typer(help="Domains: the teams' areas of ownership.", no_args_is_help=True)
@@ -26,28 +25,11 @@ COLUMNS: list[Column] = [
     ("NAME", "name"),
     ("DESCRIPTION", "description"),
     ("CREATED", "created_at"),
+    ("SUSPENDED", "suspended_at"),
 ]
 
-
-@app.command("list")
-def list_(
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    limit: Limit = 50,
-    after: After = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """List domains."""
-    page = Api(url, token).call("GET", "/v1/domains", params={"limit": limit, "after": after})
-    emit(page, output, COLUMNS)
-
-
-@app.command()
-def get(
-    name: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one domain."""
-    emit(Api(url, token).call("GET", f"/v1/domains/{seg(name)}"), output)
+list_command(app, "List domains.", path="/v1/domains", columns=COLUMNS)
+key_command(app, "get", "Show one domain.", path="/v1/domains/{}", metavar="NAME")
 
 
 @app.command()
@@ -61,3 +43,14 @@ def create(
     """Create a domain."""
     body = {"name": name, "description": description}
     emit(Api(url, token).call("POST", "/v1/domains", body=body), output)
+
+
+for _verb, _doc in (
+    (
+        "suspend",
+        "Kill switch: refuse every agent of the domain (no new tokens; existing tokens and "
+        "decisions refused on every replica within 1 s).",
+    ),
+    ("resume", "Turn the kill switch off (agents suspended on their own stay suspended)."),
+):
+    key_command(app, _verb, _doc, path=f"/v1/domains/{{}}/{_verb}", metavar="NAME", method="POST")

@@ -14,19 +14,11 @@ import typer
 
 from control_plane.auth.principals import Role
 from control_plane.cli._http import (
-    DEFAULT_URL,
-    After,
-    Api,
     CliError,
     Column,
     ExitCode,
-    Limit,
-    Output,
-    OutputOpt,
-    Token,
-    Url,
-    emit,
-    seg,
+    key_command,
+    list_command,
 )
 from control_plane.cli.startup import load_settings, startup
 
@@ -94,30 +86,13 @@ def create(
     typer.echo("The token is shown only now; store it safely.", err=True)
 
 
-@app.command("list")
-def list_(
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    limit: Limit = 50,
-    after: After = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """List operators."""
-    page = Api(url, token).call("GET", "/v1/operators", params={"limit": limit, "after": after})
-    emit(page, output, COLUMNS)
-
-
-@app.command()
-def get(
-    operator_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Show one operator."""
-    emit(Api(url, token).call("GET", f"/v1/operators/{seg(operator_id)}"), output)
-
-
-@app.command()
-def revoke(
-    operator_id: str, url: Url = DEFAULT_URL, token: Token = None, output: OutputOpt = Output.table
-) -> None:
-    """Revoke an operator's token."""
-    emit(Api(url, token).call("POST", f"/v1/operators/{seg(operator_id)}/revoke"), output)
+list_command(app, "List operators.", path="/v1/operators", columns=COLUMNS)
+key_command(app, "get", "Show one operator.", path="/v1/operators/{}", metavar="OPERATOR_ID")
+key_command(
+    app,
+    "revoke",
+    "Revoke an operator's token.",
+    path="/v1/operators/{}/revoke",
+    metavar="OPERATOR_ID",
+    method="POST",
+)

@@ -9,6 +9,7 @@ A venv gets no pip of its own: .venv's pip installs into it (`pip --python`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -75,6 +76,15 @@ def wheelhouse(dists: Dists) -> Path:
         pins.update(path.read_bytes())
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     house = cache / "agentctl" / "wheelhouse" / pins.hexdigest()[:16]
+    house.parent.mkdir(parents=True, exist_ok=True)
+    # One download at a time: pytest-xdist workers (and concurrent runs) share this cache.
+    with (house.parent / f"{house.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _fill(house, dists)
+    return house
+
+
+def _fill(house: Path, dists: Dists) -> None:
     if not (house / ".complete").exists():
         shutil.rmtree(house, ignore_errors=True)
         house.mkdir(parents=True)
@@ -88,7 +98,6 @@ def wheelhouse(dists: Dists) -> Path:
         for ours in house.glob("agent_control_plane*"):
             ours.unlink()
         (house / ".complete").touch()
-    return house
 
 
 def make_venv(where: Path) -> Path:
