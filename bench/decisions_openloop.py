@@ -334,7 +334,7 @@ async def _count_statements(
     one at a time. CPU time (the process's, all threads) is much less disturbed by other load on
     the machine than latency is."""
     from control_plane.app import create_app
-    from control_plane.cli import _bootstrap, _prepare
+    from control_plane.cli.server import _bootstrap, prepare
     from control_plane.config import Settings
     from control_plane.kit.logging import configure_logging
     from control_plane.state import app_state
@@ -352,7 +352,8 @@ async def _count_statements(
         prune_interval_seconds=3600,
     )
     configure_logging("WARNING", json_lines=False)
-    await asyncio.to_thread(_prepare, settings)
+    show = bool(os.environ.get("BENCH_SHOW_SQL"))
+    await asyncio.to_thread(prepare, settings)
     await _bootstrap(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -367,8 +368,10 @@ async def _count_statements(
             engine = app_state(app).database.engine.sync_engine
             counts: Counter[str] = Counter()
 
-            def on_statement(*_: Any) -> None:
+            def on_statement(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
                 counts["statements"] += 1
+                if show and counts["statements"] <= 40:
+                    print("    " + " ".join(sql.split())[:150])
 
             def on_commit(*_: Any) -> None:
                 counts["commits"] += 1
