@@ -329,10 +329,11 @@ def _bare_inputs(agent_doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def _count_statements(
     db_url: str, data_dir: Path, n: int = 200
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, dict[str, float]]:
     """(SQL statements, commits, CPU ms) per decision, without an Idempotency-Key, in process,
-    one at a time. CPU time (the process's, all threads) is much less disturbed by other load on
-    the machine than latency is."""
+    one at a time, and the statements per decision by effect (a deny also writes its event, a
+    require_approval its approval, its audit record and event). CPU time (the process's, all
+    threads) is much less disturbed by other load on the machine than latency is."""
     from control_plane.app import create_app
     from control_plane.cli.server import _bootstrap, prepare
     from control_plane.config import Settings
@@ -378,16 +379,23 @@ async def _count_statements(
 
             event.listen(engine, "before_cursor_execute", on_statement)
             event.listen(engine, "commit", on_commit)
+            by_effect: Counter[str] = Counter()
+            decided: Counter[str] = Counter()
             cpu = time.process_time()
             try:
                 for _ in range(n):
+                    before = counts["statements"]
                     r = await c.post("/v1/decisions", json=next(bodies), headers=headers)
                     assert r.is_success, r.text
+                    effect = r.json()["effect"]
+                    by_effect[effect] += counts["statements"] - before
+                    decided[effect] += 1
                 cpu = time.process_time() - cpu
             finally:
                 event.remove(engine, "before_cursor_execute", on_statement)
                 event.remove(engine, "commit", on_commit)
-    return counts["statements"] / n, counts["commits"] / n, cpu / n * 1000
+    per_effect = {e: by_effect[e] / k for e, k in sorted(decided.items())}
+    return counts["statements"] / n, counts["commits"] / n, cpu / n * 1000, per_effect
 
 
 async def _agent_token_via(client: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, Any]]:
@@ -475,26 +483,27 @@ def profile(seconds: float = 10.0, rate: float = 60.0) -> None:
         print(f"  {name:<52} {per:6.2f} ms  {count / samples * 100:5.1f}%")
 
 
+def _statements_line(name: str, figures: tuple[float, float, float, dict[str, float]]) -> None:
+    s, c, cpu, per_effect = figures
+    effects = ", ".join(f"{e} {k:.1f}" for e, k in per_effect.items())
+    print(
+        f"  {name + ':':<11} {s:4.1f} statements ({effects}), {c:3.1f} commits, "
+        f"{cpu:5.2f} ms CPU per decision"
+    )
+
+
 def statements() -> None:
     base = os.environ.get("AGENTCTL_BENCH_DATABASE_URL") or os.environ.get(
         "AGENTCTL_TEST_DATABASE_URL"
     )
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = f"sqlite+aiosqlite:///{Path(tmp) / 's.db'}"
-        s, c, cpu = asyncio.run(_count_statements(sqlite, Path(tmp) / "s"))
-        print(
-            f"  SQLite:     {s:4.1f} statements, {c:3.1f} commits, {cpu:5.2f} ms CPU per decision"
-        )
+        _statements_line("SQLite", asyncio.run(_count_statements(sqlite, Path(tmp) / "s")))
         with _postgres(base) as pg:
             if pg is None:
                 print("  PostgreSQL: skipped (set AGENTCTL_BENCH_DATABASE_URL)")
                 return
-            s, c, cpu = asyncio.run(_count_statements(pg, Path(tmp) / "p"))
-            print(
-                f"  PostgreSQL: {s:4.1f} statements, {c:3.1f} commits, {cpu:5.2f} ms CPU per",
-                end="",
-            )
-            print(" decision")
+            _statements_line("PostgreSQL", asyncio.run(_count_statements(pg, Path(tmp) / "p")))
 
 
 def main(argv: list[str] | None = None) -> None:
