@@ -11,10 +11,11 @@ agent receives is always on record; what it keeps of the resource is redacted by
 path patterns (``control_plane.kit.redaction``) before it is stored.
 
 The hot path (issue 12), in order: one statement reads what the decision depends on besides the
-request (``repository.decision_state``: active version, the bundle's active revision, and the
-registry and revocation state); the input is encoded once (its digest and the engine read the
-same text); the engine evaluates; then ``record_decision`` writes the decision row (a Core
-insert) and its audit record. On SQLite the route reads first and takes the process's writer
+request (``repository.decision_state``: active version, the bundle's active revision, the
+registry and revocation state, the domain's audit redaction list, whether a budget applies); the
+input is encoded once (its digest and the engine read the same text); the engine evaluates; then
+``record_decision`` writes the decision row and its audit record (Core inserts, one statement on
+PostgreSQL: ``kit.inserts``). On SQLite the route reads first and takes the process's writer
 turn only for those writes (``kit.routing.begin_writes``): the state is read again inside the
 write transaction and, if it changed meanwhile, the request runs again holding the turn
 (``StaleReads``), so a decision is never recorded on state older than its write transaction.
