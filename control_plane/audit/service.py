@@ -48,6 +48,7 @@ from control_plane.kit.errors import (
     ValidationFailed,
 )
 from control_plane.kit.ids import uuid7
+from control_plane.kit.inserts import Row
 from control_plane.kit.redaction import (
     InvalidPatternError,
     RedactionPattern,
@@ -271,9 +272,15 @@ async def record_decision(
     decision: Any,
     resource: dict[str, Any],
     source: dict[str, Any] | None = None,
+    domain_patterns: list[str] | None = None,
+    also: Sequence[Row] = (),
 ) -> None:
-    """Write the audit record (kind ``decision``) of a decision in the caller's transaction;
-    ``source`` names the enforcement point that took it (absent: the centre).
+    """Write the audit record (kind ``decision``) of a decision in the caller's transaction
+    (Core inserts, no flush), after the rows ``also`` (the decision's own row) and in the same
+    round trip on PostgreSQL;
+    ``source`` names the enforcement point that took it (absent: the centre);
+    ``domain_patterns`` is the domain's redaction list when the caller read it in this
+    transaction (None: read here).
 
     Raises ``AuditUnavailable`` (503) when it cannot be written: the caller's transaction must
     then roll back, so no decision is answered without its record.
@@ -285,7 +292,8 @@ async def record_decision(
             "The resource cannot be canonicalised (RFC 8785) for the audit record.",
             errors=[FieldError(pointer=problem[0], detail=problem[1])],
         )
-    domain_patterns = await repository.redaction_list(session, decision.domain)
+    if domain_patterns is None:
+        domain_patterns = await repository.redaction_list(session, decision.domain)
     if decision.failure is not None:
         kept: dict[str, Any] = {"type": resource.get("type"), "id": resource.get("id")}
     else:
@@ -332,10 +340,12 @@ async def record_decision(
         content_mac=hmac.new(ctx.redaction_key, data, hashlib.sha256).hexdigest(),
         record=data.decode("utf-8"),
     )
-    session.add(row)
-    session.add(AuditPending(record_id=decision.id, domain=decision.domain))
     try:
-        await session.flush()
+        # With the decision's own row (``also``): one statement on PostgreSQL.
+        await repository.insert_record(
+            session,
+            [*also, Row.of(row), Row.of(AuditPending(record_id=row.id, domain=row.domain))],
+        )
     except DBAPIError as exc:
         if dberrors.classify(exc) is not None:
             # The database itself is unavailable (a restart, a failover): the one answer for
