@@ -109,16 +109,16 @@ class PolicyRuntime:
             )
         return await self.engine.evaluate(input_doc, encoded=encoded)
 
-    async def warm(self, session: AsyncSession, timeout: float) -> str | None:
+    async def warm(self, session: AsyncSession, within: float) -> str | None:
         """Load the bundle's active revision before the first decision (start-up).
 
-        Waits while the load is in progress, up to ``timeout`` seconds in all; None once the
+        Waits while the load is in progress, up to ``within`` seconds in all; None once the
         engine holds the revision (or there is none), else why not. A failed load is not
         retried here: the first decision retries it, as after any failed load."""
         number = await repository.active_revision_number(session, self.bundle)
         if number is None:
             return None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             problem = await self._ensure_loaded(session, number)
             if problem is None:
