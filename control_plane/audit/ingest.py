@@ -8,17 +8,20 @@ sequencer (``worker``) gives them their place in the log after commit.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
+import math
 import uuid
+from datetime import datetime
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
 from control_plane.audit import repository
-from control_plane.audit.log import as_unicode, ijson_problem
+from control_plane.audit.log import INT_MAX, MAX_DEPTH, as_unicode, ijson_problem
 from control_plane.audit.records import (
     AuditContext,
     agent_document,
@@ -39,30 +42,36 @@ from control_plane.kit.time import utcnow
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.observability import metrics
 
+_RECORDS = TypeAdapter(list[AuditRecordIn])
+
 
 async def ingest(
     session: AsyncSession, principal: AgentPrincipal, batch: AuditBatch, ctx: AuditContext
 ) -> AuditBatchResult:
     """Store a batch of records; a status per record (stored, duplicate, conflict)."""
     agent = principal.agent
-    errors: list[FieldError] = []
-    for i, rec in enumerate(batch.records):
-        # Only the free-form parts can hold what RFC 8785 refuses; the rest is typed.
-        where = f"/body/records/{i}"
-        problem = (
-            ijson_problem(rec.inputs, f"{where}/inputs", 1)
-            or ijson_problem(rec.outputs, f"{where}/outputs", 1)
-            or ijson_problem(rec.resource.model_extra or {}, f"{where}/resource", 1)
-        )
-        if problem is not None:
-            errors.append(FieldError(pointer=problem[0], detail=problem[1]))
-    if errors:
+    records = batch.records
+    # One walk per record over the free-form parts (the rest is typed): whether RFC 8785 can
+    # encode them, and whether they are plain (no float, no key beyond U+FFFF), for which
+    # orjson's bytes are the JCS and the fingerprint encodings without a further walk.
+    shapes = [_free_form_shape(rec) for rec in records]
+    if BAD in shapes:
+        errors: list[FieldError] = []
+        for i, rec in enumerate(records):
+            where = f"/body/records/{i}"
+            problem = (
+                ijson_problem(rec.inputs, f"{where}/inputs", 1)
+                or ijson_problem(rec.outputs, f"{where}/outputs", 1)
+                or ijson_problem(rec.resource.model_extra or {}, f"{where}/resource", 1)
+            )
+            if problem is not None:
+                errors.append(FieldError(pointer=problem[0], detail=problem[1]))
         raise ValidationFailed("Some records cannot be canonicalised (RFC 8785).", errors=errors)
 
     version = await agents.active_version(session, agent.id)
     agent_doc = agent_document(principal, version)
     domain_patterns = await repository.redaction_list(session, agent.domain)
-    decision_ids = list({r.decision_id for r in batch.records if r.decision_id is not None})
+    decision_ids = list({r.decision_id for r in records if r.decision_id is not None})
     obligations = await repository.decision_obligations(session, decision_ids, agent.id)
     now = utcnow()
     received_at = iso(now)
@@ -70,13 +79,18 @@ async def ingest(
     domain_only = parse_patterns(domain_patterns)
     patterns_of: dict[uuid.UUID, list[RedactionPattern]] = {}
     prefix = [str(agent.id), agent.domain]
+    key = ctx.redaction_key
+    # One call for the whole batch (the records as submitted, JSON values), not one per record.
+    dumped: list[dict[str, Any]] = _RECORDS.dump_python(records, mode="json")
+    timestamps: dict[datetime, str] = {}
 
     macs: dict[uuid.UUID, str] = {}
     outcome: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
-    for i, rec in enumerate(batch.records):
-        content, fingerprint = _content(rec, prefix)
-        mac = hmac.new(ctx.redaction_key, fingerprint.encode(), hashlib.sha256).hexdigest()
+    for i, rec in enumerate(records):
+        plain = shapes[i] == PLAIN
+        content, fingerprint = _content(dumped[i], prefix, plain=plain)
+        mac = hmac.digest(key, fingerprint, "sha256").hex()
         if rec.id in macs:  # the same id twice in one batch
             outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
             continue
@@ -96,13 +110,16 @@ async def ingest(
             "rationale": content["rationale"],
         }
         if patterns:
-            sensitive = redacted(sensitive, patterns, ctx.redaction_key)
+            sensitive = redacted(sensitive, patterns, key)
+        timestamp = timestamps.get(rec.timestamp)
+        if timestamp is None:
+            timestamp = timestamps[rec.timestamp] = iso(rec.timestamp)
         stored = {
             "id": content["id"],
             "kind": "action",
             "domain": agent.domain,
             "agent": agent_doc,
-            "timestamp": iso(rec.timestamp),
+            "timestamp": timestamp,
             "action": rec.action,
             **sensitive,
             "status": rec.status.value,
@@ -112,7 +129,7 @@ async def ingest(
             "parent_id": content["parent_id"],
             "received_at": received_at,
         }
-        data = encode(stored, f"/body/records/{i}")
+        data = encode(stored, f"/body/records/{i}", plain=plain and content is dumped[i])
         rows.append(
             {
                 "id": rec.id,
@@ -132,7 +149,7 @@ async def ingest(
         session, [r["id"] for r in rows if r["id"] not in inserted]
     )
     results = []
-    for i, rec in enumerate(batch.records):
+    for i, rec in enumerate(records):
         status = outcome.get(i)
         if status is None:
             if rec.id in inserted:
@@ -144,22 +161,79 @@ async def ingest(
     return AuditBatchResult(records=results)
 
 
-def _content(rec: AuditRecordIn, prefix: list[str]) -> tuple[dict[str, Any], str]:
-    """The record as submitted (JSON values, lone surrogates replaced) and the text its content
-    MAC is taken over: any deterministic encoding tells retries apart; this one is json's
-    (C-fast), unchanged so that retries of records stored earlier still match."""
-    content = rec.model_dump(mode="json")
+def _content(
+    content: dict[str, Any], prefix: list[str], *, plain: bool
+) -> tuple[dict[str, Any], bytes]:
+    """The record as submitted (JSON values, lone surrogates replaced) and the bytes its
+    content MAC is taken over: any deterministic encoding tells retries apart; this one is
+    ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True)``'s, unchanged so
+    that retries of records stored earlier still match. orjson writes the same bytes for a
+    plain value (no float: the two write some differently) whose text is ASCII without DEL
+    (json escapes DEL and everything beyond ASCII; orjson refuses lone surrogates); anything
+    else is encoded by json itself. tests/audit/test_ingest_encoding.py checks the two agree."""
+    if plain:
+        try:
+            fast = orjson.dumps([*prefix, content], option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            if fast.isascii() and b"\x7f" not in fast:
+                return content, fast
 
-    def text(value: dict[str, Any]) -> str:
+    def text(value: dict[str, Any]) -> bytes:
         return json.dumps(
             [*prefix, value], sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
+        ).encode()
 
     fingerprint = text(content)
     # ensure_ascii writes every character beyond U+FFFF as a surrogate pair and a lone surrogate
     # as itself, both "\udXXX"; without one, no text holds a surrogate and ``as_unicode`` (a
     # full copy) would change nothing.
-    if "\\ud" in fingerprint:
+    if b"\\ud" in fingerprint:
         content = as_unicode(content)
         fingerprint = text(content)
     return content, fingerprint
+
+
+PLAIN, FLOATS, BAD = 0, 1, 2
+
+
+def _free_form_shape(rec: AuditRecordIn) -> int:
+    """``BAD`` when RFC 8785 cannot encode the record's free-form parts (``ijson_problem`` then
+    names where), ``FLOATS`` when they hold a float or an object key beyond U+FFFF, else
+    ``PLAIN``."""
+    return max(
+        _shape(rec.inputs, 1), _shape(rec.outputs, 1), _shape(rec.resource.model_extra or {}, 1)
+    )
+
+
+def _shape(node: Any, level: int) -> int:
+    if level > MAX_DEPTH:
+        return BAD
+    kind = type(node)
+    if kind is str or kind is bool or node is None:
+        return PLAIN
+    if kind is int:
+        return PLAIN if -INT_MAX <= node <= INT_MAX else BAD
+    if kind is float:
+        return FLOATS if math.isfinite(node) else BAD
+    worst = PLAIN
+    if kind is dict:
+        for name, item in node.items():
+            if type(name) is not str:
+                return BAD
+            if not name.isascii() and max(name) > "\uffff":
+                worst = FLOATS
+            shape = _shape(item, level + 1)
+            if shape == BAD:
+                return BAD
+            worst = max(worst, shape)
+        return worst
+    if kind is list:
+        for item in node:
+            shape = _shape(item, level + 1)
+            if shape == BAD:
+                return BAD
+            worst = max(worst, shape)
+        return worst
+    return BAD  # anything else: ijson_problem decides

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import rfc8785
 import structlog
 
+from control_plane.audit import jcs
 from control_plane.audit.log import MAX_RECORD_BYTES, canonical, ijson_problem
 from control_plane.kit.errors import FieldError, ServiceUnavailable, ValidationFailed
 from control_plane.kit.redaction import InvalidPatternError, RedactionPattern, redact
@@ -79,10 +80,12 @@ def redacted(fields: dict[str, Any], patterns: Sequence[RedactionPattern], key: 
     return copy
 
 
-def encode(stored: dict[str, Any], pointer: str) -> bytes:
-    """RFC 8785 bytes of a record, or 422 naming the field that cannot be canonicalised."""
+def encode(stored: dict[str, Any], pointer: str, *, plain: bool = False) -> bytes:
+    """RFC 8785 bytes of a record, or 422 naming the field that cannot be canonicalised.
+    ``plain``: the caller has checked that the record holds no float, no integer beyond
+    +-(2^53 - 1) and no object key beyond U+FFFF (``jcs.dumps_plain``)."""
     try:
-        data = canonical(stored)
+        data = jcs.dumps_plain(stored) if plain else canonical(stored)
     except rfc8785.CanonicalizationError:
         where = ijson_problem(stored, pointer)
         raise ValidationFailed(
