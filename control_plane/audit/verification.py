@@ -16,9 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.audit import repository
 from control_plane.audit.keys import CheckpointKey, load_keys
 from control_plane.audit.log import LogChecker, LogStatus, split_leaf
-from control_plane.audit.note import NoteError, b64, open_checkpoint
+from control_plane.audit.note import NoteError, b64, note_origin, open_checkpoint
+from control_plane.audit.records import AuditContext
 from control_plane.audit.schemas import LogVerification, VerifyResult
-from control_plane.audit.service import AuditContext
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.kit.db import SessionMaker
 
@@ -42,6 +42,13 @@ async def verify_log(
     checkpoints: dict[int, bytes] = {}
     for row in await repository.checkpoints_of(session, domain):
         opened = _open(row.note, origin, keys)
+        if opened is None and note_origin(row.note) != origin:
+            return LogStatus(
+                checkpoint_size=row.size,
+                reason=f"the checkpoint {row.id} (size {row.size}) is signed for origin "
+                f"{note_origin(row.note)!r}, this server's log origin is {origin!r}: replicas "
+                "sharing a database must use the same AGENTCTL_ISSUER",
+            )
         if opened is None:
             return LogStatus(
                 checkpoint_size=row.size,
