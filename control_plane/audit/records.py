@@ -9,7 +9,7 @@ Writers: ``ingest`` (agents' records), ``service.record_decision`` (decisions), 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +33,8 @@ class AuditContext:
 
     redaction_key: bytes
     host: str
+    #: Each log's origin once it has a checkpoint (``keys.log_origin``): fixed for good then.
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_issuer(cls, redaction_key: bytes, issuer_url: str) -> AuditContext:
@@ -41,7 +43,8 @@ class AuditContext:
         return cls(redaction_key=redaction_key, host=host)
 
     def origin(self, domain: str) -> str:
-        """The log's origin and checkpoint key name: ``<issuer host>/audit/<domain>``."""
+        """The origin this process gives a new log: ``<issuer host>/audit/<domain>``. A log
+        that has a checkpoint keeps the origin it was first signed for (``keys.log_origin``)."""
         return f"{self.host}/audit/{domain}"
 
 

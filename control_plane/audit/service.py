@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.audit import repository
 from control_plane.audit.governance import NO_AGENT, record_control
 from control_plane.audit.ingest import ingest
-from control_plane.audit.keys import OriginMismatchError, check_replica
+from control_plane.audit.keys import check_kek
 from control_plane.audit.log import as_unicode, ijson_problem
 from control_plane.audit.records import AuditContext, AuditUnavailable
 from control_plane.audit.records import agent_document as _agent_document
@@ -42,8 +42,7 @@ __all__ = [
     "NO_AGENT",
     "AuditContext",
     "AuditUnavailable",
-    "OriginMismatchError",
-    "check_replica",
+    "check_kek",
     "get_redaction_list",
     "ingest",
     "put_redaction_list",

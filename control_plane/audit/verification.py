@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
-from control_plane.audit.keys import CheckpointKey, load_keys
+from control_plane.audit.keys import CheckpointKey, load_keys, log_origin
 from control_plane.audit.log import LogChecker, LogStatus, split_leaf
 from control_plane.audit.note import NoteError, b64, note_origin, open_checkpoint
 from control_plane.audit.records import AuditContext
@@ -38,7 +38,7 @@ def _open(note: str, origin: str, keys: list[CheckpointKey]) -> tuple[int, bytes
 async def verify_log(
     session: AsyncSession, ctx: AuditContext, domain: str, keys: list[CheckpointKey]
 ) -> LogStatus:
-    origin = ctx.origin(domain)
+    origin = await log_origin(session, ctx, domain)
     checkpoints: dict[int, bytes] = {}
     for row in await repository.checkpoints_of(session, domain):
         opened = _open(row.note, origin, keys)
@@ -46,8 +46,7 @@ async def verify_log(
             return LogStatus(
                 checkpoint_size=row.size,
                 reason=f"the checkpoint {row.id} (size {row.size}) is signed for origin "
-                f"{note_origin(row.note)!r}, this server's log origin is {origin!r}: replicas "
-                "sharing a database must use the same AGENTCTL_ISSUER",
+                f"{note_origin(row.note)!r}, not the log's origin {origin!r}",
             )
         if opened is None:
             return LogStatus(

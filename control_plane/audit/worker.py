@@ -28,10 +28,10 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
-from control_plane.audit.keys import CheckpointKey, ensure_key
+from control_plane.audit.keys import CheckpointKey, ensure_key, log_origin
 from control_plane.audit.log import leaf_canonical
 from control_plane.audit.merkle import leaf_hash
-from control_plane.audit.note import Checkpoint, b64, note_origin, sign_note
+from control_plane.audit.note import Checkpoint, b64, sign_note
 from control_plane.audit.records import AuditContext
 from control_plane.audit.trees import LogTrees
 from control_plane.events import service as events
@@ -69,7 +69,6 @@ class AuditWorker:
         self._last_checkpoint_pass = 0.0
         self._dirty: set[str] = set()
         self._signed_at: dict[str, float] = {}  # monotonic time of a log's last checkpoint
-        self._origin_mismatch: set[str] = set()  # logs signed for another origin (logged once)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-worker")
@@ -181,24 +180,11 @@ class AuditWorker:
                 if age < self._checkpoint_seconds:
                     self._signed_at[domain] = time.monotonic() - max(age, 0.0)
                     return False
-            origin = self._ctx.origin(domain)
-            if latest is not None and note_origin(latest.note) != origin:
-                # Another replica signs this log under another issuer (check_replica refuses
-                # that at start-up; two replicas that started together on an empty log can
-                # still disagree): never mix two origins in one log's checkpoints.
-                if domain not in self._origin_mismatch:
-                    self._origin_mismatch.add(domain)
-                    log.error(
-                        "audit_origin_mismatch",
-                        domain=domain,
-                        signed_for=note_origin(latest.note),
-                        origin=origin,
-                    )
-                return False
             tree = await self._trees.get(session, domain, size)
             size = min(size, tree.size)
             if latest is not None and latest.size >= size:
                 return True
+            origin = await log_origin(session, self._ctx, domain)
             root = tree.root(size)
             note = sign_note(Checkpoint(origin, size, root).text(), origin, key.private)
             await repository.add_checkpoint(

@@ -45,14 +45,13 @@ def prepare(settings: Settings, *, migrate: bool = True) -> None:
 
 async def _bootstrap(settings: Settings) -> str | None:
     """First-start state: the bootstrap admin token and the default policy bundle. Refuses a
-    replica whose key-encryption key or issuer disagrees with what the database holds
-    (``KekMismatchError``, ``OriginMismatchError``: ``startup`` turns them into one line)."""
+    replica whose key-encryption key is not the one the database's keys were encrypted under
+    (``KekMismatchError``: ``startup`` turns it into one line)."""
     from control_plane.audit import service as audit
     from control_plane.crypto import resolve_kek
     from control_plane.crypto.keystore import check_kek_of_signing_keys
     from control_plane.federation.signing import check_kek_of_key
     from control_plane.kit.db import create_engine, create_sessionmaker
-    from control_plane.kit.redaction import redaction_key
     from control_plane.operators.service import ensure_bootstrap_admin
     from control_plane.policy.service import ensure_default_bundle
 
@@ -63,8 +62,7 @@ async def _bootstrap(settings: Settings) -> str | None:
             kek = resolve_kek(settings)
             await check_kek_of_signing_keys(session, kek)
             await check_kek_of_key(session, kek)
-            ctx = audit.AuditContext.from_issuer(redaction_key(kek), settings.issuer_url)
-            await audit.check_replica(session, kek, ctx)
+            await audit.check_kek(session, kek)
             token = await ensure_bootstrap_admin(session, configured)
             await ensure_default_bundle(session, settings)
             await session.commit()

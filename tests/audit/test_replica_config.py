@@ -1,9 +1,9 @@
-"""Replicas sharing one database must agree on the key-encryption key and the issuer: the KEK
-encrypts the checkpoint key (and derives the redaction key), the issuer names each log's origin,
-which its checkpoints are signed for. A replica that disagrees is refused at start-up with one
-line naming the mismatch and the setting to fix, instead of serving a log that answers
-"ok": false on verify (as two servers with their own data dirs and default issuers did: each
-took its own host:port as issuer, and its own data dir's KEK). Real servers, both databases."""
+"""Two servers with their own data dirs sharing one database: each took its own host and port as
+issuer (which named each log's origin, so each signed checkpoints the other could not verify:
+"ok": false) and its own data dir's KEK. Now a log keeps the origin of its first checkpoint
+whatever a replica's issuer, and a replica whose KEK is not the one the database's keys were
+encrypted under is refused at start-up with one line naming the mismatch and the setting to
+fix. Real servers, both databases."""
 
 from __future__ import annotations
 
@@ -32,24 +32,39 @@ def _env(db_url: str, data: Path, **extra: str) -> dict[str, str]:
     )
 
 
-async def _signed_log(url: str) -> str:
-    """Records in the payments log, sequenced and checkpointed; the checkpoint note."""
+async def _more_records(url: str, n: int, *, name: str, new_domain: bool = False) -> None:
+    """``n`` records in the payments log from a new agent registered through ``url``."""
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        me = await decider(client, ADMIN, scopes=["audit:write"])
+        me = await decider(
+            client, ADMIN, name=name, scopes=["audit:write"], create_the_domain=new_domain
+        )
         r = await client.post(
             "/v1/audit/records",
-            json={"records": [record() for _ in range(3)]},
+            json={"records": [record() for _ in range(n)]},
             headers=me["headers"],
         )
         assert r.status_code == 200, r.text
-        for _ in range(200):
-            r = await client.get("/v1/audit/logs/payments/checkpoint", headers=ADMIN)
-            if r.status_code == 200 and r.text.split("\n")[1] == "3":
-                verified = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
-                assert verified["ok"], verified
+
+
+async def _checkpoint(url: str, size: int) -> str:
+    """The payments log's checkpoint once it covers ``size`` records."""
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=30) as client:
+        for _ in range(300):
+            r = await client.get("/v1/audit/logs/payments/checkpoint")
+            if r.status_code == 200 and int(r.text.split("\n")[1]) >= size:
                 return r.text
             await asyncio.sleep(0.1)
     pytest.fail("the log was not checkpointed in time")
+
+
+async def _signed_log(url: str) -> str:
+    """Three records in the payments log, sequenced and checkpointed; the checkpoint note."""
+    await _more_records(url, 3, name="bot-a", new_domain=True)
+    note = await _checkpoint(url, 3)
+    async with httpx.AsyncClient(base_url=url, headers=ADMIN, timeout=30) as client:
+        verified = (await client.get("/v1/audit/verify")).json()
+    assert verified["ok"], verified
+    return note
 
 
 def _refused(env: dict[str, str], log: Path) -> str:
@@ -65,21 +80,23 @@ def _refused(env: dict[str, str], log: Path) -> str:
     return output
 
 
-def test_a_replica_with_another_issuer_is_refused(db_url: str, tmp_path: Path) -> None:
+def test_replicas_with_other_issuers_share_one_log_that_verifies(
+    db_url: str, tmp_path: Path
+) -> None:
     # Same KEK; no AGENTCTL_ISSUER: each server takes its own host and port as issuer.
-    with serving(
-        _env(db_url, tmp_path / "a", AGENTCTL_KEY_ENCRYPTION_KEY=KEK), tmp_path / "a.log"
-    ) as a:
-        note = asyncio.run(_signed_log(a))
-        origin = note.split("\n")[0]
-        output = _refused(
-            _env(db_url, tmp_path / "b", AGENTCTL_KEY_ENCRYPTION_KEY=KEK), tmp_path / "b.log"
-        )
-        assert "AGENTCTL_ISSUER" in output
-        assert repr(origin) in output
-        # The first server still serves a log that verifies.
-        r = httpx.get(f"{a}/v1/audit/verify", headers=ADMIN, timeout=30)
-        assert r.json()["ok"] is True, r.text
+    kek = {"AGENTCTL_KEY_ENCRYPTION_KEY": KEK}
+    with serving(_env(db_url, tmp_path / "a", **kek), tmp_path / "a.log") as a:
+        origin = asyncio.run(_signed_log(a)).split("\n")[0]
+        assert origin == a.removeprefix("http://") + "/audit/payments"
+        with serving(_env(db_url, tmp_path / "b", **kek), tmp_path / "b.log") as b:
+            asyncio.run(_more_records(b, 3, name="bot-b"))
+            for url in (a, b):
+                note = asyncio.run(_checkpoint(url, 6))
+                assert note.split("\n")[0] == origin
+                r = httpx.get(f"{url}/v1/audit/verify", headers=ADMIN, timeout=30)
+                assert r.json()["ok"] is True, r.text
+                keys = httpx.get(f"{url}/v1/audit/keys", headers=ADMIN, timeout=30).json()
+                assert [k["name"] for k in keys["keys"]] == [origin]
 
 
 def test_a_replica_with_another_kek_is_refused(db_url: str, tmp_path: Path) -> None:
