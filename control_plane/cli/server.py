@@ -59,12 +59,13 @@ async def _bootstrap(settings: Settings) -> str | None:
     try:
         async with create_sessionmaker(engine)() as session:
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
+            token = await ensure_bootstrap_admin(session, configured)
+            await ensure_default_bundle(session, settings)
+            # After the policy (a start that fails on it makes no KEK file), before commit.
             kek = resolve_kek(settings)
             await check_kek_of_signing_keys(session, kek)
             await check_kek_of_key(session, kek)
             await audit.check_kek(session, kek)
-            token = await ensure_bootstrap_admin(session, configured)
-            await ensure_default_bundle(session, settings)
             await session.commit()
             return token
     finally:
