@@ -302,6 +302,16 @@ async def latest_checkpoint(session: AsyncSession, domain: str) -> AuditCheckpoi
     return (await session.exec(stmt)).first()
 
 
+async def first_checkpoint_note(session: AsyncSession, domain: str) -> str | None:
+    stmt = (
+        select(AuditCheckpoint.note)
+        .where(AuditCheckpoint.domain == domain)
+        .order_by(col(AuditCheckpoint.size), col(AuditCheckpoint.id))
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
 async def checkpoints_of(session: AsyncSession, domain: str) -> Sequence[AuditCheckpoint]:
     stmt = (
         select(AuditCheckpoint)
