@@ -329,12 +329,13 @@ def _bare_inputs(agent_doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def _count_statements(
     db_url: str, data_dir: Path, n: int = 200
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, dict[str, float]]:
     """(SQL statements, commits, CPU ms) per decision, without an Idempotency-Key, in process,
-    one at a time. CPU time (the process's, all threads) is much less disturbed by other load on
-    the machine than latency is."""
+    one at a time, and the statements per decision by effect (a deny also writes its event, a
+    require_approval its approval, its audit record and event). CPU time (the process's, all
+    threads) is much less disturbed by other load on the machine than latency is."""
     from control_plane.app import create_app
-    from control_plane.cli import _bootstrap, _prepare
+    from control_plane.cli.server import _bootstrap, prepare
     from control_plane.config import Settings
     from control_plane.kit.logging import configure_logging
     from control_plane.state import app_state
@@ -352,7 +353,8 @@ async def _count_statements(
         prune_interval_seconds=3600,
     )
     configure_logging("WARNING", json_lines=False)
-    await asyncio.to_thread(_prepare, settings)
+    show = bool(os.environ.get("BENCH_SHOW_SQL"))
+    await asyncio.to_thread(prepare, settings)
     await _bootstrap(settings)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -367,24 +369,33 @@ async def _count_statements(
             engine = app_state(app).database.engine.sync_engine
             counts: Counter[str] = Counter()
 
-            def on_statement(*_: Any) -> None:
+            def on_statement(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
                 counts["statements"] += 1
+                if show and counts["statements"] <= 40:
+                    print("    " + " ".join(sql.split())[:150])
 
             def on_commit(*_: Any) -> None:
                 counts["commits"] += 1
 
             event.listen(engine, "before_cursor_execute", on_statement)
             event.listen(engine, "commit", on_commit)
+            by_effect: Counter[str] = Counter()
+            decided: Counter[str] = Counter()
             cpu = time.process_time()
             try:
                 for _ in range(n):
+                    before = counts["statements"]
                     r = await c.post("/v1/decisions", json=next(bodies), headers=headers)
                     assert r.is_success, r.text
+                    effect = r.json()["effect"]
+                    by_effect[effect] += counts["statements"] - before
+                    decided[effect] += 1
                 cpu = time.process_time() - cpu
             finally:
                 event.remove(engine, "before_cursor_execute", on_statement)
                 event.remove(engine, "commit", on_commit)
-    return counts["statements"] / n, counts["commits"] / n, cpu / n * 1000
+    per_effect = {e: by_effect[e] / k for e, k in sorted(decided.items())}
+    return counts["statements"] / n, counts["commits"] / n, cpu / n * 1000, per_effect
 
 
 async def _agent_token_via(client: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, Any]]:
@@ -472,26 +483,27 @@ def profile(seconds: float = 10.0, rate: float = 60.0) -> None:
         print(f"  {name:<52} {per:6.2f} ms  {count / samples * 100:5.1f}%")
 
 
+def _statements_line(name: str, figures: tuple[float, float, float, dict[str, float]]) -> None:
+    s, c, cpu, per_effect = figures
+    effects = ", ".join(f"{e} {k:.1f}" for e, k in per_effect.items())
+    print(
+        f"  {name + ':':<11} {s:4.1f} statements ({effects}), {c:3.1f} commits, "
+        f"{cpu:5.2f} ms CPU per decision"
+    )
+
+
 def statements() -> None:
     base = os.environ.get("AGENTCTL_BENCH_DATABASE_URL") or os.environ.get(
         "AGENTCTL_TEST_DATABASE_URL"
     )
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = f"sqlite+aiosqlite:///{Path(tmp) / 's.db'}"
-        s, c, cpu = asyncio.run(_count_statements(sqlite, Path(tmp) / "s"))
-        print(
-            f"  SQLite:     {s:4.1f} statements, {c:3.1f} commits, {cpu:5.2f} ms CPU per decision"
-        )
+        _statements_line("SQLite", asyncio.run(_count_statements(sqlite, Path(tmp) / "s")))
         with _postgres(base) as pg:
             if pg is None:
                 print("  PostgreSQL: skipped (set AGENTCTL_BENCH_DATABASE_URL)")
                 return
-            s, c, cpu = asyncio.run(_count_statements(pg, Path(tmp) / "p"))
-            print(
-                f"  PostgreSQL: {s:4.1f} statements, {c:3.1f} commits, {cpu:5.2f} ms CPU per",
-                end="",
-            )
-            print(" decision")
+            _statements_line("PostgreSQL", asyncio.run(_count_statements(pg, Path(tmp) / "p")))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -114,6 +114,7 @@ def create_app(
             impact_jobs=ImpactJobs(),
         )
         app.state.context = state
+        await _load_active_policy(state)
         await start_federation(state)
         lifecycle.install_sigterm_drain(settings.shutdown_drain_seconds)
         state.pruner.start()
@@ -214,3 +215,22 @@ def _finalize_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# How long start-up waits for the active policy revision to load (a wasm compile takes a
+# second or two on a loaded machine; a remote OPA that is down fails at once).
+POLICY_WARM_SECONDS = 60.0
+
+
+async def _load_active_policy(state: AppState) -> None:
+    """Load the active revision before serving, so the first decisions are not denied
+    ``engine_not_loaded`` while it compiles. Never fatal: a failure is logged and the first
+    decision retries the load, as after any failed load (deny until it succeeds)."""
+    try:
+        async with state.database.sessionmaker() as session:
+            problem = await state.policy_runtime.warm(session, POLICY_WARM_SECONDS)
+    except Exception as exc:  # the database is down at start-up: /readyz says so
+        log.warning("policy_warm_failed", error_type=type(exc).__name__)
+        return
+    if problem is not None:
+        log.warning("policy_not_loaded_at_start", detail=problem)

@@ -3,12 +3,15 @@ fetch checkpoints and keys, verify and export the logs."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 
 from control_plane.audit import reading, service, verification
 from control_plane.audit.schemas import (
@@ -28,6 +31,7 @@ from control_plane.audit.schemas import (
 from control_plane.audit.trees import LogTrees
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.kit.errors import FieldError, ValidationFailed, error_responses
+from control_plane.kit.openapi_doc import schema_ref
 from control_plane.kit.pagination import Page, Pagination
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session, idempotent
@@ -69,14 +73,79 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         ) from None
 
 
+def _json_media(content_type: str | None) -> bool:
+    """FastAPI's rule for a JSON body: no Content-Type, application/json or application/*+json."""
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+async def _batch(request: Request) -> AuditBatch:
+    """The body, parsed and validated in one pass by pydantic's JSON parser (a batch of 1,000
+    records: stdlib ``json.loads`` and then validation, as FastAPI does, took 3 times as long).
+    Where that parser refuses what ``json.loads`` takes (lone surrogates, a BOM, other UTF
+    encodings) or the body is invalid, FastAPI's own way runs, so answers and errors are the
+    ones FastAPI gives (422, pointers under /body). Runs after authentication."""
+    raw = await request.body()
+    json_media = _json_media(request.headers.get("content-type"))
+    if raw and json_media:
+        try:
+            return AuditBatch.model_validate_json(raw)
+        except ValidationError:
+            pass
+    body: Any = raw
+    if not raw:
+        body = None
+    elif json_media:
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body", exc.pos),
+                        "msg": "JSON decode error",
+                        "input": {},
+                        "ctx": {"error": exc.msg},
+                    }
+                ]
+            ) from None
+    if body is None:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    try:
+        return AuditBatch.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
+_RECORDS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": schema_ref(AuditBatch)}},
+    }
+}
+
+
 @router.post(
     "/records",
     # Each record's id already makes a retry safe; an Idempotency-Key also replays the answer.
     dependencies=[idempotent(_writer)],
     responses=error_responses(409),
+    openapi_extra=_RECORDS_BODY,
 )
 async def create_records(
-    body: AuditBatch, request: Request, agent: Writer, session: Session
+    request: Request,
+    agent: Writer,
+    session: Session,
+    body: Annotated[AuditBatch, Depends(_batch)],
 ) -> AuditBatchResult:
     """Record what the calling agent did (agent token, audit:write); a status per record."""
     return await service.ingest(session, agent, body, _ctx(request))

@@ -48,6 +48,17 @@ def dumps(value: Any) -> bytes:
         return rfc8785.dumps(value)
 
 
+def dumps_plain(value: Any) -> bytes:
+    """``dumps`` for a value the caller has shown to be plain: no float, no integer beyond
+    +-(2^53 - 1), only ``str`` keys and none beyond U+FFFF. orjson's sorted bytes are then the
+    RFC 8785 encoding without the walk ``dumps`` makes to find floats; what orjson still refuses
+    (lone surrogates, other types) goes to ``dumps``. Same errors as ``dumps``."""
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        return dumps(value)
+
+
 def _fast(node: Any) -> Any:
     """``node`` itself when orjson may encode it as it is; a copy with every float replaced by
     its JCS text (an ``orjson.Fragment``) when it holds floats. Raises ``_Reference`` when the

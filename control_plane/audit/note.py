@@ -175,6 +175,11 @@ class Checkpoint:
         return cls(origin=origin, size=int(size_text), root=root)
 
 
+def note_origin(note: str) -> str:
+    """The first line of a checkpoint note (its origin), unverified: for naming a mismatch."""
+    return note.split("\n", 1)[0]
+
+
 def open_checkpoint(note: str, verifier: Verifier) -> Checkpoint:
     """Verify a signed checkpoint and parse it; its origin must be the verifier's name."""
     checkpoint = Checkpoint.parse(open_note(note, verifier))

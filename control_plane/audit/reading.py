@@ -11,7 +11,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
-from control_plane.audit.keys import load_keys
+from control_plane.audit.keys import load_keys, log_origin
 from control_plane.audit.log import split_leaf
 from control_plane.audit.merkle import ProofError
 from control_plane.audit.note import b64, verifier_key
@@ -182,7 +182,7 @@ async def verifier_keys(
     out = []
     for key in await load_keys(session, kek):
         for name in domains:
-            origin = ctx.origin(name)
+            origin = await log_origin(session, ctx, name)
             out.append(
                 VerifierKeyPublic(
                     name=origin,

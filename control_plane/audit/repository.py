@@ -13,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit.inserts import Row, insert_rows
 from control_plane.models import (
     AuditCheckpoint,
     AuditKey,
@@ -111,6 +112,12 @@ async def content_macs(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[
         col(AuditRecordRow.id).in_(list(ids))
     )
     return dict((await session.exec(stmt)).all())
+
+
+async def insert_record(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """INSERT an audit record and its queue entry, after ``rows`` given with them (the
+    decision's own row): one statement on PostgreSQL (``kit.inserts``)."""
+    await insert_rows(session, rows)
 
 
 async def redaction_list(session: AsyncSession, domain: str) -> list[str]:
@@ -290,6 +297,16 @@ async def latest_checkpoint(session: AsyncSession, domain: str) -> AuditCheckpoi
         select(AuditCheckpoint)
         .where(AuditCheckpoint.domain == domain)
         .order_by(col(AuditCheckpoint.size).desc(), col(AuditCheckpoint.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def first_checkpoint_note(session: AsyncSession, domain: str) -> str | None:
+    stmt = (
+        select(AuditCheckpoint.note)
+        .where(AuditCheckpoint.domain == domain)
+        .order_by(col(AuditCheckpoint.size), col(AuditCheckpoint.id))
         .limit(1)
     )
     return (await session.exec(stmt)).first()

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
-from control_plane.audit.keys import CheckpointKey, load_keys
+from control_plane.audit.keys import CheckpointKey, load_keys, log_origin
 from control_plane.audit.log import LogChecker, LogStatus, split_leaf
-from control_plane.audit.note import NoteError, b64, open_checkpoint
+from control_plane.audit.note import NoteError, b64, note_origin, open_checkpoint
+from control_plane.audit.records import AuditContext
 from control_plane.audit.schemas import LogVerification, VerifyResult
-from control_plane.audit.service import AuditContext
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.kit.db import SessionMaker
 
@@ -38,10 +38,16 @@ def _open(note: str, origin: str, keys: list[CheckpointKey]) -> tuple[int, bytes
 async def verify_log(
     session: AsyncSession, ctx: AuditContext, domain: str, keys: list[CheckpointKey]
 ) -> LogStatus:
-    origin = ctx.origin(domain)
+    origin = await log_origin(session, ctx, domain)
     checkpoints: dict[int, bytes] = {}
     for row in await repository.checkpoints_of(session, domain):
         opened = _open(row.note, origin, keys)
+        if opened is None and note_origin(row.note) != origin:
+            return LogStatus(
+                checkpoint_size=row.size,
+                reason=f"the checkpoint {row.id} (size {row.size}) is signed for origin "
+                f"{note_origin(row.note)!r}, not the log's origin {origin!r}",
+            )
         if opened is None:
             return LogStatus(
                 checkpoint_size=row.size,

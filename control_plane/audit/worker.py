@@ -28,11 +28,11 @@ import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
-from control_plane.audit.keys import CheckpointKey, ensure_key
+from control_plane.audit.keys import CheckpointKey, ensure_key, log_origin
 from control_plane.audit.log import leaf_canonical
 from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import Checkpoint, b64, sign_note
-from control_plane.audit.service import AuditContext
+from control_plane.audit.records import AuditContext
 from control_plane.audit.trees import LogTrees
 from control_plane.events import service as events
 from control_plane.kit.db import SessionMaker
@@ -184,7 +184,7 @@ class AuditWorker:
             size = min(size, tree.size)
             if latest is not None and latest.size >= size:
                 return True
-            origin = self._ctx.origin(domain)
+            origin = await log_origin(session, self._ctx, domain)
             root = tree.root(size)
             note = sign_note(Checkpoint(origin, size, root).text(), origin, key.private)
             await repository.add_checkpoint(

@@ -44,7 +44,13 @@ def prepare(settings: Settings, *, migrate: bool = True) -> None:
 
 
 async def _bootstrap(settings: Settings) -> str | None:
-    """First-start state: the bootstrap admin token and the default policy bundle."""
+    """First-start state: the bootstrap admin token and the default policy bundle. Refuses a
+    replica whose key-encryption key is not the one the database's keys were encrypted under
+    (``KekMismatchError``: ``startup`` turns it into one line)."""
+    from control_plane.audit import service as audit
+    from control_plane.crypto import resolve_kek
+    from control_plane.crypto.keystore import check_kek_of_signing_keys
+    from control_plane.federation.signing import check_kek_of_key
     from control_plane.kit.db import create_engine, create_sessionmaker
     from control_plane.operators.service import ensure_bootstrap_admin
     from control_plane.policy.service import ensure_default_bundle
@@ -55,6 +61,11 @@ async def _bootstrap(settings: Settings) -> str | None:
             configured = settings.admin_token.get_secret_value() if settings.admin_token else None
             token = await ensure_bootstrap_admin(session, configured)
             await ensure_default_bundle(session, settings)
+            # After the policy (a start that fails on it makes no KEK file), before commit.
+            kek = resolve_kek(settings)
+            await check_kek_of_signing_keys(session, kek)
+            await check_kek_of_key(session, kek)
+            await audit.check_kek(session, kek)
             await session.commit()
             return token
     finally:

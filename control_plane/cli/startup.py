@@ -89,6 +89,7 @@ def startup(settings: Settings) -> Iterator[None]:
     """Turn known start-up failures into StartupError (see the module docstring)."""
     from alembic.util.exc import CommandError
 
+    from control_plane.crypto import KekMismatchError
     from control_plane.policy.bundles import PolicySourceError
     from control_plane.policy.defaults import DefaultPolicyMissingError
 
@@ -105,7 +106,7 @@ def startup(settings: Settings) -> Iterator[None]:
                 f"the database at {url} has a migration this agentctl does not know ({exc}): "
                 "a newer version migrated it; run that version or restore a backup"
             ) from None
-        if isinstance(exc, DefaultPolicyMissingError):
+        if isinstance(exc, DefaultPolicyMissingError | KekMismatchError):
             raise StartupError(str(exc)) from None
         if isinstance(exc, PolicySourceError):
             raise StartupError(

@@ -7,7 +7,9 @@ Helpers other domains use are re-exported here: ``from control_plane.crypto impo
 """
 
 from control_plane.crypto.encryption import (
+    KekMismatchError,
     KeyEncryptionError,
+    check_kek,
     decrypt_private_key,
     encrypt_private_key,
     generate_kek,
@@ -16,7 +18,9 @@ from control_plane.crypto.encryption import (
 )
 
 __all__ = [
+    "KekMismatchError",
     "KeyEncryptionError",
+    "check_kek",
     "decrypt_private_key",
     "encrypt_private_key",
     "generate_kek",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import binascii
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final, Literal, TypeAlias, cast
 
@@ -163,6 +163,34 @@ def decrypt_private_key(
     ):
         raise KeyEncryptionError("invalid_key")
     return wrap_private(native, cast(SigningAlg, alg), kid)
+
+
+def blob_kek_id(blob: str) -> str | None:
+    """The id of the KEK a blob made by ``encrypt_private_key`` was encrypted under (public, as
+    ``kek_id``), or None for a blob that is not in that format."""
+    parts = blob.split(".")
+    return parts[1] if len(parts) == 5 and parts[0] == _CIPHERTEXT_VERSION else None
+
+
+class KekMismatchError(Exception):
+    """Keys in the database were encrypted under another key-encryption key than this
+    process's: replicas sharing a database must share AGENTCTL_KEY_ENCRYPTION_KEY."""
+
+    def __init__(self, what: str, stored: str, own: str) -> None:
+        super().__init__(
+            f"the {what} in the database was encrypted under another key-encryption key (KEK id "
+            f"{stored}; this process's is {own}): every replica sharing a database must use the "
+            "same AGENTCTL_KEY_ENCRYPTION_KEY (without it, each data dir makes its own)"
+        )
+
+
+def check_kek(what: str, blobs: Iterable[str], kek: str) -> None:
+    """Raise ``KekMismatchError`` when one of ``blobs`` was encrypted under another KEK."""
+    own = kek_id(kek)
+    for blob in blobs:
+        stored = blob_kek_id(blob)
+        if stored is not None and stored != own:
+            raise KekMismatchError(what, stored, own)
 
 
 KEK_FILE = "key-encryption-key"

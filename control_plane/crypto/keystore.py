@@ -22,6 +22,7 @@ from control_plane.config import Settings
 from control_plane.crypto import repository
 from control_plane.crypto.encryption import (
     KeyEncryptionError,
+    check_kek,
     decrypt_private_key,
     encrypt_private_key,
     resolve_kek,
@@ -62,6 +63,13 @@ def _records(rows: Sequence[SigningKeyRow], kek: str) -> list[KeyRecord]:
             )
         )
     return records
+
+
+async def check_kek_of_signing_keys(session: AsyncSession, kek: str) -> None:
+    """Raise ``KekMismatchError`` when the token signing keys were encrypted under another KEK
+    (a replica started with its own data dir's KEK); at start-up, before serving."""
+    rows = await repository.active_signing_keys(session)
+    check_kek("token signing key", (row.private_key_encrypted for row in rows), kek)
 
 
 def _retirement_window(settings: Settings) -> dict[str, int]:

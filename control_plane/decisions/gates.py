@@ -1,8 +1,9 @@
 """The governance steps of a decision: budgets before and after policy, approvals after it.
 
-``prepare`` runs before the engine: it reads the budgets that apply (one query; nothing when
-there are none) and puts what is left in ``input.vouched.budget``. ``judge`` runs after the
-engine, in the decision's transaction, and turns the policy's answer into the final one:
+``prepare`` runs before the engine: it reads the budgets that apply (one query; none when the
+decision's state read found that no budget applies) and puts what is left in
+``input.vouched.budget``. ``judge`` runs after the engine, in the decision's transaction, and
+turns the policy's answer into the final one:
 
 - a retry with ``approval_id``: a policy deny stands; otherwise the approval must be approved,
   unexpired, unused and bound to this exact input, and is consumed here (an allow with reason
@@ -49,8 +50,16 @@ class Verdict:
 
 
 async def prepare(
-    session: AsyncSession, principal: AgentPrincipal, input_doc: dict[str, Any]
+    session: AsyncSession,
+    principal: AgentPrincipal,
+    input_doc: dict[str, Any],
+    *,
+    budgeted: bool = True,
 ) -> budgets.Snapshot | None:
+    """The budgets that apply and what is left of them (into ``input.vouched.budget``); no
+    statement when ``budgeted`` is False (the decision's state read found none)."""
+    if not budgeted:
+        return None
     snap = await budgets.snapshot(session, principal.agent.id, principal.agent.domain)
     if snap is not None:
         input_doc["vouched"]["budget"] = snap.vouched()

@@ -8,15 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert
+from sqlalchemy import and_, bindparam, exists, func, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit.inserts import Row
 from control_plane.models import (
     Agent,
     AgentVersion,
+    AuditRedactionList,
+    Budget,
     Credential,
     Decision,
     DecisionReplay,
@@ -24,17 +27,15 @@ from control_plane.models import (
     RevokedToken,
 )
 
-_DECISION_COLUMNS = tuple(c.name for c in Decision.__table__.columns)  # type: ignore[attr-defined]
-
 
 async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
     return await session.get(Decision, decision_id)
 
 
-async def add(session: AsyncSession, decision: Decision) -> None:
-    """INSERT the decision row as it is (a Core insert: no unit of work, no flush)."""
-    values = {name: getattr(decision, name) for name in _DECISION_COLUMNS}
-    await session.exec(_INSERT_DECISION, params=[values])
+def row(decision: Decision) -> Row:
+    """The decision's row, for its audit record to insert with it (``kit.inserts``: a Core
+    insert, no unit of work; one statement with the audit record on PostgreSQL)."""
+    return Row.of(decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +54,17 @@ class DecisionState:
     """What a decision depends on besides its request, read in one statement.
 
     ``version`` and ``revision`` (the bundle's active revision number) feed the decision;
-    ``guard`` is everything that, changed, makes a decision taken on the earlier read stale
-    (the agent's row version and status, the credential's revocation, expiry and bound version's
-    state, the token's revocation, the active version, the active revision)."""
+    ``redaction`` is the domain's audit redaction list (its field patterns, [] when none) and
+    ``budgeted`` whether a budget applies to the agent (its own or its domain's), so that
+    neither costs a statement of its own; ``guard`` is everything that, changed, makes a
+    decision taken on the earlier read stale (the agent's row version and status, the
+    credential's revocation, expiry and bound version's state, the token's revocation, the
+    active version, the active revision, the redaction list, whether a budget applies)."""
 
     version: ActiveVersion | None
     revision: int | None
+    redaction: list[str]
+    budgeted: bool
     guard: tuple[Any, ...]
 
 
@@ -85,6 +91,15 @@ def _decision_state_statement() -> Any:
             col(bound.state),
             revision,
             exists().where(col(RevokedToken.jti) == bindparam("jti")),
+            sa_select(col(AuditRedactionList.fields))
+            .where(col(AuditRedactionList.domain) == col(Agent.domain))
+            .scalar_subquery(),
+            exists().where(
+                or_(
+                    and_(col(Budget.scope) == "agent", col(Budget.key) == bindparam("agent_key")),
+                    and_(col(Budget.scope) == "domain", col(Budget.key) == col(Agent.domain)),
+                )
+            ),
         )
         .select_from(Agent)
         .outerjoin(
@@ -103,20 +118,31 @@ def _decision_state_statement() -> Any:
 
 
 _DECISION_STATE = _decision_state_statement()
-_INSERT_DECISION = insert(Decision)
 
 
 async def decision_state(
     session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, jti: str, bundle: str
 ) -> DecisionState | None:
-    """The agent's active version, the bundle's active revision and the guard; None when the
-    agent is gone."""
-    params = {"agent_id": agent_id, "client_id": client_id, "jti": jti, "bundle": bundle}
+    """The agent's active version, the bundle's active revision, the domain's redaction list,
+    whether a budget applies, and the guard; None when the agent is gone."""
+    params = {
+        "agent_id": agent_id,
+        "agent_key": str(agent_id),
+        "client_id": client_id,
+        "jti": jti,
+        "bundle": bundle,
+    }
     row = (await session.exec(_DECISION_STATE, params=params)).first()
     if row is None:
         return None
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
-    return DecisionState(version=version, revision=row[10], guard=tuple(row))
+    return DecisionState(
+        version=version,
+        revision=row[10],
+        redaction=list(row[12] or ()),
+        budgeted=bool(row[13]),
+        guard=tuple(row),
+    )
 
 
 async def list_page(

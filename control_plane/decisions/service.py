@@ -11,10 +11,11 @@ agent receives is always on record; what it keeps of the resource is redacted by
 path patterns (``control_plane.kit.redaction``) before it is stored.
 
 The hot path (issue 12), in order: one statement reads what the decision depends on besides the
-request (``repository.decision_state``: active version, the bundle's active revision, and the
-registry and revocation state); the input is encoded once (its digest and the engine read the
-same text); the engine evaluates; then ``record_decision`` writes the decision row (a Core
-insert) and its audit record. On SQLite the route reads first and takes the process's writer
+request (``repository.decision_state``: active version, the bundle's active revision, the
+registry and revocation state, the domain's audit redaction list, whether a budget applies); the
+input is encoded once (its digest and the engine read the same text); the engine evaluates; then
+``record_decision`` writes the decision row and its audit record (Core inserts, one statement on
+PostgreSQL: ``kit.inserts``). On SQLite the route reads first and takes the process's writer
 turn only for those writes (``kit.routing.begin_writes``): the state is read again inside the
 write transaction and, if it changed meanwhile, the request runs again holding the turn
 (``StaleReads``), so a decision is never recorded on state older than its write transaction.
@@ -139,7 +140,7 @@ async def decide(
     version = state.version
     input_doc = decision_input(principal, version, body)
     # Budgets left are a vouched fact the policy may read (input.vouched.budget).
-    snap = await gates.prepare(session, principal, input_doc)
+    snap = await gates.prepare(session, principal, input_doc, budgeted=state.budgeted)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
@@ -176,6 +177,7 @@ async def decide(
         audit_context=audit_context,
         latency_ms=(time.perf_counter() - started) * 1000,
         decision_id=decision_id,
+        domain_redaction=state.redaction,
         input_doc=input_doc,
     )
     await gates.announce(session, audit_context, decision, verdict)
@@ -222,13 +224,16 @@ async def record_decision(
     decided_at: datetime | None = None,
     enforcement_point_id: uuid.UUID | None = None,
     source: dict[str, Any] | None = None,
+    domain_redaction: list[str] | None = None,
     input_doc: dict[str, Any] | None = None,
 ) -> Decision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
-    (flush only): the centre's own decisions, and those enforcement points log
-    (``decision_id`` theirs, ``source`` naming the point). ``input_doc``: the input policy
-    evaluated, kept redacted (``stored_input``) for impact analysis. Raises
-    ``AuditUnavailable`` (503) or ``ValidationFailed`` (422) from the audit record."""
+    (Core inserts, no flush; one statement on PostgreSQL): the centre's own decisions, and
+    those enforcement points log (``decision_id`` theirs, ``source`` naming the point).
+    ``domain_redaction``: the domain's audit redaction list when the caller has read it in this
+    transaction (else the audit reads it). ``input_doc``: the input policy evaluated, kept
+    redacted (``stored_input``) for impact analysis. Raises ``AuditUnavailable`` (503) or
+    ``ValidationFailed`` (422) from the audit record."""
     decision = Decision(
         agent_id=principal.agent.id,
         domain=principal.agent.domain,
@@ -255,8 +260,8 @@ async def record_decision(
         decision.id = decision_id
     if decided_at is not None:
         decision.created_at = decided_at
-    await repository.add(session, decision)
-    # In the same transaction: no decision is answered (or acknowledged) without its record.
+    # In the same transaction (and statement, on PostgreSQL): no decision is answered (or
+    # acknowledged) without its record.
     await audit.record_decision(
         session,
         audit_context,
@@ -265,6 +270,8 @@ async def record_decision(
         decision=decision,
         resource=resource,
         source=source,
+        domain_patterns=domain_redaction,
+        also=[repository.row(decision)],
     )
     return decision
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jws
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.crypto import decrypt_private_key, encrypt_private_key
+from control_plane.crypto import check_kek, decrypt_private_key, encrypt_private_key
 from control_plane.crypto.jose import JWS_REGISTRY
 from control_plane.crypto.signing import SigningKey, generate_signing_key
 from control_plane.federation import repository
@@ -52,6 +52,12 @@ class BundleKey:
 def _load(row: BundleSigningKey, kek: str) -> BundleKey:
     private = decrypt_private_key(row.private_key_encrypted, kid=row.kid, alg=row.alg, kek=kek)
     return BundleKey(kid=row.kid, public_jwk=dict(row.public_jwk), private=private)
+
+
+async def check_kek_of_key(session: AsyncSession, kek: str) -> None:
+    """Raise ``KekMismatchError`` when the bundle signing key was encrypted under another KEK."""
+    rows = await repository.signing_keys(session)
+    check_kek("bundle signing key", (row.private_key_encrypted for row in rows), kek)
 
 
 async def ensure_key(session: AsyncSession, kek: str) -> BundleKey:

@@ -109,6 +109,23 @@ class PolicyRuntime:
             )
         return await self.engine.evaluate(input_doc, encoded=encoded)
 
+    async def warm(self, session: AsyncSession, within: float) -> str | None:
+        """Load the bundle's active revision before the first decision (start-up).
+
+        Waits while the load is in progress, up to ``within`` seconds in all; None once the
+        engine holds the revision (or there is none), else why not. A failed load is not
+        retried here: the first decision retries it, as after any failed load."""
+        number = await repository.active_revision_number(session, self.bundle)
+        if number is None:
+            return None
+        deadline = time.monotonic() + within
+        while True:
+            problem = await self._ensure_loaded(session, number)
+            if problem is None:
+                return None
+            if problem[0] != FailureCode.engine_not_loaded or time.monotonic() >= deadline:
+                return problem[1]
+
     async def ready(self, session: AsyncSession) -> str | None:
         """None when the engine holds the active revision (loading it if needed), else why not.
 

@@ -112,6 +112,41 @@ async def test_bad_records_are_refused_naming_the_field(
     assert r.json()["data"] == []
 
 
+async def test_bodies_that_are_not_a_json_batch_are_refused(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+
+    async def post(raw: bytes, content_type: str | None = "application/json") -> httpx.Response:
+        h = dict(me["headers"])
+        if content_type:
+            h["Content-Type"] = content_type
+        return await client.post("/v1/audit/records", content=raw, headers=h)
+
+    r = await post(b'{"records": [')
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "The request body is not valid JSON."
+    r = await post(b"")
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["pointer"] == "/body"
+    r = await post(json.dumps({"records": [record()]}).encode(), "text/plain")
+    assert r.status_code == 422, r.text
+    r = await post(b"[]")
+    assert r.status_code == 422, r.text
+    # A BOM and UTF-16 are JSON that json.loads reads: accepted as before.
+    one, two = record(), record()
+    r = await post(b"\xef\xbb\xbf" + json.dumps({"records": [one]}).encode())
+    assert r.status_code == 200, r.text
+    r = await post(json.dumps({"records": [two]}).encode("utf-16"), None)
+    assert r.status_code == 200, r.text
+    assert [x["status"] for x in r.json()["records"]] == ["stored"]
+    # Authentication comes before the body is read.
+    anonymous = await client.post(
+        "/v1/audit/records", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert anonymous.status_code == 401
+
+
 async def test_scope_and_visibility(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     me = await writer(client, admin)
     from tests.fixtures.decisions import decider

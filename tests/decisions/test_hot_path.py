@@ -126,3 +126,47 @@ async def test_a_number_that_is_not_finite_is_a_422(
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "numbers must be finite" in r.json()["detail"], r.text
     assert await _decisions(client, admin) == 0
+
+
+_REFUSE_AUDIT = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_records "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+    ],
+}
+_ALLOW_AUDIT = {
+    "sqlite": ["DROP TRIGGER refuse_audit"],
+    "postgresql": ["DROP TRIGGER refuse_audit ON audit_records"],
+}
+
+
+async def _run(app: FastAPI, statements: dict[str, list[str]]) -> None:
+    engine = app_state(app).database.engine
+    async with engine.begin() as conn:
+        for sql in statements[engine.dialect.name]:
+            await conn.execute(text(sql))
+
+
+async def test_a_decision_whose_audit_record_cannot_be_written_is_neither_answered_nor_kept(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """The decision row and its audit record are written together (one statement on
+    PostgreSQL): when the audit record is refused, the agent gets a 503 and no decision stays
+    on record; once it can be written again, the decision is answered and recorded."""
+    me = await decider(client, admin)
+    await _run(app, _REFUSE_AUDIT)
+    r = await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "nothing was decided" in r.json()["detail"]
+    assert await _decisions(client, admin) == 0
+    await _run(app, _ALLOW_AUDIT)
+    r = await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
+    assert r.status_code == 200, r.text
+    assert await _decisions(client, admin) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import tarfile
 import time
@@ -159,7 +160,7 @@ async def test_tar_gz_upload(client: httpx.AsyncClient, admin: dict[str, str]) -
 
 def _tar(members: dict[str, bytes], *, link: str | None = None) -> bytes:
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with tarfile.open(fileobj=out, mode="w") as tar:
         for name, payload in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(payload)
@@ -169,7 +170,8 @@ def _tar(members: dict[str, bytes], *, link: str | None = None) -> bytes:
             info.type = tarfile.SYMTYPE
             info.linkname = link
             tar.addfile(info)
-    return out.getvalue()
+    # mtime=0: the same bytes at every collection (pytest-xdist workers must agree on test ids).
+    return gzip.compress(out.getvalue(), mtime=0)
 
 
 @pytest.mark.parametrize(

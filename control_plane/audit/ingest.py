@@ -1,0 +1,239 @@
+"""Agents' records in: ``POST /v1/audit/records``.
+
+Each record is checked (RFC 8785 can encode its free-form parts), redacted (the domain's list and
+the obligations of the decision it names), encoded and inserted with its content MAC; the answer
+is a status per record (stored, duplicate, conflict). Only durable rows are written: the
+sequencer (``worker``) gives them their place in the log after commit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from control_plane.agents import service as agents
+from control_plane.audit import repository
+from control_plane.audit.log import INT_MAX, MAX_DEPTH, as_unicode, ijson_problem
+from control_plane.audit.records import (
+    AuditContext,
+    agent_document,
+    encode,
+    iso,
+    parse_patterns,
+    redacted,
+)
+from control_plane.audit.schemas import (
+    AuditBatch,
+    AuditBatchResult,
+    AuditRecordIn,
+    RecordOutcome,
+)
+from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.redaction import RedactionPattern, obligation_patterns
+from control_plane.kit.time import utcnow
+from control_plane.oauth2.agent_auth import AgentPrincipal
+from control_plane.observability import metrics
+
+_RECORDS = TypeAdapter(list[AuditRecordIn])
+
+
+async def ingest(
+    session: AsyncSession, principal: AgentPrincipal, batch: AuditBatch, ctx: AuditContext
+) -> AuditBatchResult:
+    """Store a batch of records; a status per record (stored, duplicate, conflict)."""
+    agent = principal.agent
+    records = batch.records
+    # One walk per record over the free-form parts (the rest is typed): whether RFC 8785 can
+    # encode them, and whether they are plain (no float, no key beyond U+FFFF), for which
+    # orjson's bytes are the JCS and the fingerprint encodings without a further walk.
+    shapes = [_free_form_shape(rec) for rec in records]
+    if BAD in shapes:
+        errors: list[FieldError] = []
+        for i, rec in enumerate(records):
+            where = f"/body/records/{i}"
+            problem = (
+                ijson_problem(rec.inputs, f"{where}/inputs", 1)
+                or ijson_problem(rec.outputs, f"{where}/outputs", 1)
+                or ijson_problem(rec.resource.model_extra or {}, f"{where}/resource", 1)
+            )
+            if problem is not None:
+                errors.append(FieldError(pointer=problem[0], detail=problem[1]))
+        raise ValidationFailed("Some records cannot be canonicalised (RFC 8785).", errors=errors)
+
+    version = await agents.active_version(session, agent.id)
+    agent_doc = agent_document(principal, version)
+    domain_patterns = await repository.redaction_list(session, agent.domain)
+    decision_ids = list({r.decision_id for r in records if r.decision_id is not None})
+    obligations = await repository.decision_obligations(session, decision_ids, agent.id)
+    now = utcnow()
+    received_at = iso(now)
+    # Parsed once per batch: the domain's list, and per decision its obligations added to it.
+    domain_only = parse_patterns(domain_patterns)
+    patterns_of: dict[uuid.UUID, list[RedactionPattern]] = {}
+    prefix = [str(agent.id), agent.domain]
+    key = ctx.redaction_key
+    # One call for the whole batch (the records as submitted, JSON values), not one per record.
+    dumped: list[dict[str, Any]] = _RECORDS.dump_python(records, mode="json")
+    timestamps: dict[datetime, str] = {}
+
+    macs: dict[uuid.UUID, str] = {}
+    outcome: dict[int, str] = {}
+    rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        plain = shapes[i] == PLAIN
+        content, fingerprint = _content(dumped[i], prefix, plain=plain)
+        mac = hmac.digest(key, fingerprint, "sha256").hex()
+        if rec.id in macs:  # the same id twice in one batch
+            outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
+            continue
+        macs[rec.id] = mac
+        if rec.decision_id is None:
+            patterns = domain_only
+        else:
+            found = patterns_of.get(rec.decision_id)
+            if found is None:
+                own = obligation_patterns(obligations.get(rec.decision_id, []))
+                found = patterns_of[rec.decision_id] = parse_patterns([*domain_patterns, *own])
+            patterns = found
+        sensitive = {
+            "resource": content["resource"],
+            "inputs": content["inputs"],
+            "outputs": content["outputs"],
+            "rationale": content["rationale"],
+        }
+        if patterns:
+            sensitive = redacted(sensitive, patterns, key)
+        timestamp = timestamps.get(rec.timestamp)
+        if timestamp is None:
+            timestamp = timestamps[rec.timestamp] = iso(rec.timestamp)
+        stored = {
+            "id": content["id"],
+            "kind": "action",
+            "domain": agent.domain,
+            "agent": agent_doc,
+            "timestamp": timestamp,
+            "action": rec.action,
+            **sensitive,
+            "status": rec.status.value,
+            "decision_id": content["decision_id"],
+            "trace_id": rec.trace_id,
+            "traceparent": rec.traceparent,
+            "parent_id": content["parent_id"],
+            "received_at": received_at,
+        }
+        data = encode(stored, f"/body/records/{i}", plain=plain and content is dumped[i])
+        rows.append(
+            {
+                "id": rec.id,
+                "action": rec.action,
+                "status": rec.status.value,
+                "decision_id": rec.decision_id,
+                "trace_id": rec.trace_id,
+                "timestamp": rec.timestamp,
+                "content_mac": mac,
+                "record": data.decode("utf-8"),
+            }
+        )
+    inserted = await repository.insert_batch(
+        session, rows, domain=agent.domain, agent_id=agent.id, kind="action", created_at=now
+    )
+    existing = await repository.content_macs(
+        session, [r["id"] for r in rows if r["id"] not in inserted]
+    )
+    results = []
+    for i, rec in enumerate(records):
+        status = outcome.get(i)
+        if status is None:
+            if rec.id in inserted:
+                status = "stored"
+            else:
+                status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
+        results.append(RecordOutcome(id=rec.id, status=status))
+    metrics.observe_audit_ingested(len(inserted), "ingest")
+    return AuditBatchResult(records=results)
+
+
+def _content(
+    content: dict[str, Any], prefix: list[str], *, plain: bool
+) -> tuple[dict[str, Any], bytes]:
+    """The record as submitted (JSON values, lone surrogates replaced) and the bytes its
+    content MAC is taken over: any deterministic encoding tells retries apart; this one is
+    ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=True)``'s, unchanged so
+    that retries of records stored earlier still match. orjson writes the same bytes for a
+    plain value (no float: the two write some differently) whose text is ASCII without DEL
+    (json escapes DEL and everything beyond ASCII; orjson refuses lone surrogates); anything
+    else is encoded by json itself. tests/audit/test_ingest_encoding.py checks the two agree."""
+    if plain:
+        try:
+            fast = orjson.dumps([*prefix, content], option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            if fast.isascii() and b"\x7f" not in fast:
+                return content, fast
+
+    def text(value: dict[str, Any]) -> bytes:
+        return json.dumps(
+            [*prefix, value], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+
+    fingerprint = text(content)
+    # ensure_ascii writes every character beyond U+FFFF as a surrogate pair and a lone surrogate
+    # as itself, both "\udXXX"; without one, no text holds a surrogate and ``as_unicode`` (a
+    # full copy) would change nothing.
+    if b"\\ud" in fingerprint:
+        content = as_unicode(content)
+        fingerprint = text(content)
+    return content, fingerprint
+
+
+PLAIN, FLOATS, BAD = 0, 1, 2
+
+
+def _free_form_shape(rec: AuditRecordIn) -> int:
+    """``BAD`` when RFC 8785 cannot encode the record's free-form parts (``ijson_problem`` then
+    names where), ``FLOATS`` when they hold a float or an object key beyond U+FFFF, else
+    ``PLAIN``."""
+    return max(
+        _shape(rec.inputs, 1), _shape(rec.outputs, 1), _shape(rec.resource.model_extra or {}, 1)
+    )
+
+
+def _shape(node: Any, level: int) -> int:
+    if level > MAX_DEPTH:
+        return BAD
+    kind = type(node)
+    if kind is str or kind is bool or node is None:
+        return PLAIN
+    if kind is int:
+        return PLAIN if -INT_MAX <= node <= INT_MAX else BAD
+    if kind is float:
+        return FLOATS if math.isfinite(node) else BAD
+    worst = PLAIN
+    if kind is dict:
+        for name, item in node.items():
+            if type(name) is not str:
+                return BAD
+            if not name.isascii() and max(name) > "\uffff":
+                worst = FLOATS
+            shape = _shape(item, level + 1)
+            if shape == BAD:
+                return BAD
+            worst = max(worst, shape)
+        return worst
+    if kind is list:
+        for item in node:
+            shape = _shape(item, level + 1)
+            if shape == BAD:
+                return BAD
+            worst = max(worst, shape)
+        return worst
+    return BAD  # anything else: ijson_problem decides
