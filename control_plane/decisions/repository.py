@@ -23,6 +23,7 @@ from control_plane.models import (
     PolicyBundle,
     RevokedToken,
 )
+from control_plane.policy.canary import Routing
 
 _DECISION_COLUMNS = tuple(c.name for c in Decision.__table__.columns)  # type: ignore[attr-defined]
 
@@ -60,17 +61,13 @@ class DecisionState:
     version: ActiveVersion | None
     revision: int | None
     guard: tuple[Any, ...]
+    routing: Routing
 
 
 def _decision_state_statement() -> Any:
     """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
     active = aliased(AgentVersion)
     bound = aliased(AgentVersion)
-    revision = (
-        sa_select(col(PolicyBundle.active_revision))
-        .where(col(PolicyBundle.name) == bindparam("bundle"))
-        .scalar_subquery()
-    )
     return (
         sa_select(
             col(Agent.revision),
@@ -83,8 +80,13 @@ def _decision_state_statement() -> Any:
             col(Credential.revoked_at),
             col(Credential.expires_at),
             col(bound.state),
-            revision,
+            col(PolicyBundle.active_revision),
             exists().where(col(RevokedToken.jti) == bindparam("jti")),
+            # The canary and the shadow (policy.canary.Routing), read with the rest.
+            col(PolicyBundle.canary_revision),
+            col(PolicyBundle.canary_basis_points),
+            col(PolicyBundle.canary_domains),
+            col(PolicyBundle.shadow_revision),
         )
         .select_from(Agent)
         .outerjoin(
@@ -98,6 +100,7 @@ def _decision_state_statement() -> Any:
             ),
         )
         .outerjoin(bound, col(bound.id) == col(Credential.version_id))
+        .outerjoin(PolicyBundle, col(PolicyBundle.name) == bindparam("bundle"))
         .where(col(Agent.id) == bindparam("agent_id"))
     )
 
@@ -116,7 +119,15 @@ async def decision_state(
     if row is None:
         return None
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
-    return DecisionState(version=version, revision=row[10], guard=tuple(row))
+    routing = Routing(
+        active=row[10],
+        canary=row[12],
+        basis_points=row[13],
+        domains=tuple(row[14] or ()),
+        shadow=row[15],
+    )
+    guard = (*row[:14], routing.domains, row[15])
+    return DecisionState(version=version, revision=row[10], guard=guard, routing=routing)
 
 
 async def list_page(

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.audit.service import AuditContext
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.config import Settings
 from control_plane.events import service as events
@@ -33,7 +34,7 @@ from control_plane.kit.errors import (
 )
 from control_plane.kit.time import utcnow
 from control_plane.models import PolicyBundle, PolicyRevision
-from control_plane.policy import repository
+from control_plane.policy import repository, rollout
 from control_plane.policy.bundles import PolicySource
 from control_plane.policy.validation import (
     OpaUnavailableError,
@@ -139,8 +140,15 @@ async def _bundle(session: AsyncSession, name: str) -> PolicyBundle:
 
 
 async def activate(
-    session: AsyncSession, who: OperatorPrincipal | None, bundle_name: str, number: int
+    session: AsyncSession,
+    who: OperatorPrincipal | None,
+    bundle_name: str,
+    number: int,
+    audit_context: AuditContext | None = None,
 ) -> tuple[PolicyBundle, PolicyRevision]:
+    """Make revision ``number`` the active one; with ``audit_context`` the change is an audit
+    record (``rollout.record_change``) besides its event. A canary of that revision ends: it
+    is promoted."""
     if who is not None:
         who.require(Capability.policy_write)
     bundle = await _bundle(session, bundle_name)
@@ -149,10 +157,20 @@ async def activate(
         raise NotFound("Revision not found.")
     changed = bundle.active_revision != number
     bundle.active_revision = number
+    if bundle.canary_revision == number:
+        bundle.canary_revision = bundle.canary_basis_points = bundle.canary_domains = None
     bundle.updated_at = utcnow()
     session.add(bundle)
     await session.flush()
-    if changed:  # re-activating the active revision changes nothing, so announces nothing
+    if changed and audit_context is not None:
+        await rollout.record_change(
+            session,
+            audit_context,
+            who,
+            "policy.revision.activated.v1",
+            {"bundle": bundle_name, "revision": number},
+        )
+    elif changed:  # re-activating the active revision changes nothing, so announces nothing
         await events.emit(
             session,
             "policy.revision.activated.v1",
