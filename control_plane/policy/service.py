@@ -254,3 +254,23 @@ async def active_revision(session: AsyncSession, bundle_name: str) -> PolicyRevi
 
 async def active_revision_number(session: AsyncSession, bundle_name: str) -> int | None:
     return await repository.active_revision_number(session, bundle_name)
+
+
+async def edge_revision_number(session: AsyncSession, bundle_name: str, domain: str) -> int | None:
+    """The revision ``domain``'s enforcement points are served: the canary revision when the
+    bundle's canary names the domain (``policy.canary``: every agent of it is on the canary),
+    else the active one. A canary by share alone leaves edge bundles on the active revision."""
+    bundle = await repository.get_bundle(session, bundle_name)
+    if bundle is None:
+        return None
+    if bundle.canary_revision is not None and domain in (bundle.canary_domains or ()):
+        return bundle.canary_revision
+    return bundle.active_revision
+
+
+async def edge_revision(
+    session: AsyncSession, bundle_name: str, domain: str
+) -> PolicyRevision | None:
+    """The revision `edge_revision_number` names (None without one)."""
+    number = await edge_revision_number(session, bundle_name, domain)
+    return None if number is None else await repository.get_revision(session, bundle_name, number)
