@@ -5,7 +5,8 @@ The decision path hands a `ShadowJob` over only after its answer is committed (t
 endpoint schedules `ShadowEvaluator.submit` as a response background task, which runs once the
 response is sent and does nothing but a non-blocking put). The queue is bounded: when it is
 full the job is dropped and counted (``agentctl_shadow_evaluations{outcome="dropped"}``), so a
-slow shadow engine never slows decisions. One worker task evaluates the jobs with the runtime's
+slow shadow engine never slows decisions. One worker task evaluates the jobs in batches (their
+differences written in one transaction, so on SQLite one writer turn per batch) with the runtime's
 ``shadow`` engine and writes a `ShadowDiff` when the effect or the reasons differ from what the
 engine answered for the decision (before approvals and budgets, which do not depend on the
 revision); the unique (decision, shadow revision) key keeps each difference once.
@@ -32,6 +33,10 @@ from control_plane.policy.runtime import PolicyRuntime
 log = structlog.get_logger(__name__)
 
 DEFAULT_QUEUE_SIZE = 10_000
+#: Jobs evaluated together, their differences written in one transaction.
+BATCH = 100
+#: How long the worker waits after a first job for others to join its batch.
+LINGER_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,43 +86,40 @@ class ShadowEvaluator:
 
     async def _run(self) -> None:
         while True:
-            job = await self._queue.get()
+            batch = [await self._queue.get()]
+            # Linger a moment so a busy path's differences go in one write, not one each.
+            await asyncio.sleep(LINGER_SECONDS)
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._evaluate(job)
-            except Exception as exc:  # never let one job stop the worker
-                metrics.observe_shadow("failed")
+                await self._evaluate(batch)
+            except Exception as exc:  # never let one batch stop the worker
+                for _ in batch:
+                    metrics.observe_shadow("failed")
                 log.warning("shadow_evaluation_failed", error_type=type(exc).__name__)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _evaluate(self, job: ShadowJob) -> None:
+    async def _evaluate(self, batch: list[ShadowJob]) -> None:
+        """Evaluate a batch; write its differences in one transaction (one writer turn)."""
+        rows = []
         async with self._database.read_sessionmaker() as session:
-            result = await self._runtime.decide_at(
-                session, job.shadow_revision, job.input_doc, encoded=job.encoded, role="shadow"
-            )
-        if str(result.effect) == job.effect and tuple(result.reasons) == job.reasons:
-            metrics.observe_shadow("same")
+            for job in batch:
+                result = await self._runtime.decide_at(
+                    session, job.shadow_revision, job.input_doc, encoded=job.encoded, role="shadow"
+                )
+                if str(result.effect) == job.effect and tuple(result.reasons) == job.reasons:
+                    metrics.observe_shadow("same")
+                    continue
+                rows.append(_diff(job, str(result.effect), list(result.reasons)))
+        if not rows:
             return
-        values = {
-            "id": uuid7(),
-            "bundle": job.bundle,
-            "decision_id": job.decision_id,
-            "revision": job.revision,
-            "shadow_revision": job.shadow_revision,
-            "action": job.action,
-            "agent_id": job.agent_id,
-            "domain": job.domain,
-            "old_effect": job.effect,
-            "new_effect": str(result.effect),
-            "old_reasons": list(job.reasons),
-            "new_reasons": list(result.reasons),
-            "decided_at": job.decided_at,
-            "created_at": utcnow(),
-        }
         async with self._database.writing() as session:
-            inserted = await repository.add_shadow_diff(session, values)
+            inserted = [await repository.add_shadow_diff(session, row) for row in rows]
             await session.commit()
-        metrics.observe_shadow("different" if inserted else "same")
+        for new in inserted:
+            metrics.observe_shadow("different" if new else "same")
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -125,3 +127,22 @@ class ShadowEvaluator:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
+
+
+def _diff(job: ShadowJob, effect: str, reasons: list[str]) -> dict[str, Any]:
+    return {
+        "id": uuid7(),
+        "bundle": job.bundle,
+        "decision_id": job.decision_id,
+        "revision": job.revision,
+        "shadow_revision": job.shadow_revision,
+        "action": job.action,
+        "agent_id": job.agent_id,
+        "domain": job.domain,
+        "old_effect": job.effect,
+        "new_effect": effect,
+        "old_reasons": list(job.reasons),
+        "new_reasons": reasons,
+        "decided_at": job.decided_at,
+        "created_at": utcnow(),
+    }
