@@ -52,7 +52,8 @@ def _bundle_line(body: dict[str, object]) -> None:
         f"bundle {body['name']}: active {body['active_revision']}, "
         f"shadow {body['shadow_revision'] or '-'}, canary "
         + (
-            f"{canary['revision']} ({canary['percent']}% + domains {canary['domains'] or '-'})"
+            f"{canary['revision']} ({canary['percent']}% + domains "
+            f"{','.join(canary['domains']) or '-'})"
             if isinstance(canary, dict)
             else "-"
         )

@@ -77,7 +77,11 @@ class PolicyRuntime:
         log.info("policy_loaded", bundle=self.bundle, revision=bundle.revision)
 
     async def _ensure_loaded(
-        self, session: AsyncSession, number: int, slot: _Slot | None = None
+        self,
+        session: AsyncSession,
+        number: int,
+        slot: _Slot | None = None,
+        wait: float | None = None,
     ) -> tuple[FailureCode, str] | None:
         """None once revision ``number`` is loaded, else (failure code, detail)."""
         slot = slot or self._main
@@ -104,7 +108,7 @@ class PolicyRuntime:
                 slot.loading = current
         task = current[1]
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=self._load_wait)
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait or self._load_wait)
         except TimeoutError:
             return FailureCode.engine_not_loaded, f"revision {number} is still loading"
         except Exception as exc:  # the load failed: deny now, the next decision retries
@@ -124,11 +128,13 @@ class PolicyRuntime:
         *,
         encoded: str | None = None,
         role: str = "active",
+        load_wait: float | None = None,
     ) -> EngineResult:
         """`decide` with the revision ``number`` already read by the caller (in the same
         transaction); None: the bundle has no active revision, a deny. ``encoded``: the input
         as `encode_input` wrote it, when the caller has it. ``role``: the engine that holds it
-        (``active``, ``canary`` or ``shadow``)."""
+        (``active``, ``canary`` or ``shadow``); ``load_wait``: how long to wait for it to load
+        (default: the runtime's bound)."""
         slot = self._slot(role)
         started = time.perf_counter()
         if number is None:
@@ -139,7 +145,7 @@ class PolicyRuntime:
                 None,
                 time.perf_counter() - started,
             )
-        problem = await self._ensure_loaded(session, number, slot)
+        problem = await self._ensure_loaded(session, number, slot, load_wait)
         if problem is not None:
             code, detail = problem
             return fail_closed(

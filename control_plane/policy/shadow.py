@@ -37,6 +37,8 @@ DEFAULT_QUEUE_SIZE = 10_000
 BATCH = 100
 #: How long the worker waits after a first job for others to join its batch.
 LINGER_SECONDS = 0.2
+#: How long a shadow evaluation waits for its revision to load into the shadow engine.
+SHADOW_LOAD_WAIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,14 @@ class ShadowEvaluator:
         async with self._database.read_sessionmaker() as session:
             for job in batch:
                 result = await self._runtime.decide_at(
-                    session, job.shadow_revision, job.input_doc, encoded=job.encoded, role="shadow"
+                    session,
+                    job.shadow_revision,
+                    job.input_doc,
+                    encoded=job.encoded,
+                    role="shadow",
+                    # Off the answer's path: wait for a slow load rather than record a
+                    # difference that is only "still loading".
+                    load_wait=SHADOW_LOAD_WAIT_SECONDS,
                 )
                 if str(result.effect) == job.effect and tuple(result.reasons) == job.reasons:
                     metrics.observe_shadow("same")

@@ -33,6 +33,19 @@ async def _diffs(
         await asyncio.sleep(0.05)
 
 
+async def _settled(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    """A decision once the engine holds the active revision (a first load on a loaded machine
+    can outlast the load bound, and that decision is an engine_not_loaded deny)."""
+    for _ in range(50):
+        answer: dict[str, Any] = (
+            await client.post("/v1/decisions", json=REFUND, headers=headers)
+        ).json()
+        if not any(r.startswith("engine_not_loaded") for r in answer["reasons"]):
+            return answer
+        await asyncio.sleep(0.2)
+    raise AssertionError("the engine never loaded")
+
+
 async def _metric(client: httpx.AsyncClient, admin: dict[str, str], outcome: str) -> float:
     text = (await client.get("/metrics", headers=admin)).text
     name = f'agentctl_shadow_evaluations_total{{outcome="{outcome}"}}'
@@ -45,7 +58,7 @@ async def test_shadow_never_changes_the_answer_and_records_each_difference(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     bot = await decider(client, admin)
-    before = (await client.post("/v1/decisions", json=REFUND, headers=bot["headers"])).json()
+    before = await _settled(client, bot["headers"])
     shadow = await push_deny_all(client, admin)
     r = await client.put(f"{BUNDLE}/shadow", json={"revision": shadow}, headers=admin)
     assert r.status_code == 200, r.text
@@ -123,6 +136,7 @@ async def test_a_shadow_equal_to_the_answer_stores_nothing(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     bot = await decider(client, admin)
+    await _settled(client, bot["headers"])
     await client.put(f"{BUNDLE}/shadow", json={"revision": 1}, headers=admin)
     for _ in range(2):
         assert (
