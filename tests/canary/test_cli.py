@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.canary.helpers import BUNDLE, deny_all
-from tests.cli.test_operator_cli import ADMIN, cli  # noqa: F401  (the fixture)
+from tests.cli.conftest import ADMIN, cli  # noqa: F401  (the fixture)
 from tests.fixtures.decisions import REFUND
 
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
