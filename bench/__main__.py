@@ -14,6 +14,7 @@ from bench import (
     federation,
     sdk,
     sdk_local,
+    shadow,
     workers,
 )
 
@@ -31,6 +32,9 @@ def main() -> None:
     print()
     print("== decisions over HTTP")
     decisions.main()
+    print()
+    print("== shadow evaluation off vs on (issue 14)")
+    shadow.main([])
     print()
     print("== decisions by worker count on PostgreSQL")
     workers.main()

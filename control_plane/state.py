@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.oauth2.pruning import Pruner
     from control_plane.policy.engines import InputLimits
     from control_plane.policy.runtime import PolicyRuntime
+    from control_plane.policy.shadow import ShadowEvaluator
 
 
 @dataclass
@@ -48,6 +49,8 @@ class AppState:
     #: Federation: each domain's last built bundle, the bundle signing key, points' contacts.
     bundle_cache: BundleCache
     webhook_dispatcher: WebhookDispatcher
+    #: Shadow evaluation of decisions (policy.shadow): a bounded queue and its worker.
+    shadow_evaluator: ShadowEvaluator
 
 
 def app_state(app: Starlette) -> AppState:

@@ -162,3 +162,10 @@ def activate(
     if output is Output.table:
         body = {k: v for k, v in body.items() if k not in ("sources", "data")}
     emit(body, output)
+
+
+# Safe policy change (control_plane/cli/policy_rollout.py).
+from control_plane.cli.policy_rollout import canary_app, shadow_app  # noqa: E402
+
+app.add_typer(shadow_app, name="shadow")
+app.add_typer(canary_app, name="canary")
