@@ -15,6 +15,7 @@ from bench import (
     impact,
     sdk,
     sdk_local,
+    shadow,
     workers,
 )
 
@@ -32,6 +33,9 @@ def main() -> None:
     print()
     print("== decisions over HTTP")
     decisions.main()
+    print()
+    print("== shadow evaluation off vs on (issue 14)")
+    shadow.main([])
     print()
     print("== decisions by worker count on PostgreSQL")
     workers.main()

@@ -30,6 +30,7 @@ from control_plane.oauth2.endpoints import router as oauth2
 from control_plane.observability.endpoints import router as metrics
 from control_plane.operators.endpoints import router as operators
 from control_plane.policy.endpoints import router as policies
+from control_plane.policy.rollout_endpoints import router as policy_rollout
 
 ROUTERS: tuple[APIRouter, ...] = (
     health,
@@ -41,6 +42,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     operators,
     policies,
     impact,
+    policy_rollout,
     decisions,
     approvals,
     budgets,

@@ -45,6 +45,7 @@ from control_plane.observability import metrics, tracing
 from control_plane.observability.middleware import MetricsPortMiddleware, ObservabilityMiddleware
 from control_plane.policy.engines import InputLimits, build_engine
 from control_plane.policy.runtime import PolicyRuntime
+from control_plane.policy.shadow import ShadowEvaluator
 from control_plane.state import AppState
 
 DESCRIPTION = (
@@ -78,6 +79,20 @@ def create_app(
             threads=settings.policy_threads,
             limits=limits,
         )
+        policy_runtime = PolicyRuntime(
+            policy_engine,
+            settings.policy_bundle,
+            load_wait=settings.policy_load_wait_seconds,
+            # The canary and shadow revisions run in engines of their own: in process (the
+            # module OPA compiled for the revision) whatever the main engine, since one OPA
+            # server holds one data document.
+            engine_factory=lambda: build_engine(
+                "wasm",
+                timeout=settings.policy_timeout_seconds,
+                threads=settings.policy_threads,
+                limits=limits,
+            ),
+        )
         kek = resolve_kek(settings)
         audit_context = AuditContext.from_issuer(redaction_key(kek), settings.issuer_url)
         audit_trees = LogTrees()
@@ -88,9 +103,7 @@ def create_app(
             keystore=keystore,
             agent_authenticator=AgentAuthenticator(keystore, settings),
             input_limits=limits,
-            policy_runtime=PolicyRuntime(
-                policy_engine, settings.policy_bundle, load_wait=settings.policy_load_wait_seconds
-            ),
+            policy_runtime=policy_runtime,
             pruner=Pruner(
                 database,
                 settings.prune_interval_seconds,
@@ -112,6 +125,7 @@ def create_app(
             bundle_cache=BundleCache(),
             webhook_dispatcher=WebhookDispatcher(database, settings, kek),
             impact_jobs=ImpactJobs(),
+            shadow_evaluator=ShadowEvaluator(database, policy_runtime),
         )
         app.state.context = state
         await _load_active_policy(state)
@@ -120,6 +134,7 @@ def create_app(
         state.pruner.start()
         state.audit_worker.start()
         state.webhook_dispatcher.start()
+        state.shadow_evaluator.start()
         relay = (
             NatsRelay(database, settings.nats_url, settings.events_poll_seconds)
             if settings.nats_url
@@ -145,6 +160,7 @@ def create_app(
                 await relay.aclose()
             await state.webhook_dispatcher.aclose()
             await state.impact_jobs.aclose()
+            await state.shadow_evaluator.aclose()
             await state.audit_worker.stop()
             await _flush_audit(state)
             await state.pruner.aclose()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.oauth2.pruning import Pruner
     from control_plane.policy.engines import InputLimits
     from control_plane.policy.runtime import PolicyRuntime
+    from control_plane.policy.shadow import ShadowEvaluator
 
 
 @dataclass
@@ -51,6 +52,8 @@ class AppState:
     webhook_dispatcher: WebhookDispatcher
     #: Background impact analyses of this replica (in memory; see impact/jobs.py).
     impact_jobs: ImpactJobs
+    #: Shadow evaluation of decisions (policy.shadow): a bounded queue and its worker.
+    shadow_evaluator: ShadowEvaluator
 
 
 def app_state(app: Starlette) -> AppState:

@@ -89,6 +89,11 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert re.search(r"^suspended_at\s+\d{4}-", out, re.MULTILINE), out
         assert re.search(r"^suspended_at\s+-\s*$", out, re.MULTILINE), out
         assert "decision while suspended: HTTP 401" in out
+        # Safe policy change: shadow differences summarised, canary then rollback, promotion.
+        assert "allow->require_approval" in out
+        assert '"revision":2,"engine":"wasm","served_by":"canary"' in out
+        assert '"revision":1,"engine":"wasm","served_by":"active"' in out
+        assert "canary 2 (10.0% + domains payments)" in out
         assert '"type": "approval.resolved.v1"' in out
         # Safe policy change: the impact report, from agentctl (a table) and over HTTP.
         assert "Impact of default revision" in out

@@ -39,8 +39,8 @@ async def record_control(
     status: str = "succeeded",
 ) -> uuid.UUID:
     """Write an audit record of a governance step in the caller's transaction (flush only):
-    ``kind`` is ``approval``, ``budget`` or ``kill_switch``; ``actor`` the operator or agent
-    that took it; ``details`` what it changed (no secrets). A domain-wide step has no agent
+    ``kind`` is ``approval``, ``budget``, ``kill_switch`` or ``policy``; ``actor`` the operator
+    or agent that took it; ``details`` what it changed (no secrets). A domain-wide step has no agent
     (``agent_id`` None is stored as the nil UUID). Returns the record id.
 
     Raises ``AuditUnavailable`` (503) when it cannot be written, like ``record_decision``.

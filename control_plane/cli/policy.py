@@ -167,3 +167,8 @@ def activate(
 from control_plane.cli.policy_impact import impact  # noqa: E402  (its own module: the CI gate)
 
 app.command()(impact)
+# Safe policy change (control_plane/cli/policy_rollout.py).
+from control_plane.cli.policy_rollout import canary_app, shadow_app  # noqa: E402
+
+app.add_typer(shadow_app, name="shadow")
+app.add_typer(canary_app, name="canary")

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Query, Response
+from fastapi import BackgroundTasks, Depends, Query, Response
 
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.decisions import service
@@ -23,6 +23,7 @@ from control_plane.kit.schemas import RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
 from control_plane.policy.engines import Effect
+from control_plane.policy.shadow import ShadowJob
 from control_plane.state import State
 
 router = Router(tag="decisions", prefix="/v1/decisions", errors=(401, 403, 422))
@@ -51,9 +52,15 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
 )
 @reads_first  # SQLite: the writer turn is taken after evaluation, for the inserts only
 async def create_decision(
-    body: DecisionRequest, agent: Decider, session: Session, state: State, response: Response
+    body: DecisionRequest,
+    agent: Decider,
+    session: Session,
+    state: State,
+    response: Response,
+    background: BackgroundTasks,
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
+    shadow_jobs: list[ShadowJob] = []
     result = await service.decide(
         session,
         state.policy_runtime,
@@ -62,7 +69,11 @@ async def create_decision(
         state.input_limits,
         state.redaction_key,
         state.audit_context,
+        shadow_jobs,
     )
+    # Runs once the answer is committed and sent: a non-blocking put (policy.shadow).
+    for job in shadow_jobs:
+        background.add_task(state.shadow_evaluator.submit, job)
     if result.retry_after is not None:
         response.headers["Retry-After"] = str(result.retry_after)
     return result

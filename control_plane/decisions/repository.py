@@ -26,6 +26,7 @@ from control_plane.models import (
     PolicyBundle,
     RevokedToken,
 )
+from control_plane.policy.canary import Routing
 
 
 async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
@@ -66,17 +67,13 @@ class DecisionState:
     redaction: list[str]
     budgeted: bool
     guard: tuple[Any, ...]
+    routing: Routing
 
 
 def _decision_state_statement() -> Any:
     """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
     active = aliased(AgentVersion)
     bound = aliased(AgentVersion)
-    revision = (
-        sa_select(col(PolicyBundle.active_revision))
-        .where(col(PolicyBundle.name) == bindparam("bundle"))
-        .scalar_subquery()
-    )
     return (
         sa_select(
             col(Agent.revision),
@@ -89,7 +86,7 @@ def _decision_state_statement() -> Any:
             col(Credential.revoked_at),
             col(Credential.expires_at),
             col(bound.state),
-            revision,
+            col(PolicyBundle.active_revision),
             exists().where(col(RevokedToken.jti) == bindparam("jti")),
             sa_select(col(AuditRedactionList.fields))
             .where(col(AuditRedactionList.domain) == col(Agent.domain))
@@ -100,6 +97,11 @@ def _decision_state_statement() -> Any:
                     and_(col(Budget.scope) == "domain", col(Budget.key) == col(Agent.domain)),
                 )
             ),
+            # The canary and the shadow (policy.canary.Routing), read with the rest.
+            col(PolicyBundle.canary_revision),
+            col(PolicyBundle.canary_basis_points),
+            col(PolicyBundle.canary_domains),
+            col(PolicyBundle.shadow_revision),
         )
         .select_from(Agent)
         .outerjoin(
@@ -113,6 +115,7 @@ def _decision_state_statement() -> Any:
             ),
         )
         .outerjoin(bound, col(bound.id) == col(Credential.version_id))
+        .outerjoin(PolicyBundle, col(PolicyBundle.name) == bindparam("bundle"))
         .where(col(Agent.id) == bindparam("agent_id"))
     )
 
@@ -136,12 +139,20 @@ async def decision_state(
     if row is None:
         return None
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
+    routing = Routing(
+        active=row[10],
+        canary=row[14],
+        basis_points=row[15],
+        domains=tuple(row[16] or ()),
+        shadow=row[17],
+    )
     return DecisionState(
         version=version,
         revision=row[10],
         redaction=list(row[12] or ()),
         budgeted=bool(row[13]),
-        guard=tuple(row),
+        guard=(*row[:16], routing.domains, row[17]),
+        routing=routing,
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
@@ -50,6 +50,11 @@ class DecisionResult(ResponseModel):
     bundle: str
     revision: int | None
     engine: str
+    served_by: Literal["active", "canary"] | None = Field(
+        default=None,
+        description="Why `revision` answered: the bundle's active revision, or its canary "
+        "for the agents the canary assigns.",
+    )
     approval_id: uuid.UUID | None = Field(
         default=None,
         description="require_approval: the approval to wait for, then to retry with; "
@@ -78,6 +83,9 @@ class DecisionRecord(ResponseModel):
     bundle: str
     revision: int | None
     engine: str
+    served_by: str | None = Field(
+        default=None, description="active or canary; null for edge decision logs."
+    )
     failure: str | None
     latency_ms: float
     trace_id: str | None = Field(

@@ -45,6 +45,7 @@ from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.observability import metrics, tracing
+from control_plane.policy import canary
 from control_plane.policy.engines import (
     Effect,
     EngineResult,
@@ -53,6 +54,7 @@ from control_plane.policy.engines import (
     encode_input,
 )
 from control_plane.policy.runtime import PolicyRuntime
+from control_plane.policy.shadow import ShadowJob
 
 
 def _agent_document(principal: AgentPrincipal, version: Any) -> dict[str, Any]:
@@ -127,8 +129,14 @@ async def decide(
     limits: InputLimits,
     redaction_key: bytes,
     audit_context: audit.AuditContext,
+    shadow_jobs: list[ShadowJob] | None = None,
 ) -> DecisionResult:
     """Decide on ``body`` for the calling agent and record the decision (see the module doc).
+
+    The revision that answers is the bundle's active one, or its canary for the agents the
+    canary assigns (``policy.canary.route``); the answer says which (``served_by``). With a
+    shadow revision set, the decision's shadow evaluation is appended to ``shadow_jobs`` for
+    the caller to submit once the answer is committed (``policy.shadow``).
 
     Raises ``ValidationFailed`` (422) when the input exceeds ``limits``, ``Unauthorized`` (401)
     when the agent is gone, ``StaleReads`` (the route runs the request again) when what it was
@@ -148,7 +156,12 @@ async def decide(
             f"The decision input cannot be evaluated: {exc}.",
             errors=[FieldError(pointer="/body", detail=str(exc))],
         ) from None
-    result = await runtime.decide_at(session, state.revision, input_doc, encoded=encoded)
+    route = canary.route(
+        runtime.bundle, state.routing, str(principal.agent.id), principal.agent.domain
+    )
+    result = await runtime.decide_at(
+        session, route.revision, input_doc, encoded=encoded, role=route.served_by
+    )
     # SQLite, reads first: once the writer turn is ours, was the decision taken on what is still
     # the state? (A revocation, suspension, new version or revision meanwhile.)
     if await begin_writes(session) and await _state(session, principal, runtime.bundle) != state:
@@ -179,9 +192,13 @@ async def decide(
         decision_id=decision_id,
         domain_redaction=state.redaction,
         input_doc=input_doc,
+        served_by=route.served_by,
     )
     await gates.announce(session, audit_context, decision, verdict)
     metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
+    metrics.observe_canary(route.served_by)
+    if route.shadow is not None and shadow_jobs is not None:
+        shadow_jobs.append(_shadow_job(decision, route.shadow, input_doc, encoded, result))
     return DecisionResult(
         decision_id=decision.id,
         effect=decision.effect,
@@ -191,8 +208,28 @@ async def decide(
         bundle=decision.bundle,
         revision=decision.revision,
         engine=decision.engine,
+        served_by=route.served_by,
         approval_id=verdict.approval_id,
         retry_after=verdict.retry_after,
+    )
+
+
+def _shadow_job(
+    decision: Decision, shadow: int, input_doc: dict[str, Any], encoded: str, result: EngineResult
+) -> ShadowJob:
+    return ShadowJob(
+        decision_id=decision.id,
+        bundle=decision.bundle,
+        revision=decision.revision,
+        shadow_revision=shadow,
+        action=decision.action,
+        agent_id=decision.agent_id,
+        domain=decision.domain,
+        input_doc=input_doc,
+        encoded=encoded,
+        effect=str(result.effect),
+        reasons=tuple(result.reasons),
+        decided_at=decision.created_at,
     )
 
 
@@ -226,6 +263,7 @@ async def record_decision(
     source: dict[str, Any] | None = None,
     domain_redaction: list[str] | None = None,
     input_doc: dict[str, Any] | None = None,
+    served_by: str | None = None,
 ) -> Decision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
     (Core inserts, no flush; one statement on PostgreSQL): the centre's own decisions, and
@@ -255,6 +293,7 @@ async def record_decision(
         trace_id=tracing.current_trace_id(),
         enforcement_point_id=enforcement_point_id,
         input=stored_input(input_doc, result, redaction_key),
+        served_by=served_by,
     )
     if decision_id is not None:
         decision.id = decision_id

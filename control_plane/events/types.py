@@ -36,6 +36,23 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
     "credential.created.v1": _obj({**_AGENT, "client_id": _UUID}),
     "credential.revoked.v1": _obj({**_AGENT, "client_id": _UUID}),
     "policy.revision.activated.v1": _obj({"bundle": _STR, "revision": {"type": "integer"}}),
+    "policy.shadow.set.v1": _obj({"bundle": _STR, "revision": {"type": "integer"}, "by": _STR}),
+    "policy.shadow.cleared.v1": _obj({"bundle": _STR, "revision": {"type": "integer"}, "by": _STR}),
+    "policy.canary.started.v1": _obj(
+        {
+            "bundle": _STR,
+            "revision": {"type": "integer"},
+            "percent": {"type": "number"},
+            "domains": {"type": "array", "items": _STR},
+            "by": _STR,
+        }
+    ),
+    "policy.canary.promoted.v1": _obj(
+        {"bundle": _STR, "revision": {"type": "integer"}, "by": _STR}
+    ),
+    "policy.canary.rolled_back.v1": _obj(
+        {"bundle": _STR, "revision": {"type": "integer"}, "by": _STR}
+    ),
     "decision.denied.v1": _obj(
         {**_AGENT, "decision_id": _UUID, "action": _STR, "reasons": {"type": "array"}}
     ),

@@ -220,7 +220,7 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     found = await domains.find(session, domain)
     return (
         await agents.domain_fingerprint(session, domain),
-        await policy.active_revision_number(session, state.policy_runtime.bundle),
+        await policy.edge_revision_number(session, state.policy_runtime.bundle, domain),
         tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
         ring.kids,
     )
@@ -235,7 +235,7 @@ async def build_domain_bundle(
 ) -> bundles.BuiltBundle:
     """Build ``domain``'s signed bundle now. Raises ``ServiceUnavailable`` without an active
     policy revision (the points keep their last bundle)."""
-    revision = await policy.active_revision(session, state.policy_runtime.bundle)
+    revision = await policy.edge_revision(session, state.policy_runtime.bundle, domain)
     if revision is None:
         raise ServiceUnavailable("No active policy revision: there is no bundle to serve.")
     found = await domains.find(session, domain)

@@ -20,7 +20,7 @@ from control_plane.models.governance import (
 )
 from control_plane.models.idempotency import IdempotencyRecord
 from control_plane.models.operator import Operator
-from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision
+from control_plane.models.policy import Decision, PolicyBundle, PolicyRevision, ShadowDiff
 from control_plane.models.ratelimit import AuthFailureCount
 from control_plane.models.registry import Agent, AgentVersion, Domain
 from control_plane.models.replay import DecisionReplay
@@ -50,6 +50,7 @@ __all__ = [
     "PolicyBundle",
     "PolicyRevision",
     "RevokedToken",
+    "ShadowDiff",
     "SigningKeyRow",
     "UsedAssertion",
     "Webhook",

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from control_plane.kit.ids import uuid7
-from control_plane.models.base import JSONType, timestamp_now
+from control_plane.models.base import JSONType, UTCDateTime, timestamp_now
 
 
 class PolicyBundle(SQLModel, table=True):
@@ -19,6 +19,16 @@ class PolicyBundle(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=63)
     # The revision decisions use; activating an earlier one is the rollback.
     active_revision: int | None = Field(default=None)
+    # Evaluated beside every decision, never answering (policy.shadow); None: no shadow.
+    shadow_revision: int | None = Field(default=None)
+    # Answers for the agents `policy.canary.on_canary` assigns to it; None: no canary.
+    canary_revision: int | None = Field(default=None)
+    # The share of agents on the canary, in basis points (0..10,000), and the domains whose
+    # every agent is on it.
+    canary_basis_points: int | None = Field(default=None)
+    canary_domains: list[str] | None = Field(
+        default=None, sa_column=Column(JSONType, nullable=True)
+    )
     created_at: datetime = timestamp_now()
     updated_at: datetime = timestamp_now()
 
@@ -77,4 +87,33 @@ class Decision(SQLModel, table=True):
     # (no obligations to redact by) or was recorded before inputs were kept. Impact analysis
     # replays it (control_plane/policy/impact.py).
     input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
+    # Why ``revision`` answered: ``active`` or ``canary`` (None: recorded before 0011, or an
+    # edge decision log).
+    served_by: str | None = Field(default=None, max_length=10)
+    created_at: datetime = timestamp_now()
+
+
+class ShadowDiff(SQLModel, table=True):
+    """A decision whose shadow evaluation differs from what the engine answered: once per
+    (decision, shadow revision)."""
+
+    __tablename__ = "shadow_diffs"
+    __table_args__ = (
+        UniqueConstraint("decision_id", "shadow_revision", name="uq_shadow_diffs_decision"),
+        Index("ix_shadow_diffs_bundle_id", "bundle", "shadow_revision", "id"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)
+    bundle: str = Field(max_length=63)
+    decision_id: uuid.UUID
+    revision: int | None = Field(default=None)
+    shadow_revision: int
+    action: str = Field(max_length=200)
+    agent_id: uuid.UUID
+    domain: str = Field(max_length=63)
+    old_effect: str = Field(max_length=20)
+    new_effect: str = Field(max_length=20)
+    old_reasons: list[str] = Field(sa_column=Column(JSONType, nullable=False))
+    new_reasons: list[str] = Field(sa_column=Column(JSONType, nullable=False))
+    decided_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     created_at: datetime = timestamp_now()

@@ -56,6 +56,17 @@ DECISIONS = Counter(
     "Decisions made and recorded, by effect and engine.",
     ["effect", "engine"],
 )
+SHADOW_EVALUATIONS = Counter(
+    "agentctl_shadow_evaluations",
+    "Decisions evaluated again with the shadow revision, by outcome: same, different (a "
+    "difference recorded), dropped (the bounded queue was full), failed.",
+    ["outcome"],
+)
+DECISIONS_SERVED = Counter(
+    "agentctl_decisions_served",
+    "Decisions by the revision that answered: active or canary.",
+    ["served_by"],
+)
 DECISION_LATENCY = Histogram(
     "agentctl_decision_duration_seconds",
     "Time to decide (registry lookup and policy evaluation), by engine.",
@@ -116,6 +127,17 @@ def observe_decision(effect: str, engine: str, failure: str | None, started: flo
     AUDIT_INGESTED.labels("decision").inc()
     if failure is not None:
         ENGINE_FAILURES.labels(engine, failure).inc()
+
+
+def observe_shadow(outcome: str) -> None:
+    """One shadow evaluation (``policy.shadow``): ``same``, ``different`` (a difference
+    recorded), ``dropped`` (the queue was full) or ``failed``."""
+    SHADOW_EVALUATIONS.labels(outcome).inc()
+
+
+def observe_canary(served_by: str) -> None:
+    """One decision answered by the ``active`` or the ``canary`` revision."""
+    DECISIONS_SERVED.labels(served_by).inc()
 
 
 def observe_token(refused_reason: str | None) -> None:

@@ -31,13 +31,14 @@ from control_plane.kit.schemas import NAME_PATTERN
 from control_plane.models import PolicyBundle, PolicyRevision
 from control_plane.policy import service
 from control_plane.policy.bundles import BundleArchiveError, PolicySource, read_bundle_archive
+from control_plane.policy.rollout_endpoints import bundle_public
 from control_plane.policy.schemas import (
     BundlePublic,
     RevisionCreate,
     RevisionPublic,
     RevisionSummary,
 )
-from control_plane.state import app_state
+from control_plane.state import State, app_state
 
 router = Router(tag="policies", prefix="/v1/policies", errors=(401, 403, 404, 422))
 
@@ -150,7 +151,9 @@ async def list_bundles(
 ) -> Page[BundlePublic, str]:
     """List policy bundles."""
     rows = await service.list_bundles(session, who, after=after, limit=limit)
-    return Page[BundlePublic, str].of(rows, limit, cursor=lambda b: b.name)
+    return Page[BundlePublic, str].of(
+        [bundle_public(b) for b in rows], limit, cursor=lambda b: b.name
+    )
 
 
 @router.get("/{bundle}/revisions")
@@ -185,8 +188,12 @@ async def get_revision(
     responses=error_responses(409),
 )
 async def activate_revision(
-    bundle: BundleName, revision: RevisionNumber, who: CurrentOperator, session: Session
+    bundle: BundleName,
+    revision: RevisionNumber,
+    who: CurrentOperator,
+    session: Session,
+    state: State,
 ) -> RevisionSummary:
     """Make this revision the one decisions use; activating an earlier one is the rollback."""
-    found, row = await service.activate(session, who, bundle, revision)
+    found, row = await service.activate(session, who, bundle, revision, state.audit_context)
     return RevisionSummary(**_summary(found, row))

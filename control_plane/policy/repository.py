@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.models import PolicyBundle, PolicyRevision
+from control_plane.models import PolicyBundle, PolicyRevision, ShadowDiff
 
 
 async def get_bundle(session: AsyncSession, name: str) -> PolicyBundle | None:
@@ -72,3 +73,61 @@ async def next_revision_number(session: AsyncSession, bundle: str) -> int:
 async def add(session: AsyncSession, row: PolicyBundle | PolicyRevision) -> None:
     session.add(row)
     await session.flush()
+
+
+async def add_shadow_diff(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """INSERT one shadow difference unless that (decision, shadow revision) is on record
+    already; True when inserted."""
+    table = ShadowDiff.__table__  # type: ignore[attr-defined]
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["decision_id", "shadow_revision"])
+    result = await session.exec(stmt.returning(table.c.id), params=[values])
+    return result.first() is not None
+
+
+def _diff_filter(stmt: Any, bundle: str, shadow: int | None, visible: frozenset[str] | None) -> Any:
+    stmt = stmt.where(ShadowDiff.bundle == bundle)
+    if shadow is not None:
+        stmt = stmt.where(ShadowDiff.shadow_revision == shadow)
+    if visible is not None:
+        stmt = stmt.where(col(ShadowDiff.domain).in_(sorted(visible)))
+    return stmt
+
+
+async def list_shadow_diffs(
+    session: AsyncSession,
+    bundle: str,
+    *,
+    shadow: int | None,
+    visible: frozenset[str] | None,
+    action: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[ShadowDiff]:
+    stmt = _diff_filter(select(ShadowDiff), bundle, shadow, visible)
+    if action is not None:
+        stmt = stmt.where(ShadowDiff.action == action)
+    if after is not None:
+        stmt = stmt.where(col(ShadowDiff.id) > after)
+    stmt = stmt.order_by(col(ShadowDiff.id)).limit(limit + 1)
+    rows: Sequence[ShadowDiff] = (await session.exec(stmt)).all()
+    return rows
+
+
+async def summarise_shadow_diffs(
+    session: AsyncSession, bundle: str, *, shadow: int | None, visible: frozenset[str] | None
+) -> Sequence[tuple[str, str, str, int]]:
+    """(action, old effect, new effect, count), ordered."""
+    stmt = _diff_filter(
+        select(
+            ShadowDiff.action, ShadowDiff.old_effect, ShadowDiff.new_effect, func.count()
+        ).group_by(col(ShadowDiff.action), col(ShadowDiff.old_effect), col(ShadowDiff.new_effect)),
+        bundle,
+        shadow,
+        visible,
+    )
+    stmt = stmt.order_by(
+        col(ShadowDiff.action), col(ShadowDiff.old_effect), col(ShadowDiff.new_effect)
+    )
+    return [(a, o, n, int(c)) for a, o, n, c in (await session.exec(stmt)).all()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,24 +32,62 @@ log = structlog.get_logger(__name__)
 NO_ACTIVE_POLICY = FailureCode.no_active_policy
 
 
-class PolicyRuntime:
-    def __init__(self, engine: PolicyEngine, bundle: str, *, load_wait: float = 2.0) -> None:
+class _Slot:
+    """One engine and the revision it holds or is loading."""
+
+    def __init__(self, engine: PolicyEngine) -> None:
         self.engine = engine
+        self.loading: tuple[int, asyncio.Task[None]] | None = None
+
+
+class PolicyRuntime:
+    """The engine of the active revision, and (built on first use by ``engine_factory``) one
+    engine for the canary revision and one for the shadow revision (``policy.canary``), each
+    kept on its revision the same way. Without a factory, the canary and shadow use the main
+    engine's slot, so they reload it: fine for tests, not for serving."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        bundle: str,
+        *,
+        load_wait: float = 2.0,
+        engine_factory: Callable[[], PolicyEngine] | None = None,
+    ) -> None:
         self.bundle = bundle
         self._load_wait = load_wait
-        self._loading: tuple[int, asyncio.Task[None]] | None = None
+        self._main = _Slot(engine)
+        self._slots: dict[str, _Slot] = {"active": self._main}
+        self._factory = engine_factory
 
-    async def _load(self, bundle: LoadedBundle) -> None:
-        await self.engine.load(bundle)
+    @property
+    def engine(self) -> PolicyEngine:
+        """The engine of the active revision."""
+        return self._main.engine
+
+    def _slot(self, role: str) -> _Slot:
+        slot = self._slots.get(role)
+        if slot is None:
+            slot = _Slot(self._factory()) if self._factory is not None else self._main
+            self._slots[role] = slot
+        return slot
+
+    async def _load(self, engine: PolicyEngine, bundle: LoadedBundle) -> None:
+        await engine.load(bundle)
         log.info("policy_loaded", bundle=self.bundle, revision=bundle.revision)
 
     async def _ensure_loaded(
-        self, session: AsyncSession, number: int
+        self,
+        session: AsyncSession,
+        number: int,
+        slot: _Slot | None = None,
+        wait: float | None = None,
     ) -> tuple[FailureCode, str] | None:
         """None once revision ``number`` is loaded, else (failure code, detail)."""
-        if self.engine.revision == str(number):
+        slot = slot or self._main
+        if slot.engine.revision == str(number):
             return None
-        current = self._loading
+        current = slot.loading
         if current is None or current[0] != number or current[1].done():
             revision = await repository.get_revision(session, self.bundle, number)
             if revision is None:
@@ -63,13 +102,13 @@ class PolicyRuntime:
                 digest=revision.digest,
                 wasm=revision.wasm,
             )
-            current = self._loading
+            current = slot.loading
             if current is None or current[0] != number or current[1].done():
-                current = (number, asyncio.create_task(self._load(bundle)))
-                self._loading = current
+                current = (number, asyncio.create_task(self._load(slot.engine, bundle)))
+                slot.loading = current
         task = current[1]
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=self._load_wait)
+            await asyncio.wait_for(asyncio.shield(task), timeout=wait or self._load_wait)
         except TimeoutError:
             return FailureCode.engine_not_loaded, f"revision {number} is still loading"
         except Exception as exc:  # the load failed: deny now, the next decision retries
@@ -88,26 +127,31 @@ class PolicyRuntime:
         input_doc: dict[str, object],
         *,
         encoded: str | None = None,
+        role: str = "active",
+        load_wait: float | None = None,
     ) -> EngineResult:
-        """`decide` with the bundle's active revision ``number`` already read by the caller (in
-        the same transaction); None: the bundle has no active revision, a deny. ``encoded``:
-        the input as `encode_input` wrote it, when the caller has it."""
+        """`decide` with the revision ``number`` already read by the caller (in the same
+        transaction); None: the bundle has no active revision, a deny. ``encoded``: the input
+        as `encode_input` wrote it, when the caller has it. ``role``: the engine that holds it
+        (``active``, ``canary`` or ``shadow``); ``load_wait``: how long to wait for it to load
+        (default: the runtime's bound)."""
+        slot = self._slot(role)
         started = time.perf_counter()
         if number is None:
             return fail_closed(
                 NO_ACTIVE_POLICY,
                 f"bundle {self.bundle} has no active revision",
-                self.engine.name,
+                slot.engine.name,
                 None,
                 time.perf_counter() - started,
             )
-        problem = await self._ensure_loaded(session, number)
+        problem = await self._ensure_loaded(session, number, slot, load_wait)
         if problem is not None:
             code, detail = problem
             return fail_closed(
-                code, detail, self.engine.name, str(number), time.perf_counter() - started
+                code, detail, slot.engine.name, str(number), time.perf_counter() - started
             )
-        return await self.engine.evaluate(input_doc, encoded=encoded)
+        return await slot.engine.evaluate(input_doc, encoded=encoded)
 
     async def warm(self, session: AsyncSession, within: float) -> str | None:
         """Load the bundle's active revision before the first decision (start-up).
@@ -144,8 +188,10 @@ class PolicyRuntime:
         return None
 
     async def aclose(self) -> None:
-        if self._loading is not None:
-            self._loading[1].cancel()
-            with contextlib.suppress(BaseException):
-                await self._loading[1]
-        await self.engine.aclose()
+        slots = {id(slot): slot for slot in self._slots.values()}.values()
+        for slot in slots:
+            if slot.loading is not None:
+                slot.loading[1].cancel()
+                with contextlib.suppress(BaseException):
+                    await slot.loading[1]
+            await slot.engine.aclose()

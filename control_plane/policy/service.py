@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.audit.service import AuditContext
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.config import Settings
 from control_plane.events import service as events
@@ -33,7 +34,7 @@ from control_plane.kit.errors import (
 )
 from control_plane.kit.time import utcnow
 from control_plane.models import PolicyBundle, PolicyRevision
-from control_plane.policy import repository
+from control_plane.policy import repository, rollout
 from control_plane.policy.bundles import PolicySource
 from control_plane.policy.validation import (
     OpaUnavailableError,
@@ -139,8 +140,15 @@ async def _bundle(session: AsyncSession, name: str) -> PolicyBundle:
 
 
 async def activate(
-    session: AsyncSession, who: OperatorPrincipal | None, bundle_name: str, number: int
+    session: AsyncSession,
+    who: OperatorPrincipal | None,
+    bundle_name: str,
+    number: int,
+    audit_context: AuditContext | None = None,
 ) -> tuple[PolicyBundle, PolicyRevision]:
+    """Make revision ``number`` the active one; with ``audit_context`` the change is an audit
+    record (``rollout.record_change``) besides its event. A canary of that revision ends: it
+    is promoted."""
     if who is not None:
         who.require(Capability.policy_write)
     bundle = await _bundle(session, bundle_name)
@@ -149,10 +157,20 @@ async def activate(
         raise NotFound("Revision not found.")
     changed = bundle.active_revision != number
     bundle.active_revision = number
+    if bundle.canary_revision == number:
+        bundle.canary_revision = bundle.canary_basis_points = bundle.canary_domains = None
     bundle.updated_at = utcnow()
     session.add(bundle)
     await session.flush()
-    if changed:  # re-activating the active revision changes nothing, so announces nothing
+    if changed and audit_context is not None:
+        await rollout.record_change(
+            session,
+            audit_context,
+            who,
+            "policy.revision.activated.v1",
+            {"bundle": bundle_name, "revision": number},
+        )
+    elif changed:  # re-activating the active revision changes nothing, so announces nothing
         await events.emit(
             session,
             "policy.revision.activated.v1",
@@ -236,3 +254,23 @@ async def active_revision(session: AsyncSession, bundle_name: str) -> PolicyRevi
 
 async def active_revision_number(session: AsyncSession, bundle_name: str) -> int | None:
     return await repository.active_revision_number(session, bundle_name)
+
+
+async def edge_revision_number(session: AsyncSession, bundle_name: str, domain: str) -> int | None:
+    """The revision ``domain``'s enforcement points are served: the canary revision when the
+    bundle's canary names the domain (``policy.canary``: every agent of it is on the canary),
+    else the active one. A canary by share alone leaves edge bundles on the active revision."""
+    bundle = await repository.get_bundle(session, bundle_name)
+    if bundle is None:
+        return None
+    if bundle.canary_revision is not None and domain in (bundle.canary_domains or ()):
+        return bundle.canary_revision
+    return bundle.active_revision
+
+
+async def edge_revision(
+    session: AsyncSession, bundle_name: str, domain: str
+) -> PolicyRevision | None:
+    """The revision `edge_revision_number` names (None without one)."""
+    number = await edge_revision_number(session, bundle_name, domain)
+    return None if number is None else await repository.get_revision(session, bundle_name, number)
