@@ -50,6 +50,7 @@ typecheck: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/agentctl openapi --output openapi/openapi.json
 	$(BIN)/python -c 'from control_plane.openapi import write_event_schemas as w; w("openapi/events")'
+	$(BIN)/python -c 'from control_plane.openapi import write_impact_report_schema as w; w("openapi/impact-report.schema.json")'
 
 # The shipped policy compiled by the pinned OPA (policies/policy.wasm, committed; a test fails on
 # drift): `make run` decides with it without an OPA binary.

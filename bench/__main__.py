@@ -12,6 +12,7 @@ from bench import (
     decisions,
     decisions_openloop,
     federation,
+    impact,
     sdk,
     sdk_local,
     shadow,
@@ -53,6 +54,9 @@ def main() -> None:
     print()
     print("== audit log on PostgreSQL")
     audit.main([])
+    print()
+    print("== impact analysis: 10,000 stored decisions replayed against a candidate (issue 14)")
+    impact.main([])
 
 
 if __name__ == "__main__":

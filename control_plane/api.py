@@ -24,6 +24,7 @@ from control_plane.events.webhook_endpoints import router as webhooks
 from control_plane.federation.endpoints import bundle_router as federation_bundles
 from control_plane.federation.endpoints import router as federation
 from control_plane.health.endpoints import router as health
+from control_plane.impact.endpoints import router as impact
 from control_plane.killswitch.endpoints import router as killswitch
 from control_plane.oauth2.endpoints import router as oauth2
 from control_plane.observability.endpoints import router as metrics
@@ -40,6 +41,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     credentials,
     operators,
     policies,
+    impact,
     policy_rollout,
     decisions,
     approvals,

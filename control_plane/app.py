@@ -26,6 +26,7 @@ from control_plane.events.relay import NatsRelay
 from control_plane.events.webhooks import WebhookDispatcher
 from control_plane.federation.service import BundleCache
 from control_plane.federation.service import start as start_federation
+from control_plane.impact.jobs import ImpactJobs
 from control_plane.kit import dberrors, lifecycle
 from control_plane.kit.database import Database
 from control_plane.kit.errors import error_responses, install_error_handlers
@@ -123,6 +124,7 @@ def create_app(
             ),
             bundle_cache=BundleCache(),
             webhook_dispatcher=WebhookDispatcher(database, settings, kek),
+            impact_jobs=ImpactJobs(),
             shadow_evaluator=ShadowEvaluator(database, policy_runtime),
         )
         app.state.context = state
@@ -157,6 +159,7 @@ def create_app(
             if relay is not None:
                 await relay.aclose()
             await state.webhook_dispatcher.aclose()
+            await state.impact_jobs.aclose()
             await state.shadow_evaluator.aclose()
             await state.audit_worker.stop()
             await _flush_audit(state)

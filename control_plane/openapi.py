@@ -34,3 +34,23 @@ def write_event_schemas(directory: str) -> None:
         stale.unlink()
     for name, text in render_event_schemas().items():
         (out / name).write_text(text)
+
+
+def render_impact_report_schema() -> str:
+    """The JSON Schema (2020-12) of an impact report, as the API answers it and
+    ``agentctl policy impact --output json`` prints it; committed as
+    ``openapi/impact-report.schema.json``."""
+    from control_plane.impact.schemas import ImpactReport
+
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:agentctl:schema:impact-report",
+        **ImpactReport.model_json_schema(mode="serialization"),
+    }
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def write_impact_report_schema(path: str) -> None:
+    from pathlib import Path
+
+    Path(path).write_text(render_impact_report_schema())

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # built in the lifespan; importing them here would be an impo
     from control_plane.crypto.keystore import KeyStore
     from control_plane.events.webhooks import WebhookDispatcher
     from control_plane.federation.service import BundleCache
+    from control_plane.impact.jobs import ImpactJobs
     from control_plane.oauth2.agent_auth import AgentAuthenticator
     from control_plane.oauth2.pruning import Pruner
     from control_plane.policy.engines import InputLimits
@@ -49,6 +50,8 @@ class AppState:
     #: Federation: each domain's last built bundle, the bundle signing key, points' contacts.
     bundle_cache: BundleCache
     webhook_dispatcher: WebhookDispatcher
+    #: Background impact analyses of this replica (in memory; see impact/jobs.py).
+    impact_jobs: ImpactJobs
     #: Shadow evaluation of decisions (policy.shadow): a bounded queue and its worker.
     shadow_evaluator: ShadowEvaluator
 

@@ -95,6 +95,11 @@ def test_serve_bootstrap_and_readme_walkthrough(db_url: str, tmp_path: Path) -> 
         assert '"revision":1,"engine":"wasm","served_by":"active"' in out
         assert "canary 2 (10.0% + domains payments)" in out
         assert '"type": "approval.resolved.v1"' in out
+        # Safe policy change: the impact report, from agentctl (a table) and over HTTP.
+        assert "Impact of default revision" in out
+        assert "allow->require_approval" in out
+        assert '"changes":{"allow->require_approval":' in out
+        assert '"governance_gate":1' in out
         # After the one banner line, the token never appears in the server's log.
         later_log = (tmp_path / "first.log").read_text()[len(first_log) :]
         assert token not in later_log

@@ -164,6 +164,9 @@ def activate(
     emit(body, output)
 
 
+from control_plane.cli.policy_impact import impact  # noqa: E402  (its own module: the CI gate)
+
+app.command()(impact)
 # Safe policy change (control_plane/cli/policy_rollout.py).
 from control_plane.cli.policy_rollout import canary_app, shadow_app  # noqa: E402
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_
+from sqlalchemy import and_, bindparam, exists, func, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -245,3 +245,63 @@ async def list_replays(
     if after is not None:
         stmt = stmt.where(col(DecisionReplay.id) > after)
     return (await session.exec(stmt)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """Which decisions an impact analysis replays (all optional; ``visible`` None: all domains).
+    ``since`` inclusive, ``until`` exclusive."""
+
+    visible: frozenset[str] | None
+    domain: str | None = None
+    agent_id: uuid.UUID | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRow:
+    """What a replay needs of a decision, and nothing more (no resource, no obligations)."""
+
+    id: uuid.UUID
+    effect: str
+    reasons: list[str]
+    input: dict[str, Any] | None
+
+
+def _replay_where(stmt: Any, f: ReplayFilter) -> Any:
+    if f.visible is not None:
+        stmt = stmt.where(col(Decision.domain).in_(sorted(f.visible)))
+    if f.domain is not None:
+        stmt = stmt.where(col(Decision.domain) == f.domain)
+    if f.agent_id is not None:
+        stmt = stmt.where(col(Decision.agent_id) == f.agent_id)
+    if f.action is not None:
+        stmt = stmt.where(col(Decision.action) == f.action)
+    if f.since is not None:
+        stmt = stmt.where(col(Decision.created_at) >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(col(Decision.created_at) < f.until)
+    return stmt
+
+
+async def count_for_replay(session: AsyncSession, f: ReplayFilter, cap: int) -> int:
+    """How many decisions match ``f``, counting at most ``cap`` (the scan stops there)."""
+    ids = _replay_where(sa_select(col(Decision.id)), f).limit(cap).subquery()
+    counted: Any = sa_select(func.count()).select_from(ids)
+    return int((await session.exec(counted)).one()[0])
+
+
+async def replay_page(
+    session: AsyncSession, f: ReplayFilter, *, after: uuid.UUID | None, limit: int
+) -> list[ReplayRow]:
+    """Up to ``limit`` decisions matching ``f`` with ids above ``after``, by id (keyset)."""
+    stmt = sa_select(
+        col(Decision.id), col(Decision.effect), col(Decision.reasons), col(Decision.input)
+    )
+    stmt = _replay_where(stmt, f).order_by(col(Decision.id)).limit(limit)
+    if after is not None:
+        stmt = stmt.where(col(Decision.id) > after)
+    rows = (await session.exec(stmt)).all()
+    return [ReplayRow(r[0], r[1], list(r[2]), r[3]) for r in rows]

@@ -90,6 +90,22 @@ def _stored_resource(resource: dict[str, Any], result: EngineResult, key: bytes)
     return kept
 
 
+def stored_input(
+    input_doc: dict[str, Any] | None, result: EngineResult, key: bytes
+) -> dict[str, Any] | None:
+    """What the record keeps of the policy input, for replay: redacted by the path patterns of
+    the policy's ``redact`` obligations (rooted at the input: ``resource.card_number``,
+    ``**.iban``), so a replay sees what policy saw except redacted values. None when there is
+    no input or the decision failed closed (no obligations to go by: nothing is kept)."""
+    if input_doc is None or result.failure is not None:
+        return None
+    patterns = obligation_patterns(result.obligations)
+    if not patterns:
+        return input_doc
+    kept, _ = redact(input_doc, patterns, key)
+    return dict(kept)
+
+
 def decision_input(
     principal: AgentPrincipal, version: Any, body: DecisionRequest
 ) -> dict[str, Any]:
@@ -175,6 +191,7 @@ async def decide(
         latency_ms=(time.perf_counter() - started) * 1000,
         decision_id=decision_id,
         domain_redaction=state.redaction,
+        input_doc=input_doc,
         served_by=route.served_by,
     )
     await gates.announce(session, audit_context, decision, verdict)
@@ -245,13 +262,15 @@ async def record_decision(
     enforcement_point_id: uuid.UUID | None = None,
     source: dict[str, Any] | None = None,
     domain_redaction: list[str] | None = None,
+    input_doc: dict[str, Any] | None = None,
     served_by: str | None = None,
 ) -> Decision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
     (Core inserts, no flush; one statement on PostgreSQL): the centre's own decisions, and
     those enforcement points log (``decision_id`` theirs, ``source`` naming the point).
     ``domain_redaction``: the domain's audit redaction list when the caller has read it in this
-    transaction (else the audit reads it). Raises ``AuditUnavailable`` (503) or
+    transaction (else the audit reads it). ``input_doc``: the input policy evaluated, kept
+    redacted (``stored_input``) for impact analysis. Raises ``AuditUnavailable`` (503) or
     ``ValidationFailed`` (422) from the audit record."""
     decision = Decision(
         agent_id=principal.agent.id,
@@ -273,6 +292,7 @@ async def record_decision(
         latency_ms=latency_ms,
         trace_id=tracing.current_trace_id(),
         enforcement_point_id=enforcement_point_id,
+        input=stored_input(input_doc, result, redaction_key),
         served_by=served_by,
     )
     if decision_id is not None:
@@ -339,3 +359,34 @@ async def list_replays(
     return await repository.list_replays(
         session, decision_id, visible=who.visible_domains(), after=after, limit=limit
     )
+
+
+ReplayFilter = repository.ReplayFilter
+ReplayRow = repository.ReplayRow
+
+
+async def count_for_replay(
+    session: AsyncSession, who: OperatorPrincipal, f: ReplayFilter, cap: int
+) -> int:
+    """How many decisions ``f`` selects (at most ``cap``); decisions:read, the caller's
+    domains only (``f.visible`` is narrowed to them)."""
+    who.require(Capability.decisions_read)
+    return await repository.count_for_replay(session, _narrowed(who, f), cap)
+
+
+async def replay_page(
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    f: ReplayFilter,
+    *,
+    after: uuid.UUID | None,
+    limit: int,
+) -> list[ReplayRow]:
+    """One keyset page (by id, above ``after``) of what impact analysis replays: id, stored
+    effect and reasons, and the stored input (None when none was kept); decisions:read."""
+    who.require(Capability.decisions_read)
+    return await repository.replay_page(session, _narrowed(who, f), after=after, limit=limit)
+
+
+def _narrowed(who: OperatorPrincipal, f: ReplayFilter) -> ReplayFilter:
+    return dataclasses.replace(f, visible=who.visible_domains())

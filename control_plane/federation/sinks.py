@@ -97,6 +97,23 @@ async def _verified_agent(
     return principal, version
 
 
+def _replay_input(
+    principal: AgentPrincipal, version: AgentVersion | None, doc: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    """The edge decision's input in the centre's form, for impact analysis: the point's
+    ``action``, ``resource`` and ``context`` as logged, ``agent`` from the re-verified token's
+    agent (the registry now, which is what the point's bundle carried unless it changed since)
+    and ``vouched.time`` the decision's time (the edge's clock). A caller's ``input.agent`` or
+    ``input.vouched`` is never read, as at the edge."""
+    return {
+        "agent": decisions.agent_document(principal.agent, version),
+        "action": doc.get("action"),
+        "resource": doc.get("resource"),
+        "context": doc.get("context") if isinstance(doc.get("context"), dict) else {},
+        "vouched": {"time": at.isoformat(timespec="seconds").replace("+00:00", "Z")},
+    }
+
+
 async def ingest_logs(
     session: AsyncSession, state: AppState, principal: PointPrincipal, events: list[Any]
 ) -> LogsAccepted:
@@ -163,6 +180,7 @@ async def ingest_logs(
             decided_at=at,
             enforcement_point_id=point.id,
             source=source,
+            input_doc=_replay_input(agent_principal, version, without_token, at),
         )
         seen.add(decision_id)
         accepted += 1

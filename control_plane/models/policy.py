@@ -82,6 +82,11 @@ class Decision(SQLModel, table=True):
     trace_id: str | None = Field(default=None, max_length=64)
     # Set for a decision an enforcement point took and logged (POST /v1/logs).
     enforcement_point_id: uuid.UUID | None = Field(default=None)
+    # The input policy evaluated, redacted by the decision's ``redact`` obligations (values
+    # replaced by HMAC markers, never kept in clear); None when the decision failed closed
+    # (no obligations to redact by) or was recorded before inputs were kept. Impact analysis
+    # replays it (control_plane/policy/impact.py).
+    input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
     # Why ``revision`` answered: ``active`` or ``canary`` (None: recorded before 0011, or an
     # edge decision log).
     served_by: str | None = Field(default=None, max_length=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -44,6 +45,16 @@ async def _every_value(db_url: str) -> str:
     finally:
         await engine.dispose()
     return "\n".join(out)
+
+
+async def _inputs(db_url: str) -> list[Any]:
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT input FROM decisions"))).all()
+    finally:
+        await engine.dispose()
+    return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
 
 
 async def test_a_decision_is_an_audit_record(
@@ -153,5 +164,9 @@ async def test_redacted_values_are_never_stored_exported_or_logged(
     assert len(export.text.splitlines()) == 3
     assert MARKER not in export.text
     assert MARKER not in await _every_value(db_url)
+    # The decision's stored input (kept for impact analysis) holds the marker, not the value.
+    [stored_input] = await _inputs(db_url)
+    assert stored_input["resource"]["card_number"] == marker
+    assert stored_input["resource"]["amount"] == 40
     captured = capsys.readouterr()
     assert MARKER not in captured.out + captured.err
