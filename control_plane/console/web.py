@@ -117,7 +117,9 @@ async def current_viewer(request: Request, session: Session) -> Viewer:
     principal = await service.principal_of(session, session_id) if session_id else None
     if principal is None:
         raise SignInRequired()
-    return Viewer(principal=principal, session_id=session_id)
+    viewer = Viewer(principal=principal, session_id=session_id)
+    request.state.console_viewer = viewer  # error pages keep the navigation
+    return viewer
 
 
 CurrentViewer = Annotated[Viewer, Depends(current_viewer)]
@@ -209,6 +211,7 @@ def _error(
         "error.html",
         {"status": status, "title": title, "detail": detail},
         status_code=status,
+        viewer=getattr(request.state, "console_viewer", None),
     )
     if "Retry-After" in headers:
         response.headers["Retry-After"] = headers["Retry-After"]

@@ -206,7 +206,9 @@ async def test_an_expired_session_goes_back_to_sign_in(
             await engine.dispose()
         r = await web.get("/console/decisions?effect=deny")
         assert r.status_code == 303
-        assert r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fdecisions%3Feffect%3Ddeny"
+        assert (
+            r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Fdecisions%3Feffect%3Ddeny"
+        )
         r = await web.get("/console/audit", headers={"HX-Request": "true"})
         assert r.headers["hx-redirect"].startswith("/console/sign-in")
 
