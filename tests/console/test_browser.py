@@ -235,7 +235,8 @@ def test_approve_then_audit_then_tamper(
         page.get_by_role("button", name="Approve").click()
         expect(page.get_by_role("status")).to_contain_text("now approved")
         cookie = next(c for c in ctx.cookies() if c["name"] == "acp_console")
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert cookie["httpOnly"]
+        assert cookie["sameSite"] == "Strict"
         api.secrets.append(cookie["value"])
 
     # The agent's retry is allowed.
@@ -270,9 +271,7 @@ def test_approve_then_audit_then_tamper(
         expect(outcome).to_have_attribute("data-ok", "true", timeout=30_000)
         expect(outcome).to_contain_text("every log matches")
         page.screenshot(path=shot / "audit.png", full_page=True)
-        page.get_by_role("link", name="Overview").click() if page.get_by_role(
-            "link", name="Overview"
-        ).count() else page.goto("/console/")
+        page.get_by_role("link", name="agentctl console").click()
         expect(page.locator("svg.bars").first).to_be_visible()
         page.screenshot(path=shot / "overview.png", full_page=True)
 
@@ -316,7 +315,8 @@ def test_authorization_in_the_browser(
         sign_in(page, other)
         expect(page.locator("main")).not_to_contain_text("payments.refund")
         response = page.goto(url)
-        assert response is not None and response.status == 404
+        assert response is not None
+        assert response.status == 404
         r = page.request.post(url + "/approve", form={"csrf_token": csrf_of(page)})
         assert r.status == 404
 

@@ -76,7 +76,8 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_revokes_it(
         session_id = web.cookies["acp_console"]
         assert session_id not in page.text
         home = await web.get("/console/")
-        assert home.status_code == 200 and "audrey" in home.text
+        assert home.status_code == 200
+        assert "audrey" in home.text
         csrf = (await web.get("/console/audit")).text.split('name="csrf_token" value="')[1][:64]
         r = await web.post("/console/sign-out", data={"csrf_token": csrf})
         assert r.status_code == 303
@@ -156,7 +157,8 @@ async def test_authorization_is_the_apis(
         # The approver of the domain: the page shows what is bound, then approves.
         page = await approver.get(f"/console/approvals/{approval_id}")
         assert page.status_code == 200
-        assert "payments.refund" in page.text and "refund-bot" in page.text
+        assert "payments.refund" in page.text
+        assert "refund-bot" in page.text
         assert "amount_requires_approval" in page.text
         assert_clean(page.text, forbidden, "the approver's approval page")
         r = await approver.post(url, data={"csrf_token": csrf["approver"], "comment": "ok by me"})
@@ -235,7 +237,8 @@ async def test_every_page_has_the_security_headers(
             assert r.headers["content-security-policy"] == CSP, path
             assert r.headers["x-frame-options"] == "DENY"
             assert r.headers["cache-control"] == "no-store"
-            assert "<script>" not in r.text and " style=" not in r.text, path
+            assert "<script>" not in r.text, path  # no inline script
+            assert " style=" not in r.text, path  # no inline style
 
 
 async def test_the_console_is_not_in_the_api_document(app: FastAPI) -> None:
