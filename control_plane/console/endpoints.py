@@ -60,6 +60,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schema=False)
 
 PAGE = 50
+QUEUE = 200
 Domain = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=63)]
 
 
@@ -239,25 +240,29 @@ async def approvals_page(
 ) -> Response:
     who = viewer.principal
     wanted = ApprovalState(state) if state and state in ApprovalState.__members__ else None
-    rows = list(
-        await approvals.list_approvals(
+
+    async def listed(state: ApprovalState | None) -> list[tuple[Any, ApprovalState]]:
+        rows = await approvals.list_approvals(
             session,
             who,
-            state=wanted,
+            state=state,
             domain=_blank(domain),
             agent_id=None,
             after=None,
-            limit=200,
+            limit=QUEUE,
         )
-    )
-    listed = [(a, approvals.state_of(a)) for a in rows[:200]]
-    # Pending first (oldest first among them: the longest wait on top), then the rest, newest.
-    pending = [x for x in listed if x[1] is ApprovalState.pending]
-    rest = sorted(
-        (x for x in listed if x[1] is not ApprovalState.pending),
-        key=lambda x: x[0].created_at,
-        reverse=True,
-    )
+        return [(a, approvals.state_of(a)) for a in rows[:QUEUE]]
+
+    # Pending first, the longest waiting on top (the service lists oldest first); then, unless
+    # a state is chosen, the oldest others (up to QUEUE of each), newest first.
+    if wanted is None:
+        pending = await listed(ApprovalState.pending)
+        others = [x for x in await listed(None) if x[1] is not ApprovalState.pending]
+    elif wanted is ApprovalState.pending:
+        pending, others = await listed(wanted), []
+    else:
+        pending, others = [], await listed(wanted)
+    rest = sorted(others, key=lambda x: x[0].created_at, reverse=True)
     return render(
         request,
         "approvals.html",

@@ -249,3 +249,20 @@ def test_vendored_htmx_is_the_pinned_release() -> None:
     data = (STATIC / "htmx.min.js").read_bytes()
     assert hashlib.sha256(data).hexdigest() == HTMX_SHA256
     assert HTMX_SHA256 in (STATIC / "README.md").read_text()
+
+
+async def test_the_queue_shows_pending_first(
+    client: httpx.AsyncClient, admin: dict[str, str], browser_like: object
+) -> None:
+    me, first = await pending_approval(client, admin)
+    r = await client.post("/v1/decisions", json=BIG, headers=me["headers"])
+    second = r.json()["approval_id"]
+    r = await client.post(f"/v1/approvals/{first}/deny", json={"comment": "no"}, headers=admin)
+    assert r.status_code == 200
+    async with browser_like() as web:  # type: ignore[operator]
+        await sign_in(web, admin["Authorization"].split()[1])
+        page = (await web.get("/console/approvals")).text
+        assert page.index(second) < page.index(first)  # pending above the denied one
+        only_denied = (await web.get("/console/approvals?state=denied")).text
+        assert first in only_denied
+        assert second not in only_denied
