@@ -47,7 +47,13 @@ from control_plane.domains import service as domains
 from control_plane.federation import service as federation
 from control_plane.killswitch import service as killswitch
 from control_plane.kit.database import kit_state
-from control_plane.kit.errors import Forbidden, NotFound, ProblemError, TooManyRequests
+from control_plane.kit.errors import (
+    Forbidden,
+    NotFound,
+    ProblemError,
+    TooManyRequests,
+    ValidationFailed,
+)
 from control_plane.kit.ratelimit import FailureLimiter, Limit, source_address
 from control_plane.kit.routing import Session
 from control_plane.kit.schemas import NAME_PATTERN
@@ -455,7 +461,7 @@ def _time(value: str | None, field: str) -> datetime | None:
     try:
         return aware(datetime.fromisoformat(value))
     except (ValueError, OverflowError):
-        raise NotFound(f"{field} is not a date and time.") from None
+        raise ValidationFailed(f"{field} is not a date and time (ISO 8601).") from None
 
 
 @router.get("/decisions", response_class=HTMLResponse)

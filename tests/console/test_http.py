@@ -266,3 +266,15 @@ async def test_the_queue_shows_pending_first(
         only_denied = (await web.get("/console/approvals?state=denied")).text
         assert first in only_denied
         assert second not in only_denied
+
+
+async def test_bad_filters_are_pages_not_errors(
+    client: httpx.AsyncClient, admin: dict[str, str], browser_like: object
+) -> None:
+    async with browser_like() as web:  # type: ignore[operator]
+        await sign_in(web, admin["Authorization"].split()[1])
+        assert (await web.get("/console/decisions?since=yesterday")).status_code == 422
+        assert (await web.get("/console/decisions?agent_id=nope")).status_code == 404
+        assert (await web.get("/console/decisions?effect=maybe")).status_code == 200
+        assert (await web.get("/console/audit?domain=Not%20A%20Name")).status_code == 404
+        assert (await web.get(f"/console/audit/verify/{'0' * 32}")).status_code == 404
