@@ -282,6 +282,9 @@ def test_approve_then_audit_then_tamper(
         expect(outcome).to_have_attribute("data-ok", "false", timeout=30_000)
         expect(page.locator(".bad-index")).to_have_text(f"first bad index {index}")
         page.screenshot(path=shot / "audit-tampered.png", full_page=True)
+        # The record's own page no longer proves its inclusion either.
+        page.goto(f"/console/audit/records/{decision_id}")
+        expect(page.locator("#proof-status")).to_contain_text("FAILED")
 
     visits.check([MARKER, *api.secrets])
     assert sorted(p.name for p in shot.iterdir()) == [
