@@ -662,21 +662,37 @@ async def start_verify(
 ) -> Response:
     who = viewer.principal
     who.require(Capability.audit_read)
-    wanted = _blank(form.get("domain"))
-    names = await _log_domains(session, who)
-    if wanted is not None:
-        names = [who.visible(wanted, what="Log", domain_of=str)] if wanted in names else []
-        if not names:
-            raise NotFound("Log not found.")
-    job = verify_jobs.start(request.app, who, names)
+    names = await _verify_domains(session, who, _blank(form.get("domain")))
+    job = verify_jobs.start(request.app, who, names, _blank(form.get("domain")))
     return render(request, "verify_status.html", {"job": job}, viewer=viewer)
 
 
+async def _verify_domains(session: Any, who: OperatorPrincipal, wanted: str | None) -> list[str]:
+    names = await _log_domains(session, who)
+    if wanted is None:
+        return names
+    if wanted not in names:
+        raise NotFound("Log not found.")
+    return [who.visible(wanted, what="Log", domain_of=str)]
+
+
 @router.get("/audit/verify/{job_id}", response_class=HTMLResponse)
-async def verify_status(request: Request, job_id: uuid.UUID, viewer: CurrentViewer) -> Response:
-    job = verify_jobs.find(request.app, viewer.principal, job_id)
+async def verify_status(
+    request: Request,
+    job_id: uuid.UUID,
+    viewer: CurrentViewer,
+    session: Session,
+    state: State,
+    domain: Domain = None,
+) -> Response:
+    who = viewer.principal
+    job = verify_jobs.find(request.app, who, job_id)
     if job is None:
-        raise NotFound("This verification is no longer known; start it again.")
+        # Started by another worker of this service (or forgotten): verify here and now, in this
+        # request, so the answer is still the server's verification of the logs as they are.
+        who.require(Capability.audit_read)
+        names = await _verify_domains(session, who, _blank(domain))
+        job = await verify_jobs.run_now(session, state, who, names, _blank(domain))
     return render(request, "verify_status.html", {"job": job}, viewer=viewer)
 
 

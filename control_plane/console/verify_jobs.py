@@ -2,9 +2,10 @@
 
 A job verifies each visible domain log in turn (``audit.verification.verify_logs``, the same
 check as ``GET /v1/audit/verify``), each in its own read session, and records how many logs are
-done. Jobs live in this process's memory (the page polls the worker that started it; with
-several workers behind a balancer without affinity a poll may answer "job not found") and are
-dropped ten minutes after they finish; only the operator who started a job can read it.
+done. Jobs live in this process's memory and are dropped ten minutes after they finish; only
+the operator who started a job can read it. A poll that reaches another worker of the service
+(``agentctl serve --workers N``) finds no job there and gets ``run_now``: the same verification
+done within that request (no progress shown, the same answer).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 
 from control_plane.audit import verification
 from control_plane.audit.schemas import LogVerification
 from control_plane.auth.principals import OperatorPrincipal
-from control_plane.state import app_state
+from control_plane.state import AppState, app_state
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,7 @@ class Job:
     id: uuid.UUID
     operator_id: uuid.UUID
     domains: list[str]
+    domain: str | None = None  # the one log asked for, if any (polls carry it)
     logs: list[LogVerification] = field(default_factory=list)
     done: bool = False
     failed: bool = False
@@ -66,13 +69,15 @@ def _jobs(app: Starlette) -> dict[uuid.UUID, Job]:
     return jobs
 
 
-def start(app: Starlette, who: OperatorPrincipal, domains: list[str]) -> Job:
+def start(
+    app: Starlette, who: OperatorPrincipal, domains: list[str], domain: str | None = None
+) -> Job:
     """Start verifying ``domains`` (already checked visible to ``who``) in the background."""
     jobs = _jobs(app)
     if len(jobs) >= _MAX_JOBS:
         oldest = min(jobs.values(), key=lambda j: j.finished_at or float("inf"))
         jobs.pop(oldest.id, None)
-    job = Job(id=uuid.uuid4(), operator_id=who.id, domains=domains)
+    job = Job(id=uuid.uuid4(), operator_id=who.id, domains=domains, domain=domain)
     jobs[job.id] = job
     job.task = asyncio.create_task(_run(app, who, job))
     return job
@@ -81,6 +86,23 @@ def start(app: Starlette, who: OperatorPrincipal, domains: list[str]) -> Job:
 def find(app: Starlette, who: OperatorPrincipal, job_id: uuid.UUID) -> Job | None:
     job = _jobs(app).get(job_id)
     return job if job is not None and job.operator_id == who.id else None
+
+
+async def run_now(
+    session: AsyncSession,
+    state: AppState,
+    who: OperatorPrincipal,
+    domains: list[str],
+    domain: str | None = None,
+) -> Job:
+    """Verify ``domains`` within the caller's request and session; a finished job."""
+    job = Job(id=uuid.uuid4(), operator_id=who.id, domains=domains, domain=domain)
+    for name in domains:
+        result = await verification.verify_logs(session, who, state.audit_context, state.kek, name)
+        job.logs.extend(result.logs)
+    job.done = True
+    job.finished_at = time.monotonic()
+    return job
 
 
 async def _run(app: Starlette, who: OperatorPrincipal, job: Job) -> None:

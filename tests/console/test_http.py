@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import html
+import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +18,7 @@ from fastapi import FastAPI
 
 from control_plane.console.web import CSP
 from control_plane.kit.db import create_engine
+from tests.audit.support import settle
 from tests.console.support import (
     BIG,
     MARKER,
@@ -272,9 +277,35 @@ async def test_bad_filters_are_pages_not_errors(
     client: httpx.AsyncClient, admin: dict[str, str], browser_like: object
 ) -> None:
     async with browser_like() as web:  # type: ignore[operator]
-        await sign_in(web, admin["Authorization"].split()[1])
+        csrf = await sign_in(web, admin["Authorization"].split()[1])
         assert (await web.get("/console/decisions?since=yesterday")).status_code == 422
         assert (await web.get("/console/decisions?agent_id=nope")).status_code == 404
         assert (await web.get("/console/decisions?effect=maybe")).status_code == 200
         assert (await web.get("/console/audit?domain=Not%20A%20Name")).status_code == 404
-        assert (await web.get(f"/console/audit/verify/{'0' * 32}")).status_code == 404
+        r = await web.post("/console/audit/verify", data={"csrf_token": csrf, "domain": "nowhere"})
+        assert r.status_code == 404
+
+
+async def test_verify_runs_in_the_background_and_anywhere(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], browser_like: object
+) -> None:
+    await pending_approval(client, admin)  # a decision and an approval: records in 'payments'
+    await settle(app)
+    async with browser_like() as web:  # type: ignore[operator]
+        csrf = await sign_in(web, admin["Authorization"].split()[1])
+        r = await web.post("/console/audit/verify", data={"csrf_token": csrf, "domain": "payments"})
+        assert r.status_code == 200
+        for _ in range(100):
+            if 'id="verify-outcome"' in r.text:
+                break
+            poll = re.search(r'hx-get="([^"]+)"', r.text)
+            assert poll is not None, r.text
+            assert poll.group(1).endswith("?domain=payments")
+            await asyncio.sleep(0.05)
+            r = await web.get(html.unescape(poll.group(1)), headers={"HX-Request": "true"})
+            assert r.status_code == 200
+        assert 'data-ok="true"' in r.text
+        assert "payments: 2 leaves checked" in r.text
+        # A poll that reaches a worker which did not start the job: verified there, at once.
+        r = await web.get(f"/console/audit/verify/{uuid.uuid4()}?domain=payments")
+        assert 'data-ok="true"' in r.text
