@@ -3,7 +3,8 @@
 Order matters where paths overlap: ``/v1/agents/me`` (the agent's own record, in ``credentials``)
 is matched before the registry's ``/v1/agents/{agent_id}``. Otherwise routers follow the
 domain order of the OpenAPI document: health, domains, agents, credentials, operators, policies,
-decisions, approvals, budgets, audit, events, federation, OAuth2, metrics. A new domain adds its
+decisions, approvals, budgets, audit, events, federation, OAuth2, metrics; last the web console
+(``/console``, not in the document). A new domain adds its
 router here.
 """
 
@@ -15,6 +16,7 @@ from control_plane.agents.endpoints import router as agents
 from control_plane.approvals.endpoints import router as approvals
 from control_plane.audit.endpoints import router as audit
 from control_plane.budgets.endpoints import router as budgets
+from control_plane.console.endpoints import router as console
 from control_plane.credentials.endpoints import router as credentials
 from control_plane.credentials.endpoints import self_router as agent_self
 from control_plane.decisions.endpoints import router as decisions
@@ -53,6 +55,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     webhooks,
     oauth2,
     metrics,
+    console,  # HTML pages under /console, outside the OpenAPI document
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 
 from control_plane import __version__
@@ -20,6 +21,7 @@ from control_plane.audit.service import AuditContext
 from control_plane.audit.trees import LogTrees
 from control_plane.audit.worker import AuditWorker
 from control_plane.config import Settings, get_settings
+from control_plane.console.web import STATIC_DIR as CONSOLE_STATIC
 from control_plane.crypto import resolve_kek
 from control_plane.crypto.keystore import KeyStore
 from control_plane.events.relay import NatsRelay
@@ -184,6 +186,8 @@ def create_app(
     install_error_handlers(app)
     dberrors.install(app)
     app.include_router(build_api())
+    # The web console's script and style sheet (its pages are routes of control_plane.console).
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     app.add_middleware(MethodMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(UrlSanityMiddleware)

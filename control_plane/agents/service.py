@@ -56,6 +56,13 @@ async def find(session: AsyncSession, agent_id: uuid.UUID) -> Agent | None:
     return await repository.get(session, agent_id)
 
 
+async def version_by_id(
+    session: AsyncSession, agent_id: uuid.UUID, version_id: uuid.UUID
+) -> AgentVersion | None:
+    """One version of the agent, whoever asks; callers apply their own rules."""
+    return await repository.get_version(session, agent_id, version_id)
+
+
 async def active_version(session: AsyncSession, agent_id: uuid.UUID) -> AgentVersion | None:
     return await repository.active_version(session, agent_id)
 

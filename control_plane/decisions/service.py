@@ -390,3 +390,15 @@ async def replay_page(
 
 def _narrowed(who: OperatorPrincipal, f: ReplayFilter) -> ReplayFilter:
     return dataclasses.replace(f, visible=who.visible_domains())
+
+
+async def get(session: AsyncSession, who: OperatorPrincipal, decision_id: uuid.UUID) -> Decision:
+    """One recorded decision (decisions:read); ``NotFound`` outside the caller's domains."""
+    who.require(Capability.decisions_read)
+    return who.visible(await repository.get(session, decision_id), what="Decision")
+
+
+async def find(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
+    """The decision, whoever asks; callers apply their own rules (the console shows an
+    approval's decision to the approvers who may see the approval)."""
+    return await repository.get(session, decision_id)

@@ -8,6 +8,7 @@ from control_plane.models.audit import (
     AuditRecordRow,
     AuditRedactionList,
 )
+from control_plane.models.console import ConsoleSession
 from control_plane.models.credentials import Credential, RevokedToken, SigningKeyRow, UsedAssertion
 from control_plane.models.federation import BundleSigningKey, EnforcementPoint
 from control_plane.models.governance import (
@@ -39,6 +40,7 @@ __all__ = [
     "Budget",
     "BudgetCounter",
     "BundleSigningKey",
+    "ConsoleSession",
     "Credential",
     "Decision",
     "DecisionReplay",

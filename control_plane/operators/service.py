@@ -46,6 +46,22 @@ async def authenticate(session: AsyncSession, token: str) -> OperatorPrincipal |
     )
 
 
+async def active_principal(
+    session: AsyncSession, operator_id: uuid.UUID
+) -> OperatorPrincipal | None:
+    """The principal of an operator that is not revoked, or None (the console's sessions hold
+    an operator id: revoking the operator ends its sessions at their next request)."""
+    operator = await repository.get(session, operator_id)
+    if operator is None or operator.revoked_at is not None:
+        return None
+    return OperatorPrincipal(
+        id=operator.id,
+        name=operator.name,
+        role=Role(operator.role),
+        domains=frozenset(operator.domains),
+    )
+
+
 async def create(
     session: AsyncSession, *, name: str, role: Role, domain_names: Sequence[str]
 ) -> NewOperator:

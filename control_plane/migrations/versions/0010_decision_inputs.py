@@ -1,7 +1,7 @@
 """decisions keep the input policy saw (redacted), for impact analysis by replay
 
 Revision ID: 0010
-Revises: 0011
+Revises: 0009
 Create Date: 2026-11-29 17:40:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0010"
-down_revision: str | None = "0011"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

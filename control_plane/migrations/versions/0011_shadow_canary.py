@@ -1,11 +1,8 @@
 """shadow and canary revisions of a policy bundle; which revision served a decision; shadow diffs
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-29 17:40:00.000000
-
-Written beside 0010 (decision inputs, impact analysis): on merge its ``down_revision`` becomes
-0010 so the chain stays linear.
 """
 
 from collections.abc import Sequence
@@ -15,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
