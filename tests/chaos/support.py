@@ -22,7 +22,7 @@ DECISION = {
 }
 
 
-def agent_headers(url: str) -> dict[str, str]:
+def agent_headers(url: str, scopes: tuple[str, ...] = ("decisions:create",)) -> dict[str, str]:
     """Register an agent with an active version and a credential; its bearer token header."""
     with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as c:
         assert c.post("/v1/domains", json={"name": "payments"}).status_code == 201
@@ -43,7 +43,7 @@ def agent_headers(url: str) -> dict[str, str]:
             r = c.post(f"/v1/agents/{agent['id']}/versions/{version['id']}/{step}")
             assert r.status_code == 200, r.text
         cred = c.post(
-            f"/v1/agents/{agent['id']}/credentials", json={"scopes": ["decisions:create"]}
+            f"/v1/agents/{agent['id']}/credentials", json={"scopes": list(scopes)}
         ).json()
     basic = base64.b64encode(f"{cred['client_id']}:{cred['client_secret']}".encode()).decode()
     r = httpx.post(

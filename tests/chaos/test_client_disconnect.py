@@ -56,7 +56,8 @@ def test_a_client_leaving_mid_body_is_logged_not_a_500(
     with serving(env, log) as url:
         authorization = None
         if auth == "agent":
-            authorization = agent_headers(url)["Authorization"]
+            scopes = ("decisions:create", "audit:write")
+            authorization = agent_headers(url, scopes)["Authorization"]
         elif auth:
             authorization = ADMIN["Authorization"]
         with httpx.Client(base_url=url, headers=ADMIN, timeout=30) as c:

@@ -102,10 +102,10 @@ async def engine(
 ) -> AsyncIterator[GuardedEngine]:
     built: GuardedEngine
     if request.param == "wasm":
-        built = WasmEngine(timeout=5)
+        built = WasmEngine(timeout=30)  # about payloads, not speed: a loaded CI machine
     else:
         server: OpaServer = request.getfixturevalue("opa_server")
-        built = OpaEngine(server.url, timeout=5)
+        built = OpaEngine(server.url, timeout=30)
     await built.load(shipped_bundle)
     yield built
     await built.aclose()
