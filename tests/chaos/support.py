@@ -42,9 +42,7 @@ def agent_headers(url: str, scopes: tuple[str, ...] = ("decisions:create",)) -> 
         for step in ("approve", "activate"):
             r = c.post(f"/v1/agents/{agent['id']}/versions/{version['id']}/{step}")
             assert r.status_code == 200, r.text
-        cred = c.post(
-            f"/v1/agents/{agent['id']}/credentials", json={"scopes": list(scopes)}
-        ).json()
+        cred = c.post(f"/v1/agents/{agent['id']}/credentials", json={"scopes": list(scopes)}).json()
     basic = base64.b64encode(f"{cred['client_id']}:{cred['client_secret']}".encode()).decode()
     r = httpx.post(
         f"{url}/oauth/token",
