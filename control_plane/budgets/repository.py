@@ -1,11 +1,13 @@
-"""All SQL for budgets. Consuming is one conditional UPDATE per window,
-``used = used + n WHERE used + n <= limit`` (resetting a window that has ended), so concurrent
-decisions can never take a window past its limit: the row lock orders them and a loser's WHERE
-fails."""
+"""All SQL for budgets. Consuming is one conditional UPDATE for every window of a decision,
+each row ``used = used + n WHERE used + n <= limit`` (resetting a window that has ended), so
+concurrent decisions can never take a window past its limit: the row lock orders them and a
+loser's WHERE fails on that row."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, case, delete, or_, update
 from sqlmodel import col, select
@@ -71,28 +73,47 @@ async def remove(session: AsyncSession, scope: str, key: str) -> None:
     await session.exec(delete(Budget).where(col(Budget.scope) == scope, col(Budget.key) == key))
 
 
-async def consume(
-    session: AsyncSession, scope: str, key: str, window: str, start: int, n: int, limit: int
-) -> bool:
-    """Add ``n`` to the window starting at ``start`` if that stays within ``limit``."""
-    if n > limit:
-        return False
+@dataclass(frozen=True)
+class Take:
+    """``n`` to take from one window (``scope``, ``key``, ``window``) whose current period
+    starts at ``start`` (epoch seconds), within ``limit``."""
+
+    scope: str
+    key: str
+    window: str
+    start: int
+    n: int
+    limit: int
+
+
+async def consume(session: AsyncSession, takes: Sequence[Take]) -> set[tuple[str, str, str]]:
+    """Take every ``takes`` entry that stays within its limit, in one UPDATE statement; returns
+    the (scope, key, window) of those taken. Each row's condition is checked on the row as it
+    is updated (PostgreSQL re-checks it on the locked row after a concurrent update), so two
+    concurrent decisions never take more than a limit together. A window whose period has
+    passed starts again at ``start`` with ``n``."""
     c = BudgetCounter
-    current = col(c.window_start) >= start
-    result = await session.exec(
+    matches = [
+        and_(col(c.scope) == t.scope, col(c.key) == t.key, col(c.window) == t.window) for t in takes
+    ]
+    current = [col(c.window_start) >= t.start for t in takes]
+    ok = [
+        and_(m, or_(and_(now, col(c.used) + t.n <= t.limit), col(c.window_start) < t.start))
+        for m, now, t in zip(matches, current, takes, strict=True)
+    ]
+    used_cases: list[tuple[Any, Any]] = []
+    start_cases: list[tuple[Any, Any]] = []
+    for m, now, t in zip(matches, current, takes, strict=True):
+        used_cases += [(and_(m, now), col(c.used) + t.n), (m, t.n)]
+        start_cases += [(and_(m, now), col(c.window_start)), (m, t.start)]
+    stmt = (
         update(c)
-        .where(
-            col(c.scope) == scope,
-            col(c.key) == key,
-            col(c.window) == window,
-            or_(and_(current, col(c.used) + n <= limit), col(c.window_start) < start),
-        )
-        .values(
-            used=case((current, col(c.used) + n), else_=n),
-            window_start=case((current, col(c.window_start)), else_=start),
-        )
+        .where(or_(*ok))
+        .values(used=case(*used_cases), window_start=case(*start_cases))
+        .returning(col(c.scope), col(c.key), col(c.window))
     )
-    return bool(result.rowcount)
+    rows = (await session.exec(stmt)).all()
+    return {(r[0], r[1], r[2]) for r in rows}
 
 
 async def refund(session: AsyncSession, scope: str, key: str, window: str, n: int) -> None:

@@ -114,7 +114,7 @@ async def consume(
     """Take one action and the input's amount from every applicable window (flush only); on
     the first window that cannot take it, give back what was taken and return which."""
     now = time.time()
-    taken: list[tuple[str, str, str, int]] = []
+    takes: list[repository.Take] = []
     for scope in snap.scopes:
         for window in SECONDS:
             limit = scope.limit(window)
@@ -123,15 +123,25 @@ async def consume(
             n = _amount(input_doc, scope.budget.spend_field) if window == "spend_per_day" else 1
             if n == 0:
                 continue
-            start = _start(window, now)
-            if await repository.consume(session, scope.scope, scope.key, window, start, n, limit):
-                taken.append((scope.scope, scope.key, window, n))
-                continue
-            for s, k, w, m in taken:
-                await repository.refund(session, s, k, w, m)
-            retry = max(1, math.ceil(start + SECONDS[window] - now))
-            return Exceeded(scope.scope, window, retry)
-    return None
+            takes.append(
+                repository.Take(scope.scope, scope.key, window, _start(window, now), n, limit)
+            )
+    if not takes:
+        return None
+    # One statement for every window (none is taken past its limit); when some window cannot
+    # take it, give back what the others took (a refusal: rare) and say which window refused.
+    refused = next((t for t in takes if t.n > t.limit), None)
+    taken = set() if refused is not None else await repository.consume(session, takes)
+    if refused is None and len(taken) == len(takes):
+        return None
+    for t in takes:
+        if (t.scope, t.key, t.window) in taken:
+            await repository.refund(session, t.scope, t.key, t.window, t.n)
+        elif refused is None:
+            refused = t
+    assert refused is not None
+    retry = max(1, math.ceil(refused.start + SECONDS[refused.window] - now))
+    return Exceeded(refused.scope, refused.window, retry)
 
 
 async def refund(session: AsyncSession, snap: Snapshot, input_doc: dict[str, Any]) -> None:
