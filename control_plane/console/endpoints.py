@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from control_plane.agents import service as agents
 from control_plane.agents.schemas import AgentStatus
@@ -80,6 +80,13 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/console") and not any(u in target for u in unsafe):
         return target
     return "/console/"
+
+
+@router.get("")
+async def console_root() -> Response:
+    """``/console`` (no slash), as people type it: the console's home. The app does not redirect
+    slashes in general (``redirect_slashes=False``), so this one path does."""
+    return RedirectResponse("/console/", status_code=307)
 
 
 # --- sign-in and sign-out ------------------------------------------------------------------------

@@ -309,3 +309,13 @@ async def test_verify_runs_in_the_background_and_anywhere(
         # A poll that reaches a worker which did not start the job: verified there, at once.
         r = await web.get(f"/console/audit/verify/{uuid.uuid4()}?domain=payments")
         assert 'data-ok="true"' in r.text
+
+
+async def test_the_console_without_its_slash_leads_to_it(client: httpx.AsyncClient) -> None:
+    # What people type: /console. The app redirects no other slashes.
+    r = await client.get("/console")
+    assert r.status_code == 307
+    assert r.headers["location"] == "/console/"
+    r = await client.get("/console/")
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/console/sign-in")
