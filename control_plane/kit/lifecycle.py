@@ -7,6 +7,7 @@ turns false first and load balancers move traffic elsewhere while the requests i
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from collections.abc import Callable
@@ -42,19 +43,25 @@ def install_sigterm_drain(seconds: float) -> None:
     if not callable(previous) or getattr(previous, "__name__", "") != "handle_exit":
         return
     server_exit: Callable[[int, FrameType | None], Any] = previous
+    loop = asyncio.get_running_loop()
 
     def on_sigterm(sig: int, frame: FrameType | None) -> None:
+        # A signal handler interrupts whatever the main thread was doing, a log write that
+        # holds its stream's lock included: logging (or starting a thread) from here can
+        # deadlock the process. Only flags are set here; the rest runs on the event loop.
         if draining():
             server_exit(sig, frame)
             return
         start_draining()
-        log.info("shutdown_draining", drain_seconds=seconds)
+        loop.call_soon_threadsafe(_log_draining, seconds)
         if seconds <= 0:
             server_exit(sig, frame)
         else:
-            # The handler only sets flags the server's main loop polls: safe from a timer.
-            timer = threading.Timer(seconds, server_exit, (sig, None))
-            timer.daemon = True
-            timer.start()
+            # The server's handler only sets flags its main loop polls: safe from a timer.
+            loop.call_soon_threadsafe(loop.call_later, seconds, server_exit, sig, None)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _log_draining(seconds: float) -> None:
+    log.info("shutdown_draining", drain_seconds=seconds)
