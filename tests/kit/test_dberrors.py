@@ -178,7 +178,11 @@ async def test_pool_exhaustion_answers_503_within_the_pool_timeout(
         slow = [
             asyncio.create_task(client.get("/chaos/sleep", params={"seconds": 4})) for _ in range(3)
         ]
-        await asyncio.sleep(0.5)
+        # Wait until they hold every connection (a fixed sleep raced them on a loaded machine).
+        pool = app_state(client._transport.app).database.engine.pool  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while pool.checkedout() < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)
         started = time.monotonic()
         r = await client.get("/v1/agents", headers=ADMIN)
         elapsed = time.monotonic() - started
