@@ -71,7 +71,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database.open(settings)
         tracing.instrument_engine(database.engine, provider)
-        keystore = KeyStore(database.sessionmaker, settings, database.read_sessionmaker)
+        keystore = KeyStore(database, settings)
         await keystore.start()
         limits = InputLimits()
         policy_engine = build_engine(
@@ -167,6 +167,7 @@ def create_app(
             await _flush_audit(state)
             await state.pruner.aclose()
             await state.policy_runtime.aclose()
+            await state.keystore.aclose()
             await database.aclose()
             if tracer_provider is None:
                 provider.shutdown()  # flushes the batch exporter

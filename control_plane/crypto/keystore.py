@@ -10,6 +10,8 @@ with it for that long).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from control_plane.crypto.signing import (
     generate_signing_key,
     public_key_not_after,
 )
+from control_plane.kit.database import Database
 from control_plane.kit.db import SessionMaker
 from control_plane.kit.time import utcnow
 from control_plane.models import SigningKeyRow
@@ -113,29 +116,43 @@ async def rotate(sessionmaker: SessionMaker, settings: Settings) -> str:
 
 
 class KeyStore:
-    """The current key ring of this process, reloaded from the database every
-    ``key_refresh_seconds`` (and at most once a second on demand, for an unknown kid)."""
+    """The current key ring of this process.
 
-    def __init__(
-        self, sessionmaker: SessionMaker, settings: Settings, read_sessionmaker: SessionMaker
-    ) -> None:
-        # Reloads happen inside requests that may hold SQLite's write lock: they must read
-        # through a read-only session, or they wait for their own request forever.
-        self._sessionmaker = sessionmaker
-        self._read_sessionmaker = read_sessionmaker
+    A background task reloads it from the database every half ``key_refresh_seconds``, so
+    rotations on other replicas reach this one and requests normally find the ring fresh
+    without touching the database. A ring older than ``key_refresh_seconds`` (the refresh fell
+    behind: the database is slow or away) is never used: the request that finds it so reloads
+    it, and an unknown kid reloads it at most once a second. Every load reads through the
+    database's one-connection side pool (``Database.side_sessionmaker``): a request already
+    holding a pooled connection never waits for a second one from the same pool, which under
+    load is a wait that ends only at the pool timeout.
+    """
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self._database = database
         self._settings = settings
         self._kek = resolve_kek(settings)
         self._ring: SigningKeyRing | None = None
+        self._has_active_key = False
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the ring at start-up. A database that is not ready yet (unreachable, not
-        migrated) is not fatal: /readyz reports it and the ring loads on first use."""
+        """Load the ring, creating the first signing key in a fresh database, then keep it
+        fresh in the background. A database that is not ready yet (unreachable, not migrated)
+        is not fatal: /readyz reports it and the refresh keeps trying."""
         try:
-            await self.reload()
+            await self._refresh()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("signing_keys_not_loaded", error_type=type(exc).__name__)
+        self._task = asyncio.create_task(self._refresh_forever(), name="signing-key-refresh")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def reload(self) -> SigningKeyRing:
         """Reload now, e.g. right after this process rotated the keys."""
@@ -143,7 +160,9 @@ class KeyStore:
             return await self._load()
 
     async def ring(self, *, force: bool = False) -> SigningKeyRing:
-        """The cached ring; ``force`` (an unknown kid) reloads at most once a second."""
+        """The ring (see the class docstring); ``force`` (an unknown kid) reloads at most once
+        a second. Raises the database's errors when a stale ring cannot be reloaded (the
+        request answers 503: a stale ring may verify a retired key)."""
         ring = self._fresh(force)
         if ring is not None:
             return ring
@@ -158,17 +177,40 @@ class KeyStore:
             return None
         return self._ring
 
-    async def _load(self) -> SigningKeyRing:
-        async with self._read_sessionmaker() as session:
-            has_key = bool(await repository.active_signing_keys(session))
-        if not has_key:
-            # A fresh database (normally seen at start-up, outside any request).
-            async with self._sessionmaker() as session:
+    async def _refresh_forever(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(self._settings.key_refresh_seconds / 2)
+            try:
+                await self._refresh()
+            except (SQLAlchemyError, OSError) as exc:
+                # Warn once per outage; requests meanwhile answer 503 once the ring is stale.
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "signing_keys_refresh_failed",
+                    error_type=type(exc).__name__,
+                )
+                failing = True
+            else:
+                if failing:
+                    log.info("signing_keys_refreshed")
+                failing = False
+
+    async def _refresh(self) -> None:
+        await self.reload()
+        if not self._has_active_key:
+            # A fresh database: create the first key in this process's writer turn (never
+            # inside a request, never under the lock requests wait on), then load it.
+            async with self._database.writing() as session:
                 if not await repository.active_signing_keys(session):
                     await add_signing_key(session, self._kek, self._settings, retire_current=False)
                     await session.commit()
-        async with self._read_sessionmaker() as session:
+            await self.reload()
+
+    async def _load(self) -> SigningKeyRing:
+        async with self._database.side_sessionmaker() as session:
             rows = await repository.published_signing_keys(session, utcnow())
         self._ring = SigningKeyRing(_records(rows, self._kek))
+        self._has_active_key = any(row.retired_at is None for row in rows)
         self._loaded_at = time.monotonic()
         return self._ring

@@ -3,6 +3,11 @@
 ``writer_turn`` is SQLite's: one writer at a time, so this process queues its writers on an
 ``asyncio.Lock`` (in order) rather than in SQLite's busy handler, which sleeps and retries. It is
 None on PostgreSQL. Background tasks that write take the same turn.
+
+``side_sessionmaker`` reads through a pool of its own, one connection: for state that requests
+wait on but that is loaded outside them (the token signing key ring). Were it loaded through
+the request pool, requests holding every pooled connection while they wait for it would wait
+for a connection that none of them gives back, until the pool timeout.
 """
 
 from __future__ import annotations
@@ -32,23 +37,26 @@ class Database:
     sessionmaker: SessionMaker
     read_sessionmaker: SessionMaker
     writer_turn: asyncio.Lock | None
+    side_engine: AsyncEngine
+    side_sessionmaker: SessionMaker
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
-        engine = create_engine(
-            settings.resolved_database_url,
-            pool_size=settings.database_pool_size,
-            timeouts=DatabaseTimeouts(
-                pool=settings.database_pool_timeout_seconds,
-                statement=settings.database_statement_timeout_seconds,
-                connect=settings.database_connect_timeout_seconds,
-            ),
+        timeouts = DatabaseTimeouts(
+            pool=settings.database_pool_timeout_seconds,
+            statement=settings.database_statement_timeout_seconds,
+            connect=settings.database_connect_timeout_seconds,
         )
+        url = settings.resolved_database_url
+        engine = create_engine(url, pool_size=settings.database_pool_size, timeouts=timeouts)
+        side = create_engine(url, timeouts=timeouts, single=True)
         return cls(
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             read_sessionmaker=create_sessionmaker(engine, read_only=True),
             writer_turn=asyncio.Lock() if settings.is_sqlite else None,
+            side_engine=side,
+            side_sessionmaker=create_sessionmaker(side, read_only=True),
         )
 
     @contextlib.asynccontextmanager
@@ -60,6 +68,7 @@ class Database:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+        await self.side_engine.dispose()
 
 
 class KitState(Protocol):

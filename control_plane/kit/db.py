@@ -42,19 +42,29 @@ _CLIENT_TIMEOUT_MARGIN = 5.0
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, timeouts: DatabaseTimeouts | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    timeouts: DatabaseTimeouts | None = None,
+    single: bool = False,
 ) -> AsyncEngine:
+    """An engine for ``url``. ``single``: a pool of exactly one connection (no overflow), for a
+    background task that must never queue behind requests for a connection."""
     t = timeouts or DatabaseTimeouts()
+    sizing: dict[str, Any] = {"pool_size": 1, "max_overflow": 0} if single else {}
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            url, connect_args={"timeout": t.statement}, pool_timeout=t.pool, hide_parameters=True
+            url,
+            connect_args={"timeout": t.statement},
+            pool_timeout=t.pool,
+            hide_parameters=True,
+            **sizing,
         )
         _configure_sqlite(engine, busy_timeout_ms=round(t.statement * 1000))
         return engine
     return create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        **(sizing or {"pool_size": pool_size, "max_overflow": pool_size * 2}),
         # A restart or failover leaves dead connections in the pool: test each at checkout.
         pool_pre_ping=True,
         pool_timeout=t.pool,

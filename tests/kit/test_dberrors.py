@@ -26,6 +26,7 @@ from control_plane.config import Settings
 from control_plane.kit.routing import Session, TransactionalRoute
 from control_plane.state import app_state
 from tests.conftest import ADMIN_TOKEN, _bootstrap
+from tests.fixtures.decisions import REFUND, decider
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -221,3 +222,21 @@ async def test_sqlite_writer_queue_is_bounded(db_url: str, tmp_path: Path) -> No
         _assert_503(r, "busy")
         r = await client.post("/v1/domains", json={"name": "payments"}, headers=ADMIN)
         assert r.status_code == 201, r.text
+
+
+async def test_key_ring_refresh_never_waits_on_the_request_pool(
+    db_url: str, tmp_path: Path
+) -> None:
+    # Every request verifies its token on the key ring, which is reloaded every
+    # key_refresh_seconds. A reload through the request pool, made by a request already holding
+    # a pooled connection while the others held the rest, waited for a connection none of them
+    # gave back: every request answered 503 pool_timeout after the pool timeout.
+    settings = _settings(db_url, tmp_path, key_refresh_seconds=0.05, database_pool_size=1)
+    async for client in _client(settings):
+        who = await decider(client, ADMIN)
+        answers = await asyncio.gather(
+            *(client.post("/v1/decisions", json=REFUND, headers=who["headers"]) for _ in range(60))
+        )
+        assert [r.status_code for r in answers] == [200] * 60, [
+            r.text for r in answers if r.status_code != 200
+        ][:1]
