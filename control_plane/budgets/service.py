@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -23,6 +24,7 @@ from control_plane.agents import service as agents
 from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.budgets import repository
+from control_plane.budgets.rows import BudgetRow
 from control_plane.budgets.schemas import BudgetPublic, BudgetUpdate, WindowUse
 from control_plane.domains import service as domains
 from control_plane.events import service as events
@@ -39,20 +41,33 @@ def _start(window: str, now: float) -> int:
 
 @dataclass(frozen=True)
 class ScopeBudget:
+    """One budget that applies: its limits per window (None: no limit), the input field its
+    spend is read from, and its counters (window -> (window start, used))."""
+
     scope: str
     key: str
-    budget: Budget
-    counters: dict[str, BudgetCounter]
+    limits: dict[str, int | None]
+    spend_field: str
+    counters: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, budget: Budget, counters: Iterable[BudgetCounter]) -> ScopeBudget:
+        return cls(
+            budget.scope,
+            budget.key,
+            {w: getattr(budget, w) for w in SECONDS},
+            budget.spend_field,
+            {c.window: (c.window_start, c.used) for c in counters},
+        )
 
     def limit(self, window: str) -> int | None:
-        value: int | None = getattr(self.budget, window)
-        return value
+        return self.limits.get(window)
 
     def used(self, window: str, now: float) -> int:
         counter = self.counters.get(window)
-        if counter is None or counter.window_start < _start(window, now):
+        if counter is None or counter[0] < _start(window, now):
             return 0
-        return counter.used
+        return counter[1]
 
     def remaining(self, now: float) -> dict[str, int]:
         out = {}
@@ -81,18 +96,27 @@ class Exceeded:
     retry_after: int
 
 
-async def snapshot(session: AsyncSession, agent_id: uuid.UUID, domain: str) -> Snapshot | None:
-    """The budgets that apply to the agent (its own and its domain's), or None when neither
-    has one. One query."""
-    rows = await repository.load(session, [("agent", str(agent_id)), ("domain", domain)])
-    if not rows:
+def snapshot(rows: Iterable[BudgetRow]) -> Snapshot | None:
+    """The budgets that apply to the agent (its own and its domain's) from the rows the
+    decision's state statement read (``decisions.repository.BudgetRow``, one per window
+    counter), or None when neither has one. No statement of its own."""
+    scopes: dict[tuple[str, str], ScopeBudget] = {}
+    for r in rows:
+        scope = scopes.get((r.scope, r.key))
+        if scope is None:
+            limits = {
+                "actions_per_minute": r.actions_per_minute,
+                "actions_per_hour": r.actions_per_hour,
+                "spend_per_day": r.spend_per_day,
+            }
+            scope = scopes[(r.scope, r.key)] = ScopeBudget(
+                r.scope, r.key, limits, r.spend_field, {}
+            )
+        if r.window is not None and r.window_start is not None and r.used is not None:
+            scope.counters[r.window] = (r.window_start, r.used)
+    if not scopes:
         return None
-    return Snapshot(
-        scopes=tuple(
-            ScopeBudget(b.scope, b.key, b, {c.window: c for c in counters}) for b, counters in rows
-        ),
-        now=time.time(),
-    )
+    return Snapshot(scopes=tuple(scopes.values()), now=time.time())
 
 
 def _amount(document: dict[str, Any], path: str) -> int:
@@ -120,7 +144,7 @@ async def consume(
             limit = scope.limit(window)
             if limit is None:
                 continue
-            n = _amount(input_doc, scope.budget.spend_field) if window == "spend_per_day" else 1
+            n = _amount(input_doc, scope.spend_field) if window == "spend_per_day" else 1
             if n == 0:
                 continue
             takes.append(
@@ -150,7 +174,7 @@ async def refund(session: AsyncSession, snap: Snapshot, input_doc: dict[str, Any
         for window in SECONDS:
             if scope.limit(window) is None:
                 continue
-            n = _amount(input_doc, scope.budget.spend_field) if window == "spend_per_day" else 1
+            n = _amount(input_doc, scope.spend_field) if window == "spend_per_day" else 1
             if n:
                 await repository.refund(session, scope.scope, scope.key, window, n)
 
@@ -205,7 +229,7 @@ def _public(scope: str, key: str, found: tuple[Budget, list[BudgetCounter]] | No
             updated_at=None,
         )
     budget, counters = found
-    sb = ScopeBudget(scope, key, budget, {c.window: c for c in counters})
+    sb = ScopeBudget.of(budget, counters)
     use = {}
     for window, size in SECONDS.items():
         limit = sb.limit(window)

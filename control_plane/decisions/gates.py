@@ -1,9 +1,8 @@
 """The governance steps of a decision: budgets before and after policy, approvals after it.
 
-``prepare`` runs before the engine: it reads the budgets that apply (one query; none when the
-decision's state read found that no budget applies) and puts what is left in
-``input.vouched.budget``. ``judge`` runs after the engine, in the decision's transaction, and
-turns the policy's answer into the final one:
+``prepare`` runs before the engine: from the budgets that the decision's state statement read,
+it puts what is left in ``input.vouched.budget``. ``judge`` runs after the engine, in the
+decision's transaction, and turns the policy's answer into the final one:
 
 - a retry with ``approval_id``: a policy deny stands; otherwise the approval must be approved,
   unexpired, unused and bound to this exact input, and is consumed here (an allow with reason
@@ -18,6 +17,7 @@ turns the policy's answer into the final one:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.approvals import service as approvals
 from control_plane.audit import service as audit
 from control_plane.budgets import service as budgets
+from control_plane.budgets.rows import BudgetRow
 from control_plane.decisions.schemas import DecisionRequest
 from control_plane.events import service as events
 from control_plane.models import Decision
@@ -49,18 +50,10 @@ class Verdict:
         return self.effect == Effect.allow
 
 
-async def prepare(
-    session: AsyncSession,
-    principal: AgentPrincipal,
-    input_doc: dict[str, Any],
-    *,
-    budgeted: bool = True,
-) -> budgets.Snapshot | None:
-    """The budgets that apply and what is left of them (into ``input.vouched.budget``); no
-    statement when ``budgeted`` is False (the decision's state read found none)."""
-    if not budgeted:
-        return None
-    snap = await budgets.snapshot(session, principal.agent.id, principal.agent.domain)
+def prepare(input_doc: dict[str, Any], rows: Sequence[BudgetRow]) -> budgets.Snapshot | None:
+    """The budgets that apply and what is left of them (into ``input.vouched.budget``), from
+    the rows the decision's state statement read: no statement of its own."""
+    snap = budgets.snapshot(rows) if rows else None
     if snap is not None:
         input_doc["vouched"]["budget"] = snap.vouched()
     return snap

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,12 +14,14 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.budgets.rows import BudgetRow
 from control_plane.kit.inserts import Row
 from control_plane.models import (
     Agent,
     AgentVersion,
     AuditRedactionList,
     Budget,
+    BudgetCounter,
     Credential,
     Decision,
     DecisionReplay,
@@ -56,18 +58,20 @@ class DecisionState:
 
     ``version`` and ``revision`` (the bundle's active revision number) feed the decision;
     ``redaction`` is the domain's audit redaction list (its field patterns, [] when none) and
-    ``budgeted`` whether a budget applies to the agent (its own or its domain's), so that
-    neither costs a statement of its own; ``guard`` is everything that, changed, makes a
-    decision taken on the earlier read stale (the agent's row version and status, the
-    credential's revocation, expiry and bound version's state, the token's revocation, the
-    active version, the active revision, the redaction list, whether a budget applies)."""
+    ``budgets`` the rows of the budgets that apply to the agent (its own and its domain's, one
+    ``BudgetRow`` per window counter), so that neither costs a statement of its own;
+    ``guard`` is everything that, changed, makes a decision taken on the earlier read stale (the
+    agent's row version and status, the credential's revocation, expiry and bound version's
+    state, the token's revocation, the active version, the active revision, the redaction
+    list, the budgets' limits). Budget use is not in it: it changes with every decision, and
+    consuming re-checks it on the row (``budgets.repository.consume``)."""
 
     version: ActiveVersion | None
     revision: int | None
     redaction: list[str]
-    budgeted: bool
     guard: tuple[Any, ...]
     routing: Routing
+    budgets: tuple[BudgetRow, ...] = field(default=(), compare=False)
 
 
 def _decision_state_statement() -> Any:
@@ -91,17 +95,21 @@ def _decision_state_statement() -> Any:
             sa_select(col(AuditRedactionList.fields))
             .where(col(AuditRedactionList.domain) == col(Agent.domain))
             .scalar_subquery(),
-            exists().where(
-                or_(
-                    and_(col(Budget.scope) == "agent", col(Budget.key) == bindparam("agent_key")),
-                    and_(col(Budget.scope) == "domain", col(Budget.key) == col(Agent.domain)),
-                )
-            ),
             # The canary and the shadow (policy.canary.Routing), read with the rest.
             col(PolicyBundle.canary_revision),
             col(PolicyBundle.canary_basis_points),
             col(PolicyBundle.canary_domains),
             col(PolicyBundle.shadow_revision),
+            # The budgets that apply, a row per window counter (at most two budgets of three).
+            col(Budget.scope),
+            col(Budget.key),
+            col(Budget.actions_per_minute),
+            col(Budget.actions_per_hour),
+            col(Budget.spend_per_day),
+            col(Budget.spend_field),
+            col(BudgetCounter.window),
+            col(BudgetCounter.window_start),
+            col(BudgetCounter.used),
         )
         .select_from(Agent)
         .outerjoin(
@@ -116,6 +124,20 @@ def _decision_state_statement() -> Any:
         )
         .outerjoin(bound, col(bound.id) == col(Credential.version_id))
         .outerjoin(PolicyBundle, col(PolicyBundle.name) == bindparam("bundle"))
+        .outerjoin(
+            Budget,
+            or_(
+                and_(col(Budget.scope) == "agent", col(Budget.key) == bindparam("agent_key")),
+                and_(col(Budget.scope) == "domain", col(Budget.key) == col(Agent.domain)),
+            ),
+        )
+        .outerjoin(
+            BudgetCounter,
+            and_(
+                col(BudgetCounter.scope) == col(Budget.scope),
+                col(BudgetCounter.key) == col(Budget.key),
+            ),
+        )
         .where(col(Agent.id) == bindparam("agent_id"))
     )
 
@@ -127,7 +149,8 @@ async def decision_state(
     session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, jti: str, bundle: str
 ) -> DecisionState | None:
     """The agent's active version, the bundle's active revision, the domain's redaction list,
-    whether a budget applies, and the guard; None when the agent is gone."""
+    the budgets that apply, and the guard; None when the agent is gone. One statement: its
+    first 17 columns are the same on every row, one row per budget window counter."""
     params = {
         "agent_id": agent_id,
         "agent_key": str(agent_id),
@@ -135,24 +158,26 @@ async def decision_state(
         "jti": jti,
         "bundle": bundle,
     }
-    row = (await session.exec(_DECISION_STATE, params=params)).first()
-    if row is None:
+    rows = (await session.exec(_DECISION_STATE, params=params)).all()
+    if not rows:
         return None
+    row = rows[0]
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
     routing = Routing(
         active=row[10],
-        canary=row[14],
-        basis_points=row[15],
-        domains=tuple(row[16] or ()),
-        shadow=row[17],
+        canary=row[13],
+        basis_points=row[14],
+        domains=tuple(row[15] or ()),
+        shadow=row[16],
     )
+    budgets = tuple(BudgetRow(*r[17:]) for r in rows if r[17] is not None)
     return DecisionState(
         version=version,
         revision=row[10],
         redaction=list(row[12] or ()),
-        budgeted=bool(row[13]),
-        guard=(*row[:16], routing.domains, row[17]),
+        guard=(*row[:15], routing.domains, row[16], frozenset(b.limits for b in budgets)),
         routing=routing,
+        budgets=budgets,
     )
 
 

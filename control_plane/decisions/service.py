@@ -12,7 +12,7 @@ path patterns (``control_plane.kit.redaction``) before it is stored.
 
 The hot path (issue 12), in order: one statement reads what the decision depends on besides the
 request (``repository.decision_state``: active version, the bundle's active revision, the
-registry and revocation state, the domain's audit redaction list, whether a budget applies); the
+registry and revocation state, the domain's audit redaction list, the budgets that apply); the
 input is encoded once (its digest and the engine read the same text); the engine evaluates; then
 ``record_decision`` writes the decision row and its audit record (Core inserts, one statement on
 PostgreSQL: ``kit.inserts``). On SQLite the route reads first and takes the process's writer
@@ -148,7 +148,7 @@ async def decide(
     version = state.version
     input_doc = decision_input(principal, version, body)
     # Budgets left are a vouched fact the policy may read (input.vouched.budget).
-    snap = await gates.prepare(session, principal, input_doc, budgeted=state.budgeted)
+    snap = gates.prepare(input_doc, state.budgets)
     try:
         encoded = encode_input(input_doc, limits)
     except InvalidInputError as exc:
