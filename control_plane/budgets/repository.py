@@ -5,11 +5,12 @@ loser's WHERE fails on that row."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, or_, update
+from sqlalchemy import BigInteger, and_, bindparam, case, delete, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -86,33 +87,57 @@ class Take:
     limit: int
 
 
+@functools.cache
+def _consume_statement(count: int) -> Any:
+    """The UPDATE of ``consume`` for ``count`` takes, built once per count with bound
+    parameters (``scope_i``, ``key_i``, ``window_i``, ``start_i``, ``n_i``, ``limit_i``):
+    building it per call cost more than running it."""
+    c = BudgetCounter
+    ok: list[Any] = []
+    used_cases: list[tuple[Any, Any]] = []
+    start_cases: list[tuple[Any, Any]] = []
+    for i in range(count):
+        start = bindparam(f"start_{i}", type_=BigInteger)
+        n = bindparam(f"n_{i}", type_=BigInteger)
+        limit = bindparam(f"limit_{i}", type_=BigInteger)
+        match = and_(
+            col(c.scope) == bindparam(f"scope_{i}"),
+            col(c.key) == bindparam(f"key_{i}"),
+            col(c.window) == bindparam(f"window_{i}"),
+        )
+        current = col(c.window_start) >= start
+        ok.append(
+            and_(match, or_(and_(current, col(c.used) + n <= limit), col(c.window_start) < start))
+        )
+        used_cases += [(and_(match, current), col(c.used) + n), (match, n)]
+        start_cases += [(and_(match, current), col(c.window_start)), (match, start)]
+    return (
+        update(c)
+        .where(or_(*ok))
+        .values(used=case(*used_cases), window_start=case(*start_cases))
+        .returning(col(c.scope), col(c.key), col(c.window))
+    )
+
+
 async def consume(session: AsyncSession, takes: Sequence[Take]) -> set[tuple[str, str, str]]:
     """Take every ``takes`` entry that stays within its limit, in one UPDATE statement; returns
     the (scope, key, window) of those taken. Each row's condition is checked on the row as it
     is updated (PostgreSQL re-checks it on the locked row after a concurrent update), so two
     concurrent decisions never take more than a limit together. A window whose period has
     passed starts again at ``start`` with ``n``."""
-    c = BudgetCounter
-    matches = [
-        and_(col(c.scope) == t.scope, col(c.key) == t.key, col(c.window) == t.window) for t in takes
-    ]
-    current = [col(c.window_start) >= t.start for t in takes]
-    ok = [
-        and_(m, or_(and_(now, col(c.used) + t.n <= t.limit), col(c.window_start) < t.start))
-        for m, now, t in zip(matches, current, takes, strict=True)
-    ]
-    used_cases: list[tuple[Any, Any]] = []
-    start_cases: list[tuple[Any, Any]] = []
-    for m, now, t in zip(matches, current, takes, strict=True):
-        used_cases += [(and_(m, now), col(c.used) + t.n), (m, t.n)]
-        start_cases += [(and_(m, now), col(c.window_start)), (m, t.start)]
-    stmt = (
-        update(c)
-        .where(or_(*ok))
-        .values(used=case(*used_cases), window_start=case(*start_cases))
-        .returning(col(c.scope), col(c.key), col(c.window))
-    )
-    rows = (await session.exec(stmt)).all()
+    params: dict[str, Any] = {}
+    for i, t in enumerate(takes):
+        params.update(
+            {
+                f"scope_{i}": t.scope,
+                f"key_{i}": t.key,
+                f"window_{i}": t.window,
+                f"start_{i}": t.start,
+                f"n_{i}": t.n,
+                f"limit_{i}": t.limit,
+            }
+        )
+    rows = (await session.exec(_consume_statement(len(takes)), params=params)).all()
     return {(r[0], r[1], r[2]) for r in rows}
 
 

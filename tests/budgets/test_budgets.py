@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from control_plane.state import app_state
 from tests.fixtures.decisions import REFUND, decider
@@ -193,3 +194,28 @@ async def test_policy_sees_what_is_left(
         [{"type": "seen", "left": 2}],
     ]
     assert seen[2]["effect"] == "require_approval"
+
+
+async def test_a_window_that_has_passed_starts_again(
+    client: httpx.AsyncClient, admin: dict[str, str], app: FastAPI
+) -> None:
+    me = await decider(client, admin, autonomy_level=3)
+    agent_id = me["agent"]["id"]
+    body = {"actions_per_minute": 2, "spend_per_day": 100}
+    r = await client.put(f"/v1/agents/{agent_id}/budget", json=body, headers=admin)
+    assert r.status_code == 200, r.text
+    assert (await _decide(client, me["headers"], 30)).json()["allow"] is True
+    assert (await _decide(client, me["headers"], 30)).json()["allow"] is True
+    assert (await _decide(client, me["headers"], 30)).json()["reasons"] == ["budget_exceeded"]
+    # The minute and the day are over (their counters say they began a day and a minute ago).
+    async with app_state(app).database.sessionmaker() as session:
+        await session.exec(  # type: ignore[call-overload]
+            text("UPDATE budget_counters SET window_start = window_start - 86400 WHERE key = :k"),
+            params={"k": agent_id},
+        )
+        await session.commit()
+    assert (await _decide(client, me["headers"], 90)).json()["allow"] is True
+    got = (await client.get(f"/v1/agents/{agent_id}/budget", headers=admin)).json()
+    assert got["use"]["actions_per_minute"]["used"] == 1
+    assert got["use"]["spend_per_day"]["used"] == 90
+    assert (await _decide(client, me["headers"], 20)).json()["reasons"] == ["budget_exceeded"]
