@@ -2,7 +2,8 @@
 
 ``writer_turn`` is SQLite's: one writer at a time, so this process queues its writers on an
 ``asyncio.Lock`` (in order) rather than in SQLite's busy handler, which sleeps and retries. It is
-None on PostgreSQL. Background tasks that write take the same turn.
+None on PostgreSQL. Background tasks that write take the same turn; one whose write can wait
+(``writing(defer=...)``) first lets requests go ahead of it.
 
 ``side_sessionmaker`` reads through a pool of its own, one connection: for state that requests
 wait on but that is loaded outside them (the token signing key ring). Were it loaded through
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -29,6 +31,9 @@ from control_plane.kit.db import (
     create_engine,
     create_sessionmaker,
 )
+
+#: How often a deferred background write looks whether the writer turn is free.
+_DEFER_POLL_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,20 @@ class Database:
         )
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncSession]:
+    async def writing(self, *, defer: float = 0.0) -> AsyncIterator[AsyncSession]:
         """A write session outside any request, in this process's writer turn. The caller
-        commits."""
-        async with self.writer_turn or contextlib.nullcontext(), self.sessionmaker() as session:
+        commits.
+
+        ``defer`` (seconds, SQLite only): a background write that can wait first waits, up to
+        that long, until no one holds the turn, so it never queues ahead of requests already
+        waiting for it; past that it queues like any writer (never starved)."""
+        turn = self.writer_turn
+        if turn is not None and defer > 0:
+            deadline = time.monotonic() + defer
+            # The lock announces no release: look again every few milliseconds.
+            while turn.locked() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(_DEFER_POLL_SECONDS)
+        async with turn or contextlib.nullcontext(), self.sessionmaker() as session:
             yield session
 
     async def aclose(self) -> None:

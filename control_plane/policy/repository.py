@@ -75,15 +75,17 @@ async def add(session: AsyncSession, row: PolicyBundle | PolicyRevision) -> None
     await session.flush()
 
 
-async def add_shadow_diff(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """INSERT one shadow difference unless that (decision, shadow revision) is on record
-    already; True when inserted."""
+async def add_shadow_diffs(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    """INSERT shadow differences, skipping each (decision, shadow revision) on record already;
+    the number inserted. One statement per page of rows (SQLAlchemy's insertmanyvalues)."""
+    if not rows:
+        return 0
     table = ShadowDiff.__table__  # type: ignore[attr-defined]
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     stmt = stmt.on_conflict_do_nothing(index_elements=["decision_id", "shadow_revision"])
-    result = await session.exec(stmt.returning(table.c.id), params=[values])
-    return result.first() is not None
+    result = await session.exec(stmt.returning(table.c.id), params=rows)
+    return len(result.all())
 
 
 def _diff_filter(stmt: Any, bundle: str, shadow: int | None, visible: frozenset[str] | None) -> Any:

@@ -119,7 +119,7 @@ async def test_shadow_never_changes_the_answer_and_records_each_difference(
         reasons=tuple(before["reasons"]),
         decided_at=utcnow(),
     )
-    evaluator.submit(again)
+    await evaluator.submit(again)
     await evaluator.drain()
     assert len(await _diffs(client, admin, 4)) == 3
 
@@ -171,7 +171,7 @@ async def test_a_full_queue_drops_and_counts_without_waiting(
     dropped = await _metric(client, admin, "dropped")
     started = time.perf_counter()
     for _ in range(3):
-        evaluator.submit(job)
+        await evaluator.submit(job)
     assert time.perf_counter() - started < 1  # never blocks (a bound, not a speed figure)
     assert await _metric(client, admin, "dropped") == dropped + 2
 
