@@ -9,14 +9,16 @@ the decision path is kept small (``bench/shadow.py`` measures it, off and on sid
 - the queue is bounded: when it is full the job is dropped, counted
   (``agentctl_shadow_evaluations{outcome="dropped"}``) and logged (``shadow_queue_full``, at
   most every ``DROP_LOG_SECONDS``), so a slow shadow engine never slows decisions;
-- one worker task evaluates the jobs with the runtime's ``shadow`` engine (its own worker
-  threads, as every wasm evaluation) and keeps only the differences: the effect or the reasons
-  differ from what the engine answered for the decision (before approvals and budgets, which
-  do not depend on the revision);
-- differences are written in large, rare batches (``WRITE_BATCH`` rows, or after
-  ``FLUSH_SECONDS``), one statement per batch; on SQLite the write waits (up to
-  ``DEFER_SECONDS``) until no request holds or waits for the process's writer turn
-  (``Database.writing(defer=...)``), so decisions go first;
+- one worker task does the shadow's work in bursts: after a first job it lingers
+  ``LINGER_SECONDS`` for others, then evaluates them (up to ``MAX_BURST``) one after the other
+  with the runtime's ``shadow`` engine (its own worker threads, as every wasm evaluation). The
+  evaluations compete with requests for the process's CPU and GIL; in one burst a second only
+  the few decisions made during it meet them, where spread out every decision would;
+- it keeps only the differences (the effect or the reasons differ from what the engine
+  answered for the decision, before approvals and budgets, which do not depend on the
+  revision) and writes them ``WRITE_CHUNK`` rows a statement and a transaction; on SQLite each
+  write first waits (up to ``DEFER_SECONDS``) until no request holds or waits for the
+  process's writer turn (``Database.writing(defer=...)``), so decisions go first;
 - the unique (decision, shadow revision) key keeps each difference once.
 
 A job counts as done (`drain`) once its difference is written. `aclose` (the app's shutdown)
@@ -46,12 +48,12 @@ from control_plane.policy.runtime import PolicyRuntime
 log = structlog.get_logger(__name__)
 
 DEFAULT_QUEUE_SIZE: Final = 10_000
-#: Jobs taken from the queue at once and evaluated one after the other.
-EVALUATE_BATCH: Final = 64
-#: Differences written together, in one statement and one transaction.
-WRITE_BATCH: Final = 500
-#: How long a difference may wait for others before it is written anyway.
-FLUSH_SECONDS: Final = 1.0
+#: Most jobs evaluated in one burst.
+MAX_BURST: Final = 1000
+#: Differences written in one statement and one transaction.
+WRITE_CHUNK: Final = 200
+#: How long the worker lingers after a first job for others to join its burst.
+LINGER_SECONDS: Final = 1.0
 #: SQLite: how long a write waits for the writer turn to be free before it queues for it.
 DEFER_SECONDS: Final = 2.0
 #: How long a shadow evaluation waits for its revision to load into the shadow engine.
@@ -90,18 +92,16 @@ class ShadowEvaluator:
         runtime: PolicyRuntime,
         *,
         size: int = DEFAULT_QUEUE_SIZE,
-        flush_seconds: float = FLUSH_SECONDS,
+        linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self._database = database
         self._runtime = runtime
-        self._flush_seconds = flush_seconds
-        # None wakes the worker (`drain`); it is not a job.
-        self._queue: asyncio.Queue[ShadowJob | None] = asyncio.Queue(maxsize=size)
+        self._linger_seconds = linger_seconds
+        self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=size)
         self._task: asyncio.Task[None] | None = None
-        # Differences evaluated, not yet written; their jobs are not done (`drain`) until then.
-        self._pending: list[dict[str, Any]] = []
-        self._oldest = 0.0
+        self._wake = asyncio.Event()
         self._draining = 0
+        self._in_flight = 0  # jobs taken from the queue, not yet done
         self._closed = False
         self._dropped_unlogged = 0
         self._drop_logged_at: float | None = None
@@ -141,40 +141,33 @@ class ShadowEvaluator:
         """Wait until every queued job is evaluated and its difference written (tests,
         shutdown)."""
         self._draining += 1
+        self._wake.set()  # a worker lingering for more jobs goes on at once
         try:
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)  # wake a worker waiting for its flush time
             await self._queue.join()
         finally:
             self._draining -= 1
 
-    def _flush_in(self) -> float | None:
-        """Seconds until the pending differences are due (None: nothing pending)."""
-        if not self._pending:
-            return None
-        if self._draining:
-            return 0.0
-        return max(0.0, self._oldest + self._flush_seconds - time.monotonic())
-
     async def _run(self) -> None:
         while True:
-            jobs: list[ShadowJob | None] = []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_in()):
-                    jobs.append(await self._queue.get())
-            while jobs and len(jobs) < EVALUATE_BATCH and not self._queue.empty():
+            jobs = [await self._queue.get()]
+            if not self._draining:
+                # Linger: the shadow's work for a second of decisions in one burst (a few
+                # decisions meet it) rather than a little after each one (every one would).
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._linger_seconds)
+            while len(jobs) < MAX_BURST and not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
-            real = [job for job in jobs if job is not None]
-            for _ in range(len(jobs) - len(real)):
+            self._in_flight = len(jobs)
+            rows = await self._evaluate(jobs)
+            await self._write(rows)
+            self._in_flight = 0
+            for _ in jobs:
                 self._queue.task_done()
-            if real:
-                await self._evaluate(real)
-            if len(self._pending) >= WRITE_BATCH or self._flush_in() == 0.0:
-                await self._write()
 
-    async def _evaluate(self, batch: list[ShadowJob]) -> None:
-        """Evaluate ``batch``; keep its differences for the next write, and mark the rest
-        done."""
+    async def _evaluate(self, batch: list[ShadowJob]) -> list[dict[str, Any]]:
+        """Evaluate ``batch``; its differences, to write."""
+        rows: list[dict[str, Any]] = []
         finished = 0
         try:
             async with self._database.read_sessionmaker() as session:
@@ -192,38 +185,33 @@ class ShadowEvaluator:
                     finished += 1
                     if str(result.effect) == job.effect and tuple(result.reasons) == job.reasons:
                         metrics.observe_shadow("same")
-                        self._queue.task_done()
-                        continue
-                    if not self._pending:
-                        self._oldest = time.monotonic()
-                    self._pending.append(_diff(job, str(result.effect), list(result.reasons)))
+                    else:
+                        rows.append(_diff(job, str(result.effect), list(result.reasons)))
         except Exception as exc:  # never let one batch stop the worker
             for _ in batch[finished:]:
                 metrics.observe_shadow("failed")
-                self._queue.task_done()
             log.warning("shadow_evaluation_failed", error_type=type(exc).__name__)
+        return rows
 
-    async def _write(self) -> None:
-        """Write the pending differences: one statement, one transaction, on SQLite in a
-        writer turn taken when no request waits for it."""
-        rows, self._pending = self._pending, []
-        try:
-            async with self._database.writing(defer=DEFER_SECONDS) as session:
-                inserted = await repository.add_shadow_diffs(session, rows)
-                await session.commit()
-        except Exception as exc:
-            for _ in rows:
-                metrics.observe_shadow("failed")
-            log.warning("shadow_write_failed", error_type=type(exc).__name__, rows=len(rows))
-        else:
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Write differences, ``WRITE_CHUNK`` rows a statement and a transaction; on SQLite
+        each in a writer turn taken when no request waits for it."""
+        for start in range(0, len(rows), WRITE_CHUNK):
+            chunk = rows[start : start + WRITE_CHUNK]
+            try:
+                async with self._database.writing(defer=DEFER_SECONDS) as session:
+                    inserted = await repository.add_shadow_diffs(session, chunk)
+                    await session.commit()
+            except Exception as exc:
+                for _ in chunk:
+                    metrics.observe_shadow("failed")
+                log.warning("shadow_write_failed", error_type=type(exc).__name__, rows=len(chunk))
+                continue
             for _ in range(inserted):
                 metrics.observe_shadow("different")
             # Evaluated again (a retry): on record already, nothing new.
-            for _ in range(len(rows) - inserted):
+            for _ in range(len(chunk) - inserted):
                 metrics.observe_shadow("same")
-        finally:
-            for _ in rows:
-                self._queue.task_done()
 
     async def aclose(self, drain_seconds: float = CLOSE_DRAIN_SECONDS) -> None:
         """Stop taking jobs, let the queue drain (at most ``drain_seconds``), then stop the
@@ -241,17 +229,10 @@ class ShadowEvaluator:
         with contextlib.suppress(BaseException):
             await self._task
         self._task = None
-        left = sum(1 for job in _queued(self._queue) if job is not None) + len(self._pending)
+        left = self._queue.qsize() + self._in_flight
         if left:
             self._drop_logged_at = None  # always said at shutdown
             self._dropped(left, reason="shutdown")
-
-
-def _queued(queue: asyncio.Queue[ShadowJob | None]) -> list[ShadowJob | None]:
-    items: list[ShadowJob | None] = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 def _diff(job: ShadowJob, effect: str, reasons: list[str]) -> dict[str, Any]:

@@ -11,11 +11,15 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from structlog.testing import capture_logs
 
+from control_plane.app import create_app
+from control_plane.config import Settings
 from control_plane.kit.time import utcnow
 from control_plane.policy.shadow import ShadowEvaluator, ShadowJob
 from control_plane.state import app_state
 from tests.canary.helpers import BUNDLE, push_deny_all
+from tests.conftest import _bootstrap
 from tests.fixtures.decisions import REFUND, decider
 from tests.fixtures.events import events_until
 
@@ -149,31 +153,78 @@ async def test_a_shadow_equal_to_the_answer_stores_nothing(
     assert await _diffs(client, admin, 1) == []
 
 
-async def test_a_full_queue_drops_and_counts_without_waiting(
+async def test_a_full_queue_drops_counts_and_logs_without_waiting(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     state = app_state(app)
     evaluator = ShadowEvaluator(state.database, state.policy_runtime, size=1)  # not started
-    job = ShadowJob(
-        decision_id=uuid.uuid4(),
+    job = _job(uuid.uuid4(), shadow=1, effect="deny", reasons=())
+    dropped = await _metric(client, admin, "dropped")
+    started = time.perf_counter()
+    with capture_logs() as logs:
+        for _ in range(3):
+            await evaluator.submit(job)
+    assert time.perf_counter() - started < 1  # never blocks (a bound, not a speed figure)
+    assert await _metric(client, admin, "dropped") == dropped + 2
+    # Said once, not once per drop (at most every few seconds, with the count since).
+    full = [e for e in logs if e["event"] == "shadow_queue_full"]
+    assert len(full) == 1
+    assert full[0]["log_level"] == "warning"
+    assert full[0]["dropped"] == 1
+    assert full[0]["queue_size"] == 1
+
+
+@pytest.mark.usefixtures("opa_bin")
+async def test_a_stop_right_after_the_decisions_still_records_every_difference(
+    settings: Settings, admin: dict[str, str]
+) -> None:
+    """Shutdown drains the queue: differences not yet written when the server is told to stop
+    (they wait up to a second to be written together) are written before it exits."""
+    await _bootstrap(settings)
+    first = create_app(settings)
+    async with first.router.lifespan_context(first), _client(first) as c:
+        bot = await decider(c, admin)
+        await _settled(c, bot["headers"])
+        shadow = await push_deny_all(c, admin)
+        await c.put(f"{BUNDLE}/shadow", json={"revision": shadow}, headers=admin)
+        ids = []
+        for _ in range(5):
+            r = await c.post("/v1/decisions", json=REFUND, headers=bot["headers"])
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["decision_id"])
+    # Stopped at once; started again on the same database.
+    again = create_app(settings)
+    async with again.router.lifespan_context(again), _client(again) as c:
+        r = await c.get(f"{BUNDLE}/shadow/diffs", headers=admin)
+        assert sorted(d["decision_id"] for d in r.json()["data"]) == sorted(ids)
+        # A job handed over after the stop is dropped and counted, never written.
+        evaluator = app_state(again).shadow_evaluator
+        await evaluator.aclose()
+        dropped = await _metric(c, admin, "dropped")
+        await evaluator.submit(_job(uuid.uuid4(), shadow=shadow, effect="allow", reasons=()))
+        assert await _metric(c, admin, "dropped") == dropped + 1
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+def _job(decision: uuid.UUID, *, shadow: int, effect: str, reasons: tuple[str, ...]) -> ShadowJob:
+    return ShadowJob(
+        decision_id=decision,
         bundle="default",
         revision=1,
-        shadow_revision=1,
+        shadow_revision=shadow,
         action="a",
         agent_id=uuid.uuid4(),
         domain="payments",
         input_doc={},
         encoded="{}",
-        effect="deny",
-        reasons=(),
+        effect=effect,
+        reasons=reasons,
         decided_at=utcnow(),
     )
-    dropped = await _metric(client, admin, "dropped")
-    started = time.perf_counter()
-    for _ in range(3):
-        await evaluator.submit(job)
-    assert time.perf_counter() - started < 1  # never blocks (a bound, not a speed figure)
-    assert await _metric(client, admin, "dropped") == dropped + 2
 
 
 @pytest.mark.usefixtures("opa_bin")
