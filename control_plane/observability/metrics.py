@@ -59,7 +59,8 @@ DECISIONS = Counter(
 SHADOW_EVALUATIONS = Counter(
     "agentctl_shadow_evaluations",
     "Decisions evaluated again with the shadow revision, by outcome: same, different (a "
-    "difference recorded), dropped (the bounded queue was full), failed.",
+    "difference recorded), dropped (the bounded queue was full, or the process stopped before "
+    "it drained), failed.",
     ["outcome"],
 )
 DECISIONS_SERVED = Counter(
@@ -131,7 +132,8 @@ def observe_decision(effect: str, engine: str, failure: str | None, started: flo
 
 def observe_shadow(outcome: str) -> None:
     """One shadow evaluation (``policy.shadow``): ``same``, ``different`` (a difference
-    recorded), ``dropped`` (the queue was full) or ``failed``."""
+    recorded), ``dropped`` (the queue was full, or the process stopped before it drained) or
+    ``failed``."""
     SHADOW_EVALUATIONS.labels(outcome).inc()
 
 
