@@ -59,7 +59,7 @@ DEFER_SECONDS: Final = 2.0
 #: How long a shadow evaluation waits for its revision to load into the shadow engine.
 SHADOW_LOAD_WAIT_SECONDS: Final = 60.0
 #: Shutdown: how long `aclose` lets the queue drain.
-CLOSE_DRAIN_SECONDS: Final = 10.0
+CLOSE_DRAIN_SECONDS: Final = 5.0
 #: A full queue is logged at most this often (with the count dropped since the last line).
 DROP_LOG_SECONDS: Final = 10.0
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from control_plane.config import Settings
+from control_plane.policy.shadow import CLOSE_DRAIN_SECONDS
 from tests.ops.kube import (
     ROOT,
     build,
@@ -104,10 +105,14 @@ def test_the_production_deployment_has_what_operators_expect(tools: Path) -> Non
     }
     assert secrets["AGENTCTL_DATABASE_URL"] == "database-url"
     assert secrets["AGENTCTL_KEY_ENCRYPTION_KEY"] == "key-encryption-key"
-    # The pod is given time for the drain, the grace period and the audit flush.
+    # The pod is given time for the drain, the grace period, the audit flush (5 s at most) and
+    # the shadow queue's drain.
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    needed = float(config["AGENTCTL_SHUTDOWN_DRAIN_SECONDS"]) + float(
-        config["AGENTCTL_SHUTDOWN_GRACE_SECONDS"]
+    needed = (
+        float(config["AGENTCTL_SHUTDOWN_DRAIN_SECONDS"])
+        + float(config["AGENTCTL_SHUTDOWN_GRACE_SECONDS"])
+        + 5
+        + CLOSE_DRAIN_SECONDS
     )
     assert pod["terminationGracePeriodSeconds"] > needed
 
