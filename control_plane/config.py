@@ -82,7 +82,13 @@ class Settings(BaseSettings):
         description="Encrypts signing keys at rest (>= 32 bytes). Outside production, one is "
         "generated into DATA_DIR/key-encryption-key when unset.",
     )
-    key_refresh_seconds: float = Field(default=5.0, gt=0, le=60)
+    key_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="The oldest signing key ring a replica uses; it reloads the keys in the "
+        "background every half of this (rotations on other replicas reach it).",
+    )
     auth_state_ttl_seconds: float = Field(
         default=0.0,
         ge=0,
