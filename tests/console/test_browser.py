@@ -5,9 +5,7 @@ any page, and screenshots of the main pages (pytest's tmp dir, ``console-artefac
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-from sqlalchemy.engine import make_url
 
 from control_plane.kit.db import create_engine
 from tests.audit.test_tamper import drop_triggers
-from tests.conftest import PG_URL, _pg_admin, _pg_drop
 from tests.console.browser import (
     ADMIN_TOKEN,
     CHROMIUM_ARGS,
@@ -33,32 +29,13 @@ from tests.console.browser import (
     run_async,
 )
 from tests.console.support import MARKER, assert_clean
+from tests.fixtures import databases
 from tests.fixtures.servers import server_env, serving
+
+database = databases.database  # the fixture, shared with the other module suites
 
 #: Pages at phone width must not scroll sideways (tables scroll inside their own box).
 PHONE = {"width": 375, "height": 740}
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-        path = tmp_path_factory.mktemp("console-db") / "cp.db"
-        shutil.copyfile(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    assert PG_URL is not None
-    template = request.getfixturevalue("pg_template")
-    name = f"acp_console_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_pg_drop(name))
 
 
 @pytest.fixture(scope="module")

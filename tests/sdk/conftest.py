@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-import shutil
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from sqlalchemy.engine import make_url
 
 from agent_sdk import AsyncClient, Client
-from tests.conftest import PG_URL, _pg_admin, _pg_drop
+from tests.fixtures import databases
 from tests.fixtures.servers import free_port, server_env, serving
+
+database = databases.database  # the fixture, shared with the other module suites
 
 ADMIN_TOKEN = "acp_op_sdk-tests-admin-token-0123456789abcdef"
 KEK = "sdk-tests-key-encryption-key-0123456789abcdefghij"
@@ -52,29 +51,6 @@ def make_server_env(db_url: str, data_dir: Path) -> dict[str, str]:
         # longer than the 10 s default; the SDK's own timeout here is 60 s.
         AGENTCTL_DATABASE_POOL_TIMEOUT_SECONDS="60",
     )
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh migrated database per test module, of each kind."""
-    if request.param == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-        path = tmp_path_factory.mktemp("sdk-db") / "cp.db"
-        shutil.copyfile(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    assert PG_URL is not None
-    template = request.getfixturevalue("pg_template")
-    name = f"acp_sdk_{uuid.uuid4().hex[:16]}"
-    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_pg_drop(name))
 
 
 @pytest.fixture(scope="module")
