@@ -38,6 +38,7 @@ from control_plane.audit.schemas import (
 )
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.redaction import RedactionPattern, obligation_patterns
+from control_plane.kit.routing import after_commit
 from control_plane.kit.time import utcnow
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.observability import metrics
@@ -157,7 +158,8 @@ async def ingest(
             else:
                 status = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
         results.append(RecordOutcome(id=rec.id, status=status))
-    metrics.observe_audit_ingested(len(inserted), "ingest")
+    n_stored = len(inserted)
+    after_commit(session, lambda: metrics.observe_audit_ingested(n_stored, "ingest"))
     return AuditBatchResult(records=results)
 
 

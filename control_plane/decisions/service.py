@@ -40,7 +40,7 @@ from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed
 from control_plane.kit.ids import uuid7
 from control_plane.kit.redaction import obligation_patterns, redact
-from control_plane.kit.routing import StaleReads, begin_writes
+from control_plane.kit.routing import StaleReads, after_commit, begin_writes
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
@@ -195,8 +195,15 @@ async def decide(
         served_by=route.served_by,
     )
     await gates.announce(session, audit_context, decision, verdict)
-    metrics.observe_decision(decision.effect, decision.engine, decision.failure, started)
-    metrics.observe_canary(route.served_by)
+    # Counted once the decision is stored (a rolled-back decision was never made).
+    effect, engine, failure, served_by = (
+        decision.effect,
+        decision.engine,
+        decision.failure,
+        route.served_by,
+    )
+    after_commit(session, lambda: metrics.observe_decision(effect, engine, failure, started))
+    after_commit(session, lambda: metrics.observe_canary(served_by))
     if route.shadow is not None and shadow_jobs is not None:
         shadow_jobs.append(_shadow_job(decision, route.shadow, input_doc, encoded, result))
     return DecisionResult(

@@ -78,6 +78,23 @@ class StaleReads(Exception):
 
 
 _LATE_TURN = "kit.late_writer_turn"
+_AFTER_COMMIT = "kit.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the request's transaction has committed, never when it rolls back
+    (a 4xx, an exception, a 503, a re-run): for what must count only what is stored, such as
+    metrics. Callbacks run in order; one that raises is logged and does not change the
+    answer."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def _committed(session: AsyncSession) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        try:
+            callback()
+        except Exception as exc:
+            log.warning("after_commit_failed", error_type=type(exc).__name__)
 
 
 @dataclass
@@ -277,6 +294,7 @@ async def _transaction(
                 except IntegrityError as exc:
                     await session.rollback()
                     raise Conflict("The replay conflicts with a concurrent change.") from exc
+                _committed(session)
                 return replay.response
             except BaseException as exc:
                 await session.rollback()
@@ -295,6 +313,7 @@ async def _transaction(
             except IntegrityError as exc:
                 await session.rollback()
                 raise Conflict("The change conflicts with a concurrent change.") from exc
+            _committed(session)
             return response
     finally:
         if writer_turn is not None and (late is None or late.held):

@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from control_plane.app import create_app
 from control_plane.config import Settings
-from control_plane.kit.routing import Session, TransactionalRoute
+from control_plane.kit.errors import Conflict
+from control_plane.kit.routing import Session, TransactionalRoute, after_commit
 from control_plane.state import app_state
 from tests.conftest import ADMIN_TOKEN, _bootstrap
 from tests.fixtures.decisions import REFUND, decider
@@ -39,6 +40,7 @@ def _chaos_router() -> APIRouter:
     async def raise_sqlstate(sqlstate: str, session: Session, request: Request) -> dict[str, int]:
         calls = request.app.state.chaos_calls
         calls[sqlstate] = calls.get(sqlstate, 0) + 1
+        after_commit(session, lambda: request.app.state.committed.append(sqlstate))
         fail_times = int(request.query_params.get("times", "1000"))
         await session.exec(text("CREATE TABLE IF NOT EXISTS chaos_writes (n int)"))  # type: ignore[call-overload]
         await session.exec(text("INSERT INTO chaos_writes VALUES (1)"))  # type: ignore[call-overload]
@@ -47,6 +49,14 @@ def _chaos_router() -> APIRouter:
                 text(f"DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$")
             )
         return {"attempts": calls[sqlstate]}
+
+    @router.post("/answer/{status}")
+    async def answer(status: int, session: Session, request: Request) -> dict[str, int]:
+        after_commit(session, lambda: request.app.state.committed.append(status))
+        await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        if status == 409:
+            raise Conflict("refused")
+        return {"status": status}
 
     @router.get("/sleep")
     async def sleep(session: Session, seconds: float) -> dict[str, bool]:
@@ -71,6 +81,7 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     await _bootstrap(settings)
     app: FastAPI = create_app(settings)
     app.state.chaos_calls = {}
+    app.state.committed = []
     app.include_router(_chaos_router())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -138,6 +149,8 @@ async def test_serialization_failures_are_retried_in_the_request(
         r = await client.post(f"/chaos/raise/{sqlstate}")
         _assert_503(r, cause)
         assert client._transport.app.state.chaos_calls[sqlstate] == 6  # type: ignore[attr-defined]
+        # What runs after commit ran once, for the one attempt that committed.
+        assert client._transport.app.state.committed == [sqlstate]  # type: ignore[attr-defined]
     conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
     try:
         assert await conn.fetchval("SELECT count(*) FROM chaos_writes") == 1
@@ -240,3 +253,11 @@ async def test_key_ring_refresh_never_waits_on_the_request_pool(
         assert [r.status_code for r in answers] == [200] * 60, [
             r.text for r in answers if r.status_code != 200
         ][:1]
+
+
+async def test_after_commit_runs_only_for_what_was_committed(db_url: str, tmp_path: Path) -> None:
+    # Metrics count decisions and audit records this way: a refused request counts nothing.
+    async for client in _client(_settings(db_url, tmp_path)):
+        assert (await client.post("/chaos/answer/200")).status_code == 200
+        assert (await client.post("/chaos/answer/409")).status_code == 409
+        assert client._transport.app.state.committed == [200]  # type: ignore[attr-defined]
