@@ -72,11 +72,13 @@ async def vetted_addresses(
             addresses = list(await resolver(host, port))
     except (OSError, UnicodeError, TimeoutError) as exc:
         raise Refused("the host does not resolve") from exc
-    try:
-        allowed = bool(addresses) and (allow_private or all(public(a) for a in addresses))
-    except ValueError as exc:  # a resolver that answers something other than an address
+    try:  # every answer must be an address, even where private ones are allowed
+        judged = [public(a) for a in addresses]
+    except ValueError as exc:
         raise Refused("the host does not resolve") from exc
-    if not allowed:
+    if not judged:
+        raise Refused("the host does not resolve")
+    if not (allow_private or all(judged)):
         raise Refused("resolves to a loopback, link-local, private or reserved address")
     return addresses
 
