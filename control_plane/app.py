@@ -31,6 +31,7 @@ from control_plane.federation.service import start as start_federation
 from control_plane.impact.jobs import ImpactJobs
 from control_plane.kit import dberrors, lifecycle
 from control_plane.kit.database import Database
+from control_plane.kit.egress import Resolver, system_resolver
 from control_plane.kit.errors import error_responses, install_error_handlers
 from control_plane.kit.http_methods import MethodMiddleware
 from control_plane.kit.middleware import (
@@ -60,10 +61,15 @@ log = structlog.get_logger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    resolver: Resolver = system_resolver,
 ) -> FastAPI:
     """The application. ``tracer_provider``: where its spans go (default: one exporting over
-    OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, see ``observability.tracing``)."""
+    OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, see ``observability.tracing``).
+    ``resolver``: how webhook hosts resolve for the SSRF check and the connection
+    (``kit.egress``; the operating system's by default, tests pass their own)."""
     settings = settings or get_settings()
     provider = tracer_provider or tracing.build_provider()
 
@@ -125,7 +131,7 @@ def create_app(
                 writer_lock=database.writer_turn,
             ),
             bundle_cache=BundleCache(),
-            webhook_dispatcher=WebhookDispatcher(database, settings, kek),
+            webhook_dispatcher=WebhookDispatcher(database, settings, kek, resolver),
             impact_jobs=ImpactJobs(),
             shadow_evaluator=ShadowEvaluator(database, policy_runtime),
         )

@@ -29,7 +29,9 @@ async def create_webhook(
     body: WebhookCreate, who: CurrentOperator, session: Session, state: State, response: Response
 ) -> WebhookCreated:
     """Subscribe a URL to events; the answer holds the signing secret, shown once."""
-    webhook, secret = await webhooks.create(session, who, body, state.settings, state.kek)
+    webhook, secret = await webhooks.create(
+        session, who, body, state.settings, state.kek, state.webhook_dispatcher.resolver
+    )
     response.headers["Location"] = f"/v1/webhooks/{webhook.id}"
     response.headers["Cache-Control"] = "no-store"
     return WebhookCreated.model_validate(

@@ -1,8 +1,12 @@
 """Webhooks: subscriptions, Standard Webhooks signing, delivery with retries and a dead letter.
 
-A webhook's URL is checked against SSRF when it is registered and again before every delivery
-(the name may resolve elsewhere later): every address it resolves to must be public, not
+A webhook's URL is checked against SSRF when it is registered, and every delivery connects
+through ``kit.egress.pinned_client``: the host is resolved once per connection and the
+connection goes to one of the addresses just checked (a name that resolves elsewhere later, by
+DNS rebinding or otherwise, is refused when connecting). Every address must be public, not
 loopback, link-local, private, reserved or multicast, unless ``webhook_allow_private`` is set.
+A refused connection is a failed attempt (``last_error`` "url refused: <reason>"), retried and
+then dead like any other.
 
 ``WebhookDispatcher`` (a background task of every replica) queues a delivery per new event for
 each matching webhook, advancing the webhook's cursor in the same transaction (on PostgreSQL
@@ -19,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
-import socket
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,7 @@ from control_plane.events import repository
 from control_plane.events.schemas import WebhookCreate
 from control_plane.events.service import envelope
 from control_plane.events.types import TYPES
+from control_plane.kit import egress
 from control_plane.kit.database import Database
 from control_plane.kit.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from control_plane.kit.time import utcnow
@@ -58,14 +61,9 @@ _MAX_BACKOFF = 3600.0
 # --- SSRF -----------------------------------------------------------------------------------------
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
-
-
-async def check_url(url: str, *, allow_private: bool) -> str | None:
+async def check_url(
+    url: str, *, allow_private: bool, resolver: egress.Resolver = egress.system_resolver
+) -> str | None:
     """None when ``url`` may receive webhooks, else why not (a short reason)."""
     try:
         parts = urlsplit(url)
@@ -79,17 +77,14 @@ async def check_url(url: str, *, allow_private: bool) -> str | None:
     if allow_private:
         return None
     try:
-        async with asyncio.timeout(3):  # a resolver that does not answer is a refusal
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                parts.hostname,
-                port or (443 if parts.scheme == "https" else 80),
-                type=socket.SOCK_STREAM,
-            )
-    except (OSError, UnicodeError, TimeoutError):
-        return "the host does not resolve"
-    addresses = {str(info[4][0]) for info in infos}
-    if not addresses or not all(_public(a) for a in addresses):
-        return "resolves to a loopback, link-local, private or reserved address"
+        await egress.vetted_addresses(
+            parts.hostname,
+            port or (443 if parts.scheme == "https" else 80),
+            allow_private=False,
+            resolver=resolver,
+        )
+    except egress.Refused as exc:
+        return exc.reason
     return None
 
 
@@ -117,9 +112,15 @@ def _open(sealed: str, kek: str) -> str:
 
 
 async def create(
-    session: AsyncSession, who: OperatorPrincipal, body: WebhookCreate, settings: Settings, kek: str
+    session: AsyncSession,
+    who: OperatorPrincipal,
+    body: WebhookCreate,
+    settings: Settings,
+    kek: str,
+    resolver: egress.Resolver = egress.system_resolver,
 ) -> tuple[Webhook, str]:
-    """Register a webhook; returns it and its signing secret (shown once).
+    """Register a webhook; returns it and its signing secret (shown once). ``resolver``: how
+    the URL's host is resolved for the SSRF check (the dispatcher's).
 
     Raises ``Forbidden`` (403) without events:manage or, for all domains, without
     platform_admin; ``ValidationFailed`` (422) for an unknown type or a refused URL.
@@ -138,7 +139,9 @@ async def create(
                 f"Unknown event type {t!r}.",
                 errors=[FieldError(pointer=f"/body/types/{i}", detail="unknown event type")],
             )
-    problem = await check_url(body.url, allow_private=settings.webhook_allow_private)
+    problem = await check_url(
+        body.url, allow_private=settings.webhook_allow_private, resolver=resolver
+    )
     if problem is not None:
         raise ValidationFailed(
             f"The webhook URL is refused: {problem}.",
@@ -309,9 +312,6 @@ async def _send(
 ) -> tuple[int | None, str | None]:
     if webhook is None:
         return None, "webhook deleted"
-    problem = await check_url(webhook.url, allow_private=settings.webhook_allow_private)
-    if problem is not None:
-        return None, f"url refused: {problem}"
     now = datetime.now(UTC)
     msg_id = str(delivery.event_id)
     signature = Signer(_open(webhook.secret_encrypted, kek)).sign(msg_id, now, delivery.payload)
@@ -323,6 +323,11 @@ async def _send(
     }
     try:
         r = await client.post(webhook.url, content=delivery.payload, headers=headers)
+    except egress.EgressRefused as exc:
+        # Refused when connecting (the name resolves to an address that may not be reached):
+        # the URL and the reason are logged, never the headers (the signature).
+        log.warning("webhook_url_refused", webhook_id=str(webhook.id), reason=str(exc))
+        return None, f"url refused: {exc}"
     except httpx.HTTPError as exc:
         return None, type(exc).__name__
     return r.status_code, None if r.is_success else f"HTTP {r.status_code}"
@@ -330,10 +335,18 @@ async def _send(
 
 class WebhookDispatcher:
     """Runs ``queue_round`` and ``deliver_round`` every ``events_poll_seconds`` until
-    ``aclose``; a failed round is logged and retried, never fatal."""
+    ``aclose``; a failed round is logged and retried, never fatal. ``resolver``: how webhook
+    hosts resolve (``kit.egress``; tests pass their own)."""
 
-    def __init__(self, database: Database, settings: Settings, kek: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        kek: str,
+        resolver: egress.Resolver = egress.system_resolver,
+    ) -> None:
         self._database, self._settings, self._kek = database, settings, kek
+        self.resolver = resolver
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -341,9 +354,11 @@ class WebhookDispatcher:
             self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def _run(self) -> None:
-        # No redirects: a redirect could lead past the SSRF check.
-        async with httpx.AsyncClient(
-            timeout=self._settings.webhook_timeout_seconds, follow_redirects=False
+        # Pinned connections (the address checked is the one connected to), no redirects.
+        async with egress.pinned_client(
+            allow_private=self._settings.webhook_allow_private,
+            timeout=self._settings.webhook_timeout_seconds,
+            resolver=self.resolver,
         ) as client:
             while True:
                 try:
