@@ -2,7 +2,10 @@
 
 The layout is docs/federation.md section 2, following OPA's bundle format
 (openpolicyagent.org/docs/management-bundles): ``/.manifest``, the policy revision's modules,
-the edge identity module, ``/policy.wasm``, ``/data.json`` and ``/.signatures.json``.
+the edge identity module, ``/policy.wasm``, ``/data.json`` and ``/.signatures.json``. With a
+`CanaryPart` (agents of the domain on a percentage canary) the modules are the routed ones
+(``routing``: both revisions namespaced under ``federation.revisions`` and the router), their
+data sits at ``federation.revisions.<role>`` and the canary's agents at ``federation.canary``.
 
 The revision is derived from the content (sha256 over every file's digest), so whatever changes
 what a point must know - an agent's status, a newly activated policy revision, the grants, the
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
+
+from control_plane.federation import routing
 
 EDGE_MODULE_PATH: Final = "federation/identity.rego"
 WASM_PATH: Final = "policy.wasm"
@@ -55,6 +60,18 @@ class PolicyPart:
     digest: str
     modules: Mapping[str, str]
     data: Mapping[str, Any]
+    wasm: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryPart:
+    """A percentage canary at the edge: the canary revision, the ids of the domain's agents on
+    it (``policy.canary.on_canary``), and the routed modules and wasm module compiled from both
+    revisions (``routing.compile_routed``)."""
+
+    policy: PolicyPart
+    agents: Sequence[str]
+    modules: Mapping[str, str]
     wasm: bytes | None
 
 
@@ -106,9 +123,12 @@ def roots(modules: Mapping[str, str], data: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def content_files(policy: PolicyPart, registry: RegistryPart) -> dict[str, bytes]:
+def content_files(
+    policy: PolicyPart, registry: RegistryPart, canary: CanaryPart | None = None
+) -> dict[str, bytes]:
     """Every file of the bundle except ``.manifest`` and ``.signatures.json``."""
-    data = filter_grants(policy.data, registry.domain, list(registry.agents))
+    ids = list(registry.agents)
+    data = filter_grants(policy.data, registry.domain, ids) if canary is None else {}
     # The federation root belongs to the bundle server: policy data cannot set the edge flag.
     data[RESERVED_ROOT] = {
         "edge": True,
@@ -120,15 +140,26 @@ def content_files(policy: PolicyPart, registry: RegistryPart) -> dict[str, bytes
         "agents": {k: dict(v) for k, v in registry.agents.items()},
         "max_staleness_seconds": registry.max_staleness_seconds,
     }
+    modules, wasm = policy.modules, policy.wasm
+    if canary is not None:
+        modules, wasm = canary.modules, canary.wasm
+        data[RESERVED_ROOT][routing.NAMESPACE[1]] = {
+            "active": filter_grants(policy.data, registry.domain, ids),
+            "canary": filter_grants(canary.policy.data, registry.domain, ids),
+        }
+        data[RESERVED_ROOT]["canary"] = {
+            "revision": canary.policy.revision,
+            "agents": dict.fromkeys(sorted(canary.agents), True),
+        }
     files = {
         name.lstrip("/"): text.encode("utf-8")
-        for name, text in policy.modules.items()
-        if not name.lstrip("/").startswith(f"{RESERVED_ROOT}/")
+        for name, text in modules.items()
+        if canary is not None or not name.lstrip("/").startswith(f"{RESERVED_ROOT}/")
     }
     files[EDGE_MODULE_PATH] = edge_module().encode("utf-8")
     files["data.json"] = canonical_json(data)
-    if policy.wasm is not None:
-        files[WASM_PATH] = policy.wasm
+    if wasm is not None:
+        files[WASM_PATH] = wasm
     return files
 
 
@@ -137,26 +168,36 @@ def revision_of(files: Mapping[str, bytes]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(listing)).hexdigest()
 
 
-def manifest(revision: str, policy: PolicyPart, registry: RegistryPart) -> bytes:
+def _part(policy: PolicyPart) -> dict[str, Any]:
+    return {"bundle": policy.bundle, "revision": policy.revision, "digest": policy.digest}
+
+
+def manifest(
+    revision: str,
+    files: Mapping[str, bytes],
+    policy: PolicyPart,
+    registry: RegistryPart,
+    canary: CanaryPart | None = None,
+) -> bytes:
     # The wasm module is named in metadata, not in the manifest's `wasm` list: an entry there
     # makes OPA evaluate the entrypoint with the module (compiled from the centre's modules,
     # without the edge identity module), and an OPA without a wasm runtime refuses the bundle.
+    modules = {n: b.decode("utf-8") for n, b in files.items() if n.endswith(".rego")}
+    metadata: dict[str, Any] = {
+        "domain": registry.domain,
+        "policy": _part(policy),
+        "wasm": (
+            {"module": f"/{WASM_PATH}", "entrypoint": WASM_ENTRYPOINT}
+            if WASM_PATH in files
+            else None
+        ),
+    }
+    if canary is not None:
+        metadata["canary"] = {**_part(canary.policy), "agents": len(canary.agents)}
     document = {
         "revision": revision,
-        "roots": roots(policy.modules, policy.data),
-        "metadata": {
-            "domain": registry.domain,
-            "policy": {
-                "bundle": policy.bundle,
-                "revision": policy.revision,
-                "digest": policy.digest,
-            },
-            "wasm": (
-                {"module": f"/{WASM_PATH}", "entrypoint": WASM_ENTRYPOINT}
-                if policy.wasm is not None
-                else None
-            ),
-        },
+        "roots": roots(modules, json.loads(files["data.json"])),
+        "metadata": metadata,
     }
     return canonical_json(document)
 
@@ -186,11 +227,14 @@ def archive(files: Mapping[str, bytes]) -> bytes:
 Signer = Callable[[list[dict[str, str]]], str]
 
 
-def build(policy: PolicyPart, registry: RegistryPart, sign: Signer) -> BuiltBundle:
-    """The signed bundle; ``sign`` turns the file listing into the JWS of ``.signatures.json``."""
-    files = content_files(policy, registry)
+def build(
+    policy: PolicyPart, registry: RegistryPart, sign: Signer, canary: CanaryPart | None = None
+) -> BuiltBundle:
+    """The signed bundle; ``sign`` turns the file listing into the JWS of ``.signatures.json``.
+    ``canary``: the routed bundle of a percentage canary (module docstring)."""
+    files = content_files(policy, registry, canary)
     revision = revision_of(files)
-    files[".manifest"] = manifest(revision, policy, registry)
+    files[".manifest"] = manifest(revision, files, policy, registry, canary)
     signatures = {"signatures": [sign(file_listing(files))]}
     files[".signatures.json"] = canonical_json(signatures)
     return BuiltBundle(revision=revision, archive=archive(files), files=files)

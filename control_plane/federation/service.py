@@ -29,7 +29,7 @@ from control_plane.credentials.schemas import AuthMethod
 from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
 from control_plane.federation import bundle as bundles
-from control_plane.federation import opa_config, repository
+from control_plane.federation import opa_config, repository, routing
 from control_plane.federation.auth import authenticate
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -49,7 +49,9 @@ from control_plane.kit.errors import (
 )
 from control_plane.kit.time import aware, utcnow
 from control_plane.models import EnforcementPoint
+from control_plane.policy import canary
 from control_plane.policy import service as policy
+from control_plane.policy.validation.opa import OpaUnavailableError
 from control_plane.state import AppState
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,7 @@ log = structlog.get_logger(__name__)
 POLL_INTERVAL: Final = 0.25
 MAX_WAIT_SECONDS: Final = 60
 CONTACT_WRITE_INTERVAL: Final = 10.0
+ROUTES_KEPT: Final = 8
 
 
 # --- enforcement points -----------------------------------------------------------------------
@@ -184,6 +187,10 @@ class BundleCache:
         self.locks: dict[str, asyncio.Lock] = {}
         self.key: BundleKey | None = None
         self.contacts: dict[uuid.UUID, tuple[float, str | None]] = {}
+        # (active digest, canary digest) -> the routed policy, or why it cannot be: compiling
+        # takes OPA a fraction of a second and depends on the two revisions only (not on the
+        # agents or the domain), so every domain and every rebuild shares it.
+        self.routes: dict[tuple[str, str], routing.RoutedPolicy | routing.Unroutable] = {}
 
 
 def cache_of(state: AppState) -> BundleCache:
@@ -220,7 +227,7 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     found = await domains.find(session, domain)
     return (
         await agents.domain_fingerprint(session, domain),
-        await policy.edge_revision_number(session, state.policy_runtime.bundle, domain),
+        await policy.edge_plan(session, state.policy_runtime.bundle, domain),
         tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
         ring.kids,
     )
@@ -234,8 +241,12 @@ async def build_domain_bundle(
     session: AsyncSession, state: AppState, domain: str, key: BundleKey
 ) -> bundles.BuiltBundle:
     """Build ``domain``'s signed bundle now. Raises ``ServiceUnavailable`` without an active
-    policy revision (the points keep their last bundle)."""
-    revision = await policy.edge_revision(session, state.policy_runtime.bundle, domain)
+    policy revision (the points keep their last bundle). With agents of the domain on a
+    percentage canary, the bundle routes them to the canary revision (``routing``); when the
+    two revisions cannot be routed, the bundle holds the active revision alone (logged)."""
+    name = state.policy_runtime.bundle
+    plan = await policy.edge_plan(session, name, domain)
+    revision = await policy.revision(session, name, plan.active) if plan is not None else None
     if revision is None:
         raise ServiceUnavailable("No active policy revision: there is no bundle to serve.")
     found = await domains.find(session, domain)
@@ -244,14 +255,7 @@ async def build_domain_bundle(
     rows = await agents.domain_agents(session, domain)
     ring = await state.keystore.ring()
     settings = state.settings
-    policy_part = bundles.PolicyPart(
-        bundle=revision.bundle,
-        revision=revision.revision,
-        digest=revision.digest,
-        modules=revision.modules,
-        data=revision.data,
-        wasm=revision.wasm,
-    )
+    policy_part = _part(revision)
     registry = bundles.RegistryPart(
         domain=domain,
         domain_info=found.model_dump(mode="json", exclude={"created_at"}) if found else {},
@@ -264,7 +268,83 @@ async def build_domain_bundle(
         jwks=ring.jwks(),
         max_staleness_seconds=settings.federation_max_staleness_seconds,
     )
-    return await asyncio.to_thread(bundles.build, policy_part, registry, key.sign)
+    canary_part = None
+    if plan is not None and plan.canary is not None:
+        canary_part = await _canary_part(session, state, plan, policy_part, registry)
+    return await asyncio.to_thread(bundles.build, policy_part, registry, key.sign, canary_part)
+
+
+def _part(row: Any) -> bundles.PolicyPart:
+    return bundles.PolicyPart(
+        bundle=row.bundle,
+        revision=row.revision,
+        digest=row.digest,
+        modules=row.modules,
+        data=row.data,
+        wasm=row.wasm,
+    )
+
+
+async def _canary_part(
+    session: AsyncSession,
+    state: AppState,
+    plan: policy.EdgePlan,
+    active: bundles.PolicyPart,
+    registry: bundles.RegistryPart,
+) -> bundles.CanaryPart | None:
+    """The routed part for the agents of the domain on the canary (None: none of them is, or
+    the revisions cannot be routed: then the points keep deciding with the active one)."""
+    assert plan.canary is not None
+    on = [
+        agent_id
+        for agent_id in registry.agents
+        if canary.on_canary(active.bundle, agent_id, registry.domain, plan.basis_points, ())
+    ]
+    row = await policy.revision(session, active.bundle, plan.canary)
+    if not on or row is None:
+        return None
+    candidate = _part(row)
+    routed = await _routed(state, active, candidate)
+    if isinstance(routed, routing.Unroutable):
+        log.warning(
+            "edge_canary_not_routed",
+            domain=registry.domain,
+            active=active.revision,
+            canary=candidate.revision,
+            reason=routed.reason,
+        )
+        return None
+    return bundles.CanaryPart(candidate, sorted(on), routed.modules, routed.wasm)
+
+
+async def _routed(
+    state: AppState, active: bundles.PolicyPart, candidate: bundles.PolicyPart
+) -> routing.RoutedPolicy | routing.Unroutable:
+    cache = cache_of(state)
+    key = (active.digest, candidate.digest)
+    found = cache.routes.get(key)
+    if found is not None:
+        return found
+    try:
+        found = await asyncio.to_thread(
+            routing.compile_routed,
+            {
+                "active": (active.modules, active.data),
+                "canary": (candidate.modules, candidate.data),
+            },
+            edge_module=bundles.edge_module(),
+            edge_module_path=bundles.EDGE_MODULE_PATH,
+            entrypoint=bundles.WASM_ENTRYPOINT,
+            opa_bin=state.settings.opa_bin,
+        )
+    except routing.Unroutable as exc:
+        found = exc
+    except OpaUnavailableError as exc:
+        return routing.Unroutable(f"no OPA to compile the routed bundle: {exc}")  # not kept
+    if len(cache.routes) >= ROUTES_KEPT:
+        cache.routes.pop(next(iter(cache.routes)))
+    cache.routes[key] = found
+    return found
 
 
 async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles.BuiltBundle:

@@ -256,21 +256,36 @@ async def active_revision_number(session: AsyncSession, bundle_name: str) -> int
     return await repository.active_revision_number(session, bundle_name)
 
 
-async def edge_revision_number(session: AsyncSession, bundle_name: str, domain: str) -> int | None:
-    """The revision ``domain``'s enforcement points are served: the canary revision when the
-    bundle's canary names the domain (``policy.canary``: every agent of it is on the canary),
-    else the active one. A canary by share alone leaves edge bundles on the active revision."""
+@dataclass(frozen=True, slots=True)
+class EdgePlan:
+    """The revisions a domain's enforcement points are served: ``active`` for every agent the
+    canary does not take; a percentage canary's ``canary`` revision and share (basis points)
+    when the bundle has one that the domain is not named by (None, 0 otherwise)."""
+
+    active: int
+    canary: int | None = None
+    basis_points: int = 0
+
+
+async def edge_plan(session: AsyncSession, bundle_name: str, domain: str) -> EdgePlan | None:
+    """What ``domain``'s enforcement points are served (None: no revision to serve). A canary
+    naming the domain puts every agent of it on the canary: the canary revision is then the
+    domain's only one. A canary by share serves its revision to the agents
+    ``policy.canary.on_canary`` assigns (``federation.routing``); the others, and every agent
+    when the bundle has no active revision of its own, keep the active one."""
     bundle = await repository.get_bundle(session, bundle_name)
     if bundle is None:
         return None
     if bundle.canary_revision is not None and domain in (bundle.canary_domains or ()):
-        return bundle.canary_revision
-    return bundle.active_revision
+        return EdgePlan(bundle.canary_revision)
+    if bundle.active_revision is None:
+        return None
+    share = bundle.canary_basis_points or 0
+    if share > 0 and bundle.canary_revision not in (None, bundle.active_revision):
+        return EdgePlan(bundle.active_revision, bundle.canary_revision, share)
+    return EdgePlan(bundle.active_revision)
 
 
-async def edge_revision(
-    session: AsyncSession, bundle_name: str, domain: str
-) -> PolicyRevision | None:
-    """The revision `edge_revision_number` names (None without one)."""
-    number = await edge_revision_number(session, bundle_name, domain)
-    return None if number is None else await repository.get_revision(session, bundle_name, number)
+async def revision(session: AsyncSession, bundle_name: str, number: int) -> PolicyRevision | None:
+    """Revision ``number`` of ``bundle_name`` (None when there is none)."""
+    return await repository.get_revision(session, bundle_name, number)
