@@ -280,6 +280,8 @@ class Federation:
         decision_id = uuid.uuid4()
         now = time.time()
         staleness = self.staleness()
+        revision = policy.policy_revision if policy else None
+        served_by: str | None = None
         if policy is None:
             document = _deny("engine_not_loaded: no verified bundle yet")
             input_doc: dict[str, Any] = {"action": action, "resource": dict(resource)}
@@ -291,6 +293,7 @@ class Federation:
         else:
             verdict = policy.decide(token, action, resource, context, now)
             document, input_doc, eval_ns = verdict.document, verdict.input, verdict.eval_ns
+            revision, served_by = verdict.revision, verdict.served_by
             if verdict.token_refused:
                 log.info("agent token refused locally: %s", verdict.token_refused)
         body = encode_event(
@@ -316,8 +319,9 @@ class Federation:
             reasons=document["reasons"],
             obligations=document["obligations"],
             bundle=policy.policy_bundle if policy else None,
-            revision=policy.policy_revision if policy else None,
+            revision=revision,
             engine="sdk",
+            served_by=served_by,
         )
 
     def _labels(self) -> dict[str, str]:

@@ -171,6 +171,8 @@ class Verdict:
     input: dict[str, Any]
     token_refused: str | None
     eval_ns: int
+    revision: int | None = None  # the policy revision that answered
+    served_by: str = "active"  # or "canary": the agent is on the bundle's percentage canary
 
 
 def _fail(reason: str) -> dict[str, Any]:
@@ -229,6 +231,18 @@ class LocalPolicy:
         self.policy_bundle = str(policy.get("bundle") or "")
         revision = policy.get("revision")
         self.policy_revision = revision if isinstance(revision, int) else None
+        # A routed bundle (a percentage canary, docs/federation.md section 2): the canary's
+        # revision, and the agents the control plane put on it; the bundle's router sends
+        # exactly these to it, so the answer's revision is known without asking the module.
+        found = meta.get("canary")
+        routed: dict[str, Any] = found if isinstance(found, dict) else {}
+        revision = routed.get("revision")
+        self.canary_revision = revision if isinstance(revision, int) else None
+        found = fed.get("canary")
+        on_canary = found.get("agents") if isinstance(found, dict) else None
+        self.canary_agents: frozenset[str] = (
+            frozenset(on_canary) if isinstance(on_canary, dict) else frozenset()
+        )
         wasm = self._module(bundle, meta)
         data = dict(bundle.data)
         data["federation"] = {**fed, "edge": False}  # this copy only; the signed file is as is
@@ -334,23 +348,28 @@ class LocalPolicy:
             "context": dict(context or {}),
             "vouched": {"time": vouched_time(at)},
         }
+        revision, served_by = self.policy_revision, "active"
         if agent is not None:
             doc = {"agent": agent, **doc}
+            if self.canary_revision is not None and agent.get("id") in self.canary_agents:
+                revision, served_by = self.canary_revision, "canary"
         payload = encode(doc)
         started = time.perf_counter_ns()
         try:
             raw = self._policy.evaluate(payload, ENTRYPOINT)
         except Exception as exc:
             elapsed = time.perf_counter_ns() - started
-            return Verdict(_fail(f"engine_error: {type(exc).__name__}"), doc, refused, elapsed)
+            document = _fail(f"engine_error: {type(exc).__name__}")
+            return Verdict(document, doc, refused, elapsed, revision, served_by)
         elapsed = time.perf_counter_ns() - started
+        problem = _decision_problem(raw) if isinstance(raw, dict) else None
         if not isinstance(raw, dict):
-            return Verdict(_fail("undefined_decision"), doc, refused, elapsed)
-        problem = _decision_problem(raw)
-        if problem is not None:
-            return Verdict(_fail(f"malformed_decision: {problem}"), doc, refused, elapsed)
-        document = {k: raw[k] for k in ("effect", "allow", "reasons", "obligations")}
-        return Verdict(document, doc, refused, elapsed)
+            document = _fail("undefined_decision")
+        elif problem is not None:
+            document = _fail(f"malformed_decision: {problem}")
+        else:
+            document = {k: raw[k] for k in ("effect", "allow", "reasons", "obligations")}
+        return Verdict(document, doc, refused, elapsed, revision, served_by)
 
 
 def encode_data(data: Mapping[str, Any]) -> str:

@@ -21,7 +21,9 @@ class Decision(BaseModel):
     ``effect`` is ``allow``, ``deny`` or ``require_approval``; ``allow`` is true only for
     ``allow``; ``reasons`` are human-readable; ``obligations`` are policy objects such as
     ``{"type": "redact", "fields": ["resource.card_number"]}``; ``revision`` is the policy
-    bundle revision that decided (None when no revision was active).
+    bundle revision that decided (None when no revision was active); ``served_by`` says why:
+    ``active``, or ``canary`` when the agent is on the bundle's canary (None when no policy
+    answered, or from a server that does not say).
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -34,6 +36,7 @@ class Decision(BaseModel):
     bundle: str | None = None
     revision: int | None = None
     engine: str | None = None
+    served_by: str | None = None
 
     @property
     def redact_fields(self) -> list[str]:

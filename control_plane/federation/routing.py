@@ -159,7 +159,7 @@ def rewrite(path: str, source: str, ast: Mapping[str, Any], role: str) -> str:
         head = value[0]
         if not (isinstance(head, dict) and head.get("type") == "var" and head["value"] == "data"):
             continue
-        location = head.get("location") or term.get("location")
+        location: dict[str, Any] = head.get("location") or term.get("location") or {}
         at = _offset(starts, location)
         row = location["row"]  # _offset checked it
         if raw[at : at + 4] != b"data":
