@@ -109,6 +109,10 @@ class Plane:
         kw.setdefault("headers", self.admin)
         return httpx.get(self.url + path, timeout=30, verify=self.tls, **kw)
 
+    def put(self, path: str, **kw: Any) -> httpx.Response:
+        kw.setdefault("headers", self.admin)
+        return httpx.put(self.url + path, timeout=30, verify=self.tls, **kw)
+
     def domain(self, name: str) -> None:
         r = self.post("/v1/domains", json={"name": name})
         assert r.status_code in (201, 409), r.text

@@ -62,7 +62,8 @@ def test_packages_and_data_references_move_under_the_namespace() -> None:
         "package federation.revisions.canary.helpers.limits\n"
     )
     assert routed.modules[routing.ROUTER_PATH] == routing.ROUTER
-    assert routed.wasm is not None and routed.wasm[:4] == b"\0asm"
+    assert routed.wasm is not None
+    assert routed.wasm[:4] == b"\0asm"
 
 
 @pytest.mark.parametrize(
