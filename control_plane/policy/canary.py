@@ -10,8 +10,12 @@ any enforcement point that knows the rule, assigns the same agents:
 is the canary's share in hundredths of a percent (10% is 1,000). A bucket is uniform over
 0..9,999 (the first 64 bits of SHA-256, whose bias modulo 10,000 is below 2^-50), so a canary
 of p% serves about p% of agents, and raising the share only adds agents (no agent leaves).
-Edge bundles list the agents this rule puts on the canary (``federation.bundle``), so the edge
-needs no hashing of its own.
+At the edge the assignment is the centre's, not recomputed: a domain named by the canary is
+served the canary revision alone; for a canary by share, the signed bundle of a domain with
+agents on it carries both revisions (namespaced) and the ids of the agents this rule puts on
+the canary, and a router answers those agents with the canary revision
+(``federation.routing``, ``federation.bundle``), so OPA sidecars and SDKs in local mode do no
+hashing of their own. Rollback and promotion give the next bundle one revision again.
 """
 
 from __future__ import annotations
