@@ -231,6 +231,8 @@ class LocalPolicy:
         self.policy_bundle = str(policy.get("bundle") or "")
         revision = policy.get("revision")
         self.policy_revision = revision if isinstance(revision, int) else None
+        # "canary" when the bundle is a canary revision that names this domain.
+        self.policy_served_by = "canary" if policy.get("served_by") == "canary" else "active"
         # A routed bundle (a percentage canary, docs/federation.md section 2): the canary's
         # revision, and the agents the control plane put on it; the bundle's router sends
         # exactly these to it, so the answer's revision is known without asking the module.
@@ -348,7 +350,7 @@ class LocalPolicy:
             "context": dict(context or {}),
             "vouched": {"time": vouched_time(at)},
         }
-        revision, served_by = self.policy_revision, "active"
+        revision, served_by = self.policy_revision, self.policy_served_by
         if agent is not None:
             doc = {"agent": agent, **doc}
             if self.canary_revision is not None and agent.get("id") in self.canary_agents:

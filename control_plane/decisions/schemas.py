@@ -84,7 +84,10 @@ class DecisionRecord(ResponseModel):
     revision: int | None
     engine: str
     served_by: str | None = Field(
-        default=None, description="active or canary; null for edge decision logs."
+        default=None,
+        description="active or canary. For a decision an enforcement point logged: from the "
+        "bundle revision its event names, when the server that took the log built that bundle; "
+        "else null, and so is revision.",
     )
     failure: str | None
     latency_ms: float

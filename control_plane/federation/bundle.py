@@ -89,10 +89,31 @@ class RegistryPart:
 
 
 @dataclass(frozen=True, slots=True)
+class Serving:
+    """Which policy revision a bundle answers each agent of its domain with, and why (the
+    decision records of its decision logs say it): ``canary`` for the agents of a routed
+    bundle's canary, else ``policy`` with ``policy_served_by`` (``canary`` when the canary
+    names the domain, so ``policy`` is the canary revision)."""
+
+    domain: str
+    policy: int
+    policy_served_by: str = "active"
+    canary: int | None = None
+    agents: frozenset[str] = frozenset()
+
+    def served(self, agent_id: str) -> tuple[int, str]:
+        """(revision, served_by) for ``agent_id``."""
+        if self.canary is not None and agent_id in self.agents:
+            return self.canary, "canary"
+        return self.policy, self.policy_served_by
+
+
+@dataclass(frozen=True, slots=True)
 class BuiltBundle:
     revision: str
     archive: bytes  # tar.gz
     files: Mapping[str, bytes]  # name (no leading /) -> bytes, signatures included
+    serving: Serving | None = None
 
 
 def filter_grants(data: Mapping[str, Any], domain: str, agent_ids: Sequence[str]) -> dict[str, Any]:
@@ -168,8 +189,9 @@ def revision_of(files: Mapping[str, bytes]) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(listing)).hexdigest()
 
 
-def _part(policy: PolicyPart) -> dict[str, Any]:
-    return {"bundle": policy.bundle, "revision": policy.revision, "digest": policy.digest}
+def _part(policy: PolicyPart, served_by: str = "active") -> dict[str, Any]:
+    part = {"bundle": policy.bundle, "revision": policy.revision, "digest": policy.digest}
+    return part if served_by == "active" else {**part, "served_by": served_by}
 
 
 def manifest(
@@ -178,6 +200,7 @@ def manifest(
     policy: PolicyPart,
     registry: RegistryPart,
     canary: CanaryPart | None = None,
+    served_by: str = "active",
 ) -> bytes:
     # The wasm module is named in metadata, not in the manifest's `wasm` list: an entry there
     # makes OPA evaluate the entrypoint with the module (compiled from the centre's modules,
@@ -185,7 +208,7 @@ def manifest(
     modules = {n: b.decode("utf-8") for n, b in files.items() if n.endswith(".rego")}
     metadata: dict[str, Any] = {
         "domain": registry.domain,
-        "policy": _part(policy),
+        "policy": _part(policy, served_by),
         "wasm": (
             {"module": f"/{WASM_PATH}", "entrypoint": WASM_ENTRYPOINT}
             if WASM_PATH in files
@@ -228,13 +251,26 @@ Signer = Callable[[list[dict[str, str]]], str]
 
 
 def build(
-    policy: PolicyPart, registry: RegistryPart, sign: Signer, canary: CanaryPart | None = None
+    policy: PolicyPart,
+    registry: RegistryPart,
+    sign: Signer,
+    canary: CanaryPart | None = None,
+    served_by: str = "active",
 ) -> BuiltBundle:
     """The signed bundle; ``sign`` turns the file listing into the JWS of ``.signatures.json``.
-    ``canary``: the routed bundle of a percentage canary (module docstring)."""
+    ``canary``: the routed bundle of a percentage canary (module docstring); ``served_by``:
+    ``canary`` when ``policy`` is a canary revision that names the domain (the manifest's
+    ``metadata.policy.served_by`` then says so)."""
     files = content_files(policy, registry, canary)
     revision = revision_of(files)
-    files[".manifest"] = manifest(revision, files, policy, registry, canary)
+    files[".manifest"] = manifest(revision, files, policy, registry, canary, served_by)
     signatures = {"signatures": [sign(file_listing(files))]}
     files[".signatures.json"] = canonical_json(signatures)
-    return BuiltBundle(revision=revision, archive=archive(files), files=files)
+    serving = Serving(
+        domain=registry.domain,
+        policy=policy.revision,
+        policy_served_by=served_by,
+        canary=canary.policy.revision if canary is not None else None,
+        agents=frozenset(canary.agents) if canary is not None else frozenset(),
+    )
+    return BuiltBundle(revision=revision, archive=archive(files), files=files, serving=serving)

@@ -60,6 +60,7 @@ POLL_INTERVAL: Final = 0.25
 MAX_WAIT_SECONDS: Final = 60
 CONTACT_WRITE_INTERVAL: Final = 10.0
 ROUTES_KEPT: Final = 8
+SERVING_KEPT: Final = 1024
 
 
 # --- enforcement points -----------------------------------------------------------------------
@@ -191,6 +192,9 @@ class BundleCache:
         # takes OPA a fraction of a second and depends on the two revisions only (not on the
         # agents or the domain), so every domain and every rebuild shares it.
         self.routes: dict[tuple[str, str], routing.RoutedPolicy | routing.Unroutable] = {}
+        # Bundle revision -> which policy revision it answers each agent with: the decision
+        # logs of points name the bundle revision they ran (``sinks``). Recent ones only.
+        self.serving: dict[str, bundles.Serving] = {}
 
 
 def cache_of(state: AppState) -> BundleCache:
@@ -271,7 +275,10 @@ async def build_domain_bundle(
     canary_part = None
     if plan is not None and plan.canary is not None:
         canary_part = await _canary_part(session, state, plan, policy_part, registry)
-    return await asyncio.to_thread(bundles.build, policy_part, registry, key.sign, canary_part)
+    served_by = plan.served_by if plan is not None else "active"
+    return await asyncio.to_thread(
+        bundles.build, policy_part, registry, key.sign, canary_part, served_by
+    )
 
 
 def _part(row: Any) -> bundles.PolicyPart:
@@ -362,6 +369,11 @@ async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles
         started = time.perf_counter()
         built = await build_domain_bundle(session, state, domain, signing_key)
         cache.entries[domain] = _Cached(key, built)
+        if built.serving is not None:
+            cache.serving.pop(built.revision, None)
+            cache.serving[built.revision] = built.serving
+            while len(cache.serving) > SERVING_KEPT:
+                cache.serving.pop(next(iter(cache.serving)))
         log.info(
             "bundle_built",
             domain=domain,

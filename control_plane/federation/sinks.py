@@ -5,7 +5,9 @@ record through ``decisions.service.record_decision``, idempotent by ``decision_i
 the agent whose access token (``input.token``) the control plane re-verifies here: signature,
 issuer, audience, and expiry at the decision's time (logs may arrive after the token expired),
 of the point's own domain. A caller-supplied ``input.agent`` is never read; the token is never
-stored. The decision itself is the point's statement, recorded with the point as its source.
+stored. The decision itself is the point's statement, recorded with the point as its source;
+its policy revision and ``served_by`` come from the bundle revision the event names, when this
+server built that bundle (``service.BundleCache.serving``), else they stay unknown (null).
 """
 
 from __future__ import annotations
@@ -114,6 +116,21 @@ def _replay_input(
     }
 
 
+def _served(
+    state: AppState, event: dict[str, Any], domain: str, agent_id: str
+) -> tuple[int, str] | None:
+    """(policy revision, served_by) of an edge decision: from the bundle revision the event
+    names (OPA's ``bundles.<name>.revision``), when this server built that bundle of the
+    point's domain recently; None (recorded as unknown) otherwise."""
+    named = event.get("bundles")
+    for item in named.values() if isinstance(named, dict) else ():
+        revision = item.get("revision") if isinstance(item, dict) else None
+        serving = state.bundle_cache.serving.get(revision) if isinstance(revision, str) else None
+        if serving is not None and serving.domain == domain:
+            return serving.served(agent_id)
+    return None
+
+
 async def ingest_logs(
     session: AsyncSession, state: AppState, principal: PointPrincipal, events: list[Any]
 ) -> LogsAccepted:
@@ -155,10 +172,11 @@ async def ingest_logs(
         action = doc.get("action")
         raw_resource = doc.get("resource")
         resource: dict[str, Any] = raw_resource if isinstance(raw_resource, dict) else {}
+        served = _served(state, event, point.domain, str(agent_principal.agent.id))
         result = validate_decision(
             event.get("result", UNDEFINED),
             engine=point.kind,
-            revision=None,
+            revision=str(served[0]) if served is not None else None,
         )
         raw_metrics = event.get("metrics")
         metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
@@ -181,6 +199,7 @@ async def ingest_logs(
             enforcement_point_id=point.id,
             source=source,
             input_doc=_replay_input(agent_principal, version, without_token, at),
+            served_by=served[1] if served is not None else None,
         )
         seen.add(decision_id)
         accepted += 1

@@ -260,11 +260,13 @@ async def active_revision_number(session: AsyncSession, bundle_name: str) -> int
 class EdgePlan:
     """The revisions a domain's enforcement points are served: ``active`` for every agent the
     canary does not take; a percentage canary's ``canary`` revision and share (basis points)
-    when the bundle has one that the domain is not named by (None, 0 otherwise)."""
+    when the bundle has one that the domain is not named by (None, 0 otherwise).
+    ``served_by``: why ``active`` answers (``canary`` when a canary names the domain)."""
 
     active: int
     canary: int | None = None
     basis_points: int = 0
+    served_by: str = "active"
 
 
 async def edge_plan(session: AsyncSession, bundle_name: str, domain: str) -> EdgePlan | None:
@@ -277,7 +279,7 @@ async def edge_plan(session: AsyncSession, bundle_name: str, domain: str) -> Edg
     if bundle is None:
         return None
     if bundle.canary_revision is not None and domain in (bundle.canary_domains or ()):
-        return EdgePlan(bundle.canary_revision)
+        return EdgePlan(bundle.canary_revision, served_by="canary")
     if bundle.active_revision is None:
         return None
     share = bundle.canary_basis_points or 0

@@ -1,7 +1,8 @@
 """A 10% canary at the edge (both databases): a stock OPA sidecar and the SDK's local mode,
 both fed the domain's one signed bundle, answer every agent with the revision the control plane
 assigns it; after a rollback (and after a promotion) the next bundle holds one revision and the
-next edge decision uses it.
+next edge decision uses it; the decisions the edge logs back record the revision that answered
+and why (``served_by``).
 
 The two revisions are told apart by their answer to an invoice read every payments agent is
 granted: the shipped (active) revision allows it, the canary denies everything
@@ -233,3 +234,19 @@ def test_a_share_canary_answers_alike_at_the_centre_the_sidecar_and_the_sdk(
         assert _eventually(lambda: opa.revision() == promoted)
         assert all(at_sidecar(a)["reasons"] == MAINTENANCE for a in agents)
         assert _eventually(lambda: off_client.decide(INVOICE_READ, READ).reasons == MAINTENANCE)
+
+        # The decisions the edge logged back say which revision answered and why.
+        assert on_client.flush(30)
+        assert off_client.flush(30)
+
+        def logged(agent: dict[str, Any], engine: str) -> set[tuple[Any, Any]]:
+            listed = plane.get(
+                "/v1/decisions", params={"agent_id": agent["id"], "limit": 200}
+            ).json()["data"]
+            return {(d["revision"], d["served_by"]) for d in listed if d["engine"] == engine}
+
+        everything = {(canary, "canary"), (1, "active"), (canary, "active")}
+        assert _eventually(lambda: logged(on_agent, "opa") == everything)
+        assert logged(off_agent, "opa") == {(1, "active"), (canary, "active")}
+        assert (canary, "canary") in logged(on_agent, "sdk")
+        assert (canary, "canary") not in logged(off_agent, "sdk")
