@@ -20,10 +20,11 @@ own, and a router at the decision entrypoint (``agents.authz.decision``):
 
 References are located with OPA's own parser (``opa parse --format json``, with locations),
 never by pattern: a prefix is inserted right after each ``data`` term the AST names, at its
-byte offset, after checking the bytes there read ``data``. A revision that cannot be moved this
-way is refused (`Unroutable`): a reference to ``data`` as a whole or ``data[x]`` with a
-dynamic first key (it could reach outside the namespace), a package under ``federation``,
-schema annotations naming ``data`` paths. The routed modules are then compiled by the real OPA
+row and column (OPA counts characters), after checking the text there reads ``data``. A
+revision that cannot be moved this way is refused (`Unroutable`): a reference to ``data`` as a
+whole or ``data[x]`` with a dynamic first key (it could reach outside the namespace; OPA 1.x
+already refuses both in rules as recursive), a package under ``federation``, schema
+annotations naming ``data`` paths. The routed modules are then compiled by the real OPA
 (``opa check --strict`` over the whole bundle, the identity module included) and the SDK's
 ``policy.wasm`` is built from them (``opa build -t wasm -e agents/authz/decision``, the
 identity module left out). A routed bundle carries no ``*_test.rego`` (tests do not run at the
@@ -117,21 +118,22 @@ def _offset(starts: list[int], location: Any) -> int:
     return starts[row - 1] + col - 1
 
 
-def _text(location: Mapping[str, Any]) -> bytes:
-    return base64.b64decode(str(location.get("text", "")))
+def _text(location: Mapping[str, Any]) -> str:
+    return base64.b64decode(str(location.get("text", ""))).decode("utf-8", "replace")
 
 
 def rewrite(path: str, source: str, ast: Mapping[str, Any], role: str) -> str:
     """``source`` with its package and its ``data`` references moved under
     ``federation.revisions.<role>`` (see the module docstring); ``ast`` is OPA's parse of it
     (``opa parse --format json --json-include locations``). Raises `Unroutable`."""
-    raw = source.encode("utf-8")
+    # OPA's columns count characters (runes), not bytes: offsets are into the str.
+    raw = source
     starts = [0]
-    for i, byte in enumerate(raw):
-        if byte == 0x0A:
+    for i, char in enumerate(raw):
+        if char == "\n":
             starts.append(i + 1)
     where = ".".join(prefix(role))
-    inserts: dict[int, bytes] = {}
+    inserts: dict[int, str] = {}
 
     package = ast.get("package")
     names = package.get("path") if isinstance(package, dict) else None
@@ -142,7 +144,7 @@ def rewrite(path: str, source: str, ast: Mapping[str, Any], role: str) -> str:
     first = _offset(starts, names[1].get("location"))
     if not raw[first:].startswith(_text(names[1]["location"])):
         raise Unroutable(f"{path}: the package is not where OPA places it")
-    inserts[first] = (where + ".").encode()
+    inserts[first] = where + "."
 
     for annotation in ast.get("annotations") or []:
         for schema in annotation.get("schemas") or [] if isinstance(annotation, dict) else []:
@@ -162,7 +164,7 @@ def rewrite(path: str, source: str, ast: Mapping[str, Any], role: str) -> str:
         location: dict[str, Any] = head.get("location") or term.get("location") or {}
         at = _offset(starts, location)
         row = location["row"]  # _offset checked it
-        if raw[at : at + 4] != b"data":
+        if raw[at : at + 4] != "data":
             raise Unroutable(f"{path}:{row}: a data reference OPA did not place")
         if len(value) < 2 or not isinstance(value[1], dict) or value[1].get("type") != "string":
             raise Unroutable(
@@ -171,15 +173,15 @@ def rewrite(path: str, source: str, ast: Mapping[str, Any], role: str) -> str:
             )
         if value[1]["value"] == NAMESPACE[0]:
             continue  # the bundle server's data (edge flag, registry, identity): shared
-        inserts[at + 4] = ("." + where).encode()
+        inserts[at + 4] = "." + where
 
-    out = bytearray()
+    out: list[str] = []
     last = 0
     for at in sorted(inserts):
-        out += raw[last:at] + inserts[at]
+        out += [raw[last:at], inserts[at]]
         last = at
-    out += raw[last:]
-    return out.decode("utf-8")
+    out.append(raw[last:])
+    return "".join(out)
 
 
 # --- compiling the routed bundle -------------------------------------------------------------

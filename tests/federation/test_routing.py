@@ -46,6 +46,7 @@ def test_packages_and_data_references_move_under_the_namespace() -> None:
         "big(x) := data.helpers.limits.big(x)\n\n"
         "ok if { lim.max > 1 } # data.authz in a comment stays\n\n"
         "t := 1 if { cfg.a with data.authz.a as 2 }\n\n"
+        'labels := {"région €": data.authz.b}  # OPA counts columns in characters\n\n'
         'decision := {"effect": "allow", "allow": true, "reasons": [], "obligations": []}\n'
     )
     helpers = "package helpers.limits\n\nmax := 2\n\nbig(x) := x > max\n"
@@ -58,6 +59,7 @@ def test_packages_and_data_references_move_under_the_namespace() -> None:
     assert "big(x) := data.federation.revisions.canary.helpers.limits.big(x)" in moved
     assert "# data.authz in a comment stays" in moved
     assert "with data.federation.revisions.canary.authz.a as 2" in moved
+    assert '{"région €": data.federation.revisions.canary.authz.b}' in moved
     assert routed.modules["federation/revisions/canary/helpers/limits.rego"].startswith(
         "package federation.revisions.canary.helpers.limits\n"
     )
