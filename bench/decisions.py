@@ -36,7 +36,7 @@ from tests.fixtures.servers import free_port
 
 SECONDS = 3.0
 CONCURRENCY = 4
-ROUNDS = 4  # budgets off and on: this many rounds of SECONDS each, alternating
+ROUNDS = 8  # budgets off and on: this many rounds of SECONDS each, alternating
 # Limits far above what a run uses: every window is checked and consumed, none refuses.
 LIMITS: dict[str, int | None] = {
     "actions_per_minute": 10**9,
