@@ -42,6 +42,7 @@ from standardwebhooks import Webhook as Signer
 
 from control_plane.auth.principals import Capability, OperatorPrincipal, Role
 from control_plane.config import Settings
+from control_plane.domains import service as domains
 from control_plane.events import repository
 from control_plane.events.schemas import WebhookCreate
 from control_plane.events.service import envelope
@@ -128,7 +129,9 @@ async def create(
     who.require(Capability.events_manage)
     if body.domain is None and who.role is not Role.platform_admin:
         raise Forbidden("Only a platform_admin subscribes to every domain; name a domain.")
-    if body.domain is not None and not who.sees_domain(body.domain):
+    if body.domain is not None and not (
+        who.sees_domain(body.domain) and await domains.exists(session, body.domain)
+    ):
         raise ValidationFailed(
             "The domain does not exist.",
             errors=[FieldError(pointer="/body/domain", detail="unknown domain")],

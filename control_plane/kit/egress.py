@@ -42,12 +42,23 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+_NAT64: typing.Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+
+
 def public(address: str) -> bool:
-    """Whether an IP address may be reached: global, not multicast or reserved (an IPv4-mapped
-    IPv6 address is judged as its IPv4 address; a zone id is ignored)."""
+    """Whether an IP address may be reached: global, not multicast or reserved. An IPv6
+    address that carries an IPv4 address (IPv4-mapped, 6to4 ``2002::/16``, NAT64
+    ``64:ff9b::/96``) must also carry a public one; a zone id is ignored."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        else:
+            carried = ip.sixtofour
+            if carried is None and ip in _NAT64:
+                carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if carried is not None and not public(str(carried)):
+                return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved)
 
 

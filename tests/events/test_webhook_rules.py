@@ -16,6 +16,7 @@ async def test_ssrf_refused_by_default(client: httpx.AsyncClient, admin: dict[st
         "http://10.1.2.3/hook",
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[2002:7f00:1::]/hook",  # 6to4 carrying 127.0.0.1
         "ftp://example.com/hook",
         "http://user:pw@example.com/hook",
     ):
@@ -37,3 +38,14 @@ async def test_who_may_subscribe(client: httpx.AsyncClient, admin: dict[str, str
         "/v1/webhooks", json={**body, "types": ["nope.v1"], "domain": "payments"}, headers=admin
     )
     assert bad.status_code == 422
+
+
+async def test_a_domain_that_does_not_exist_is_refused(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    # A platform_admin sees every domain, but a webhook on a misspelt one would never fire.
+    body = {"url": "https://93.184.216.34/hook", "domain": "nosuchdomain"}
+    r = await client.post("/v1/webhooks", json=body, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["pointer"] == "/body/domain"
+    assert (await client.get("/v1/webhooks", headers=admin)).json()["data"] == []

@@ -88,12 +88,12 @@ async def test_fails_twice_then_delivered_signed(
 ) -> None:
     receiver = Receiver(failures=2)
     receivers.append(receiver)
+    await create_domain(client, admin, "payments")
     hook = await _subscribe(
         client, admin, receiver.url, types=["agent.registered.v1"], domain="payments"
     )
     assert hook["secret"].startswith("whsec_")
     assert "secret" not in (await client.get(f"/v1/webhooks/{hook['id']}", headers=admin)).json()
-    await create_domain(client, admin, "payments")
     agents = [await create_agent(client, admin, "payments") for _ in range(3)]
     await _wait(lambda: len(receiver.accepted) == 3)
 

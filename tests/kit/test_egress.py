@@ -89,6 +89,11 @@ async def test_tls_verifies_the_url_name_not_the_address(answers: Answers, tmp_p
         (["10.0.0.7"], True),
         (["fe80::1%eth0"], True),
         (["::ffff:10.0.0.1"], True),
+        (["2002:7f00:1::"], True),  # 6to4 carrying 127.0.0.1
+        (["2002:a9fe:a9fe::1"], True),  # 6to4 carrying 169.254.169.254
+        (["2002:5db8:d822::1"], False),  # 6to4 carrying 93.184.216.34
+        (["64:ff9b::7f00:1"], True),  # NAT64 carrying 127.0.0.1
+        (["64:ff9b::a00:7"], True),  # NAT64 carrying 10.0.0.7
         (["224.0.0.1"], True),
         (["240.0.0.1"], True),
         ([], True),
