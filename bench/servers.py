@@ -15,6 +15,20 @@ ADMIN = "acp_op_bench-admin-token-0123456789abcdefghij"
 KEK = "bench-key-encryption-key-0123456789abcdefghijkl"
 
 
+def bench_env(db_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked ``agentctl serve``: the bench's admin token and KEK, a
+    fixed issuer, warnings-only logs, and ``extra``."""
+    return server_env(
+        db_url,
+        data_dir,
+        AGENTCTL_ADMIN_TOKEN=ADMIN,
+        AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
+        AGENTCTL_ISSUER="http://bench.test",
+        AGENTCTL_LOG_LEVEL="WARNING",
+        **extra,
+    )
+
+
 @contextmanager
 def server(data_dir: Path, *, own_session: bool = False, **env_extra: str) -> Iterator[str]:
     """``agentctl serve`` on SQLite in ``data_dir`` (or AGENTCTL_BENCH_DATABASE_URL);
@@ -22,15 +36,7 @@ def server(data_dir: Path, *, own_session: bool = False, **env_extra: str) -> It
     db_url = os.environ.get(
         "AGENTCTL_BENCH_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'agentctl.db'}"
     )
-    env = server_env(
-        db_url,
-        data_dir,
-        AGENTCTL_ADMIN_TOKEN=ADMIN,
-        AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
-        AGENTCTL_ISSUER="http://bench.test",
-        AGENTCTL_LOG_LEVEL="WARNING",
-        **env_extra,
-    )
+    env = bench_env(db_url, data_dir, **env_extra)
     data_dir.mkdir(parents=True, exist_ok=True)
     with serving(env, data_dir / "server.log", own_session=own_session) as url:
         yield url

@@ -43,10 +43,10 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.decisions import _agent_token, _inputs
-from bench.servers import ADMIN, KEK, row
+from bench.servers import ADMIN, bench_env, row
 from bench.workers import _admin, _pg_url
 from tests.canary.helpers import deny_all
-from tests.fixtures.servers import server_env, start_server
+from tests.fixtures.servers import start_server
 
 SECONDS = 3.0
 ROUNDS = 5
@@ -203,14 +203,7 @@ class _Bench:
 
 @contextlib.contextmanager
 def _server(db_url: str, data: Path) -> Iterator[tuple[str, int]]:
-    env = server_env(
-        db_url,
-        data,
-        AGENTCTL_ADMIN_TOKEN=ADMIN,
-        AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
-        AGENTCTL_ISSUER="http://bench.test",
-        AGENTCTL_LOG_LEVEL="WARNING",
-    )
+    env = bench_env(db_url, data)
     data.mkdir(parents=True, exist_ok=True)
     server = start_server(env, data / "server.log")
     try:

@@ -21,8 +21,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.decisions import _agent_token, _inputs
-from bench.servers import ADMIN, KEK, measure, row
-from tests.fixtures.servers import server_env
+from bench.servers import bench_env, measure, row
 from tests.ops.servers import start, stop
 
 SECONDS = 4.0
@@ -77,14 +76,7 @@ def main() -> None:
             db_url = make_url(base).set(database=name).render_as_string(hide_password=False)
             data = Path(tmp) / str(workers)
             data.mkdir()
-            env = server_env(
-                db_url,
-                data,
-                AGENTCTL_ADMIN_TOKEN=ADMIN,
-                AGENTCTL_KEY_ENCRYPTION_KEY=KEK,
-                AGENTCTL_ISSUER="http://bench.test",
-                AGENTCTL_LOG_LEVEL="WARNING",
-            )
+            env = bench_env(db_url, data)
             server = start(env, data / "server.log", "--workers", str(workers))
             try:
                 results[workers] = asyncio.run(_throughput(server.url))
