@@ -4,7 +4,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import BackgroundTasks, Depends, Query, Response
+from fastapi import BackgroundTasks, Depends, Query, Request, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.auth.dependencies import CurrentOperator
 from control_plane.decisions import service
@@ -22,13 +23,26 @@ from control_plane.kit.routing import Session, idempotent, reads_first
 from control_plane.kit.schemas import RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
+from control_plane.oauth2.auth_state import AuthState
 from control_plane.policy.engines import Effect
 from control_plane.policy.shadow import ShadowJob
-from control_plane.state import State
+from control_plane.state import State, app_state
 
 router = Router(tag="decisions", prefix="/v1/decisions", errors=(401, 403, 422))
 
-_decider = require_scope("decisions:create")
+
+async def _read_state(
+    request: Request, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
+) -> AuthState | None:
+    """Authentication's state, read with the rest of the decision's in one statement and kept
+    for ``service.decide`` (``request.state.decision_state``)."""
+    bundle = app_state(request.app).policy_runtime.bundle
+    prefetched = await service.prefetch(session, agent_id, client_id, jti, bundle)
+    request.state.decision_state = prefetched
+    return prefetched.state.auth if prefetched is not None else None
+
+
+_decider = require_scope("decisions:create", read_state=_read_state)
 Decider = Annotated[AgentPrincipal, Depends(_decider)]
 
 
@@ -58,6 +72,7 @@ async def create_decision(
     state: State,
     response: Response,
     background: BackgroundTasks,
+    request: Request,
 ) -> DecisionResult:
     """Ask whether the calling agent may take an action (agent token, decisions:create)."""
     shadow_jobs: list[ShadowJob] = []
@@ -70,6 +85,7 @@ async def create_decision(
         state.redaction_key,
         state.audit_context,
         shadow_jobs,
+        getattr(request.state, "decision_state", None),
     )
     # Runs once the answer is committed and sent: a non-blocking put (policy.shadow).
     for job in shadow_jobs:

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.budgets.rows import BudgetRow
 from control_plane.kit.inserts import Row
+from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
     AgentVersion,
@@ -25,9 +26,11 @@ from control_plane.models import (
     Credential,
     Decision,
     DecisionReplay,
+    Domain,
     PolicyBundle,
     RevokedToken,
 )
+from control_plane.oauth2.auth_state import AuthState
 from control_plane.policy.canary import Routing
 
 
@@ -63,8 +66,11 @@ class DecisionState:
     ``guard`` is everything that, changed, makes a decision taken on the earlier read stale (the
     agent's row version and status, the credential's revocation, expiry and bound version's
     state, the token's revocation, the active version, the active revision, the redaction
-    list, the budgets' limits). Budget use is not in it: it changes with every decision, and
-    consuming re-checks it on the row (``budgets.repository.consume``)."""
+    list, the budgets' limits, the domain's suspension). Budget use is not in it: it changes
+    with every decision, and consuming re-checks it on the row (``budgets.repository.consume``).
+    ``auth`` is what authentication re-checks under a valid token (``oauth2``), read with the
+    rest so that a decision's authentication costs no statement of its own; None when the
+    credential is not the agent's."""
 
     version: ActiveVersion | None
     revision: int | None
@@ -72,6 +78,7 @@ class DecisionState:
     guard: tuple[Any, ...]
     routing: Routing
     budgets: tuple[BudgetRow, ...] = field(default=(), compare=False)
+    auth: AuthState | None = field(default=None, compare=False)
 
 
 def _decision_state_statement() -> Any:
@@ -80,6 +87,7 @@ def _decision_state_statement() -> Any:
     bound = aliased(AgentVersion)
     return (
         sa_select(
+            Agent,
             col(Agent.revision),
             col(Agent.status),
             col(active.id),
@@ -100,6 +108,12 @@ def _decision_state_statement() -> Any:
             col(PolicyBundle.canary_basis_points),
             col(PolicyBundle.canary_domains),
             col(PolicyBundle.shadow_revision),
+            # Authentication's (oauth2.auth_state.AuthState): the credential is the agent's,
+            # and the domain's kill switch.
+            col(Credential.id),
+            sa_select(col(Domain.suspended_at).is_not(None))
+            .where(col(Domain.name) == col(Agent.domain))
+            .scalar_subquery(),
             # The budgets that apply, a row per window counter (at most two budgets of three).
             col(Budget.scope),
             col(Budget.key),
@@ -143,14 +157,17 @@ def _decision_state_statement() -> Any:
 
 
 _DECISION_STATE = _decision_state_statement()
+# Row layout: the Agent entity, then these columns, then the budget columns from _BUDGET on.
+_BUDGET = 20
 
 
 async def decision_state(
     session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, jti: str, bundle: str
 ) -> DecisionState | None:
     """The agent's active version, the bundle's active revision, the domain's redaction list,
-    the budgets that apply, and the guard; None when the agent is gone. One statement: its
-    first 17 columns are the same on every row, one row per budget window counter."""
+    the budgets that apply, authentication's state and the guard; None when the agent is gone.
+    One statement: its first 20 columns are the same on every row, one row per budget window
+    counter."""
     params = {
         "agent_id": agent_id,
         "agent_key": str(agent_id),
@@ -161,7 +178,7 @@ async def decision_state(
     rows = (await session.exec(_DECISION_STATE, params=params)).all()
     if not rows:
         return None
-    row = rows[0]
+    agent, row = rows[0][0], rows[0][1:]
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
     routing = Routing(
         active=row[10],
@@ -170,14 +187,34 @@ async def decision_state(
         domains=tuple(row[15] or ()),
         shadow=row[16],
     )
-    budgets = tuple(BudgetRow(*r[17:]) for r in rows if r[17] is not None)
+    budgets = tuple(BudgetRow(*r[_BUDGET:]) for r in rows if r[_BUDGET] is not None)
+    auth = (
+        AuthState(
+            agent=agent,
+            credential_revoked=row[7] is not None,
+            credential_expires_at=aware(row[8]) if row[8] is not None else None,
+            bound_version_state=row[9],
+            token_revoked=bool(row[11]),
+            domain_suspended=bool(row[18]),
+        )
+        if row[17] is not None
+        else None
+    )
     return DecisionState(
         version=version,
         revision=row[10],
         redaction=list(row[12] or ()),
-        guard=(*row[:15], routing.domains, row[16], frozenset(b.limits for b in budgets)),
+        guard=(
+            *row[:15],
+            routing.domains,
+            row[16],
+            row[17],
+            bool(row[18]),
+            frozenset(b.limits for b in budgets),
+        ),
         routing=routing,
         budgets=budgets,
+        auth=auth,
     )
 
 

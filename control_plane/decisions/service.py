@@ -40,7 +40,7 @@ from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed
 from control_plane.kit.ids import uuid7
 from control_plane.kit.redaction import obligation_patterns, redact
-from control_plane.kit.routing import StaleReads, after_commit, begin_writes
+from control_plane.kit.routing import StaleReads, after_commit, begin_writes, writes_begun
 from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Decision, DecisionReplay
 from control_plane.oauth2.agent_auth import AgentPrincipal
@@ -121,6 +121,28 @@ def decision_input(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Prefetched:
+    """A decision's state read by its authentication (``prefetch``), in ``session``; ``writing``:
+    whether the session's write transaction had begun then (``kit.routing.writes_begun``)."""
+
+    session: AsyncSession
+    state: repository.DecisionState
+    writing: bool
+
+
+async def prefetch(
+    session: AsyncSession, agent_id: uuid.UUID, client_id: uuid.UUID, jti: str, bundle: str
+) -> Prefetched | None:
+    """Read a decision's state together with what authentication re-checks
+    (``DecisionState.auth``), so that authenticating a decision costs no statement of its own
+    (an ``oauth2.agent_auth.StateReader``); None when the agent is gone."""
+    state = await repository.decision_state(session, agent_id, client_id, jti, bundle)
+    if state is None:
+        return None
+    return Prefetched(session, state, writes_begun(session))
+
+
 async def decide(
     session: AsyncSession,
     runtime: PolicyRuntime,
@@ -130,6 +152,7 @@ async def decide(
     redaction_key: bytes,
     audit_context: audit.AuditContext,
     shadow_jobs: list[ShadowJob] | None = None,
+    prefetched: Prefetched | None = None,
 ) -> DecisionResult:
     """Decide on ``body`` for the calling agent and record the decision (see the module doc).
 
@@ -144,7 +167,16 @@ async def decide(
     deny, never an exception.
     """
     started = time.perf_counter()
-    state = await _state(session, principal, runtime.bundle)
+    if (
+        prefetched is not None
+        and prefetched.session is session
+        and prefetched.writing == writes_begun(session)
+        and prefetched.state.auth is not None
+        and prefetched.state.auth.agent.id == principal.agent.id
+    ):
+        state = prefetched.state
+    else:
+        state = await _state(session, principal, runtime.bundle)
     version = state.version
     input_doc = decision_input(principal, version, body)
     # Budgets left are a vouched fact the policy may read (input.vouched.budget).

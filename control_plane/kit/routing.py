@@ -138,6 +138,13 @@ async def begin_writes(session: AsyncSession) -> bool:
     return True
 
 
+def writes_begun(session: AsyncSession) -> bool:
+    """Whether what ``session`` reads now is read in its write transaction: False only in a
+    ``reads_first`` request on SQLite before ``begin_writes``."""
+    turn: _LateTurn | None = session.info.get(_LATE_TURN)
+    return turn is None or turn.held
+
+
 class _Replay(Exception):
     def __init__(self, response: Response, *, keep_writes: bool = False) -> None:
         self.response = response

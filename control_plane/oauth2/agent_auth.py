@@ -9,9 +9,10 @@ suspension or revocation on any replica is enforced everywhere within that bound
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from control_plane.kit.errors import ErrorCode, Forbidden, Unauthorized
 from control_plane.kit.routing import Session
 from control_plane.models import Agent
 from control_plane.oauth2 import repository
+from control_plane.oauth2.auth_state import AuthState
 from control_plane.oauth2.cache import VerifiedTokenCache, verify_access_token_cached
 from control_plane.oauth2.service import auth_state_problem
 from control_plane.oauth2.tokens import TokenError, VerifiedAccessToken, verify_access_token
@@ -75,7 +77,7 @@ class AgentAuthenticator:
             else None
         )
         # (client id, jti) -> the state read at most auth_state_ttl_seconds ago
-        self._state: TTLCache[tuple[uuid.UUID, str], repository.AuthState | None] | None = (
+        self._state: TTLCache[tuple[uuid.UUID, str], AuthState | None] | None = (
             TTLCache(maxsize=_STATE_CACHE_MAX, ttl=settings.auth_state_ttl_seconds)
             if settings.auth_state_ttl_seconds > 0
             else None
@@ -107,7 +109,7 @@ class AgentAuthenticator:
 
     async def _auth_state(
         self, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
-    ) -> repository.AuthState | None:
+    ) -> AuthState | None:
         key = (client_id, jti)
         if self._state is not None and key in self._state:
             return self._state[key]
@@ -116,7 +118,17 @@ class AgentAuthenticator:
             self._state[key] = state
         return state
 
-    async def authenticate(self, session: AsyncSession, token: str) -> AgentPrincipal:
+    async def authenticate(
+        self,
+        session: AsyncSession,
+        token: str,
+        read_state: Callable[[uuid.UUID, uuid.UUID, str], Awaitable[AuthState | None]]
+        | None = None,
+    ) -> AgentPrincipal:
+        """The agent behind ``token`` (a JWT access token), or ``Unauthorized`` (401): an
+        invalid or expired token, an unknown credential, or a state ``auth_state_problem``
+        refuses. ``read_state(client_id, agent_id, jti)``, when given, reads that state instead
+        of this authenticator (fresh each time, no ``auth_state_ttl_seconds`` reuse)."""
         try:
             verified = await self.verify(token)
         except TokenError as exc:
@@ -126,7 +138,10 @@ class AgentAuthenticator:
             agent_id = uuid.UUID(verified.subject)
         except ValueError:
             raise Unauthorized("The access token is invalid (claims).") from None
-        state = await self._auth_state(session, client_id, agent_id, verified.jti)
+        if read_state is not None:
+            state = await read_state(client_id, agent_id, verified.jti)
+        else:
+            state = await self._auth_state(session, client_id, agent_id, verified.jti)
         if state is None:
             raise Unauthorized("The access token is invalid (unknown client).")
         problem = auth_state_problem(state)
@@ -140,28 +155,50 @@ class AgentAuthenticator:
         )
 
 
-async def current_agent(
-    request: Request,
-    session: Session,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AgentPrincipal:
-    if credentials is None or not credentials.credentials:
-        error = Unauthorized("An agent access token is required.")
-        error.headers = {"WWW-Authenticate": 'Bearer realm="agentctl"'}
-        raise error
-    authenticator = app_state(request.app).agent_authenticator
-    principal = await authenticator.authenticate(session, credentials.credentials)
-    request.state.principal_key = principal.key
-    return principal
+StateReader = Callable[
+    [Request, AsyncSession, uuid.UUID, uuid.UUID, str], Awaitable[AuthState | None]
+]
+"""Reads authentication's state for a route that reads it with more of its own in one statement
+(the decision hot path): ``(request, session, client_id, agent_id, jti)``; None when the
+credential is not the agent's."""
 
 
+def agent_dependency(
+    read_state: StateReader | None = None,
+) -> Callable[..., Coroutine[Any, Any, AgentPrincipal]]:
+    """The dependency that authenticates the calling agent by its bearer token (401 otherwise);
+    with ``read_state``, authentication's state is read through it."""
+
+    async def current_agent(
+        request: Request,
+        session: Session,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> AgentPrincipal:
+        if credentials is None or not credentials.credentials:
+            error = Unauthorized("An agent access token is required.")
+            error.headers = {"WWW-Authenticate": 'Bearer realm="agentctl"'}
+            raise error
+        authenticator = app_state(request.app).agent_authenticator
+        reader = None if read_state is None else functools.partial(read_state, request, session)
+        principal = await authenticator.authenticate(session, credentials.credentials, reader)
+        request.state.principal_key = principal.key
+        return principal
+
+    return current_agent
+
+
+current_agent = agent_dependency()
 CurrentAgent = Annotated[AgentPrincipal, Depends(current_agent)]
 
 
-def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, AgentPrincipal]]:
-    """A dependency that authenticates the agent and requires ``scope`` (403 otherwise)."""
+def require_scope(
+    scope: str, read_state: StateReader | None = None
+) -> Callable[..., Coroutine[Any, Any, AgentPrincipal]]:
+    """A dependency that authenticates the agent and requires ``scope`` (403 otherwise);
+    ``read_state`` as in ``agent_dependency``."""
+    authenticate = current_agent if read_state is None else agent_dependency(read_state)
 
-    async def dependency(agent: CurrentAgent) -> AgentPrincipal:
+    async def dependency(agent: AgentPrincipal = Depends(authenticate)) -> AgentPrincipal:
         if scope not in agent.scopes:
             raise InsufficientScope(scope)
         return agent

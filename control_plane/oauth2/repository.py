@@ -4,7 +4,6 @@ authentication state of an agent's token."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from control_plane.models import (
     RevokedToken,
     UsedAssertion,
 )
+from control_plane.oauth2.auth_state import AuthState
 
 # --- one-time assertions and revocation -------------------------------------------------------
 
@@ -59,18 +59,6 @@ async def prune_revoked_tokens(session: AsyncSession, now: datetime) -> int:
     """Delete revoked-token rows whose token has expired anyway; returns how many."""
     result = await session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < now))
     return int(result.rowcount or 0)
-
-
-@dataclass(frozen=True)
-class AuthState:
-    """What a protected call must re-check on every request, in one read."""
-
-    agent: Agent
-    credential_revoked: bool
-    credential_expires_at: datetime | None
-    bound_version_state: str | None
-    token_revoked: bool
-    domain_suspended: bool = False
 
 
 async def auth_state(

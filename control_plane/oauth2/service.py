@@ -40,6 +40,7 @@ from control_plane.kit.time import utcnow
 from control_plane.models import Agent, Credential
 from control_plane.oauth2 import repository
 from control_plane.oauth2.assertions import verify_client_assertion
+from control_plane.oauth2.auth_state import AuthState
 from control_plane.oauth2.jws import MAX_ASSERTION_LIFETIME_SECONDS
 from control_plane.oauth2.schemas import Introspection, TokenResponse
 from control_plane.oauth2.tokens import (
@@ -435,7 +436,7 @@ async def introspect(
     return Introspection(active=True, token_type="Bearer", **dict(verified.claims))  # noqa: S106
 
 
-def auth_state_problem(state: repository.AuthState) -> str | None:
+def auth_state_problem(state: AuthState) -> str | None:
     """Why a verified token must nonetheless be refused now, or None."""
     if state.token_revoked:
         return "the token is revoked"

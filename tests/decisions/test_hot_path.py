@@ -78,12 +78,13 @@ async def test_suspension_committed_while_a_decision_waits_is_not_decided_over(
 
 
 @pytest.mark.only_db("sqlite")  # PostgreSQL has no writer turn: one transaction throughout
-@pytest.mark.parametrize("step", ["credential", "version"])
+@pytest.mark.parametrize("step", ["credential", "version", "domain"])
 async def test_revocation_while_waiting_reruns_the_decision(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], step: str
 ) -> None:
-    """A credential revoked, or the active version retired, while the decision waited: the
-    request runs again on the new state instead of recording the old one."""
+    """A credential revoked, the active version retired, or the domain's kill switch thrown,
+    while the decision waited: the request runs again on the new state instead of recording
+    the old one."""
     turn = app_state(app).database.writer_turn
     assert turn is not None
     me = await decider(client, admin)
@@ -96,14 +97,19 @@ async def test_revocation_while_waiting_reruns_the_decision(
                 text("UPDATE credentials SET revoked_at = CURRENT_TIMESTAMP WHERE agent_id = :i"),
                 {"i": agent_id},
             )
-        else:
+        elif step == "version":
             await conn.execute(
                 text("UPDATE agent_versions SET state = 'deprecated' WHERE agent_id = :i"),
                 {"i": agent_id},
             )
+        else:  # the domain alone (the kill switch also suspends each agent)
+            await conn.execute(
+                text("UPDATE domains SET suspended_at = CURRENT_TIMESTAMP WHERE name = :d"),
+                {"d": me["agent"]["domain"]},
+            )
     turn.release()
     r = await task
-    if step == "credential":
+    if step in ("credential", "domain"):
         assert r.status_code == 401, r.text
         assert await _decisions(client, admin) == 0
     else:
