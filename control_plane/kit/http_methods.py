@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.kit.errors import ErrorCode, problem_response
@@ -63,6 +64,8 @@ class MethodMiddleware:
         self.app = app
         self._openapi = openapi
         self._table: list[_Path] | None = None
+        # path -> allowed(): the table is a linear scan of every path's pattern.
+        self._seen: LRUCache[str, list[str] | None] = LRUCache(maxsize=4096)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +73,11 @@ class MethodMiddleware:
             return
         if self._table is None:
             self._table = _table(self._openapi())
-        methods = allowed(self._table, scope["path"])
+        path = scope["path"]
+        try:
+            methods = self._seen[path]
+        except KeyError:
+            methods = self._seen[path] = allowed(self._table, path)
         method = scope["method"]
         if methods is not None and method not in methods:
             response = problem_response(

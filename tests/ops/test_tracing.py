@@ -6,11 +6,17 @@ from __future__ import annotations
 import secrets
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
+from control_plane.app import create_app
+from control_plane.config import Settings
+from control_plane.observability import tracing
 from tests.audit.support import settle
+from tests.conftest import ADMIN_TOKEN, _bootstrap
 from tests.fixtures.decisions import REFUND, decider
 
 
@@ -75,3 +81,36 @@ async def test_without_traceparent_a_new_trace_is_stored(
     assert stored is not None
     assert len(stored) == 32
     assert int(stored, 16) != 0
+
+
+async def test_without_an_exporter_nothing_is_recorded_but_trace_ids_are_stored(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default provider with no OTLP endpoint: spans would go nowhere, so none records
+    anything and SQL statements get none (their cost is on the decision hot path), yet a
+    caller's traceparent still reaches the stored decision."""
+    for name in (*tracing._ENDPOINT_ENV, "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracing.build_provider().sampler is ALWAYS_OFF
+    await _bootstrap(settings)
+    application = create_app(settings)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://test"
+        ) as client,
+    ):
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        me = await decider(client, admin)
+        trace_id = secrets.token_hex(16)
+        r = await client.post(
+            "/v1/decisions",
+            json=REFUND,
+            headers={**me["headers"], "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        )
+        assert r.status_code == 200, r.text
+        records = (await client.get("/v1/decisions", headers=admin)).json()["data"]
+        assert [d["trace_id"] for d in records if d["id"] == r.json()["decision_id"]] == [trace_id]
+    # An operator who names a sampler gets it, exporter or not.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    assert tracing.build_provider().sampler is not ALWAYS_OFF
