@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit import sqlite_driver
+
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
@@ -55,6 +57,8 @@ def create_engine(
     if url.startswith("sqlite"):
         engine = create_async_engine(
             url,
+            # aiosqlite with one thread hand-off per statement (kit.sqlite_driver).
+            module=sqlite_driver.dbapi(),
             connect_args={"timeout": t.statement},
             pool_timeout=t.pool,
             hide_parameters=True,
