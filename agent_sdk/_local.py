@@ -245,6 +245,7 @@ class LocalPolicy:
         self.canary_agents: frozenset[str] = (
             frozenset(on_canary) if isinstance(on_canary, dict) else frozenset()
         )
+        self._eval_timeout_ns = int(eval_timeout * 1e9)
         wasm = self._module(bundle, meta)
         data = dict(bundle.data)
         data["federation"] = {**fed, "edge": False}  # this copy only; the signed file is as is
@@ -361,7 +362,12 @@ class LocalPolicy:
             raw = self._policy.evaluate(payload, ENTRYPOINT)
         except Exception as exc:
             elapsed = time.perf_counter_ns() - started
-            document = _fail(f"engine_error: {type(exc).__name__}")
+            # As the centre names it: an evaluation stopped at its deadline (the machine was
+            # busy, or the policy loops) is a timeout, anything else an engine error.
+            timed_out = elapsed >= self._eval_timeout_ns
+            document = _fail(
+                "engine_timeout" if timed_out else f"engine_error: {type(exc).__name__}"
+            )
             return Verdict(document, doc, refused, elapsed, revision, served_by)
         elapsed = time.perf_counter_ns() - started
         problem = _decision_problem(raw) if isinstance(raw, dict) else None

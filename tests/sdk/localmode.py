@@ -126,13 +126,22 @@ def bundle_data(token_key: TokenKey, **overrides: Any) -> dict[str, Any]:
 
 
 def opa_build(
-    workdir: Path, data: dict[str, Any], signing_key: bytes, *, key_id: str = "bundle-key"
+    workdir: Path,
+    data: dict[str, Any],
+    signing_key: bytes,
+    *,
+    key_id: str = "bundle-key",
+    policy: str | None = None,
 ) -> bytes:
-    """A wasm bundle built and signed by the pinned OPA (RS256, no scope)."""
+    """A wasm bundle built and signed by the pinned OPA (RS256, no scope); ``policy``: Rego
+    source in place of the shipped policy."""
     assert OPA is not None
     src = workdir / f"src-{uuid.uuid4().hex[:8]}"
     src.mkdir(parents=True)
-    shutil.copy(ROOT / "policies" / "agents" / "authz.rego", src / "authz.rego")
+    if policy is None:
+        shutil.copy(ROOT / "policies" / "agents" / "authz.rego", src / "authz.rego")
+    else:
+        (src / "authz.rego").write_text(policy)
     (src / "data.json").write_text(json.dumps(data))
     key_file = workdir / f"key-{uuid.uuid4().hex[:8]}.pem"
     key_file.write_bytes(signing_key)

@@ -107,6 +107,37 @@ def local_client(server: BundleServer, built: Built, tmp_path: Path, **extra: An
     )
 
 
+# A policy that runs far past the local engine's 1 s evaluation deadline: 36 million
+# comparisons of data.big's numbers, allocating nothing (OPA's wasm heap would run out first).
+_SLOW_POLICY = """package agents.authz
+
+slow if {
+\tsome x in data.big
+\tsome y in data.big
+\tx > y
+\ty > x
+}
+
+decision := {"allow": true, "effect": "allow", "reasons": [], "obligations": []} if not slow
+"""
+
+
+def test_an_evaluation_past_its_deadline_denies_engine_timeout(
+    built: Built, tmp_path: Path
+) -> None:
+    """Named as the centre names it, so an operator can tell a busy or looping policy from a
+    broken engine."""
+    data = {**bundle_data(built.token_key), "big": list(range(6000))}
+    slow = opa_build(tmp_path, data, built.private, policy=_SLOW_POLICY)
+    with bundle_server(built.token_key) as srv:
+        srv.publish(slow)
+        with local_client(srv, built, tmp_path) as client:
+            started = time.monotonic()
+            decision = client.decide("payments.refund", SMALL)
+            assert (decision.effect, decision.reasons) == ("deny", ["engine_timeout"])
+            assert time.monotonic() - started < 10
+
+
 # --- the signature, before anything is used ------------------------------------------------------
 
 

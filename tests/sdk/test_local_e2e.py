@@ -245,7 +245,7 @@ def test_local_mode_decides_as_the_centre_on_500_generated_requests(
         assert _eventually(lambda: not edge_suspended.decide(INVOICE_READ, READ).allow)
         rng = random.Random(20261129)
         differences = []
-        compared = refused = 0
+        compared = refused = timeouts = 0
         seen: set[str] = set()
         for i in range(500):
             agent = agents[i % len(agents)]
@@ -260,11 +260,21 @@ def test_local_mode_decides_as_the_centre_on_500_generated_requests(
                 continue
             centre = remotes[agent.client_id].decide(action, resource, context)
             edge = locals_[agent.client_id].decide(action, resource, context)
+            for _ in range(3):
+                # An evaluation past its 1 s deadline on a loaded CI machine says nothing of
+                # the policy: ask again. Any other engine failure is a difference.
+                if edge.reasons != ["engine_timeout"]:
+                    break
+                timeouts += 1
+                edge = locals_[agent.client_id].decide(action, resource, context)
             compared += 1
             seen.add(edge.effect)
             if _answer(centre) != _answer(edge):
                 differences.append((agent.domain, action, resource, context, centre, edge))
-        print(f"parity: {compared} compared, {refused} suspended, {len(differences)} differences")
+        print(
+            f"parity: {compared} compared, {refused} suspended, {timeouts} timeouts asked again, "
+            f"{len(differences)} differences"
+        )
         assert differences == []
         assert "allow" in seen  # the corpus is not all denies
         assert "require_approval" in seen
