@@ -78,9 +78,15 @@ def _inputs(n: int = 64) -> list[dict[str, Any]]:
     return out
 
 
-async def _agent_token(url: str) -> tuple[dict[str, str], dict[str, Any]]:
+async def _agent_token(
+    url: str, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Register an agent with an active version and a credential; its bearer header and document.
+
+    ``transport`` (an in-process ASGI transport, say) replaces the network when given.
+    """
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=url, headers=admin) as c:
+    async with httpx.AsyncClient(base_url=url, headers=admin, transport=transport) as c:
         await c.post("/v1/domains", json={"name": "payments"})
         r = await c.post(
             "/v1/agents",

@@ -402,17 +402,7 @@ async def _agent_token_via(client: httpx.AsyncClient) -> tuple[dict[str, str], d
     """`bench.decisions._agent_token` against an in-process app."""
     from bench import decisions
 
-    original = httpx.AsyncClient
-
-    def bound(*args: Any, **kwargs: Any) -> httpx.AsyncClient:
-        kwargs.pop("base_url", None)
-        return original(*args, transport=client._transport, base_url="http://bench.test", **kwargs)
-
-    decisions.httpx.AsyncClient = bound  # type: ignore[misc]
-    try:
-        return await decisions._agent_token("http://bench.test")
-    finally:
-        decisions.httpx.AsyncClient = original  # type: ignore[misc]
+    return await decisions._agent_token("http://bench.test", client._transport)
 
 
 _ENCODING = ("json/", "orjson", "rfc8785", "hashlib", "hmac", "control_plane/kit/redaction")
