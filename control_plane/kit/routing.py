@@ -20,7 +20,8 @@ otherwise the request is handled again and its new answer stored under the key; 
 records every replay in the replay's own transaction.
 
 On SQLite a writing request holds this process's writer turn (``Database.writer_turn``) for its
-whole transaction. A route marked ``reads_first`` (the decision hot path) instead reads in a
+whole transaction. A route marked ``reads_first`` (the decision hot path) does so too when the
+turn is free as it starts; when another request holds it, it instead reads in a
 deferred transaction without the turn and calls ``begin_writes`` before its first write: that
 ends the read transaction, waits for the turn, and the next statement begins the write
 transaction. Reads made before it may be stale by then, so ``begin_writes`` returns True and the
@@ -278,11 +279,15 @@ async def _transaction(
     writer_turn = database.writer_turn if not safe else None
     timeout = state.settings.database_pool_timeout_seconds
     late: _LateTurn | None = None
-    if writer_turn is not None and reads_first:
-        late = _LateTurn(writer_turn, timeout)
-    elif writer_turn is not None:
+    if writer_turn is not None:
         await request.body()
-        await _take(writer_turn, timeout)
+        if reads_first and writer_turn.locked():
+            # Another request writes: read (and evaluate) meanwhile, take the turn to write.
+            late = _LateTurn(writer_turn, timeout)
+        else:
+            # The turn is free (reads_first or not): one write transaction from the start
+            # costs less than a read transaction, a second one and the re-read between them.
+            await _take(writer_turn, timeout)
     try:
         async with maker() as session:
             request.state.session = session
