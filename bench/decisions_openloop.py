@@ -97,10 +97,33 @@ class Result:
 class Attack:
     """vegeta at fixed rates against one list of JSON targets."""
 
-    def __init__(self, vegeta: str, targets: list[dict[str, Any]], workdir: Path) -> None:
+    def __init__(
+        self,
+        vegeta: str,
+        targets: list[dict[str, Any]],
+        workdir: Path,
+        probe: str | None = None,
+    ) -> None:
         self.vegeta = vegeta
         self.file = workdir / f"targets-{id(self)}.jsonl"
         self.file.write_text("\n".join(json.dumps(t) for t in targets) + "\n")
+        self.probe = probe
+
+    def settle(self, within: float = 120.0) -> None:
+        """After an overload, wait until the server has worked off what vegeta gave up on (its
+        ``probe`` URL answers in under 50 ms), so the next rate starts from an idle server."""
+        if self.probe is None:
+            return
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                fast = httpx.get(self.probe, timeout=10).status_code < 500
+            except httpx.HTTPError:
+                fast = False
+            if fast and time.monotonic() - started < P99_TARGET_MS / 1000:
+                return
+            time.sleep(0.5)
 
     def run(self, rate: float, seconds: float) -> Result:
         prefix = ["taskset", "-c", LOADGEN_CPU] if _pinning() else []
@@ -118,7 +141,7 @@ class Attack:
         attack.wait()
         doc = json.loads(report.stdout)
         lat = doc["latencies"]
-        return Result(
+        result = Result(
             rate=rate,
             p50=lat["50th"] / 1e6,
             p90=lat["90th"] / 1e6,
@@ -127,6 +150,9 @@ class Attack:
             success=doc["success"],
             throughput=doc["throughput"],
         )
+        if not result.sustained():
+            self.settle()
+        return result
 
 
 def _targets(
@@ -293,12 +319,13 @@ def open_loop(
                 with _control_plane(db_url, work / name.replace(", ", "-"), **extra) as (url, _):
                     headers, agent_doc = asyncio.run(_agent_token(url))
                     attack = Attack(vegeta, _targets(url + "/v1/decisions", _inputs(), headers),
-                                    work)  # fmt: skip
+                                    work, probe=url + "/healthz")  # fmt: skip
                     attack.run(20, 2)  # warm up: connections, caches, the loaded revision
                     if bare_docs is None:
                         bare_docs = _bare_inputs(agent_doc)
                         bare = Attack(vegeta, _targets(opa_url + "/v1/data/agents/authz/decision",
-                                                       bare_docs, {}), work)  # fmt: skip
+                                                       bare_docs, {}), work,
+                                      probe=opa_url + "/health")  # fmt: skip
                         bare.run(20, 2)
                         results["bare OPA /v1/data"] = {r: bare.run(r, seconds) for r in rates}
                         for r in rates:
