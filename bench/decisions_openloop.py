@@ -7,6 +7,9 @@ server's latency (open loop), so queueing shows in the percentiles instead of sl
 (coordinated omission). For the same policy and the same inputs it measures:
 
 - bare OPA: `POST /v1/data/agents/authz/decision` on a real OPA server holding the shipped policy;
+- the framework floor: uvicorn and FastAPI validating the same bodies and answering a fixed
+  allow (``bench.floor_app``: no middleware, authentication, SQL or engine), the least any
+  decision served by this stack can cost;
 - `POST /v1/decisions` with the wasm engine and with the opa engine (that same OPA), on SQLite
   and, when AGENTCTL_BENCH_DATABASE_URL or AGENTCTL_TEST_DATABASE_URL names a PostgreSQL
   server, on a fresh PostgreSQL database;
@@ -231,6 +234,30 @@ def _load_policy(opa_url: str) -> None:
 
 
 @contextlib.contextmanager
+def _floor() -> Iterator[str]:
+    """uvicorn serving ``bench.floor_app`` (the framework alone), pinned like the servers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        _pin(proc.pid)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
 def _control_plane(db_url: str, data_dir: Path, **extra: str) -> Iterator[tuple[str, int]]:
     env = server_env(
         db_url,
@@ -336,6 +363,8 @@ def open_loop(
                             print(_fmt("bare OPA /v1/data", results["bare OPA /v1/data"][r], None))
                         if search:
                             highest["bare OPA /v1/data"] = _highest(bare, seconds, 100)
+                    if "framework floor" not in results and bare_docs is not None:
+                        _floor_rows(vegeta, work, rates, seconds, search, results, highest)
                     results[name] = {}
                     for r in rates:
                         results[name][r] = attack.run(r, seconds)
@@ -348,6 +377,27 @@ def open_loop(
         for name, rate in highest.items():
             print(f"    {name:<28} {rate:>7.0f}/s   x{rate / bare_top:.2f} of bare OPA")
     return {"results": results, "highest": highest}
+
+
+def _floor_rows(
+    vegeta: str,
+    work: Path,
+    rates: list[float],
+    seconds: float,
+    search: bool,
+    results: dict[str, dict[float, Result]],
+    highest: dict[str, float],
+) -> None:
+    """The framework floor (``bench.floor_app``): the same bodies, no auth, SQL or engine."""
+    name = "framework floor"
+    with _floor() as url:
+        attack = Attack(vegeta, _targets(url + "/v1/decisions", _inputs(), {}), work)
+        attack.run(20, 2)
+        results[name] = {r: attack.run(r, seconds) for r in rates}
+        for r in rates:
+            print(_fmt(name, results[name][r], results["bare OPA /v1/data"][r]))
+        if search:
+            highest[name] = _highest(attack, seconds, 100)
 
 
 def _bare_inputs(agent_doc: dict[str, Any]) -> list[dict[str, Any]]:
