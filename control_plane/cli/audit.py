@@ -194,6 +194,8 @@ def _report(results: list[dict[str, Any]], ok: bool, output: VerifyOutput) -> No
             where = item.get("domain") or item.get("file")
             if item.get("first_bad_index") is None and item.get("reason") is None:
                 print(f"ok: {where}: {item['size']} records verified")
+            elif item.get("first_bad_index") is None:  # the checkpoint, not a record
+                print(f"BAD: {where}: {item.get('reason')}")
             else:
                 print(
                     f"BAD: {where}: first bad index {item.get('first_bad_index')}: "

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from control_plane.audit.note import public_bytes, verifier_key
 from tests.audit.support import record
 from tests.conftest import ADMIN_TOKEN
 from tests.fixtures.decisions import decider
@@ -68,5 +70,19 @@ def test_export_then_verify_offline_and_by_url(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 1
         assert "first bad index 100" in done.stdout
+        # Another log's key: the checkpoint, not a record, is at fault, and the line says so.
+        other = verifier_key(
+            key.split("+")[0].replace("/audit/payments", "/audit/ops"),
+            public_bytes(Ed25519PrivateKey.generate().public_key()),
+        )
+        done = agentctl(
+            "audit", "verify", str(out), "--checkpoint", str(tmp_path / "cp"), "--key", other,
+            env=cli_env,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "BAD: " in done.stdout, done.stdout
+        assert "checkpoint" in done.stdout
+        assert "None" not in done.stdout
+        assert "first bad index" not in done.stdout
         done = agentctl("audit", "export", "--domain", "payments", "-o", str(out), env=env)
         assert done.returncode != 0
