@@ -196,26 +196,34 @@ def _highest(attack: Attack, seconds: float, start: float = 10.0) -> float:
 
 
 @contextlib.contextmanager
-def _opa(binary: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
-         "--disable-telemetry"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def _pinned_server(argv: list[str], ready: str, **popen: Any) -> Iterator[None]:
+    """Run ``argv`` until the block ends, once ``ready`` (a URL) answers 200 (10 s at most),
+    pinned to the servers' CPU."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
         for _ in range(100):
             try:
-                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                if httpx.get(ready, timeout=0.5).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
         _pin(proc.pid)
-        yield url
+        yield
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _opa(binary: str) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _pinned_server(
+        [binary, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
+         "--disable-telemetry"],
+        f"{url}/health",
+    ):  # fmt: skip
+        yield url
 
 
 def _load_policy(opa_url: str) -> None:
@@ -237,24 +245,14 @@ def _load_policy(opa_url: str) -> None:
 def _floor() -> Iterator[str]:
     """uvicorn serving ``bench.floor_app`` (the framework alone), pinned like the servers."""
     port = free_port()
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    with _pinned_server(
         [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--port", str(port),
          "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url + "/docs", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        _pin(proc.pid)
+        f"{url}/docs",
+        cwd=ROOT,
+    ):  # fmt: skip
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
