@@ -10,8 +10,9 @@ which is all the non-streaming cursor of the adapter exposes. Errors are the dri
 by the adapter exactly as before. Server-side (streaming) cursors are the adapter's, unchanged.
 
 It relies on aiosqlite's ``Connection._execute`` (run a function on the connection's thread,
-stable since aiosqlite 0.11) and on the adapter classes of SQLAlchemy 2.1; ``tests/kit`` runs
-the whole suite's SQLite databases through it.
+stable since aiosqlite 0.11) and on the adapter classes of SQLAlchemy 2.1. Every SQLite engine
+goes through it (``kit.db.create_engine``), so the whole SQLite half of the test suite does too;
+an upgrade of either library must be checked against it.
 """
 
 from __future__ import annotations
@@ -121,4 +122,5 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 
 def dbapi() -> OneHopDBAPI:
+    """A fresh adapter over aiosqlite and sqlite3 (one per engine, as SQLAlchemy makes its own)."""
     return OneHopDBAPI(aiosqlite, sqlite3)
