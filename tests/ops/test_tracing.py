@@ -109,8 +109,19 @@ async def test_without_an_exporter_nothing_is_recorded_but_trace_ids_are_stored(
             headers={**me["headers"], "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
         )
         assert r.status_code == 200, r.text
+        # Without traceparent, and with one that W3C Trace Context refuses (an all-zero trace
+        # id), each request starts a trace of its own.
+        plain = await client.post("/v1/decisions", json=REFUND, headers=me["headers"])
+        zero = f"00-{'0' * 32}-{secrets.token_hex(8)}-01"
+        bad = await client.post(
+            "/v1/decisions", json=REFUND, headers={**me["headers"], "traceparent": zero}
+        )
         records = (await client.get("/v1/decisions", headers=admin)).json()["data"]
-        assert [d["trace_id"] for d in records if d["id"] == r.json()["decision_id"]] == [trace_id]
+        stored = {d["id"]: d["trace_id"] for d in records}
+        assert stored[r.json()["decision_id"]] == trace_id
+        fresh = [stored[plain.json()["decision_id"]], stored[bad.json()["decision_id"]]]
+        assert all(t is not None and len(t) == 32 and int(t, 16) != 0 for t in fresh)
+        assert len({trace_id, *fresh}) == 3
     # An operator who names a sampler gets it, exporter or not.
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     assert tracing.build_provider().sampler is not ALWAYS_OFF
