@@ -15,6 +15,7 @@ agent choosing the spelling of a key must not be able to keep its value in clear
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -145,7 +146,62 @@ def redact(
     replaced: list[str] = []
     if not compiled:
         return _copy(document), replaced
-    return _walk(document, (), (), compiled, key, replaced), replaced
+    matcher = _matcher(compiled)
+    return _walk(document, matcher.start, (), matcher, key, replaced), replaced
+
+
+_State = frozenset[tuple[int, int]]
+_MAX_STEPS = 4096
+
+
+class _Matcher:
+    """All of a document's paths against several patterns at once, one segment at a time: a
+    state is the set of (pattern, position) pairs the path so far can be at (the same automaton
+    as ``_match``, run incrementally), so each node costs one step from its parent's state, and
+    a subtree whose state is empty holds nothing to redact. Steps are memoised per (state,
+    segment), at most ``_MAX_STEPS`` at a time: documents repeat their keys."""
+
+    def __init__(self, patterns: tuple[RedactionPattern, ...]) -> None:
+        self._patterns = [p.segments for p in patterns]
+        self._steps: dict[tuple[_State, str], tuple[_State, bool]] = {}
+        self.start = self._closure({(k, 0) for k in range(len(self._patterns))})
+
+    def _closure(self, pairs: set[tuple[int, int]]) -> _State:
+        todo = list(pairs)
+        while todo:
+            k, i = todo.pop()
+            segments = self._patterns[k]
+            if i < len(segments) and segments[i] == "**" and (k, i + 1) not in pairs:
+                pairs.add((k, i + 1))  # ** matches nothing more
+                todo.append((k, i + 1))
+        return frozenset(pairs)
+
+    def step(self, state: _State, segment: str) -> tuple[_State, bool]:
+        """The state after ``segment`` (casefolded), and whether that path is matched."""
+        found = self._steps.get((state, segment))
+        if found is not None:
+            return found
+        pairs: set[tuple[int, int]] = set()
+        for k, i in state:
+            segments = self._patterns[k]
+            if i == len(segments):
+                continue
+            seg = segments[i]
+            if seg == "**":
+                pairs.add((k, i))  # ** swallows this segment
+            elif seg == "*" or seg == segment:
+                pairs.add((k, i + 1))
+        after = self._closure(pairs)
+        found = (after, any(i == len(self._patterns[k]) for k, i in after))
+        if len(self._steps) >= _MAX_STEPS:
+            self._steps.clear()
+        self._steps[(state, segment)] = found
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[RedactionPattern, ...]) -> _Matcher:
+    return _Matcher(patterns)
 
 
 def _pointer(raw_path: tuple[str, ...]) -> str:
@@ -154,25 +210,36 @@ def _pointer(raw_path: tuple[str, ...]) -> str:
 
 def _walk(
     node: Any,
-    path: tuple[str, ...],
+    state: _State,
     raw_path: tuple[str, ...],
-    patterns: tuple[RedactionPattern, ...],
+    matcher: _Matcher,
     key: bytes,
     replaced: list[str],
 ) -> Any:
-    if path and not is_marker(node) and any(p.matches(path) for p in patterns):
-        replaced.append(_pointer(raw_path))
-        return marker(node, key)
+    if not state:  # no pattern can match here or below
+        return _copy(node)
     if isinstance(node, dict):
-        return {
-            k: _walk(v, (*path, str(k).casefold()), (*raw_path, str(k)), patterns, key, replaced)
-            for k, v in node.items()
-        }
+        out = {}
+        for k, v in node.items():
+            name = str(k)
+            after, matched = matcher.step(state, name.casefold())
+            if matched and not is_marker(v):
+                replaced.append(_pointer((*raw_path, name)))
+                out[k] = marker(v, key)
+            else:
+                out[k] = _walk(v, after, (*raw_path, name), matcher, key, replaced)
+        return out
     if isinstance(node, list):
-        return [
-            _walk(v, (*path, str(i)), (*raw_path, str(i)), patterns, key, replaced)
-            for i, v in enumerate(node)
-        ]
+        items = []
+        for i, v in enumerate(node):
+            name = str(i)
+            after, matched = matcher.step(state, name)
+            if matched and not is_marker(v):
+                replaced.append(_pointer((*raw_path, name)))
+                items.append(marker(v, key))
+            else:
+                items.append(_walk(v, after, (*raw_path, name), matcher, key, replaced))
+        return items
     return node
 
 

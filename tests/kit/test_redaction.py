@@ -126,6 +126,44 @@ def test_no_sensitive_value_survives_wherever_it_is_put(
     no_clear(out)
 
 
+PATTERN_SEGMENTS = st.sampled_from(["*", "**", "a", "B", "card_number", "0", "1"])
+
+
+def _by_whole_paths(node: Any, path: tuple[str, ...], patterns: list[Any]) -> Any:
+    """The reference: every node's whole path matched against every pattern (``matches``)."""
+    if path and not is_marker(node) and any(p.matches(path) for p in patterns):
+        return marker(node, KEY)
+    if isinstance(node, dict):
+        return {k: _by_whole_paths(v, (*path, k.casefold()), patterns) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_by_whole_paths(v, (*path, str(i)), patterns) for i, v in enumerate(node)]
+    return node
+
+
+@given(
+    doc=st.recursive(
+        LEAF,
+        lambda children: st.one_of(
+            st.lists(children, max_size=3),
+            st.dictionaries(st.sampled_from(["a", "A", "b", "card_number", "x"]), children),
+        ),
+        max_leaves=25,
+    ),
+    texts=st.lists(
+        st.lists(PATTERN_SEGMENTS, min_size=1, max_size=4).map(".".join), min_size=1, max_size=4
+    ),
+)
+def test_redaction_agrees_with_matching_each_whole_path(doc: Any, texts: list[str]) -> None:
+    """``redact`` steps through a document one segment at a time; what it replaces is exactly
+    what matching every node's whole path against every pattern replaces."""
+    from control_plane.kit.redaction import RedactionPattern
+
+    patterns = [RedactionPattern.parse(t) for t in texts]
+    document = {"a": doc, "B": [doc, {"card_number": doc}]}
+    out, _ = redact(document, texts, KEY)
+    assert out == _by_whole_paths(document, (), patterns)
+
+
 def test_redaction_key_is_stable_per_kek_and_differs_between_keks() -> None:
     from control_plane.kit.redaction import redaction_key
 
