@@ -39,12 +39,13 @@ from control_plane.kit.errors import (
     NotFound,
     ValidationFailed,
 )
-from control_plane.kit.inserts import Row
+from control_plane.kit.inserts import Row, table_of
 from control_plane.kit.redaction import (
     InvalidPatternError,
     RedactionPattern,
     obligation_patterns,
 )
+from control_plane.kit.time import utcnow
 from control_plane.models import AuditPending, AuditRecordRow
 from control_plane.oauth2.agent_auth import AgentPrincipal
 
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+RECORDS = table_of(AuditRecordRow)
+PENDING = table_of(AuditPending)
 
 
 async def record_decision(
@@ -127,24 +131,28 @@ async def record_decision(
     if source is not None:
         stored["source"] = source
     data = _encode(stored, "/body")
-    row = AuditRecordRow(
-        id=decision.id,
-        domain=decision.domain,
-        agent_id=decision.agent_id,
-        kind="decision",
-        action=decision.action,
-        status="succeeded",
-        decision_id=decision.id,
-        trace_id=decision.trace_id,
-        timestamp=created,
-        content_mac=hmac.new(ctx.redaction_key, data, hashlib.sha256).hexdigest(),
-        record=data.decode("utf-8"),
-    )
+    # Plain rows (``kit.inserts``): building table model instances only to read their columns
+    # back cost about 0.1 ms per decision.
+    record = {
+        "id": decision.id,
+        "domain": decision.domain,
+        "agent_id": decision.agent_id,
+        "kind": "decision",
+        "action": decision.action,
+        "status": "succeeded",
+        "decision_id": decision.id,
+        "trace_id": decision.trace_id,
+        "timestamp": created,
+        "content_mac": hmac.new(ctx.redaction_key, data, hashlib.sha256).hexdigest(),
+        "record": data.decode("utf-8"),
+        "created_at": utcnow(),
+    }
+    queued = {"record_id": decision.id, "domain": decision.domain}
     try:
         # With the decision's own row (``also``): one statement on PostgreSQL.
         await repository.insert_record(
             session,
-            [*also, Row.of(row), Row.of(AuditPending(record_id=row.id, domain=row.domain))],
+            [*also, Row(RECORDS, record), Row(PENDING, queued)],
         )
     except DBAPIError as exc:
         if dberrors.classify(exc) is not None:

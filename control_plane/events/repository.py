@@ -9,14 +9,17 @@ one writer at a time commits in ``seq`` order (``txid`` is 0).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, insert, literal_column, or_, text
+from sqlalchemy import and_, bindparam, insert, literal, literal_column, or_, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit.inserts import table_of
 from control_plane.models import EventRow, Webhook, WebhookDelivery
 
 
@@ -24,12 +27,23 @@ def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-async def add(session: AsyncSession, row: EventRow) -> None:
-    values = row.model_dump(exclude={"seq", "txid"})
-    values["txid"] = (
-        literal_column("pg_current_xact_id()::text::bigint") if _is_postgres(session) else 0
+_ADDED = ("id", "type", "source", "subject", "domain", "time", "data")
+
+
+@functools.cache
+def _insert(postgres: bool) -> Any:
+    """The outbox insert, built once per dialect (a Core insert with bound parameters)."""
+    table = table_of(EventRow)
+    txid = literal_column("pg_current_xact_id()::text::bigint") if postgres else literal(0)
+    return insert(table).values(
+        txid=txid, **{name: bindparam(name, type_=table.c[name].type) for name in _ADDED}
     )
-    await session.exec(insert(EventRow).values(**values))
+
+
+async def add(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Insert one event; ``values``: its ``id``, ``type``, ``source``, ``subject``,
+    ``domain``, ``time`` and ``data`` (``seq`` and ``txid`` come from the database)."""
+    await session.exec(_insert(_is_postgres(session)), params=values)
 
 
 async def page(

@@ -21,6 +21,7 @@ from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.events import repository
 from control_plane.events.types import TYPES
 from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.ids import uuid7
 from control_plane.kit.time import utcnow
 from control_plane.models import EventRow
 
@@ -40,16 +41,20 @@ async def emit(
     (flush only); returns its id. ``data`` must be JSON-serialisable."""
     if event_type not in TYPES:  # a programming error, not bad input
         raise ValueError(f"unknown event type {event_type}")
-    row = EventRow(
-        type=event_type,
-        source=f"{SOURCE}/domains/{domain}" if domain else SOURCE,
-        subject=subject,
-        domain=domain,
-        time=utcnow(),
-        data=json.dumps(data, default=str, separators=(",", ":")),
+    event_id = uuid7()
+    await repository.add(
+        session,
+        {
+            "id": event_id,
+            "type": event_type,
+            "source": f"{SOURCE}/domains/{domain}" if domain else SOURCE,
+            "subject": subject,
+            "domain": domain,
+            "time": utcnow(),
+            "data": json.dumps(data, default=str, separators=(",", ":")),
+        },
     )
-    await repository.add(session, row)
-    return row.id
+    return event_id
 
 
 def cursor_of(row: EventRow) -> str:

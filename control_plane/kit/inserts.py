@@ -41,6 +41,12 @@ class Row:
         return cls(table, values)
 
 
+def table_of(model: type[Any]) -> Table:
+    """The table of a table model class, for rows built as plain mappings (no instance)."""
+    found: Table = model.__table__
+    return found
+
+
 _Shape = tuple[bool, tuple[tuple[Table, tuple[str, ...]], ...]]
 _STATEMENTS: dict[_Shape, list[Any]] = {}
 _MAX_SHAPES = 256
