@@ -61,7 +61,7 @@ def app_state(app: Starlette) -> AppState:
     return cast(AppState, app.state.context)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return app_state(request.app)
 
 

@@ -43,7 +43,7 @@ _bearer = HTTPBearer(
 )
 
 
-def _point_token(
+async def _point_token(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if bearer is None or not bearer.credentials:

@@ -28,7 +28,7 @@ class PageParams:
     after: uuid.UUID | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=200, description="Items per page.")] = 50,
     after: Annotated[
         uuid.UUID | None, Query(description="Return items after this id (next_after).")

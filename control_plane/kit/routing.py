@@ -350,7 +350,8 @@ async def _after_rollback(request: Request, session: AsyncSession, has_turn: boo
         log.warning("after_rollback_write_failed", error_type=type(exc).__name__)
 
 
-def get_session(request: Request) -> AsyncSession:
+async def get_session(request: Request) -> AsyncSession:
+    # async: FastAPI runs a plain def dependency on a worker thread, a hand-off per request.
     session: AsyncSession = request.state.session
     return session
 
