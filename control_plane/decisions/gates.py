@@ -28,9 +28,9 @@ from control_plane.approvals import service as approvals
 from control_plane.audit import service as audit
 from control_plane.budgets import service as budgets
 from control_plane.budgets.rows import BudgetRow
+from control_plane.decisions.repository import RecordedDecision
 from control_plane.decisions.schemas import DecisionRequest
 from control_plane.events import service as events
-from control_plane.models import Decision
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.policy.engines import Effect, EngineResult
 
@@ -135,7 +135,7 @@ def _exceeded(verdict: Verdict) -> Verdict:
 
 
 async def announce(
-    session: AsyncSession, ctx: audit.AuditContext, decision: Decision, verdict: Verdict
+    session: AsyncSession, ctx: audit.AuditContext, decision: RecordedDecision, verdict: Verdict
 ) -> None:
     if verdict.bound_to is not None:
         approval = await approvals.request(

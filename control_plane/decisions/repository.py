@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.budgets.rows import BudgetRow
-from control_plane.kit.inserts import Row
+from control_plane.kit.inserts import Row, table_of
 from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
@@ -38,10 +38,47 @@ async def get(session: AsyncSession, decision_id: uuid.UUID) -> Decision | None:
     return await session.get(Decision, decision_id)
 
 
-def row(decision: Decision) -> Row:
+@dataclass(frozen=True, slots=True)
+class RecordedDecision:
+    """A decision as ``service.record_decision`` writes it: the columns of ``decisions``.
+    A plain record: a ``Decision`` table model instance cost about 0.1 ms to build, on every
+    decision, only for its columns to be read back (``row``)."""
+
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    domain: str
+    client_id: uuid.UUID | None
+    version_id: uuid.UUID | None
+    version: str | None
+    action: str
+    resource: dict[str, Any]
+    input_digest: str
+    effect: str
+    allow: bool
+    reasons: list[str]
+    obligations: list[dict[str, Any]]
+    bundle: str
+    revision: int | None
+    engine: str
+    failure: str | None
+    latency_ms: float
+    trace_id: str | None
+    enforcement_point_id: uuid.UUID | None
+    input: dict[str, Any] | None
+    served_by: str | None
+    created_at: datetime
+
+
+_DECISIONS = table_of(Decision)
+_COLUMNS = tuple(c.name for c in _DECISIONS.columns)
+if set(_COLUMNS) != set(RecordedDecision.__slots__):  # a migration added a column: add it here
+    raise RuntimeError("RecordedDecision does not have the columns of the decisions table")
+
+
+def row(decision: RecordedDecision) -> Row:
     """The decision's row, for its audit record to insert with it (``kit.inserts``: a Core
     insert, no unit of work; one statement with the audit record on PostgreSQL)."""
-    return Row.of(decision)
+    return Row(_DECISIONS, {name: getattr(decision, name) for name in _COLUMNS})
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,7 +254,11 @@ async def decide(
 
 
 def _shadow_job(
-    decision: Decision, shadow: int, input_doc: dict[str, Any], encoded: str, result: EngineResult
+    decision: repository.RecordedDecision,
+    shadow: int,
+    input_doc: dict[str, Any],
+    encoded: str,
+    result: EngineResult,
 ) -> ShadowJob:
     return ShadowJob(
         decision_id=decision.id,
@@ -303,7 +307,7 @@ async def record_decision(
     domain_redaction: list[str] | None = None,
     input_doc: dict[str, Any] | None = None,
     served_by: str | None = None,
-) -> Decision:
+) -> repository.RecordedDecision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
     (Core inserts, no flush; one statement on PostgreSQL): the centre's own decisions, and
     those enforcement points log (``decision_id`` theirs, ``source`` naming the point).
@@ -311,7 +315,8 @@ async def record_decision(
     transaction (else the audit reads it). ``input_doc``: the input policy evaluated, kept
     redacted (``stored_input``) for impact analysis. Raises ``AuditUnavailable`` (503) or
     ``ValidationFailed`` (422) from the audit record."""
-    decision = Decision(
+    decision = repository.RecordedDecision(
+        id=decision_id if decision_id is not None else uuid7(),
         agent_id=principal.agent.id,
         domain=principal.agent.domain,
         client_id=principal.client_id,
@@ -333,11 +338,8 @@ async def record_decision(
         enforcement_point_id=enforcement_point_id,
         input=stored_input(input_doc, result, redaction_key),
         served_by=served_by,
+        created_at=decided_at if decided_at is not None else utcnow(),
     )
-    if decision_id is not None:
-        decision.id = decision_id
-    if decided_at is not None:
-        decision.created_at = decided_at
     # In the same transaction (and statement, on PostgreSQL): no decision is answered (or
     # acknowledged) without its record.
     await audit.record_decision(
