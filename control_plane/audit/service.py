@@ -113,8 +113,10 @@ async def record_decision(
         "action": decision.action,
         "resource": kept,
         "status": "succeeded",
+        # Plain str, not the engine's StrEnum values: a subclass sends RFC 8785 encoding to the
+        # pure-Python reference (``jcs``), about 0.2 ms per decision; the bytes are the same.
         "decision": {
-            "effect": decision.effect,
+            "effect": str(decision.effect),
             "allow": decision.allow,
             "reasons": list(decision.reasons),
             "obligations": list(decision.obligations),
@@ -122,7 +124,7 @@ async def record_decision(
             "revision": decision.revision,
             "engine": decision.engine,
             "input_digest": decision.input_digest,
-            "failure": decision.failure,
+            "failure": None if decision.failure is None else str(decision.failure),
         },
         "decision_id": str(decision.id),
         "trace_id": decision.trace_id,
