@@ -55,6 +55,7 @@ class RedactionPattern:
     segments: tuple[str, ...]
 
     @classmethod
+    @functools.lru_cache(maxsize=1024)
     def parse(cls, text: str) -> RedactionPattern:
         """Parse ``a.b``, ``**.card_number``, ``resource.*.iban``.
 
