@@ -145,7 +145,7 @@ def redact(
         p if isinstance(p, RedactionPattern) else RedactionPattern.parse(p) for p in patterns
     )
     replaced: list[str] = []
-    if not compiled:
+    if not compiled or is_marker(document):
         return _copy(document), replaced
     matcher = _matcher(compiled)
     return _walk(document, matcher.start, (), matcher, key, replaced), replaced
@@ -224,7 +224,9 @@ def _walk(
         for k, v in node.items():
             name = str(k)
             after, matched = matcher.step(state, name.casefold())
-            if matched and not is_marker(v):
+            if is_marker(v):  # left whole, whatever matches it or inside it
+                out[k] = _copy(v)
+            elif matched:
                 replaced.append(_pointer((*raw_path, name)))
                 out[k] = marker(v, key)
             else:
@@ -235,7 +237,9 @@ def _walk(
         for i, v in enumerate(node):
             name = str(i)
             after, matched = matcher.step(state, name)
-            if matched and not is_marker(v):
+            if is_marker(v):
+                items.append(_copy(v))
+            elif matched:
                 replaced.append(_pointer((*raw_path, name)))
                 items.append(marker(v, key))
             else:

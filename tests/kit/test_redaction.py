@@ -63,10 +63,18 @@ def test_single_star_matches_exactly_one_segment() -> None:
     assert out["a"]["c"] == 2
 
 
-def test_redacting_twice_changes_nothing() -> None:
-    once, _ = redact({"x": {"secret": 1}}, ["**.secret"], KEY)
-    twice, pointers = redact(once, ["**.secret"], KEY)
+@pytest.mark.parametrize("pattern", ["**.secret", "x.**", "**", "x.*"])
+def test_redacting_twice_changes_nothing(pattern: str) -> None:
+    once, _ = redact({"x": {"secret": 1}, "y": 2}, [pattern], KEY)
+    twice, pointers = redact(once, [pattern], KEY)
     assert twice == once
+    assert pointers == []
+
+
+def test_a_marker_is_left_whole_whatever_matches_inside_it() -> None:
+    once, _ = redact({"x": {"secret": 1}}, ["**.secret"], KEY)
+    again, pointers = redact(once, ["x.*.redacted", "**.redacted"], KEY)
+    assert again == once
     assert pointers == []
 
 
@@ -131,7 +139,9 @@ PATTERN_SEGMENTS = st.sampled_from(["*", "**", "a", "B", "card_number", "0", "1"
 
 def _by_whole_paths(node: Any, path: tuple[str, ...], patterns: list[Any]) -> Any:
     """The reference: every node's whole path matched against every pattern (``matches``)."""
-    if path and not is_marker(node) and any(p.matches(path) for p in patterns):
+    if is_marker(node):
+        return node
+    if path and any(p.matches(path) for p in patterns):
         return marker(node, KEY)
     if isinstance(node, dict):
         return {k: _by_whole_paths(v, (*path, k.casefold()), patterns) for k, v in node.items()}
