@@ -63,8 +63,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-RECORDS = table_of(AuditRecordRow)
-PENDING = table_of(AuditPending)
+_RECORDS = table_of(AuditRecordRow)
+_PENDING = table_of(AuditPending)
 
 
 async def record_decision(
@@ -154,7 +154,7 @@ async def record_decision(
         # With the decision's own row (``also``): one statement on PostgreSQL.
         await repository.insert_record(
             session,
-            [*also, Row(RECORDS, record), Row(PENDING, queued)],
+            [*also, Row(_RECORDS, record), Row(_PENDING, queued)],
         )
     except DBAPIError as exc:
         if dberrors.classify(exc) is not None:

@@ -27,19 +27,6 @@ class Row:
     table: Table
     values: Mapping[str, Any]
 
-    @classmethod
-    def of(cls, instance: Any) -> Row:
-        """The row of a table model instance: every column of its table, as the instance holds
-        it (a primary key still None is left to the database: an autoincrement)."""
-        table = instance.__table__
-        values = {}
-        for column in table.columns:
-            value = getattr(instance, column.key)
-            if value is None and column.primary_key:
-                continue
-            values[column.name] = value
-        return cls(table, values)
-
 
 def table_of(model: type[Any]) -> Table:
     """The table of a table model class, for rows built as plain mappings (no instance)."""

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,34 +68,6 @@ class RedactionPattern:
         if len(parts) > MAX_PATTERN_SEGMENTS:
             raise InvalidPatternError(f"redaction pattern {text!r} has too many segments")
         return cls(tuple(p if p in ("*", "**") else p.casefold() for p in parts))
-
-    def matches(self, path: Sequence[str]) -> bool:
-        """Whether a concrete path (casefolded segments) is matched by this pattern."""
-        return _match(self.segments, tuple(path))
-
-
-def _match(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
-    # Iterative matcher over (pattern position, path position) states; patterns are short, so
-    # the state set stays small and there is no exponential backtracking on `**`.
-    states = {(0, 0)}
-    seen: set[tuple[int, int]] = set()
-    while states:
-        i, j = states.pop()
-        if (i, j) in seen:
-            continue
-        seen.add((i, j))
-        if i == len(pattern):
-            if j == len(path):
-                return True
-            continue
-        seg = pattern[i]
-        if seg == "**":
-            states.add((i + 1, j))  # ** matches nothing more
-            if j < len(path):
-                states.add((i, j + 1))  # ** swallows one more segment
-        elif j < len(path) and (seg == "*" or seg == path[j]):
-            states.add((i + 1, j + 1))
-    return False
 
 
 def marker(value: Any, key: bytes) -> dict[str, str]:
@@ -157,8 +129,8 @@ _MAX_STEPS = 4096
 
 class _Matcher:
     """All of a document's paths against several patterns at once, one segment at a time: a
-    state is the set of (pattern, position) pairs the path so far can be at (the same automaton
-    as ``_match``, run incrementally), so each node costs one step from its parent's state, and
+    state is the set of (pattern, position) pairs the path so far can be at (an NFA, so ``**``
+    never backtracks), so each node costs one step from its parent's state, and
     a subtree whose state is empty holds nothing to redact. Steps are memoised per (state,
     segment), at most ``_MAX_STEPS`` at a time: documents repeat their keys."""
 
@@ -220,32 +192,36 @@ def _walk(
     if not state:  # no pattern can match here or below
         return _copy(node)
     if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            name = str(k)
-            after, matched = matcher.step(state, name.casefold())
-            if is_marker(v):  # left whole, whatever matches it or inside it
-                out[k] = _copy(v)
-            elif matched:
-                replaced.append(_pointer((*raw_path, name)))
-                out[k] = marker(v, key)
-            else:
-                out[k] = _walk(v, after, (*raw_path, name), matcher, key, replaced)
-        return out
+        return {
+            k: _child(v, str(k), str(k).casefold(), state, raw_path, matcher, key, replaced)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        items = []
-        for i, v in enumerate(node):
-            name = str(i)
-            after, matched = matcher.step(state, name)
-            if is_marker(v):
-                items.append(_copy(v))
-            elif matched:
-                replaced.append(_pointer((*raw_path, name)))
-                items.append(marker(v, key))
-            else:
-                items.append(_walk(v, after, (*raw_path, name), matcher, key, replaced))
-        return items
+        return [
+            _child(v, str(i), str(i), state, raw_path, matcher, key, replaced)
+            for i, v in enumerate(node)
+        ]
     return node
+
+
+def _child(
+    value: Any,
+    name: str,
+    segment: str,
+    state: _State,
+    raw_path: tuple[str, ...],
+    matcher: _Matcher,
+    key: bytes,
+    replaced: list[str],
+) -> Any:
+    """``value``, found under ``name`` (``segment`` casefolded), redacted."""
+    if is_marker(value):  # left whole, whatever matches it or inside it
+        return _copy(value)
+    after, matched = matcher.step(state, segment)
+    if matched:
+        replaced.append(_pointer((*raw_path, name)))
+        return marker(value, key)
+    return _walk(value, after, (*raw_path, name), matcher, key, replaced)
 
 
 def _copy(node: Any) -> Any:

@@ -137,11 +137,21 @@ def test_no_sensitive_value_survives_wherever_it_is_put(
 PATTERN_SEGMENTS = st.sampled_from(["*", "**", "a", "B", "card_number", "0", "1"])
 
 
+def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
+    """A whole path against a pattern, by recursion (``**``: zero or more segments)."""
+    if not pattern:
+        return not path
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(rest, path[i:]) for i in range(len(path) + 1))
+    return bool(path) and (head in ("*", path[0])) and _matches(rest, path[1:])
+
+
 def _by_whole_paths(node: Any, path: tuple[str, ...], patterns: list[Any]) -> Any:
-    """The reference: every node's whole path matched against every pattern (``matches``)."""
+    """The reference: every node's whole path matched against every pattern."""
     if is_marker(node):
         return node
-    if path and any(p.matches(path) for p in patterns):
+    if path and any(_matches(p.segments, path) for p in patterns):
         return marker(node, KEY)
     if isinstance(node, dict):
         return {k: _by_whole_paths(v, (*path, k.casefold()), patterns) for k, v in node.items()}
