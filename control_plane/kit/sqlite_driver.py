@@ -50,6 +50,27 @@ def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) 
         cursor.close()
 
 
+def _run_all(conn: sqlite3.Connection, work: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """On the connection's thread: execute each statement, in order; stop at the first error."""
+    cursor = conn.cursor()
+    try:
+        for operation, parameters in work:
+            cursor.execute(operation, parameters)
+    finally:
+        cursor.close()
+
+
+async def execute_all(adapted: Any, work: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Execute ``work`` (SQL text with ``?`` placeholders, and its parameters, already in the
+    driver's types) on ``adapted`` (a ``OneHopConnection``: a pooled connection's
+    ``dbapi_connection``) in one hand-off, in the connection's current transaction. Rows are not
+    read (for INSERTs). Raises the driver's own error (``sqlite3.Error``) for the first statement
+    that fails; the statements before it have run, so the caller must roll back."""
+    connection: Any = adapted._connection  # an aiosqlite.Connection
+    async with adapted._execute_mutex:
+        await connection._execute(_run_all, connection._conn, work)
+
+
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose ``execute`` and ``executemany`` are one hand-off each."""
 
