@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, literal, literal_column, or_, text
+from sqlalchemy import and_, bindparam, insert, literal_column, or_, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit.inserts import table_of
+from control_plane.kit.inserts import Row, insert_rows, table_of
 from control_plane.models import EventRow, Webhook, WebhookDelivery
 
 
@@ -31,19 +31,23 @@ _ADDED = ("id", "type", "source", "subject", "domain", "time", "data")
 
 
 @functools.cache
-def _insert(postgres: bool) -> Any:
-    """The outbox insert, built once per dialect (a Core insert with bound parameters)."""
+def _insert_postgres() -> Any:
+    """PostgreSQL's outbox insert, built once: ``txid`` is the inserting transaction's id."""
     table = table_of(EventRow)
-    txid = literal_column("pg_current_xact_id()::text::bigint") if postgres else literal(0)
     return insert(table).values(
-        txid=txid, **{name: bindparam(name, type_=table.c[name].type) for name in _ADDED}
+        txid=literal_column("pg_current_xact_id()::text::bigint"),
+        **{name: bindparam(name, type_=table.c[name].type) for name in _ADDED},
     )
 
 
 async def add(session: AsyncSession, values: dict[str, Any]) -> None:
     """Insert one event; ``values``: its ``id``, ``type``, ``source``, ``subject``,
-    ``domain``, ``time`` and ``data`` (``seq`` and ``txid`` come from the database)."""
-    await session.exec(_insert(_is_postgres(session)), params=values)
+    ``domain``, ``time`` and ``data`` (``seq`` and ``txid`` come from the database; on SQLite
+    ``txid`` is 0 and the row goes through ``kit.inserts``, compiled once)."""
+    if _is_postgres(session):
+        await session.exec(_insert_postgres(), params=values)
+    else:
+        await insert_rows(session, [Row(table_of(EventRow), {**values, "txid": 0})])
 
 
 async def page(
