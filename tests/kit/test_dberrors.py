@@ -182,6 +182,23 @@ async def test_slow_statement_answers_503_within_the_statement_timeout(
         assert (await client.get("/chaos/sleep", params={"seconds": 0})).status_code == 200
 
 
+async def _wait_for_sleepers(db_url: str, count: int) -> None:
+    conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            sleeping = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()"
+            )
+            if sleeping >= count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"fewer than {count} requests sleeping after 30 s")
+    finally:
+        await conn.close()
+
+
 @POSTGRES_ONLY
 async def test_pool_exhaustion_answers_503_within_the_pool_timeout(
     db_url: str, tmp_path: Path
@@ -192,11 +209,10 @@ async def test_pool_exhaustion_answers_503_within_the_pool_timeout(
         slow = [
             asyncio.create_task(client.get("/chaos/sleep", params={"seconds": 4})) for _ in range(3)
         ]
-        # Wait until they hold every connection (a fixed sleep raced them on a loaded machine).
-        pool = app_state(client._transport.app).database.engine.pool  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 30
-        while pool.checkedout() < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            await asyncio.sleep(0.05)
+        # Wait until the three sleep in PostgreSQL, each on its own pooled connection. (A fixed
+        # sleep raced them on a loaded machine; the pool's own count also counts a background
+        # worker's brief checkout, which it then gave to the request under test.)
+        await _wait_for_sleepers(db_url, 3)
         started = time.monotonic()
         r = await client.get("/v1/agents", headers=ADMIN)
         elapsed = time.monotonic() - started
