@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.budgets.rows import BudgetRow
 from control_plane.kit.inserts import Row, table_of
+from control_plane.kit.prepared import Prepared
 from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
@@ -118,13 +119,17 @@ class DecisionState:
     auth: AuthState | None = field(default=None, compare=False)
 
 
+_AGENT = table_of(Agent)
+_AGENT_NAMES = tuple(c.name for c in _AGENT.columns)
+
+
 def _decision_state_statement() -> Any:
     """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
     active = aliased(AgentVersion)
     bound = aliased(AgentVersion)
     return (
         sa_select(
-            Agent,
+            *_AGENT.columns,
             col(Agent.revision),
             col(Agent.status),
             col(active.id),
@@ -193,9 +198,10 @@ def _decision_state_statement() -> Any:
     )
 
 
-_DECISION_STATE = _decision_state_statement()
-# Row layout: the Agent entity, then these columns, then the budget columns from _BUDGET on.
-_BUDGET = 20
+_DECISION_STATE = Prepared(_decision_state_statement())
+# Row layout: the agent's columns, then these columns, then the budget columns from _BUDGET on.
+_AGENT_END = len(_AGENT_NAMES)
+_BUDGET = _AGENT_END + 19
 
 
 async def decision_state(
@@ -203,8 +209,8 @@ async def decision_state(
 ) -> DecisionState | None:
     """The agent's active version, the bundle's active revision, the domain's redaction list,
     the budgets that apply, authentication's state and the guard; None when the agent is gone.
-    One statement: its first 20 columns are the same on every row, one row per budget window
-    counter."""
+    One statement (``kit.prepared``: Core, and on SQLite run with the driver): its columns up
+    to ``_BUDGET`` are the same on every row, one row per budget window counter."""
     params = {
         "agent_id": agent_id,
         "agent_key": str(agent_id),
@@ -212,10 +218,11 @@ async def decision_state(
         "jti": jti,
         "bundle": bundle,
     }
-    rows = (await session.exec(_DECISION_STATE, params=params)).all()
+    rows = await _DECISION_STATE.rows(session, params)
     if not rows:
         return None
-    agent, row = rows[0][0], rows[0][1:]
+    agent = Agent(**dict(zip(_AGENT_NAMES, rows[0][:_AGENT_END], strict=True)))
+    row = rows[0][_AGENT_END:]
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
     routing = Routing(
         active=row[10],

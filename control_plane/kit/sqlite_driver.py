@@ -71,6 +71,25 @@ async def execute_all(adapted: Any, work: Sequence[tuple[str, Sequence[Any]]]) -
         await connection._execute(_run_all, connection._conn, work)
 
 
+def _fetch_all(conn: sqlite3.Connection, operation: str, parameters: Sequence[Any]) -> list[Any]:
+    cursor = conn.cursor()
+    try:
+        return cursor.execute(operation, parameters).fetchall()
+    finally:
+        cursor.close()
+
+
+async def fetch_all(adapted: Any, operation: str, parameters: Sequence[Any]) -> list[Any]:
+    """Execute one statement on ``adapted`` (as for ``execute_all``) in one hand-off and
+    return all its rows, as the driver gives them. Raises the driver's own error."""
+    connection: Any = adapted._connection
+    async with adapted._execute_mutex:
+        rows: list[Any] = await connection._execute(
+            _fetch_all, connection._conn, operation, parameters
+        )
+    return rows
+
+
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose ``execute`` and ``executemany`` are one hand-off each."""
 
