@@ -9,33 +9,23 @@ Both databases: on PostgreSQL SQLAlchemy always runs them (one statement).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from control_plane.config import Settings
 from control_plane.kit.database import Database
 from control_plane.kit.inserts import Row, insert_rows, table_of
 from control_plane.models import Agent, AuditPending, AuditRecordRow, Decision, Domain
+from tests.fixtures.statements import watched
 
 _DECISIONS, _RECORDS, _PENDING = (
     table_of(Decision),
     table_of(AuditRecordRow),
     table_of(AuditPending),
 )
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    database = Database.open(settings)
-    try:
-        yield database
-    finally:
-        await database.aclose()
 
 
 async def _agent(database: Database) -> uuid.UUID:
@@ -96,21 +86,10 @@ def _rows(agent_id: uuid.UUID, *, allow: bool) -> list[Row]:
 
 async def _insert(database: Database, rows: list[Row], *, listened: bool) -> list[str]:
     """Insert and commit ``rows``; the statements the engine's listeners saw."""
-    seen: list[str] = []
-
-    def listener(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    engine = database.engine.sync_engine
-    if listened:
-        event.listen(engine, "before_cursor_execute", listener)
-    try:
+    with watched(database.engine, on=listened) as seen:
         async with database.sessionmaker() as session:
             await insert_rows(session, rows)
             await session.commit()
-    finally:
-        if listened:
-            event.remove(engine, "before_cursor_execute", listener)
     return seen
 
 
@@ -136,7 +115,7 @@ def _without_ids(found: tuple[Any, ...]) -> tuple[Any, ...]:
 async def test_both_ways_store_the_same_values(database: Database) -> None:
     agent_id = await _agent(database)
     fast, slow = _rows(agent_id, allow=True), _rows(agent_id, allow=True)
-    assert await _insert(database, fast, listened=False) == []
+    await _insert(database, fast, listened=False)
     assert len(await _insert(database, slow, listened=True)) >= 1  # SQLAlchemy ran them
     fast_read = await _read(database, fast[0].values["id"])
     slow_read = await _read(database, slow[0].values["id"])
