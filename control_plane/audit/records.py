@@ -52,6 +52,12 @@ class AuditUnavailable(ServiceUnavailable):
     title = "Audit log unavailable"
 
 
+class RecordExists(AuditUnavailable):
+    """The record's id is taken: a concurrent transaction stored a record with it first (an edge
+    decision log uploaded twice at once). Answered as ``AuditUnavailable`` (503) unless the
+    caller, which can tell a duplicate, handles it."""
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 

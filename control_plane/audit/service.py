@@ -25,7 +25,7 @@ from control_plane.audit.governance import NO_AGENT, record_control
 from control_plane.audit.ingest import ingest
 from control_plane.audit.keys import check_kek
 from control_plane.audit.log import as_unicode, ijson_problem
-from control_plane.audit.records import AuditContext, AuditUnavailable
+from control_plane.audit.records import AuditContext, AuditUnavailable, RecordExists
 from control_plane.audit.records import agent_document as _agent_document
 from control_plane.audit.records import encode as _encode
 from control_plane.audit.records import iso as _iso
@@ -53,6 +53,7 @@ __all__ = [
     "NO_AGENT",
     "AuditContext",
     "AuditUnavailable",
+    "RecordExists",
     "check_kek",
     "get_redaction_list",
     "ingest",
@@ -87,7 +88,8 @@ async def record_decision(
     transaction (None: read here).
 
     Raises ``AuditUnavailable`` (503) when it cannot be written: the caller's transaction must
-    then roll back, so no decision is answered without its record.
+    then roll back, so no decision is answered without its record; ``RecordExists`` (a 503
+    too) when another transaction stored a record with its id first.
     """
     resource = as_unicode(resource)
     problem = ijson_problem(resource, "/body/resource")
@@ -161,6 +163,11 @@ async def record_decision(
             # The database itself is unavailable (a restart, a failover): the one answer for
             # that, 503 database_unavailable with Retry-After, comes from the kit's handler.
             raise
+        if dberrors.is_unique_violation(exc):
+            # Its id is taken: a concurrent upload of the same edge decision committed first.
+            raise RecordExists(
+                "The decision's record was stored meanwhile by another request. Retry."
+            ) from None
         log.error("audit_record_failed", kind="decision", error_type=type(exc).__name__)
         raise AuditUnavailable(
             "The decision's audit record could not be written; nothing was decided. Retry."

@@ -22,11 +22,13 @@ from typing import Any, Final
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
+from control_plane.audit import service as audit
 from control_plane.decisions import service as decisions
 from control_plane.federation import repository
 from control_plane.federation.auth import PointPrincipal, authenticate, check_scope
 from control_plane.federation.schemas import LogsAccepted, RejectedEvent
 from control_plane.kit.errors import FieldError, ValidationFailed
+from control_plane.kit.routing import StaleReads
 from control_plane.kit.time import aware, utcnow
 from control_plane.models import AgentVersion, EnforcementPoint
 from control_plane.oauth2.agent_auth import AgentPrincipal
@@ -182,25 +184,30 @@ async def ingest_logs(
         metrics: dict[str, Any] = raw_metrics if isinstance(raw_metrics, dict) else {}
         eval_ns = metrics.get("timer_rego_query_eval_ns") or metrics.get("timer_server_handler_ns")
         without_token = {k: v for k, v in doc.items() if k != "token"}
-        await decisions.record_decision(
-            session,
-            agent_principal,
-            version,
-            action=action if isinstance(action, str) else "",
-            resource=resource,
-            input_digest=_input_digest(without_token),
-            result=result,
-            bundle=state.policy_runtime.bundle,
-            redaction_key=state.redaction_key,
-            audit_context=state.audit_context,
-            latency_ms=float(eval_ns) / 1e6 if isinstance(eval_ns, int | float) else 0.0,
-            decision_id=decision_id,
-            decided_at=at,
-            enforcement_point_id=point.id,
-            source=source,
-            input_doc=_replay_input(agent_principal, version, without_token, at),
-            served_by=served[1] if served is not None else None,
-        )
+        try:
+            await decisions.record_decision(
+                session,
+                agent_principal,
+                version,
+                action=action if isinstance(action, str) else "",
+                resource=resource,
+                input_digest=_input_digest(without_token),
+                result=result,
+                bundle=state.policy_runtime.bundle,
+                redaction_key=state.redaction_key,
+                audit_context=state.audit_context,
+                latency_ms=float(eval_ns) / 1e6 if isinstance(eval_ns, int | float) else 0.0,
+                decision_id=decision_id,
+                decided_at=at,
+                enforcement_point_id=point.id,
+                source=source,
+                input_doc=_replay_input(agent_principal, version, without_token, at),
+                served_by=served[1] if served is not None else None,
+            )
+        except audit.RecordExists:
+            # A concurrent upload of the same decision committed it after the check above: the
+            # route rolls back and runs the upload again, where the decision is a duplicate.
+            raise StaleReads from None
         seen.add(decision_id)
         accepted += 1
     await repository.record_contact(

@@ -75,6 +75,23 @@ _SQLSTATES = {
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
+# A unique or primary key constraint refused a row: PostgreSQL's unique_violation, and SQLite's
+# extended result codes SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE.
+_UNIQUE_SQLSTATE = "23505"
+_SQLITE_UNIQUE = frozenset({1555, 2067})
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a unique or primary key violation: the row's key is
+    taken, typically by a concurrent transaction that committed first."""
+    for item in _chain(exc):
+        if getattr(item, "sqlstate", None) == _UNIQUE_SQLSTATE:
+            return True
+        if getattr(item, "sqlite_errorcode", None) in _SQLITE_UNIQUE:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Unavailable:
     cause: Cause

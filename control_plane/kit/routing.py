@@ -64,6 +64,7 @@ from control_plane.kit.errors import (
     IdempotencyKeyLimit,
     IdempotencyKeyReused,
     InvalidRequest,
+    ServiceUnavailable,
     problem_body,
 )
 from control_plane.kit.time import aware, utcnow
@@ -256,7 +257,10 @@ class TransactionalRoute(APIRoute):
                     # after a short jittered pause (the other transaction is finishing).
                     request.state.idempotency = None
                     await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311
-            raise AssertionError("unreachable")
+            # Every attempt found what it read changed before it could write.
+            raise ServiceUnavailable(
+                "What this request depends on kept changing while it ran; retry it."
+            )
 
         return route
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -15,7 +16,11 @@ import httpx
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from control_plane.kit.inserts import table_of
+from control_plane.models import Decision
 from tests.fixtures.decisions import REFUND, decider
 from tests.fixtures.factories import bearer, create_domain
 from tests.fixtures.oauth2 import basic
@@ -347,3 +352,75 @@ async def test_point_clients_by_post_and_by_private_key_jwt(
         headers=admin,
     )
     assert no_key.status_code == 422
+
+
+async def test_a_decision_uploaded_twice_at_once_is_stored_once(
+    client: httpx.AsyncClient, admin: dict[str, str], db_url: str, is_postgres: bool
+) -> None:
+    agent = await decider(client, admin, name="refund-bot", domain="payments")
+    headers = await _point_token(client, await _point(client, admin, "payments"))
+    token = agent["headers"]["Authorization"].removeprefix("Bearer ")
+    decision_id = str(uuid.uuid4())
+    # Another upload of the same decision, caught in the middle: its row is written, not yet
+    # committed, when this upload looks for it (and finds nothing); it commits while this one
+    # inserts. PostgreSQL then refuses this one's row (unique violation); SQLite makes this one
+    # wait for the write lock, then find the row.
+    other = create_async_engine(db_url)
+    try:
+        async with other.connect() as conn:
+            transaction = await conn.begin()
+            await conn.execute(insert(table_of(Decision)).values(_stored(decision_id, agent)))
+            upload = asyncio.create_task(
+                client.post("/v1/logs", json=[_event(token, decision_id)], headers=headers)
+            )
+            await _until_blocked(conn, is_postgres)
+            assert not upload.done()
+            await transaction.commit()
+            r = await upload
+    finally:
+        await other.dispose()
+    assert r.status_code == 200, r.text
+    assert (r.json()["accepted"], r.json()["duplicates"]) == (0, 1)
+    listed = (await client.get("/v1/decisions", headers=admin)).json()["data"]
+    assert [d["id"] for d in listed] == [decision_id]
+
+
+def _stored(decision_id: str, agent: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": uuid.UUID(decision_id),
+        "agent_id": uuid.UUID(agent["agent"]["id"]),
+        "domain": "payments",
+        "client_id": uuid.uuid4(),
+        "action": "payments.refund",
+        "resource": {},
+        "input_digest": "sha256:" + "0" * 64,
+        "effect": "allow",
+        "allow": True,
+        "reasons": [],
+        "obligations": [],
+        "bundle": "default",
+        "engine": "opa",
+        "latency_ms": 0.0,
+        "created_at": datetime.now(UTC),
+    }
+
+
+async def _until_blocked(conn: AsyncConnection, is_postgres: bool) -> None:
+    """Until the upload waits on the row's lock (PostgreSQL), or a moment (SQLite: it waits on
+    the write lock from its first statement)."""
+    if not is_postgres:
+        await asyncio.sleep(0.5)
+        return
+    for _ in range(600):
+        # Inside a transaction the activity view is read once, unless its snapshot is cleared.
+        await conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+        waiting = await conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE '%INSERT INTO decisions%'"
+            )
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the upload never waited on the row")
