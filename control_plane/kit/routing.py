@@ -259,7 +259,8 @@ class TransactionalRoute(APIRoute):
                     await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)  # noqa: S311
             # Every attempt found what it read changed before it could write.
             raise ServiceUnavailable(
-                "What this request depends on kept changing while it ran; retry it."
+                "What this request depends on kept changing while it ran; retry it.",
+                headers={"Retry-After": "1"},
             )
 
         return route

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from control_plane.app import create_app
 from control_plane.config import Settings
 from control_plane.kit.errors import Conflict
-from control_plane.kit.routing import Session, TransactionalRoute, after_commit
+from control_plane.kit.routing import Session, StaleReads, TransactionalRoute, after_commit
 from control_plane.state import app_state
 from tests.conftest import ADMIN_TOKEN, _bootstrap
 from tests.fixtures.decisions import REFUND, decider
@@ -57,6 +57,14 @@ def _chaos_router() -> APIRouter:
         if status == 409:
             raise Conflict("refused")
         return {"status": status}
+
+    @router.post("/stale")
+    async def stale(session: Session, request: Request) -> dict[str, int]:
+        # What it read changes every time before it can write (kit.routing.StaleReads).
+        request.app.state.chaos_calls["stale"] = request.app.state.chaos_calls.get("stale", 0) + 1
+        after_commit(session, lambda: request.app.state.committed.append("stale"))
+        await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        raise StaleReads
 
     @router.get("/sleep")
     async def sleep(session: Session, seconds: float) -> dict[str, bool]:
@@ -277,3 +285,16 @@ async def test_after_commit_runs_only_for_what_was_committed(db_url: str, tmp_pa
         assert (await client.post("/chaos/answer/200")).status_code == 200
         assert (await client.post("/chaos/answer/409")).status_code == 409
         assert client._transport.app.state.committed == [200]  # type: ignore[attr-defined]
+
+
+async def test_a_request_stale_on_every_attempt_answers_503(db_url: str, tmp_path: Path) -> None:
+    settings = _settings(db_url, tmp_path)
+    async for client in _client(settings):
+        r = await client.post("/chaos/stale")
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "service_unavailable"
+        assert r.headers["retry-after"] == "1"
+        app = client._transport.app  # type: ignore[attr-defined]
+        assert app.state.chaos_calls["stale"] == settings.database_retry_attempts
+        assert app.state.committed == []
