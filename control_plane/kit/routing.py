@@ -76,7 +76,9 @@ _REPLAY_HEADERS = ("content-type", "etag", "location", "cache-control")
 
 
 class StaleReads(Exception):
-    """What a ``reads_first`` request read changed before it could write: run it again."""
+    """What a request read changed before it could write (a ``reads_first`` request's state, a
+    row a concurrent request stored after it looked): the route rolls back and runs it again,
+    up to ``database_retry_attempts`` times, then answers 503."""
 
 
 _LATE_TURN = "kit.late_writer_turn"
