@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Dialect, Table, bindparam, insert
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -92,8 +91,11 @@ def _compiled(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Compil
     positions = compiled.positiontup or []
     if not set(positions) <= set(names):
         return None
-    processors = compiled._bind_processors
-    return _Compiled(str(compiled), tuple((name, processors.get(name)) for name in positions))
+    binds = tuple(
+        (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        for name in positions
+    )
+    return _Compiled(str(compiled), binds)
 
 
 async def _insert_rows_sqlite(connection: AsyncConnection, rows: Sequence[Row]) -> bool:
@@ -120,15 +122,9 @@ async def _insert_rows_sqlite(connection: AsyncConnection, rows: Sequence[Row]) 
     try:
         await sqlite_driver.execute_all(raw.dbapi_connection, work)
     except dialect.loaded_dbapi.Error as exc:
-        failed = work[0] if len(work) == 1 else None
-        raise DBAPIError.instance(
-            failed[0] if failed else "; ".join(sql for sql, _ in work),
-            failed[1] if failed else [args for _, args in work],
-            exc,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=connection.sync_engine.hide_parameters,
-            dialect=dialect,
-        ) from exc
+        statements = "; ".join(sql for sql, _ in work)
+        parameters = [args for _, args in work]
+        raise sqlite_driver.as_sqlalchemy_error(connection, exc, statements, parameters) from exc
     return True
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Dialect, Select
-from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit import sqlite_driver
@@ -85,14 +84,7 @@ class Prepared:
                 raw.dbapi_connection, compiled.sql, args
             )
         except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                compiled.sql,
-                args,
-                exc,
-                dialect.loaded_dbapi.Error,
-                hide_parameters=connection.sync_engine.hide_parameters,
-                dialect=dialect,
-            ) from exc
+            raise sqlite_driver.as_sqlalchemy_error(connection, exc, compiled.sql, args) from exc
         results = compiled.results
         return [
             tuple(

@@ -28,6 +28,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import EMPTY_DICT
 
 _Read = tuple[Any, list[Any], int, int | None]
@@ -88,6 +90,23 @@ async def fetch_all(adapted: Any, operation: str, parameters: Sequence[Any]) -> 
             _fetch_all, connection._conn, operation, parameters
         )
     return rows
+
+
+def as_sqlalchemy_error(
+    connection: AsyncConnection, exc: Exception, statement: str, parameters: Any
+) -> BaseException:
+    """The ``DBAPIError`` subclass SQLAlchemy raises for the driver's ``exc`` (IntegrityError,
+    OperationalError, ...), for statements run with the driver directly, so that callers and
+    ``kit.dberrors`` see what they see from SQLAlchemy (parameters hidden as the engine says)."""
+    dialect = connection.dialect
+    return DBAPIError.instance(
+        statement,
+        parameters,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=connection.sync_engine.hide_parameters,
+        dialect=dialect,
+    )
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
