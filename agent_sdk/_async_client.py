@@ -38,7 +38,9 @@ from agent_sdk._outbox import Row
 
 class AsyncClient(BaseClient):
     """The asyncio twin of ``Client``: the same arguments (``http_client`` is an
-    ``httpx.AsyncClient``), the same methods as coroutines, ``async with`` for ``close()``.
+    ``httpx.AsyncClient``; local mode's enforcement point runs on threads, so its
+    ``LocalOptions.http_client`` is a sync ``httpx.Client``), the same methods as coroutines,
+    ``async with`` for ``close()``.
     The flusher is a task on the loop that first uses the client (records a previous process
     left in the outbox start flowing on the first call, or on ``async with``)."""
 

@@ -51,7 +51,8 @@ class Client(BaseClient):
     - ``breaker_threshold`` consecutive failures open the circuit for ``breaker_cooldown`` s.
     - ``audit_batch_size`` (at most 1,000) records per POST; ``flush_interval`` (s) between
       polls of an empty outbox.
-    - ``http_client``: an ``httpx.Client`` to send with (proxies, custom transports).
+    - ``http_client``: an ``httpx.Client`` to send with (proxies, custom transports, a private
+      CA). Local mode's enforcement point sends with its own: ``LocalOptions.http_client``.
     - ``mode``: ``"remote"`` (default: ``decide()`` asks ``POST /v1/decisions``) or ``"local"``
       (``decide()`` evaluates the domain's signed bundle in process as an enforcement point,
       ``local``: a ``LocalOptions``, else from the environment; needs the extra ``local``;
@@ -75,6 +76,12 @@ class Client(BaseClient):
         http_client: httpx.Client | None = None,
         **options: Any,
     ) -> None:
+        local = options.get("local")
+        if http_client is not None and getattr(local, "http_client", None) is http_client:
+            raise AgentControlPlaneError(
+                "LocalOptions.http_client must be an httpx.Client of its own, not the Client's "
+                "http_client: closing the enforcement point closes it"
+            )
         super().__init__(
             base_url,
             client_id,

@@ -400,7 +400,8 @@ def _deny(reason: str) -> dict[str, Any]:
 
 def start_federation(client: BaseClient, local: LocalOptions | None) -> Federation:
     """Local mode's enforcement point for ``client``, with a remote-mode sync ``Client`` of the
-    point's own credential as transport (its bundle pulls may be held open ``long_poll`` s)."""
+    point's own credential as transport (its bundle pulls may be held open ``long_poll`` s),
+    sending with ``LocalOptions.http_client`` when given; closing the point closes it."""
     from agent_sdk._client import Client
 
     options = local if local is not None else local_options_from_env()
@@ -417,7 +418,9 @@ def start_federation(client: BaseClient, local: LocalOptions | None) -> Federati
         outbox_path=cache_dir / "unused-audit-outbox.sqlite3",
         timeout=httpx.Timeout(read, connect=client.timeout.connect),
         max_retries=client.max_retries,
+        http_client=options.http_client,
     )
+    transport._owns_http = True  # LocalOptions.http_client is the point's: closed with it
     try:
         return Federation(options, transport, cache_dir)
     except BaseException:

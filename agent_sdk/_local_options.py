@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from agent_sdk._bundle import VerificationKey
 from agent_sdk._exceptions import AgentControlPlaneError
 
@@ -29,6 +31,12 @@ class LocalOptions:
     - ``bundle_wait`` (s): how long ``decide()`` waits for a first bundle before denying.
     - ``outbox_max_records``/``outbox_max_bytes``: bounds of the decision-log outbox; a full
       one makes ``decide()`` wait up to ``bundle_wait`` s, then raise ``OutboxFull``.
+    - ``http_client``: an ``httpx.Client`` for the point's own calls (its token, bundle pulls,
+      decision logs, status): a private CA (``verify=``), a client certificate, proxies. The
+      SDK takes it over: it sets each request's timeout (``timeout`` plus ``long_poll``) and
+      closes it with the client, which is how a pull held open by long polling ends; so it
+      must not be the ``Client``'s own ``http_client``. Default: a new ``httpx.Client`` (the
+      system's CAs, or ``SSL_CERT_FILE``).
     """
 
     domain: str
@@ -47,6 +55,7 @@ class LocalOptions:
     outbox_max_records: int = 1_000_000
     outbox_max_bytes: int = 1024 * 1024 * 1024
     labels: Mapping[str, str] = field(default_factory=dict)
+    http_client: httpx.Client | None = field(default=None, compare=False, repr=False)
 
 
 def local_options_from_env() -> LocalOptions:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -227,7 +228,7 @@ def resign(raw: bytes, signing_key: bytes, edit: Callable[[dict[str, Any]], None
 class BundleServer:
     """Serves one domain's bundle by ETag (and long polling), takes logs and status."""
 
-    def __init__(self, token_key: TokenKey) -> None:
+    def __init__(self, token_key: TokenKey, tls: ssl.SSLContext | None = None) -> None:
         self.token_key = token_key
         self.bundle: bytes | None = None
         self.agent_token = token_key.token()
@@ -329,7 +330,11 @@ class BundleServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # a handshake a client refuses fails that connection only
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread: threading.Thread | None = None
 
     def publish(self, raw: bytes) -> None:
@@ -347,8 +352,9 @@ class BundleServer:
 
 
 @contextmanager
-def bundle_server(token_key: TokenKey) -> Iterator[BundleServer]:
-    server = BundleServer(token_key)
+def bundle_server(token_key: TokenKey, tls: ssl.SSLContext | None = None) -> Iterator[BundleServer]:
+    """A started `BundleServer`; ``tls``: serve https with that server context."""
+    server = BundleServer(token_key, tls)
     server.start()
     try:
         yield server

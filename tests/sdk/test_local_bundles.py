@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agent_sdk import AgentControlPlaneError, AsyncClient, Client, LocalOptions, VerificationKey
 from agent_sdk._bundle import BundleError, file_hash, verify_bundle
+from tests.federation.harness import make_tls, tls_context
 from tests.sdk.localmode import (
     AGENT_CLIENT,
     AGENT_ID,
@@ -268,6 +271,63 @@ def test_a_bundle_changed_on_disk_is_refused_at_start(
         decision = client.decide("payments.refund", SMALL)
     assert not decision.allow
     assert decision.reasons[0].startswith("engine_not_loaded")
+
+
+def test_the_points_own_http_client_reaches_a_centre_behind_a_private_ca(
+    built: Built, tmp_path: Path
+) -> None:
+    """The agent's ``http_client`` trusts the private CA; the enforcement point sends with
+    ``LocalOptions.http_client``, not a default client that would refuse the certificate."""
+    ca, cert, key = make_tls(tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    trust = tls_context(ca)
+
+    def client(cache: str, **extra: Any) -> Client:
+        return Client(
+            server.url,
+            AGENT_CLIENT,
+            AGENT_SECRET,
+            outbox_path=tmp_path / f"{cache}.sqlite3",
+            max_retries=0,
+            http_client=httpx.Client(verify=trust),
+            mode="local",
+            local=options(built, tmp_path / cache, **extra),
+        )
+
+    with bundle_server(built.token_key, tls=server_tls) as server:
+        server.publish(built.good)
+        # A point without one pulls with the system's CAs: no bundle, so it denies.
+        with client("default", bundle_wait=0.5) as agent:
+            refused = agent.decide("payments.refund", SMALL)
+        assert not refused.allow
+        assert refused.reasons[0].startswith("engine_not_loaded")
+        assert server.bundle_requests == 0
+
+        point_http = httpx.Client(verify=trust)
+        with client("own", http_client=point_http) as agent:
+            decision = agent.decide("payments.refund", SMALL)
+            assert decision.allow
+            assert decision.engine == "sdk"
+            assert agent.flush(20)
+        assert str(decision.decision_id) in server.logs
+        assert point_http.is_closed  # closed with the client: it was the point's
+
+
+def test_the_points_http_client_cannot_be_the_agents_own(built: Built, tmp_path: Path) -> None:
+    shared = httpx.Client()
+    with pytest.raises(AgentControlPlaneError, match=r"LocalOptions\.http_client"):
+        Client(
+            "http://127.0.0.1:9",
+            AGENT_CLIENT,
+            AGENT_SECRET,
+            outbox_path=tmp_path / "audit.sqlite3",
+            http_client=shared,
+            mode="local",
+            local=options(built, tmp_path / "cache", http_client=shared),
+        )
+    assert not shared.is_closed
+    shared.close()
 
 
 # --- staleness -----------------------------------------------------------------------------------
