@@ -90,6 +90,8 @@ class Federation:
             raise AgentControlPlaneError("local mode needs at least one bundle verification key")
         if not 0 <= options.long_poll <= 60 or options.poll_interval <= 0:
             raise AgentControlPlaneError("0 <= long_poll <= 60 and poll_interval > 0")
+        if not 0 < options.eval_timeout <= 3600:
+            raise AgentControlPlaneError("0 < eval_timeout <= 3600 (seconds)")
         self.options = options
         self.keys = {k.key_id: k for k in options.bundle_keys}
         self._http = transport
@@ -143,7 +145,7 @@ class Federation:
     def _activate(self, bundle: Bundle) -> None:
         from agent_sdk._local import LocalPolicy  # joserfc, opa-py-wasm: local mode only
 
-        policy = LocalPolicy(bundle, reuse=self._policy)
+        policy = LocalPolicy(bundle, reuse=self._policy, eval_timeout=self.options.eval_timeout)
         with self._lock:
             previous, self._policy = self._policy, policy
         self._ready.set()

@@ -31,6 +31,8 @@ class LocalOptions:
     - ``bundle_wait`` (s): how long ``decide()`` waits for a first bundle before denying.
     - ``outbox_max_records``/``outbox_max_bytes``: bounds of the decision-log outbox; a full
       one makes ``decide()`` wait up to ``bundle_wait`` s, then raise ``OutboxFull``.
+    - ``eval_timeout`` (s, default 1): the engine's deadline per decision; past it the decision
+      is a deny with reason ``engine_timeout``.
     - ``http_client``: an ``httpx.Client`` for the point's own calls (its token, bundle pulls,
       decision logs, status): a private CA (``verify=``), a client certificate, proxies. The
       SDK takes it over: it sets each request's timeout (``timeout`` plus ``long_poll``) and
@@ -55,6 +57,7 @@ class LocalOptions:
     outbox_max_records: int = 1_000_000
     outbox_max_bytes: int = 1024 * 1024 * 1024
     labels: Mapping[str, str] = field(default_factory=dict)
+    eval_timeout: float = 1.0
     http_client: httpx.Client | None = field(default=None, compare=False, repr=False)
 
 

@@ -141,6 +141,26 @@ def test_an_evaluation_past_its_deadline_denies_engine_timeout(
             assert time.monotonic() - started < 10
 
 
+def test_a_longer_eval_timeout_lets_the_same_slow_policy_finish(
+    built: Built, tmp_path: Path
+) -> None:
+    data = {**bundle_data(built.token_key), "big": list(range(6000))}
+    slow = opa_build(tmp_path, data, built.private, policy=_SLOW_POLICY)
+    with bundle_server(built.token_key) as srv:
+        srv.publish(slow)
+        with local_client(srv, built, tmp_path, eval_timeout=300) as client:
+            decision = client.decide("payments.refund", SMALL)
+    assert (decision.effect, decision.reasons) == ("allow", [])
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 3601])
+def test_an_eval_timeout_out_of_bounds_is_refused_at_construction(
+    server: BundleServer, built: Built, tmp_path: Path, seconds: float
+) -> None:
+    with pytest.raises(AgentControlPlaneError, match="eval_timeout"):
+        local_client(server, built, tmp_path, eval_timeout=seconds)
+
+
 # --- the signature, before anything is used ------------------------------------------------------
 
 
