@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from control_plane.kit import egress
-from tests.fixtures.egress import Answers, Receiver, server_tls
+from tests.fixtures.egress import Answers, Receiver
+from tests.fixtures.tls import contexts
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ async def test_allow_private_connects_to_the_answer(answers: Answers, receiver: 
 
 
 async def test_tls_verifies_the_url_name_not_the_address(answers: Answers, tmp_path: Path) -> None:
-    server, trust = server_tls(tmp_path, "hooks.pinned.test")
+    server, trust = contexts(tmp_path, "hooks.pinned.test")
     receiver = Receiver(tls=server)
     try:
         answers.answers["hooks.pinned.test"] = ["127.0.0.1"]

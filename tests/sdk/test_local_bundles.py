@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from agent_sdk import AgentControlPlaneError, AsyncClient, Client, LocalOptions, VerificationKey
 from agent_sdk._bundle import BundleError, file_hash, verify_bundle
-from tests.federation.harness import make_tls, tls_context
+from tests.fixtures.tls import contexts
 from tests.sdk.localmode import (
     AGENT_CLIENT,
     AGENT_ID,
@@ -298,10 +297,7 @@ def test_the_points_own_http_client_reaches_a_centre_behind_a_private_ca(
 ) -> None:
     """The agent's ``http_client`` trusts the private CA; the enforcement point sends with
     ``LocalOptions.http_client``, not a default client that would refuse the certificate."""
-    ca, cert, key = make_tls(tmp_path)
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    trust = tls_context(ca)
+    server_tls, trust = contexts(tmp_path)
 
     def client(cache: str, **extra: Any) -> Client:
         return Client(
