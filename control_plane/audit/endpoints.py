@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
@@ -114,6 +114,10 @@ async def _batch(request: Request) -> AuditBatch:
                     }
                 ]
             ) from None
+        except (UnicodeDecodeError, RecursionError) as exc:
+            # Not UTF-8/16/32 text, or nested past Python's recursion limit: FastAPI's own 400,
+            # which kit.errors words by its cause.
+            raise HTTPException(400, "There was an error parsing the body") from exc
     if body is None:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]

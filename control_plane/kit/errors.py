@@ -360,6 +360,11 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(exc.detail, str) and exc.detail.lower() != title.lower()
             else None
         )
+        # FastAPI's "There was an error parsing the body", said by what went wrong.
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            detail = "The request body is not JSON text (UTF-8, UTF-16 or UTF-32)."
+        elif isinstance(exc.__cause__, RecursionError):
+            detail = "The request body is nested too deeply to read."
         headers = dict(exc.headers or {})
         return problem_response(
             status=exc.status_code,
@@ -371,14 +376,19 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        return problem_response(
-            status=500,
-            code=ErrorCode.internal_error,
-            title="Internal error",
-            detail="An unexpected error occurred; it has been logged.",
-            instance=request.url.path,
-        )
+        # Starlette answers from its outermost middleware, after RequestIdMiddleware has unbound
+        # the request id: bound again from the scope, so the answer and the log line carry it.
+        request_id = request.scope.get("state", {}).get("request_id")
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+            return problem_response(
+                status=500,
+                code=ErrorCode.internal_error,
+                title="Internal error",
+                detail="An unexpected error occurred; it has been logged under this request_id.",
+                instance=request.url.path,
+                headers={"X-Request-ID": request_id} if request_id else None,
+            )
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -171,9 +171,12 @@ async def test_serialization_failures_are_retried_in_the_request(
 async def test_other_database_errors_stay_500(db_url: str, tmp_path: Path) -> None:
     """A division by zero is a bug, not an outage: retrying would not help."""
     async for client in _client(_settings(db_url, tmp_path)):
-        r = await client.post("/chaos/raise/22012")
+        r = await client.post("/chaos/raise/22012", headers={"X-Request-ID": "req-500-abc"})
         assert r.status_code == 500
         assert r.json()["code"] == "internal_error"
+        # The answer names the request, as every other answer does, so the log line is found.
+        assert r.json()["request_id"] == "req-500-abc"
+        assert r.headers["x-request-id"] == "req-500-abc"
 
 
 @POSTGRES_ONLY

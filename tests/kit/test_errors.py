@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 
 from tests.fixtures.factories import create_agent, create_domain
 
@@ -175,3 +176,43 @@ async def test_unsupported_media_type_has_its_own_code(
     body = _assert_problem(r, 415)
     assert body["code"] == "unsupported_media_type"
     assert body["type"] == "urn:agentctl:problem:unsupported_media_type"
+
+
+@pytest.mark.allow_500
+async def test_a_500_names_its_request_in_the_answer_and_the_log(
+    app: FastAPI, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unexpected exception is answered by Starlette's outermost middleware, outside the one
+    that binds the request id: the answer and the log line carry it all the same."""
+    router = APIRouter()
+
+    @router.get("/test-only/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.include_router(router)
+    r = await client.get("/test-only/boom", headers={"X-Request-ID": "req-boom-1"})
+    body = _assert_problem(r, 500)
+    assert body["code"] == "internal_error"
+    assert body["request_id"] == "req-boom-1"
+    assert r.headers.get_list("x-request-id") == ["req-boom-1"]
+    logged = [line for line in capsys.readouterr().out.splitlines() if "unhandled_error" in line]
+    assert logged
+    assert all("req-boom-1" in line for line in logged)
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b'{"name": "\xff"}', "The request body is not JSON text (UTF-8, UTF-16 or UTF-32)."),
+        (b"[" * 5000 + b"]" * 5000, "The request body is nested too deeply to read."),
+    ],
+)
+async def test_a_body_json_cannot_read_is_a_400_that_says_why(
+    client: httpx.AsyncClient, admin: dict[str, str], raw: bytes, detail: str
+) -> None:
+    r = await client.post(
+        "/v1/domains", content=raw, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert _assert_problem(r, 400)["detail"] == detail
+    assert (await client.get("/v1/domains", headers=admin)).json()["data"] == []
