@@ -238,7 +238,7 @@ async def resolve(
     who.require(Capability.approvals_decide)
     approval = who.visible(await repository.get(session, approval_id), what="Approval")
     agent = await agents.find(session, approval.agent_id)
-    if agent is not None and agent.owner == who.name:
+    if agent is not None and who.is_named(agent.owner):
         raise Forbidden("Separation of duties: the agent's owner cannot decide its approvals.")
     state = state_of(approval)
     if state is not ApprovalState.pending:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,10 @@ _ROLE_CAPABILITIES: dict[Role, frozenset[Capability]] = {
 _GLOBAL_ROLES = frozenset({Role.platform_admin, Role.auditor})
 
 
+def _person(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 @dataclass(frozen=True)
 class OperatorPrincipal:
     id: uuid.UUID
@@ -114,6 +119,13 @@ class OperatorPrincipal:
         """``Forbidden`` unless the role grants ``capability`` or one of ``alternatives``."""
         if not any(self.can(c) for c in (capability, *alternatives)):
             raise Forbidden(f"The role {self.role} does not allow {capability}.")
+
+    def is_named(self, name: str | None) -> bool:
+        """Whether ``name`` (an agent's ``owner``, say) names this operator: compared as people
+        read names, so ``Payments-Team@Example.com`` is ``payments-team@example.com`` (Unicode
+        NFKC, case folded, surrounding white space ignored). Separation-of-duties checks use it:
+        a name that differs only in case must not make its owner a second person."""
+        return name is not None and _person(name) == _person(self.name)
 
     def sees_domain(self, domain: str) -> bool:
         return self.is_global or domain in self.domains

@@ -308,7 +308,7 @@ async def _approval_context(
         "decision": decision,
         "version": version,
         "can_decide": who.can(Capability.approvals_decide)
-        and (agent is None or agent.owner != who.name),
+        and (agent is None or not who.is_named(agent.owner)),
     }
 
 

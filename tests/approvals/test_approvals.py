@@ -158,6 +158,8 @@ async def test_who_may_decide(client: httpx.AsyncClient, admin: dict[str, str]) 
     owner = await _approver(client, admin, ["payments"], name="o")  # decider's owner is "o"
     forbidden = {
         "owner": owner,
+        # The same person in other letters: names are compared as people read them.
+        "owner, upper case": await _approver(client, admin, ["payments"], name=" O "),
         "domain_admin": await create_operator(client, admin, "domain_admin", ["payments"]),
         "auditor": await create_operator(client, admin, "auditor"),
     }
