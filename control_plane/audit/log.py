@@ -213,11 +213,21 @@ class LogChecker:
         last_good = 0
         for size in sorted(self.checkpoints):
             if self._roots.get(size) != self.checkpoints[size]:
-                self._bad(
-                    last_good,
-                    f"the root at size {size} does not match its signed checkpoint; the "
-                    f"log matches up to size {last_good}",
-                )
+                # Every leaf hashes to its stored hash, so a leaf was rewritten together with its
+                # hash: the checkpoints bound where (after the last one that matches), no more.
+                if size - last_good == 1:
+                    self._bad(
+                        last_good,
+                        f"the leaf at index {last_good} was rewritten with its leaf hash: the "
+                        f"root at size {size} does not match its signed checkpoint",
+                    )
+                else:
+                    self._bad(
+                        None,
+                        f"the root at size {size} does not match its signed checkpoint: a leaf "
+                        f"from index {last_good} to {size - 1} was rewritten with its leaf hash "
+                        "(the checkpoints do not tell which)",
+                    )
                 break
             last_good = size
         return self.status

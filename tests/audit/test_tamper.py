@@ -79,6 +79,23 @@ async def change_a_field(conn: AsyncConnection) -> None:
     )
 
 
+async def change_a_field_and_its_leaf_hash(conn: AsyncConnection) -> None:
+    """What a careful forger does: the leaf's bytes and hash agree again, only the root tells.
+    One checkpoint covers all ten leaves, so no index can be named, and none is."""
+    rid, data = await _leaf(conn, 4)
+    forged = data.replace(b"customer asked", b"customer begged")
+    await conn.execute(
+        sa.text("UPDATE audit_leaves SET canonical = :c, leaf_hash = :h WHERE seq = 4"),
+        {"c": forged, "h": leaf_hash(forged)},
+    )
+    parts = split_leaf(forged)
+    assert parts is not None
+    await conn.execute(
+        sa.text("UPDATE audit_records SET record = :r WHERE id = :i"),
+        {"r": parts[1].decode(), "i": _rid(conn, rid)},
+    )
+
+
 async def delete_a_record(conn: AsyncConnection) -> None:
     rid, _ = await _leaf(conn, 4)
     await conn.execute(sa.text("DELETE FROM audit_leaves WHERE seq = 4"))
@@ -127,6 +144,7 @@ async def replace_the_checkpoint(conn: AsyncConnection) -> None:
 
 CASES = [
     (change_a_field, 4),
+    (change_a_field_and_its_leaf_hash, None),
     (delete_a_record, 4),
     (insert_a_record, 4),
     (swap_two, 2),
@@ -179,6 +197,8 @@ async def test_tampering_is_detected_at_the_right_index(
     [log] = result["logs"]
     assert log["first_bad_index"] == bad_index, log
     assert log["reason"]
+    if tamper is change_a_field_and_its_leaf_hash:  # where it can be, and no false index
+        assert "from index 0 to 9" in log["reason"], log
 
     note = (await client.get("/v1/audit/logs/payments/checkpoint", headers=admin)).text
     export = await client.get("/v1/audit/export", params={"domain": "payments"}, headers=admin)
@@ -202,3 +222,5 @@ async def test_tampering_is_detected_at_the_right_index(
     assert code == 1
     assert out["ok"] is False
     assert out["logs"][0]["first_bad_index"] == bad_index, out
+    if tamper is change_a_field_and_its_leaf_hash:
+        assert "from index 0 to 9" in out["logs"][0]["reason"], out
