@@ -26,7 +26,7 @@ from control_plane.audit.schemas import (
     VerifierKeyPublic,
     VerifierKeys,
 )
-from control_plane.audit.service import AuditContext
+from control_plane.audit.service import AuditContext, require_log
 from control_plane.audit.trees import LogTrees
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.kit.errors import FieldError, NotFound, ValidationFailed
@@ -93,7 +93,7 @@ async def inclusion_proof(
     size: int,
 ) -> InclusionProof:
     who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
+    await require_log(session, who, domain)
     tree = await trees.get(session, domain, size)
     if size > tree.size:
         raise _bad_size("size", f"the log has {tree.size} leaves")
@@ -113,7 +113,7 @@ async def consistency_proof(
     second: int,
 ) -> ConsistencyProof:
     who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
+    await require_log(session, who, domain)
     tree = await trees.get(session, domain, second)
     if second > tree.size:
         raise _bad_size("to", f"the log has {tree.size} leaves")
@@ -175,7 +175,7 @@ async def verifier_keys(
     """One note verifier key per (checkpoint key, log): the key name is the log's origin."""
     who.require(Capability.audit_read)
     if domain is not None:
-        who.visible(domain, what="Log", domain_of=str)
+        await require_log(session, who, domain)
         domains = [domain]
     else:
         domains = [d for d in await repository.log_domains(session) if who.sees_domain(d)]

@@ -120,6 +120,12 @@ async def insert_record(session: AsyncSession, rows: Sequence[Row]) -> None:
     await insert_rows(session, rows)
 
 
+async def has_records(session: AsyncSession, domain: str) -> bool:
+    """Whether any record was ever written to the log of ``domain``."""
+    stmt = select(AuditRecordRow.id).where(AuditRecordRow.domain == domain).limit(1)
+    return (await session.exec(stmt)).first() is not None
+
+
 async def redaction_list(session: AsyncSession, domain: str) -> list[str]:
     row = await session.get(AuditRedactionList, domain)
     return list(row.fields) if row is not None else []

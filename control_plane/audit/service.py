@@ -177,11 +177,24 @@ async def record_decision(
 # --- redaction lists ---------------------------------------------------------------------------
 
 
+async def require_log(session: AsyncSession, who: OperatorPrincipal, domain: str) -> None:
+    """Raises ``NotFound`` ("Log not found.", 404) unless ``domain`` is one of the caller's and
+    names a domain or a log (a log outlives its domain): a misspelt name is not an empty log
+    that verifies."""
+    who.visible(domain, what="Log", domain_of=str)
+    if not await domains.exists(session, domain) and not await repository.has_records(
+        session, domain
+    ):
+        raise NotFound("Log not found.")
+
+
 async def get_redaction_list(
     session: AsyncSession, who: OperatorPrincipal, domain: str
 ) -> list[str]:
     who.require(Capability.audit_read)
     who.visible(domain, what="Domain", domain_of=str)
+    if not await domains.exists(session, domain):
+        raise NotFound("Domain not found.")
     return await repository.redaction_list(session, domain)
 
 

@@ -19,6 +19,7 @@ from control_plane.audit.log import LogChecker, LogStatus, split_leaf
 from control_plane.audit.note import NoteError, b64, note_origin, open_checkpoint
 from control_plane.audit.records import AuditContext
 from control_plane.audit.schemas import LogVerification, VerifyResult
+from control_plane.audit.service import require_log
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.kit.db import SessionMaker
 
@@ -82,7 +83,7 @@ async def verify_logs(
 ) -> VerifyResult:
     who.require(Capability.audit_read)
     if domain is not None:
-        who.visible(domain, what="Log", domain_of=str)
+        await require_log(session, who, domain)
         domains = [domain]
     else:
         domains = [d for d in await repository.log_domains(session) if who.sees_domain(d)]
@@ -106,7 +107,7 @@ async def verify_logs(
 
 async def export_size(session: AsyncSession, who: OperatorPrincipal, domain: str) -> int:
     who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
+    await require_log(session, who, domain)
     return await repository.log_size(session, domain)
 
 

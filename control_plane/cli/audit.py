@@ -257,7 +257,7 @@ def verify(
 
             status = verify_export(read(), note, key_text)
     except OSError as exc:
-        raise CliError(str(exc), ExitCode.usage) from None
+        raise CliError(f"cannot read {exc.filename}: {exc.strerror}", ExitCode.usage) from None
     except NoteError as exc:
         raise CliError(f"the verifier key is not valid: {exc}", ExitCode.usage) from None
     result = {

@@ -271,8 +271,8 @@ async def test_export_streams_every_leaf(
     lines = [json.loads(line) for line in r.text.splitlines()]
     assert [line["index"] for line in lines] == list(range(7))
     r = await client.get("/v1/audit/export", params={"domain": "nope"}, headers=admin)
-    assert r.status_code == 200
-    assert r.text == ""
+    assert r.status_code == 404  # no such domain or log: not an empty export
+    assert r.headers["content-type"] == "application/problem+json"
 
 
 async def test_lone_surrogates_are_carried_as_replacement_characters(
@@ -288,3 +288,28 @@ async def test_lone_surrogates_are_carried_as_replacement_characters(
     assert r.status_code == 200, r.text
     got = (await client.get(f"/v1/audit/records/{one['id']}", headers=admin)).json()
     assert got["record"]["inputs"]["note"] == "lone \ufffd surrogate"
+
+
+async def test_a_log_that_does_not_exist_is_not_found_not_an_empty_log_that_verifies(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A misspelt domain is a 404, not ``{"ok": true}`` over zero records."""
+    me = await writer(client, admin)
+    await send(client, me["headers"], [record()])
+    for path, params in (
+        ("/v1/audit/verify", {"domain": "paymnets"}),
+        ("/v1/audit/export", {"domain": "paymnets"}),
+        ("/v1/audit/keys", {"domain": "paymnets"}),
+        ("/v1/audit/logs/paymnets/redaction", {}),
+        ("/v1/audit/logs/paymnets/proof/inclusion", {"index": 0, "size": 1}),
+        ("/v1/audit/logs/paymnets/proof/consistency", {"from": 0, "to": 1}),
+    ):
+        r = await client.get(path, params=params, headers=admin)
+        assert r.status_code == 404, (path, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+    # The real one answers.
+    r = await client.get("/v1/audit/verify", params={"domain": "payments"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert (
+        await client.get("/v1/audit/keys", params={"domain": "payments"}, headers=admin)
+    ).json()["keys"]
