@@ -16,6 +16,8 @@ each and waits for them.
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +31,28 @@ from control_plane.observability.metrics import MULTIPROC_ENV
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+
+class NoQueryString(logging.Filter):
+    """Drops the query string from uvicorn's access line (``client - "GET /path?q" 200``): a
+    secret a client sends there by mistake (``?client_secret=``, ``?access_token=``) is not
+    written to the log. The app's own ``request`` line logs the route template only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, with ``NoQueryString`` on its access handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": f"{__name__}.NoQueryString"}
+    config["handlers"]["access"]["filters"] = ["no_query"]
+    return config
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -66,6 +90,7 @@ def serve(
         # The app logs one line per request itself; uvicorn's plain-text access line would be a
         # second, non-JSON one.
         "access_log": not settings.json_logs,
+        "log_config": _log_config(),
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
         "ssl_certfile": str(ssl_certfile) if ssl_certfile is not None else None,
         "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile is not None else None,

@@ -137,6 +137,14 @@ def test_secrets_never_leak(db_url: str, tmp_path: Path) -> None:
             f"{url}/oauth/token",
             data={"grant_type": "client_credentials", "client_secret": cred["client_secret"]},
         )
+        # Secrets where they do not belong, in the query string: refused, and not logged by
+        # uvicorn's access line either.
+        call(
+            "POST",
+            f"{url}/oauth/token?grant_type=client_credentials&client_id={cred['client_id']}"
+            f"&client_secret={cred['client_secret']}",
+        )
+        call("GET", f"{url}/v1/agents/me?access_token={access}")
         call("GET", f"{url}/v1/agents", headers=bearer)
         call("GET", f"{url}/v1/agents/me", headers={"Authorization": f"Bearer {access}x"})
         call("GET", f"{url}/v1/agents", headers={"Authorization": f"Bearer {op['token']}x"})
