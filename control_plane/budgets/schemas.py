@@ -7,7 +7,8 @@ from pydantic import Field, StringConstraints
 
 from control_plane.kit.schemas import RequestModel, ResponseModel
 
-Limit = Annotated[int, Field(ge=0, le=2**53)]
+# Strict: JSON true or "10" is not a limit (lax validation would read them as 1 and 10).
+Limit = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 
 
 class BudgetUpdate(RequestModel):

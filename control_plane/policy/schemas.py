@@ -55,13 +55,18 @@ class BundlePublic(ResponseModel):
 
 
 class ShadowSet(RequestModel):
-    revision: int = Field(ge=1, le=2**31 - 1, description="The revision to evaluate in shadow.")
+    revision: int = Field(
+        strict=True, ge=1, le=2**31 - 1, description="The revision to evaluate in shadow."
+    )
 
 
 class CanaryStart(RequestModel):
-    revision: int = Field(ge=1, le=2**31 - 1, description="The revision to serve on the canary.")
+    revision: int = Field(
+        strict=True, ge=1, le=2**31 - 1, description="The revision to serve on the canary."
+    )
     percent: float = Field(
         default=0,
+        strict=True,
         ge=0,
         le=100,
         multiple_of=0.01,

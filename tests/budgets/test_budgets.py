@@ -146,6 +146,11 @@ async def test_who_may_set_budgets(client: httpx.AsyncClient, admin: dict[str, s
     assert bad.status_code == 422
     bad = await client.put(url, json={"spend_field": "agent.id"}, headers=admin)
     assert bad.status_code == 422
+    # JSON true and "10" are not limits (lax validation read them as 1 and 10).
+    for value in (True, "10", 1.5):
+        bad = await client.put(url, json={"actions_per_minute": value}, headers=admin)
+        assert bad.status_code == 422, (value, bad.text)
+        assert bad.json()["errors"][0]["pointer"] == "/body/actions_per_minute"
     records = (
         await client.get("/v1/audit/records", params={"domain": "payments"}, headers=admin)
     ).json()["data"]

@@ -115,6 +115,15 @@ async def test_bad_canary_requests_are_problems(
     assert (await put({"revision": 1, "percent": 150})).status_code == 422
     assert (await put({"revision": 1, "percent": 10.001})).status_code == 422
     assert (await put({"revision": 1, "domains": ["Not A Domain"]})).status_code == 422
+    # A string or a boolean is not a number here (lax validation read "99" as 99, true as 1).
+    for body, pointer in (
+        ({"revision": "99", "percent": 10}, "/body/revision"),
+        ({"revision": True, "percent": 10}, "/body/revision"),
+        ({"revision": 99, "percent": "10"}, "/body/percent"),
+    ):
+        r = await put(body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["errors"][0]["pointer"] == pointer
     for verb in ("promote", "rollback"):
         r = await client.post(f"{BUNDLE}/canary/{verb}", headers=admin)
         assert r.status_code == 409
