@@ -35,7 +35,7 @@ from control_plane.kit.openapi_doc import schema_ref
 from control_plane.kit.pagination import Page, Pagination
 from control_plane.kit.router import Router
 from control_plane.kit.routing import Session, idempotent
-from control_plane.kit.schemas import NAME_PATTERN
+from control_plane.kit.schemas import NAME_PATTERN, RFC3339DateTime
 from control_plane.kit.time import aware
 from control_plane.oauth2.agent_auth import AgentPrincipal, require_scope
 from control_plane.state import app_state
@@ -166,8 +166,8 @@ async def list_records(
     status: RecordStatus | None = None,
     decision_id: uuid.UUID | None = None,
     trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
-    since: Annotated[datetime | None, Query(description="At or after (RFC 3339).")] = None,
-    until: Annotated[datetime | None, Query(description="Before (RFC 3339).")] = None,
+    since: Annotated[RFC3339DateTime | None, Query(description="At or after (RFC 3339).")] = None,
+    until: Annotated[RFC3339DateTime | None, Query(description="Before (RFC 3339).")] = None,
 ) -> Page[AuditRecordSummary]:
     """List the audit records visible to the caller, by id."""
     items = await reading.list_records(

@@ -313,3 +313,24 @@ async def test_a_log_that_does_not_exist_is_not_found_not_an_empty_log_that_veri
     assert (
         await client.get("/v1/audit/keys", params={"domain": "payments"}, headers=admin)
     ).json()["keys"]
+
+
+async def test_time_filters_take_rfc_3339_date_times_only(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    me = await writer(client, admin)
+    one = record()
+    await send(client, me["headers"], [one])
+
+    async def listed(**params: str) -> httpx.Response:
+        return await client.get("/v1/audit/records", params=params, headers=admin)
+
+    r = await listed(since="2000-01-01T00:00:00Z", until="2999-01-01T00:00:00+02:00")
+    assert [x["id"] for x in r.json()["data"]] == [one["id"]]
+    assert (await listed(since="2999-01-01T00:00:00Z")).json()["data"] == []
+    # A time without an offset, a bare date or a number says no instant: 422, not a guess.
+    for name in ("since", "until"):
+        for value in ("2026-11-29T10:00:00", "2026-11-29", "-1", "1796028670"):
+            r = await listed(**{name: value})
+            assert r.status_code == 422, (name, value, r.text)
+            assert r.json()["errors"][0]["pointer"] == f"/query/{name}"
