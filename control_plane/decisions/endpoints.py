@@ -126,7 +126,7 @@ async def list_decisions(
     return Page[DecisionRecord].of(rows, page.limit)
 
 
-@router.get("/{decision_id}/replays")
+@router.get("/{decision_id}/replays", responses=error_responses(404))
 async def list_replays(
     decision_id: uuid.UUID, who: CurrentOperator, session: Session, page: Pagination
 ) -> Page[DecisionReplayRecord]:

@@ -395,8 +395,9 @@ async def list_replays(
     after: uuid.UUID | None,
     limit: int,
 ) -> Sequence[DecisionReplay]:
-    """The replays of one decision visible to ``who``, oldest first (decisions:read)."""
-    who.require(Capability.decisions_read)
+    """The replays of one decision visible to ``who``, oldest first (decisions:read);
+    ``NotFound`` (404) for a decision that does not exist or lies outside the caller's domains."""
+    await get(session, who, decision_id)
     return await repository.list_replays(
         session, decision_id, visible=who.visible_domains(), after=after, limit=limit
     )

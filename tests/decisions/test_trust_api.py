@@ -127,6 +127,10 @@ async def test_a_replay_never_outlives_what_it_was_decided_on(
     replays = (await client.get(f"/v1/decisions/{decision_id}/replays", headers=admin)).json()
     assert [r["decision_id"] for r in replays["data"]] == [decision_id]
     assert replays["data"][0]["replayed_at"]
+    # A decision that does not exist has no replays to list: 404, not an empty page.
+    missing = "01890000-0000-7000-8000-000000000000"
+    r = await client.get(f"/v1/decisions/{missing}/replays", headers=admin)
+    assert r.status_code == 404, r.text
 
     # The agent is lowered to observe-only: the same key is decided again, not replayed.
     etag = (await client.get(agent_url, headers=admin)).headers["etag"]
@@ -191,6 +195,7 @@ async def test_replays_are_visible_only_in_the_callers_domains(
     await client.post("/v1/domains", json={"name": "claims"}, headers=admin)
     other = await create_operator(client, admin, "domain_admin", ["claims"])
     url = f"/v1/decisions/{first['decision_id']}/replays"
-    assert (await client.get(url, headers=other)).json()["data"] == []
+    # Outside the caller's domains the decision is not found, as GET /v1/decisions/{id} says.
+    assert (await client.get(url, headers=other)).status_code == 404
     assert len((await client.get(url, headers=admin)).json()["data"]) == 1
     assert (await client.get(url)).status_code == 401
