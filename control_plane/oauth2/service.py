@@ -332,7 +332,9 @@ async def issue_token(
         return await _issue_point_token(session, ring, settings, credential, scopes)
     agent = _check_usable(credential, await agents.find(session, credential.agent_id))
     if await domains.is_suspended(session, agent.domain):
-        raise invalid_client("The agent's domain is suspended.")
+        # The client has authenticated: saying why tells it nothing it could not learn from
+        # POST /v1/decisions, and "authentication failed" would send it after its secret.
+        raise invalid_client("The agent's domain is suspended.", public=True)
     version = await agents.active_version(session, agent.id)
     if credential.version_id is not None and (
         version is None or version.id != credential.version_id

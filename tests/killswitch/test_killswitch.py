@@ -56,6 +56,8 @@ async def test_domain_suspend_and_resume(client: httpx.AsyncClient, admin: dict[
     refused = await _token(client, cred)
     assert refused.status_code == 401
     assert refused.json()["error"] == "invalid_client"
+    # The right secret: the answer says why, not that authentication failed.
+    assert refused.json()["error_description"] == "The agent's domain is suspended."
 
     r = await client.post("/v1/domains/payments/resume", headers=admin)
     assert r.status_code == 200
