@@ -160,7 +160,9 @@ class AsyncClient(BaseClient):
             # Evaluation takes well under a millisecond: run inline. Only a full decision-log
             # outbox makes this wait (up to bundle_wait s), and only until the deliverer drains.
             token = await self._local_agent_token()
-            return self._federation.decide(token, action, resource, context)
+            return self._federation.decide(
+                token, action, resource, context, on_revoked=self._tokens.due
+            )
         response = await self._send(self._decide_options(action, resource, context))
         return self._parse_decision(response)
 

@@ -165,6 +165,14 @@ class TokenCache:
         centre is out of reach; its own ``exp`` still bounds it)."""
         return self._token.value if self._token is not None else None
 
+    def due(self, value: str) -> None:
+        """Make a refresh due now if ``value`` is still the token (an enforcement point refused
+        it as revoked), keeping it as ``last()``: local mode then refreshes in the background and
+        never waits on the centre."""
+        token = self._token
+        if token is not None and token.value == value:
+            self._token = Token(token.value, float("-inf"))
+
     def invalidate(self, value: str | None = None) -> None:
         """Drop the token (only if it is still ``value``, when given): the next call refreshes.
         Many calls failing with the same stale token thus cause one refresh, not one each."""

@@ -194,7 +194,9 @@ class Client(BaseClient):
         ``Unavailable`` while the circuit is open.
         """
         if self._federation is not None:
-            return self._federation.decide(self._fresh_token(), action, resource, context)
+            return self._federation.decide(
+                self._fresh_token(), action, resource, context, on_revoked=self._tokens.due
+            )
         return self._parse_decision(self._send(self._decide_options(action, resource, context)))
 
     def _fresh_token(self) -> str:

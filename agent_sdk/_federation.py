@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,8 +274,11 @@ class Federation:
         action: str,
         resource: Mapping[str, Any],
         context: Mapping[str, Any] | None,
+        on_revoked: Callable[[str], None] | None = None,
     ) -> Decision:
-        """Decide locally and log the decision (durably) before answering."""
+        """Decide locally and log the decision (durably) before answering. ``on_revoked`` is
+        called with ``token`` when the bundle lists it (or its credential) as revoked: the
+        decision is a deny, and the caller can fetch a new token for the next one."""
         if self._policy is None:
             self._ready.wait(self.options.bundle_wait)
         policy = self._policy
@@ -297,7 +300,11 @@ class Federation:
             document, input_doc, eval_ns = verdict.document, verdict.input, verdict.eval_ns
             revision, served_by = verdict.revision, verdict.served_by
             if verdict.token_refused:
+                from agent_sdk._identity import REVOKED  # loaded with the policy: local mode
+
                 log.info("agent token refused locally: %s", verdict.token_refused)
+                if verdict.token_refused == REVOKED and on_revoked is not None:
+                    on_revoked(token)
         body = encode_event(
             decision_id=str(decision_id),
             path=ENTRYPOINT,

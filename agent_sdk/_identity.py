@@ -1,8 +1,9 @@
 """The agent's access token verified at the edge, against the JWKS the signed bundle carries
 (docs/federation.md section 5): ``EdDSA`` (Ed25519) or ``ES256`` only, ``typ`` ``at+jwt``,
 ``kid`` only a lookup key, no header that names a key (RFC 8725); then ``iss``, ``aud``,
-``exp``/``nbf``/``iat`` (30 s leeway, the local clock) and a ``domain`` claim equal to the
-point's. joserfc checks the signature."""
+``exp``/``nbf``/``iat`` (30 s leeway, the local clock), a ``domain`` claim equal to the
+point's, and neither the token (``jti``) nor its credential (``client_id``) revoked, as the
+bundle lists them. joserfc checks the signature."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from joserfc.jws import JWSRegistry
 from agent_sdk._bundle import BundleError
 
 LEEWAY_SECONDS: Final = 30
+#: The `TokenRefused` reason for a token the bundle lists as revoked (or of a revoked credential).
+REVOKED: Final = "revoked"
 # EdDSA is verified with joserfc's Ed25519 model (the same check, without its RFC 9864 warning).
 _VERIFY_MODELS: Final[dict[str, tuple[str, Any, str]]] = {
     "EdDSA": ("Ed25519", OKPKey, "Ed25519"),
@@ -49,6 +52,8 @@ class Identity:
     audience: str
     domain: str
     keys: Mapping[str, Any]  # kid -> (alg name, joserfc key)
+    revoked_tokens: frozenset[str] = frozenset()  # jti of tokens revoked before they expire
+    revoked_clients: frozenset[str] = frozenset()  # ids of revoked credentials (client_id)
 
     @classmethod
     def from_federation(cls, fed: Mapping[str, Any]) -> Identity:
@@ -68,7 +73,14 @@ class Identity:
         issuer, audience, domain = fed.get("issuer"), fed.get("audience"), fed.get("domain")
         if not all(isinstance(v, str) and v for v in (issuer, audience, domain)):
             raise BundleError("malformed", "data.federation lacks issuer, audience or domain")
-        return cls(str(issuer), str(audience), str(domain), keys)
+        found = fed.get("revoked")
+        revoked: Mapping[str, Any] = found if isinstance(found, dict) else {}
+
+        def names(kind: str) -> frozenset[str]:
+            listed = revoked.get(kind)
+            return frozenset(listed) if isinstance(listed, dict) else frozenset()
+
+        return cls(str(issuer), str(audience), str(domain), keys, names("tokens"), names("clients"))
 
     def verify(self, token: str, now: float) -> Mapping[str, Any]:
         """The claims of a valid token of this domain; raises `TokenRefused`."""
@@ -117,6 +129,11 @@ class Identity:
             raise TokenRefused("missing_claim")
         if claims.get("domain") != self.domain:
             raise TokenRefused("wrong_domain")
+        jti, client = claims.get("jti"), claims.get("client_id")
+        if (isinstance(jti, str) and jti in self.revoked_tokens) or (
+            isinstance(client, str) and client in self.revoked_clients
+        ):
+            raise TokenRefused(REVOKED)
         return claims
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.models import Credential
+from control_plane.models import Agent, Credential, RevokedToken
 
 # --- credentials ------------------------------------------------------------------------------
 
@@ -43,3 +45,43 @@ async def point_credentials(session: AsyncSession, point_id: uuid.UUID) -> Seque
         .order_by(col(Credential.id))
     )
     return (await session.exec(stmt)).all()
+
+
+async def revoked_in_domain(session: AsyncSession, domain: str) -> tuple[list[str], list[str]]:
+    """(jti of every revoked token kept, id of every revoked credential) of ``domain``'s agents,
+    sorted."""
+    tokens = (
+        select(RevokedToken.jti)
+        .join(Credential, col(Credential.id) == col(RevokedToken.client_id))
+        .join(Agent, col(Agent.id) == col(Credential.agent_id))
+        .where(Agent.domain == domain)
+        .order_by(col(RevokedToken.jti))
+    )
+    clients = (
+        select(Credential.id)
+        .join(Agent, col(Agent.id) == col(Credential.agent_id))
+        .where(Agent.domain == domain, col(Credential.revoked_at).is_not(None))
+        .order_by(col(Credential.id))
+    )
+    jtis = list((await session.exec(tokens)).all())
+    ids = [str(cid) for cid in (await session.exec(clients)).all()]
+    return jtis, ids
+
+
+async def revocations_fingerprint(session: AsyncSession, domain: str) -> tuple[Any, ...]:
+    """A cheap value that changes whenever ``revoked_in_domain`` does: rows are only added
+    (a revocation) or, for tokens, deleted once expired (the pruner)."""
+    tokens = (
+        select(func.count(), func.max(col(RevokedToken.revoked_at)))
+        .select_from(RevokedToken)
+        .join(Credential, col(Credential.id) == col(RevokedToken.client_id))
+        .join(Agent, col(Agent.id) == col(Credential.agent_id))
+        .where(Agent.domain == domain)
+    )
+    clients = (
+        select(func.count(), func.max(col(Credential.revoked_at)))
+        .select_from(Credential)
+        .join(Agent, col(Agent.id) == col(Credential.agent_id))
+        .where(Agent.domain == domain, col(Credential.revoked_at).is_not(None))
+    )
+    return (*tuple((await session.exec(tokens)).one()), *tuple((await session.exec(clients)).one()))

@@ -172,6 +172,18 @@ async def point_credentials(session: AsyncSession, point_id: uuid.UUID) -> Seque
     return await repository.point_credentials(session, point_id)
 
 
+async def revoked_in_domain(session: AsyncSession, domain: str) -> tuple[list[str], list[str]]:
+    """What enforcement points must refuse before the tokens expire: the ``jti`` of every
+    revoked access token (RFC 7009; kept until it would expire) and the id (``client_id``
+    claim) of every revoked credential of ``domain``'s agents, sorted."""
+    return await repository.revoked_in_domain(session, domain)
+
+
+async def revocations_fingerprint(session: AsyncSession, domain: str) -> tuple[Any, ...]:
+    """Changes whenever ``revoked_in_domain`` does."""
+    return await repository.revocations_fingerprint(session, domain)
+
+
 # --- for oauth2: the clients it authenticates --------------------------------------------------
 
 

@@ -86,6 +86,9 @@ class RegistryPart:
     audience: str
     jwks: Mapping[str, Any]
     max_staleness_seconds: int
+    # Refused at the edge before they expire: revoked tokens by jti, revoked credentials by id.
+    revoked_tokens: Sequence[str] = ()
+    revoked_clients: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,10 @@ def content_files(
         "jwks": dict(registry.jwks),
         "agents": {k: dict(v) for k, v in registry.agents.items()},
         "max_staleness_seconds": registry.max_staleness_seconds,
+        "revoked": {
+            "tokens": dict.fromkeys(registry.revoked_tokens, True),
+            "clients": dict.fromkeys(registry.revoked_clients, True),
+        },
     }
     modules, wasm = policy.modules, policy.wasm
     if canary is not None:

@@ -23,6 +23,13 @@ agent := data.federation.agents[claims.sub] if {
 	[header, claims] := verified
 	header.typ == "at+jwt"
 	claims.domain == data.federation.domain
+	not revoked(claims)
 }
+
+# Revoked before it expires (RFC 7009), or issued to a credential revoked since: the bundle
+# lists both, so a revocation reaches the point with the next bundle revision.
+revoked(claims) if data.federation.revoked.tokens[claims.jti]
+
+revoked(claims) if data.federation.revoked.clients[claims.client_id]
 
 vouched := {"time": time.format(time.now_ns())}

@@ -231,6 +231,7 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     found = await domains.find(session, domain)
     return (
         await agents.domain_fingerprint(session, domain),
+        await credentials.revocations_fingerprint(session, domain),
         await policy.edge_plan(session, state.policy_runtime.bundle, domain),
         tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
         ring.kids,
@@ -257,6 +258,7 @@ async def build_domain_bundle(
     # The kill switch: a suspended domain's agents are suspended at the edge too.
     domain_suspended = found is not None and found.suspended_at is not None
     rows = await agents.domain_agents(session, domain)
+    revoked_tokens, revoked_clients = await credentials.revoked_in_domain(session, domain)
     ring = await state.keystore.ring()
     settings = state.settings
     policy_part = _part(revision)
@@ -271,6 +273,8 @@ async def build_domain_bundle(
         audience=settings.token_audience,
         jwks=ring.jwks(),
         max_staleness_seconds=settings.federation_max_staleness_seconds,
+        revoked_tokens=revoked_tokens,
+        revoked_clients=revoked_clients,
     )
     canary_part = None
     if plan is not None and plan.canary is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import hashlib
 import io
@@ -150,6 +151,41 @@ async def test_bundle_is_signed_scoped_to_its_domain_and_cached(
     assert killed.status_code == 200
     agent = json.loads(_files(killed.content)["data.json"])["federation"]["agents"]
     assert agent[own["agent"]["id"]]["status"] == "suspended"
+
+
+async def test_revoked_tokens_and_credentials_are_in_the_next_bundle(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """An enforcement point verifies tokens offline: what it must refuse before they expire
+    travels in the bundle (tokens by jti, credentials by client_id), as a new revision."""
+    own = await decider(client, admin, name="refund-bot", domain="payments")
+    point = await _point_token(client, await _point(client, admin, "payments"))
+
+    async def revoked() -> tuple[str, dict[str, Any]]:
+        r = await client.get("/v1/bundles/payments", headers=point)
+        assert r.status_code == 200, r.text
+        data = json.loads(_files(r.content)["data.json"])
+        return r.headers["etag"], data["federation"]["revoked"]
+
+    etag, listed = await revoked()
+    assert listed == {"tokens": {}, "clients": {}}
+    url = f"/v1/agents/{own['agent']['id']}/credentials"
+    cred = (await client.post(url, json={"scopes": ["decisions:create"]}, headers=admin)).json()
+    auth = basic(cred["client_id"], cred["client_secret"])
+    grant = {"grant_type": "client_credentials"}
+    token = (await client.post("/oauth/token", data=grant, headers=auth)).json()["access_token"]
+    payload = token.split(".")[1]
+    jti = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    r = await client.post("/oauth/revoke", data={"token": token}, headers=auth)
+    assert r.status_code == 200, r.text
+    after_token, listed = await revoked()
+    assert after_token != etag
+    assert listed == {"tokens": {jti: True}, "clients": {}}
+    r = await client.post(f"{url}/{cred['client_id']}/revoke", headers=admin)
+    assert r.status_code == 200, r.text
+    after_cred, listed = await revoked()
+    assert after_cred != after_token
+    assert listed == {"tokens": {jti: True}, "clients": {cred["client_id"]: True}}
 
 
 async def test_bundle_access_is_per_domain(

@@ -161,6 +161,51 @@ def test_a_suspension_reaches_the_sidecar_within_two_seconds(federation: Federat
     assert "agent_not_active" in decision["reasons"]
 
 
+def _wait_for_effect(opa: Opa, body: dict[str, Any], effect: str, since: float) -> float:
+    """Seconds from ``since`` until OPA answers ``effect`` for ``body`` (at most 10)."""
+    while opa.decide(body)["result"]["effect"] != effect:
+        assert time.monotonic() - since < 10, f"OPA never answered {effect}"
+        time.sleep(0.02)
+    return time.monotonic() - since
+
+
+def test_a_revoked_token_and_credential_reach_the_sidecar_within_two_seconds(
+    federation: Federation,
+) -> None:
+    """RFC 7009 at the edge: OPA verifies tokens offline, so a revoked token (or every token of
+    a revoked credential) is refused by the bundle's next revision, not at its expiry."""
+    plane, opa = federation.plane, federation.opa
+    agent = plane.agent("payments", "revoke-bot", autonomy_level=3)
+    r = plane.post(f"/v1/agents/{agent['id']}/credentials", json={"scopes": ["decisions:create"]})
+    assert r.status_code == 201, r.text
+    cred = r.json()
+    auth = (cred["client_id"], cred["client_secret"])
+    tokens = [plane.token(*auth), plane.token(*auth)]
+    invoice = {"type": "invoice", "id": "inv-1", "region": "eu-west-1"}
+    read = {"action": "payments.invoice.read", "resource": invoice}
+    bodies = [{**read, "token": token} for token in tokens]
+    for body in bodies:  # the new agent reaches OPA with a new bundle revision
+        _wait_for_effect(opa, body, "allow", time.monotonic())
+    time.sleep(1.5)  # OPA is now in a long poll on the current revision
+
+    r = httpx.post(
+        plane.url + "/oauth/revoke", data={"token": tokens[0]}, auth=auth, verify=plane.tls
+    )
+    assert r.status_code == 200, r.text
+    elapsed = _wait_for_effect(opa, bodies[0], "deny", time.monotonic())
+    print(f"\ntoken revoked -> deny at the OPA sidecar: {elapsed * 1000:.0f} ms")
+    assert elapsed < 2.0
+    assert "agent_missing" in opa.decide(bodies[0])["result"]["reasons"]
+    assert opa.decide(bodies[1])["result"]["effect"] == "allow"  # only that token
+
+    time.sleep(1.5)
+    r = plane.post(f"/v1/agents/{agent['id']}/credentials/{cred['client_id']}/revoke")
+    assert r.status_code == 200, r.text
+    elapsed = _wait_for_effect(opa, bodies[1], "deny", time.monotonic())
+    print(f"credential revoked -> deny at the OPA sidecar: {elapsed * 1000:.0f} ms")
+    assert elapsed < 2.0
+
+
 def test_decision_logs_arrive_exactly_once_across_an_outage(federation: Federation) -> None:
     plane, opa = federation.plane, federation.opa
     agent = federation.agents["refund-bot"]

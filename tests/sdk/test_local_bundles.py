@@ -346,6 +346,43 @@ def test_the_points_http_client_cannot_be_the_agents_own(built: Built, tmp_path:
     shared.close()
 
 
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+def test_a_token_the_bundle_lists_as_revoked_is_refused_and_replaced(
+    built: Built, tmp_path: Path
+) -> None:
+    """RFC 7009 at the edge: the bundle lists revoked tokens by jti. The decision with the
+    revoked token is a deny; the SDK fetches a new token in the background (never waiting on
+    the centre), and decides with it from then on."""
+    with bundle_server(built.token_key) as srv:
+        revoked_jti = _claims(srv.agent_token)["jti"]
+        data = bundle_data(built.token_key, revoked={"tokens": {revoked_jti: True}, "clients": {}})
+        srv.publish(opa_build(tmp_path, data, built.private))
+        with local_client(srv, built, tmp_path) as client:
+            refused = client.decide("payments.refund", SMALL)
+            assert (refused.effect, refused.reasons) == ("deny", ["agent_missing"])
+            srv.agent_token = built.token_key.token()  # what /oauth/token hands out now
+            assert wait_for(lambda: client.decide("payments.refund", SMALL).allow)
+            assert client.flush(20)
+        logged = [srv.logs[str(refused.decision_id)]]
+        assert _claims(logged[0]["input"]["token"])["jti"] == revoked_jti
+
+
+def test_a_token_of_a_revoked_credential_is_refused(built: Built, tmp_path: Path) -> None:
+    with bundle_server(built.token_key) as srv:
+        data = bundle_data(built.token_key, revoked={"tokens": {}, "clients": {AGENT_CLIENT: True}})
+        srv.publish(opa_build(tmp_path, data, built.private))
+        with local_client(srv, built, tmp_path) as client:
+            decisions = [client.decide("payments.refund", SMALL) for _ in range(3)]
+    assert [(d.effect, d.reasons) for d in decisions] == [("deny", ["agent_missing"])] * 3
+
+
 # --- staleness -----------------------------------------------------------------------------------
 
 
