@@ -113,6 +113,9 @@ class Federation:
         self._success_mono: float | None = None
         self._held_open = False
         self._last_status = 0
+        self._last_pull_ok = False
+        self._asked_wait = 0
+        self._restarting = False
         self._state = _State()
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -175,11 +178,37 @@ class Federation:
         success = self._success_mono
         return None if success is None else time.monotonic() - success
 
+    def _long_poll_seconds(self) -> int:
+        """How long the next pull may wait at the server for a change. None for the first pull,
+        after a failed one and once past half the staleness bound: its answer (a 304 at once)
+        is what restarts the staleness clock, so a point that was stale decides again as soon
+        as the centre answers. Otherwise ``long_poll``, at most a third of the bound: an
+        unchanged bundle is answered 304 well before decisions would go stale."""
+        self._restarting = False
+        if not self.options.long_poll:
+            return 0
+        bound = self.max_staleness()
+        staleness = self.staleness()
+        if not self._last_pull_ok or staleness is None or staleness > bound / 2:
+            self._restarting = True  # then, once answered, long polling starts at once
+            return 0
+        return min(self.options.long_poll, int(bound / 3))  # 0 for a bound under 3 s
+
     def pull_once(self) -> bool:
-        """One pull (blocking, with long polling when configured); True when it succeeded."""
+        """One pull (blocking, with long polling when configured: ``_long_poll_seconds``);
+        True when it succeeded."""
+        ok = False
+        try:
+            ok = self._pull()
+        finally:
+            self._last_pull_ok = ok
+        return ok
+
+    def _pull(self) -> bool:
         headers = {"Accept": f"application/gzip, {_BUNDLE_MEDIA_TYPE}"}
-        if self.options.long_poll:
-            headers["Prefer"] = f"wait={self.options.long_poll}"
+        self._asked_wait = self._long_poll_seconds()
+        if self._asked_wait:
+            headers["Prefer"] = f"wait={self._asked_wait}"
         if self._etag and self._policy is not None:
             headers["If-None-Match"] = self._etag
         options = RequestOptions("GET", f"/v1/bundles/{self.options.domain}", headers=headers)
@@ -215,9 +244,12 @@ class Federation:
         return True
 
     def _pulled(self, raw: bytes | None, response: httpx.Response) -> None:
-        # The server speaks long polling (OPA's bundle service API): ask again at once.
+        # The server speaks long polling (OPA's bundle service API), or this pull did not ask
+        # it to wait (to restart the staleness clock): ask again at once.
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        self._held_open = bool(self.options.long_poll) and media_type == _BUNDLE_MEDIA_TYPE
+        self._held_open = bool(self._asked_wait or self._restarting) and (
+            media_type == _BUNDLE_MEDIA_TYPE or self._restarting
+        )
         etag = response.headers.get("etag")
         if etag:
             self._etag = etag
@@ -257,7 +289,11 @@ class Federation:
             due = self._state.changed or now - last_status >= self.options.status_interval
             if due and self.report_status():
                 last_status = now
-            quick_304 = self._last_status == 304 and time.monotonic() - started < 0.1
+            quick_304 = (
+                self._last_status == 304
+                and time.monotonic() - started < 0.1
+                and self._asked_wait > 0  # a server that does not hold the request open
+            )
             if ok and self._held_open and not quick_304:
                 continue  # long polling: the next request waits at the server for a change
             self._stop.wait(self.options.poll_interval)

@@ -25,7 +25,9 @@ class LocalOptions:
       by key id; ``bundle_scope`` must equal the signature's ``scope`` (none on our server).
     - ``cache_dir``: where the last good bundle and the decision-log outbox live.
     - ``poll_interval`` (s) between pulls without long polling, or after a failed one;
-      ``long_poll`` (s, 0 = off, at most 60): hold each pull open that long for a change.
+      ``long_poll`` (s, 0 = off, at most 60): hold each pull open that long for a change,
+      at most a third of the staleness bound (a pull that restarts the clock, the first and
+      the one after a failure, is not held).
     - ``max_staleness_seconds``: may only shorten the bundle's bound.
     - ``status_interval`` (s), ``log_batch_size`` (events per POST), ``log_interval`` (s).
     - ``bundle_wait`` (s): how long ``decide()`` waits for a first bundle before denying.

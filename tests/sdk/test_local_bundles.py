@@ -406,6 +406,28 @@ def test_past_max_staleness_without_a_pull_decisions_deny_policy_stale(
         assert wait_for(lambda: client.decide("payments.refund", SMALL).allow)
 
 
+def test_long_polling_never_lets_decisions_go_stale_and_a_restart_decides_at_once(
+    server: BundleServer, built: Built, tmp_path: Path
+) -> None:
+    """The staleness clock restarts when a pull is answered. A held pull is answered within a
+    third of the bound (a 304 for an unchanged bundle), so a healthy centre never lets
+    decisions go stale; after a restart past the bound, the first pull is answered at once."""
+    settings = {"long_poll": 30, "max_staleness_seconds": 3, "poll_interval": 0.1}
+    with local_client(server, built, tmp_path, **settings) as client:
+        assert client.decide("payments.refund", SMALL).allow
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # long polls held open meanwhile, none changed
+            decision = client.decide("payments.refund", SMALL)
+            assert decision.allow, decision.reasons
+            time.sleep(0.25)
+        assert client.flush(20)
+    time.sleep(4)  # the stored bundle is past its bound now
+    with local_client(server, built, tmp_path, **settings) as client:
+        started = time.monotonic()
+        assert wait_for(lambda: client.decide("payments.refund", SMALL).allow, timeout=10)
+        assert time.monotonic() - started < 10
+
+
 def test_a_local_setting_shortens_the_bound_and_never_lengthens_it(
     server: BundleServer, built: Built, tmp_path: Path
 ) -> None:
