@@ -99,6 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         typer.echo(f"error: {exc}", err=True)
         return exc.code
+    except OSError as exc:
+        # A file named on the command line that cannot be read or written (no such directory,
+        # not a directory, permission): one line, like every other failure.
+        if debugging():
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        return ExitCode.error
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

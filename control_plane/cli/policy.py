@@ -45,7 +45,10 @@ Bundle = Annotated[str, typer.Option(help="The bundle's name.")]
 
 @app.command()
 def push(
-    directory: Annotated[Path, typer.Argument(help="A policy directory (Rego, data.json).")],
+    directory: Annotated[
+        Path,
+        typer.Argument(help="A policy directory (Rego, data.json).", exists=True, file_okay=False),
+    ],
     bundle: Bundle = "default",
     activate: Annotated[bool, typer.Option(help="Activate the new revision.")] = False,
     url: Url = DEFAULT_URL,
@@ -89,7 +92,12 @@ def push(
 
 @app.command("test")
 def test_(
-    directory: Annotated[Path, typer.Argument(help="A policy directory with its _test.rego.")],
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            help="A policy directory with its _test.rego.", exists=True, file_okay=False
+        ),
+    ],
 ) -> None:
     """Check the directory with OPA and run its Rego tests (opa test)."""
     from control_plane.cli.startup import load_settings

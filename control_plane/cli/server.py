@@ -7,13 +7,14 @@ to the deployment would, inside `startup()` (one line on stderr for a failure, n
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from control_plane.cli._http import ExitCode
+from control_plane.cli._http import CliError, ExitCode
 from control_plane.cli.startup import StartupError, load_settings, startup
 
 if TYPE_CHECKING:
@@ -103,9 +104,9 @@ def serve(
     from control_plane.kit.logging import configure_logging
     from control_plane.serving import serve as run
 
+    tls = _tls_files(ssl_certfile, ssl_keyfile)
     settings = load_settings()
     configure_logging(settings.log_level, json_lines=settings.json_logs)
-    tls = ssl_certfile is not None and ssl_keyfile is not None
     if settings.issuer is None:
         scheme = "https" if tls else "http"
         settings = settings.model_copy(update={"issuer": f"{scheme}://{host}:{port}"})
@@ -132,6 +133,31 @@ def serve(
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )
+
+
+def _tls_files(certfile: Path | None, keyfile: Path | None) -> bool:
+    """Whether to serve HTTPS: both files or neither (a usage error otherwise), and usable
+    together (checked now, before anything starts, so a bad file is one line, not a traceback
+    after "running on https")."""
+    if certfile is None and keyfile is None:
+        return False
+    if certfile is None or keyfile is None:
+        raise CliError("--ssl-certfile and --ssl-keyfile go together", ExitCode.usage)
+    for path in (certfile, keyfile):
+        if not path.is_file():
+            raise CliError(f"cannot read {path}: no such file", ExitCode.usage)
+    try:
+        # A password callback: an encrypted key fails here instead of prompting on a terminal.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile, password=lambda: b"")
+    except OSError as exc:  # ssl.SSLError included
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise CliError(
+            f"cannot serve HTTPS with {certfile} and {keyfile}: {reason} (they must be a PEM "
+            "certificate chain and its unencrypted PEM private key)",
+            ExitCode.usage,
+        ) from None
+    return True
 
 
 def migrate() -> None:

@@ -102,3 +102,39 @@ def test_policy_test_without_opa(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     one_line(done)
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        (("--ssl-certfile", "{cert}"), ["go together"]),
+        (("--ssl-keyfile", "{key}"), ["go together"]),
+        (("--ssl-certfile", "{missing}", "--ssl-keyfile", "{key}"), ["cannot read", "missing"]),
+        (("--ssl-certfile", "{plain}", "--ssl-keyfile", "{plain}"), ["cannot serve HTTPS", "PEM"]),
+    ],
+    ids=["cert-alone", "key-alone", "missing-file", "not-pem"],
+)
+def test_tls_files_are_checked_before_anything_starts(
+    tmp_path: Path, files: tuple[str, ...], words: list[str]
+) -> None:
+    """Never plain HTTP when TLS was asked for, and never a traceback after 'running on https'."""
+    from tests.fixtures.tls import make_tls
+
+    _, cert, key = make_tls(tmp_path)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a certificate\n")
+    names = {"cert": cert, "key": key, "missing": tmp_path / "missing.pem", "plain": plain}
+    done = agentctl(tmp_path, "serve", *(arg.format(**names) for arg in files))
+    one_line(done, *words)
+    assert done.returncode == 2
+    assert "running on" not in done.stderr + done.stdout
+
+
+def test_a_file_the_cli_cannot_write_or_read_is_one_line(tmp_path: Path) -> None:
+    done = agentctl(tmp_path, "openapi", "-o", str(tmp_path / "no" / "such" / "openapi.json"))
+    one_line(done, "openapi.json", "No such file or directory")
+    assert done.returncode == 1
+    done = agentctl(tmp_path, "policy", "test", str(tmp_path / "missing"))
+    assert done.returncode == 2  # a usage error naming the directory, from the argument check
+    assert "Traceback" not in done.stderr
+    assert "does not exist" in done.stderr
