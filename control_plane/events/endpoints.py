@@ -70,10 +70,9 @@ async def list_events(
     types = _types(type)
     domains = frozenset({domain}) if domain else None
     stream = "text/event-stream" in request.headers.get("accept", "")
-    start = service.parse_cursor(
-        last_event_id if stream and last_event_id else after,
-        "/header/Last-Event-ID" if stream and last_event_id else "/query/after",
-    )
+    pointer = "/header/Last-Event-ID" if stream and last_event_id else "/query/after"
+    start = service.parse_cursor(last_event_id if stream and last_event_id else after, pointer)
+    await service.check_cursor(session, start, pointer)
     rows = await service.read(
         session, who, after=start, types=types, domains=domains, limit=limit + 1
     )

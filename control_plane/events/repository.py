@@ -50,6 +50,17 @@ async def add(session: AsyncSession, values: dict[str, Any]) -> None:
         await insert_rows(session, [Row(table_of(EventRow), {**values, "txid": 0})])
 
 
+async def head(session: AsyncSession) -> tuple[int, int] | None:
+    """The cursor of the newest event stored, committed or not yet visible (None: no event)."""
+    stmt = (
+        select(EventRow.txid, EventRow.seq)
+        .order_by(col(EventRow.txid).desc(), col(EventRow.seq).desc())
+        .limit(1)
+    )
+    row = (await session.exec(stmt)).first()
+    return None if row is None else (int(row[0]), int(row[1] or 0))
+
+
 async def page(
     session: AsyncSession,
     *,

@@ -74,6 +74,20 @@ def parse_cursor(value: str | None, pointer: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+async def check_cursor(session: AsyncSession, cursor: tuple[int, int] | None, pointer: str) -> None:
+    """422 for a cursor beyond the newest event stored: this server never handed it out (or
+    its events are gone, a restore), and reading after it would skip every event until the
+    log caught up with it, silently."""
+    if cursor is None:
+        return
+    newest = await repository.head(session)
+    if newest is None or cursor > newest:
+        raise ValidationFailed(
+            "The cursor is beyond the newest event; read again without one.",
+            errors=[FieldError(pointer=pointer, detail="beyond the newest event")],
+        )
+
+
 def envelope(row: EventRow) -> dict[str, Any]:
     """The CloudEvents 1.0 JSON form of ``row``, with the ``cursor`` extension attribute."""
     event: dict[str, Any] = {

@@ -98,6 +98,21 @@ async def test_every_change_once_and_resumable(
     assert [e["data"]["approval_id"] for e in only] == [approval["approval_id"]]
     bad = await client.get("/v1/events", params={"after": "nope"}, headers=admin)
     assert bad.status_code == 422
+    # A cursor past the newest event would skip everything until the log caught up: refused,
+    # for a page and for a stream alike.
+    newest = events[-1]["cursor"]
+    txid, seq = (int(part) for part in newest.split("-"))
+    for future in (f"{txid}-{seq + 1000}", f"{txid + 1000}-0"):
+        bad = await client.get("/v1/events", params={"after": future}, headers=admin)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["pointer"] == "/query/after"
+        stream = {**admin, "Accept": "text/event-stream", "Last-Event-ID": future}
+        bad = await client.get("/v1/events", headers=stream)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["pointer"] == "/header/Last-Event-ID"
+    r = await client.get("/v1/events", params={"after": newest}, headers=admin)
+    assert r.status_code == 200  # the newest itself is a cursor handed out
+    assert newest not in [e["cursor"] for e in r.json()["data"]]
     bad = await client.get("/v1/events", params={"type": "x.v1"}, headers=admin)
     assert bad.status_code == 422
 
