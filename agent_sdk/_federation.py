@@ -269,6 +269,15 @@ class Federation:
 
     def _bundle_failed(self, code: str, message: str) -> None:
         if self._state.bundle_error != (code, message):
+            # Logged once per new error (a wrong secret or domain, the centre out of reach),
+            # not once per retry; the point's status reports it to the centre too.
+            log.warning(
+                "bundle pull for domain %s failed (%s): %s; deciding on %s",
+                self.options.domain,
+                code,
+                message,
+                f"revision {self.revision}" if self.revision else "no bundle yet (deny)",
+            )
             self._state.bundle_error, self._state.changed = (code, message), True
 
     def _pull_loop(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -381,6 +382,22 @@ def test_a_token_of_a_revoked_credential_is_refused(built: Built, tmp_path: Path
         with local_client(srv, built, tmp_path) as client:
             decisions = [client.decide("payments.refund", SMALL) for _ in range(3)]
     assert [(d.effect, d.reasons) for d in decisions] == [("deny", ["agent_missing"])] * 3
+
+
+def test_a_point_that_cannot_pull_says_so_once_in_its_log(
+    server: BundleServer, built: Built, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt domain (or a wrong secret) is not a silent 'no bundle yet' deny."""
+    caplog.set_level(logging.WARNING, logger="agent_sdk")
+    with local_client(server, built, tmp_path, domain="nosuch", bundle_wait=1) as client:
+        decision = client.decide("payments.refund", SMALL)
+        assert wait_for(lambda: server.bundle_requests == 0 and len(caplog.records) > 0)
+        time.sleep(0.5)  # several more pulls fail meanwhile (poll_interval 0.1 s)
+    assert decision.reasons[0].startswith("engine_not_loaded")
+    failed = [r.getMessage() for r in caplog.records if "bundle pull" in r.getMessage()]
+    assert len(failed) == 1, failed
+    assert "nosuch" in failed[0]
+    assert "http_404" in failed[0]
 
 
 # --- staleness -----------------------------------------------------------------------------------
