@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
@@ -131,6 +132,11 @@ class BaseClient:
             )
         if max_retries < 0 or not 1 <= audit_batch_size <= MAX_AUDIT_BATCH:
             raise AgentControlPlaneError("max_retries >= 0 and 1 <= audit_batch_size <= 1000")
+        parsed = urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise AgentControlPlaneError(
+                f"base_url must be an http(s) URL such as https://cp.example.com, not {base_url!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self._client_secret = client_secret

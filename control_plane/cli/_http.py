@@ -70,7 +70,11 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def seg(value: str) -> str:
-    """One path segment, percent-encoded (a name or id typed by the user)."""
+    """One path segment, percent-encoded (a name or id typed by the user). Raises a usage
+    ``CliError`` for a value that cannot be one segment: empty, ``.`` or ``..`` (URL
+    normalisation would drop them and reach another route) or holding ``/``."""
+    if value in ("", ".", "..") or "/" in value:
+        raise CliError(f"{value!r} is not a name or id", ExitCode.usage)
     return quote(value, safe="")
 
 
@@ -116,6 +120,12 @@ class Api:
         if not self.token:
             raise CliError("set AGENTCTL_TOKEN (an operator token) or pass --token", ExitCode.usage)
         base = self.url.rstrip("/")
+        if base.endswith("/v1"):  # every path the CLI sends starts with /v1 itself
+            raise CliError(
+                f"--url (AGENTCTL_URL) is the server's base URL, without /v1: "
+                f"{base.removesuffix('/v1')}",
+                ExitCode.usage,
+            )
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:

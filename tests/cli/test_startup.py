@@ -138,3 +138,19 @@ def test_a_file_the_cli_cannot_write_or_read_is_one_line(tmp_path: Path) -> None
     assert done.returncode == 2  # a usage error naming the directory, from the argument check
     assert "Traceback" not in done.stderr
     assert "does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("bundle", ["", "..", "Bad/Key"])
+def test_a_name_that_cannot_be_a_path_segment_is_a_usage_error(tmp_path: Path, bundle: str) -> None:
+    """Not a 404 from whatever route URL normalisation reaches instead."""
+    done = agentctl(
+        tmp_path, "policy", "revisions", bundle, "--url", "http://127.0.0.1:9", "--token", "t"
+    )
+    one_line(done, "is not a name or id")
+    assert done.returncode == 2
+
+
+def test_a_url_ending_in_v1_is_a_usage_error(tmp_path: Path) -> None:
+    done = agentctl(tmp_path, "domains", "list", "--url", "http://127.0.0.1:9/v1", "--token", "t")
+    one_line(done, "without /v1", "http://127.0.0.1:9")
+    assert done.returncode == 2

@@ -97,6 +97,11 @@ async def test_configuration_from_the_environment(
     monkeypatch.delenv("AGENTCTL_CLIENT_ID")
     with pytest.raises(AgentControlPlaneError, match="AGENTCTL_CLIENT_ID"):
         Client()
+    # A URL without its scheme is named at construction, not a connection error later.
+    host_only = server.url.split("://", 1)[1]
+    for cls in (Client, AsyncClient):
+        with pytest.raises(AgentControlPlaneError, match=r"base_url must be an http\(s\) URL"):
+            cls(host_only, agent.client_id, "secret")
 
 
 async def test_typed_errors_carry_the_problem_and_are_not_retried(
