@@ -150,6 +150,9 @@ class Federation:
 
         policy = LocalPolicy(bundle, reuse=self._policy, eval_timeout=self.options.eval_timeout)
         with self._lock:
+            if self._stop.is_set():  # closed meanwhile (``close``): never used, released now
+                policy.close()
+                return
             previous, self._policy = self._policy, policy
         self._ready.set()
         self._state.last_activation = time.time()
@@ -217,6 +220,8 @@ class Federation:
         try:
             response = self._http._send(options)
         except APIStatusError as exc:
+            if self._stop.is_set():  # answered after close: nothing more to do
+                return False
             self._last_status = exc.status_code
             if exc.status_code == 304:
                 self._pulled(None, exc.response)
@@ -224,7 +229,11 @@ class Federation:
             self._bundle_failed(f"http_{exc.status_code}", str(exc))
             return False
         except AgentControlPlaneError as exc:
+            if self._stop.is_set():  # the transport closed under a held pull: not a failure
+                return False
             self._bundle_failed("unreachable", f"{type(exc).__name__}: {exc}")
+            return False
+        if self._stop.is_set():
             return False
         self._last_status = response.status_code
         raw = response.content
@@ -433,7 +442,9 @@ class Federation:
 
     def close(self, timeout: float) -> None:
         """Deliver pending logs for up to ``timeout`` s, then stop (they stay on disk) and
-        close the transport (which ends a pull held open by long polling)."""
+        close the transport. A pull held open by long polling is not waited for: closing the
+        transport does not interrupt a blocked read, and the pull thread (a daemon) ends when
+        the server answers, doing nothing more once stopped."""
         if self.logs.outbox.pending():
             self.flush(timeout)
         self._stop.set()
@@ -441,9 +452,10 @@ class Federation:
         pull, logs = self._threads
         logs.join(timeout=30)
         self._http.close(timeout=0)
-        pull.join(timeout=5)
+        pull.join(timeout=0.2)
         self.logs.outbox.close()
-        policy, self._policy = self._policy, None
+        with self._lock:  # an activation finishing now sees the stop and releases its own
+            policy, self._policy = self._policy, None
         if policy is not None:
             policy.close()
 

@@ -400,6 +400,24 @@ def test_a_point_that_cannot_pull_says_so_once_in_its_log(
     assert "http_404" in failed[0]
 
 
+def test_close_does_not_wait_for_a_pull_held_open(
+    server: BundleServer, built: Built, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing the transport does not interrupt a blocked read; close() does not wait for the
+    server to answer a held pull (30 s here), and the pull ending later is no failure."""
+    caplog.set_level(logging.WARNING, logger="agent_sdk")
+    client = local_client(server, built, tmp_path, long_poll=30)
+    assert client.decide("payments.refund", SMALL).allow
+    assert client.flush(20)
+    time.sleep(0.5)  # the point is in a long poll on the current revision now
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 3  # it waited 5 s before, whatever was pending
+    server.publish(built.suspended)  # answers the held pull: after close, nothing happens
+    time.sleep(0.5)
+    assert not [r for r in caplog.records if "bundle" in r.getMessage()], caplog.text
+
+
 # --- staleness -----------------------------------------------------------------------------------
 
 
