@@ -10,13 +10,15 @@ describe it); the default is a table for people.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -270,3 +272,32 @@ def read_json_file(path: str, what: str) -> Any:
         return json.loads(text)
     except (OSError, ValueError) as exc:
         raise CliError(f"{what}: cannot read JSON from {path}: {exc}", ExitCode.usage) from None
+
+
+_DURATION = re.compile(r"^(\d{1,9})([smhdw])$")
+_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str | None, now: datetime, option: str = "--since") -> str | None:
+    """A time option: ``7d``, ``12h``, ``30m``, ``90s``, ``2w`` before ``now`` (RFC 3339, UTC),
+    or an RFC 3339 time with an offset as is; CliError (usage) naming ``option`` otherwise."""
+    if value is None:
+        return None
+    match = _DURATION.match(value.strip())
+    if match is not None:
+        try:
+            start = now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:
+            raise CliError(f"{option} {value} is too far back", ExitCode.usage) from None
+        return start.isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise CliError(
+            f"{option} {value!r}: give a duration (7d, 12h, 30m) or an RFC 3339 time with an "
+            "offset",
+            ExitCode.usage,
+        )
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +38,7 @@ from control_plane.cli._http import (
     Url,
     check,
     emit,
+    parse_time,
     seg,
     stderr,
 )
@@ -70,8 +72,12 @@ def list_(
     status: Annotated[str | None, typer.Option()] = None,
     decision_id: Annotated[str | None, typer.Option()] = None,
     trace_id: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339: at or after.")] = None,
-    until: Annotated[str | None, typer.Option(help="RFC 3339: before.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="At or after: 7d, 12h, 30m ago, or an RFC 3339 time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before: 7d, 12h, 30m ago, or an RFC 3339 time.")
+    ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     limit: Limit = 50,
@@ -86,8 +92,8 @@ def list_(
         "status": status,
         "decision_id": decision_id,
         "trace_id": trace_id,
-        "since": since,
-        "until": until,
+        "since": parse_time(since, now := datetime.now(UTC)),
+        "until": parse_time(until, now, "--until"),
         "limit": limit,
         "after": after,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ from control_plane.cli._http import (
     Token,
     Url,
     emit,
+    parse_time,
     seg,
 )
 
@@ -45,21 +47,25 @@ def list_(
     agent_id: Annotated[str | None, typer.Option(help="Only this agent's decisions.")] = None,
     effect: Annotated[str | None, typer.Option(help="allow, deny or require_approval.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339: at or after.")] = None,
-    until: Annotated[str | None, typer.Option(help="RFC 3339: before.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="At or after: 7d, 12h, 30m ago, or an RFC 3339 time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before: 7d, 12h, 30m ago, or an RFC 3339 time.")
+    ] = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     limit: Limit = 50,
     after: After = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """List decisions, newest first."""
+    """List decisions, oldest first (by id)."""
     params = {
         "agent_id": agent_id,
         "effect": effect,
         "action": action,
-        "since": since,
-        "until": until,
+        "since": parse_time(since, now := datetime.now(UTC)),
+        "until": parse_time(until, now, "--until"),
         "limit": limit,
         "after": after,
     }

@@ -9,9 +9,8 @@ errors. ``--output json`` prints the report, valid against openapi/impact-report
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -30,38 +29,13 @@ from control_plane.cli._http import (
     Url,
     check,
     emit,
+    parse_time,
     seg,
     stderr,
     stdout,
 )
 
 EFFECTS: Final = ("allow", "deny", "require_approval")
-_DURATION = re.compile(r"^(\d{1,9})([smhdw])$")
-_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(value: str | None, now: datetime) -> str | None:
-    """``7d``, ``12h``, ``30m``, ``90s``, ``2w`` before ``now``, or an RFC 3339 time as is;
-    CliError (usage) otherwise."""
-    if value is None:
-        return None
-    match = _DURATION.match(value.strip())
-    if match is not None:
-        try:
-            start = now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        except OverflowError:
-            raise CliError(f"--since {value} is too far back", ExitCode.usage) from None
-        return start.isoformat(timespec="seconds").replace("+00:00", "Z")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise CliError(
-            f"--since {value!r}: give a duration (7d, 12h, 30m) or an RFC 3339 time with an offset",
-            ExitCode.usage,
-        )
-    return value
 
 
 def parse_fail_on(value: str | None) -> list[str]:
@@ -186,7 +160,7 @@ def impact(
     """Replay past decisions against a candidate revision and report what would change."""
     failing = parse_fail_on(fail_on)
     body = {
-        "since": parse_since(since, datetime.now(UTC)),
+        "since": parse_time(since, datetime.now(UTC)),
         "domain": domain,
         "agent_id": agent,
         "action": action,

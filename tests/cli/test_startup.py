@@ -154,3 +154,19 @@ def test_a_url_ending_in_v1_is_a_usage_error(tmp_path: Path) -> None:
     done = agentctl(tmp_path, "domains", "list", "--url", "http://127.0.0.1:9/v1", "--token", "t")
     one_line(done, "without /v1", "http://127.0.0.1:9")
     assert done.returncode == 2
+
+
+def test_time_options_take_durations_or_rfc_3339_times() -> None:
+    """--since/--until of decisions list, audit list and policy impact: one parser."""
+    from datetime import UTC, datetime
+
+    from control_plane.cli._http import CliError, parse_time
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    assert parse_time("7d", now) == "2026-11-23T12:00:00Z"
+    assert parse_time("90s", now, "--until") == "2026-11-30T11:58:30Z"
+    assert parse_time("2026-11-01T00:00:00+02:00", now) == "2026-11-01T00:00:00+02:00"
+    assert parse_time(None, now) is None
+    for bad in ("last tuesday", "2026-11-01T00:00:00", "7y"):
+        with pytest.raises(CliError, match="--until"):
+            parse_time(bad, now, "--until")
