@@ -135,7 +135,9 @@ class Settings(BaseSettings):
         description="Policy loaded as the `default` bundle on the first start (default: the "
         "shipped policy, the project's policies/).",
     )
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."
+    )
     log_json: bool | None = Field(
         default=None,
         description="JSON log lines; unset: JSON in production, key=value lines otherwise.",
@@ -247,6 +249,14 @@ class Settings(BaseSettings):
         description="Separation of duties: a version must be approved by another operator "
         "than the one that registered it.",
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @field_validator("database_url")
     @classmethod

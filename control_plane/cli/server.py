@@ -7,6 +7,7 @@ to the deployment would, inside `startup()` (one line on stderr for a failure, n
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -106,6 +107,7 @@ def serve(
 
     tls = _tls_files(ssl_certfile, ssl_keyfile)
     settings = load_settings()
+    _check_ports(host, port, settings.metrics_port)
     configure_logging(settings.log_level, json_lines=settings.json_logs)
     if settings.issuer is None:
         scheme = "https" if tls else "http"
@@ -133,6 +135,30 @@ def serve(
         ssl_certfile=ssl_certfile if tls else None,
         ssl_keyfile=ssl_keyfile if tls else None,
     )
+
+
+def _check_ports(host: str, port: int, metrics_port: int | None) -> None:
+    """Both ports free and distinct, checked before anything starts (a port in use was
+    uvicorn's bare 'Address already in use', after the bootstrap token was printed; the
+    metrics port equal to --port answered /metrics to everyone and 404 to the API)."""
+    if metrics_port is not None and metrics_port == port:
+        raise StartupError(
+            f"AGENTCTL_METRICS_PORT ({metrics_port}) must differ from --port: it serves "
+            "/metrics without authentication and nothing else",
+            ExitCode.usage,
+        )
+    for number, name in ((port, "--port"), (metrics_port, "AGENTCTL_METRICS_PORT")):
+        if number is None or number == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family=family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind((host, number))
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot listen on {host}:{number} ({name}): {exc.strerror}"
+                ) from None
 
 
 def _tls_files(certfile: Path | None, keyfile: Path | None) -> bool:

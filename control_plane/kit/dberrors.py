@@ -124,6 +124,11 @@ def _one(exc: BaseException) -> Cause | None:
             return Cause.unreachable
         if sqlstate.startswith("53"):  # insufficient resources
             return Cause.too_many_connections
+        if _connecting(exc):
+            # Refused while connecting, for any other reason: the database does not accept
+            # connections now (55000 with ALLOW_CONNECTIONS false), is gone (3D000), or no
+            # longer takes the credentials (28P01). No statement ran; nothing to retry here.
+            return Cause.cannot_connect_now
         return None
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):

@@ -44,7 +44,12 @@ def one_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("AGENTCTL_POLICY_ENGINE", "lua"), ("AGENTCTL_ADMIN_TOKEN", "hunter2")]
+    ("name", "value"),
+    [
+        ("AGENTCTL_POLICY_ENGINE", "lua"),
+        ("AGENTCTL_ADMIN_TOKEN", "hunter2"),
+        ("AGENTCTL_LOG_LEVEL", "LOUD"),
+    ],
 )
 def test_bad_settings(tmp_path: Path, name: str, value: str) -> None:
     done = agentctl(tmp_path, "serve", **{name: value})
@@ -170,3 +175,38 @@ def test_time_options_take_durations_or_rfc_3339_times() -> None:
     for bad in ("last tuesday", "2026-11-01T00:00:00", "7y"):
         with pytest.raises(CliError, match="--until"):
             parse_time(bad, now, "--until")
+
+
+def test_ports_in_use_or_equal_are_named_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "control_plane", "serve", "--port", str(busy)],
+            cwd=tmp_path,
+            env=server_env(f"sqlite+aiosqlite:///{tmp_path / 'agentctl.db'}", tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        one_line(done, f"127.0.0.1:{busy} (--port)", "in use")
+        free = free_port()
+        done = agentctl(tmp_path, "serve", AGENTCTL_METRICS_PORT=str(busy))
+        one_line(done, f"127.0.0.1:{busy} (AGENTCTL_METRICS_PORT)", "in use")
+    done = subprocess.run(
+        [sys.executable, "-m", "control_plane", "serve", "--port", str(free)],
+        cwd=tmp_path,
+        env=server_env(f"sqlite+aiosqlite:///{tmp_path / 'agentctl.db'}", tmp_path)
+        | {"AGENTCTL_METRICS_PORT": str(free)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    one_line(done, "AGENTCTL_METRICS_PORT", "must differ from --port")
+    assert done.returncode == 2
+    assert not (tmp_path / "agentctl.db").exists()  # nothing started, nothing created

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from control_plane.app import create_app
 from control_plane.config import Settings
@@ -301,3 +302,27 @@ async def test_a_request_stale_on_every_attempt_answers_503(db_url: str, tmp_pat
         app = client._transport.app  # type: ignore[attr-defined]
         assert app.state.chaos_calls["stale"] == settings.database_retry_attempts
         assert app.state.committed == []
+
+
+@POSTGRES_ONLY
+async def test_a_database_refusing_connections_answers_503_not_500(
+    db_url: str, tmp_path: Path
+) -> None:
+    """ALLOW_CONNECTIONS false: PostgreSQL refuses at connect with 55000, which no statement
+    raised; /readyz said unavailable while requests answered 500."""
+    name = make_url(db_url).database
+    admin = await asyncpg.connect(db_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/postgres")
+    try:
+        async for client in _client(_settings(db_url, tmp_path)):
+            assert (await client.get("/v1/agents", headers=ADMIN)).status_code == 200
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            r = await client.get("/v1/agents", headers=ADMIN)
+            _assert_503(r, "cannot_connect_now")
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert (await client.get("/v1/agents", headers=ADMIN)).status_code == 200
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
