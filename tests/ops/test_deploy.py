@@ -185,6 +185,32 @@ def test_compose_opa_sidecar_uses_deploy_opa_config() -> None:
     # deploy/opa/README.md says; config.example.yaml is that output with placeholders.
     assert (DEPLOY / "opa" / "config.example.yaml").exists()
     assert "> deploy/opa/config.yaml" in (DEPLOY / "opa" / "README.md").read_text()
+    # Only on request (it needs that file and an https control plane), with the secret the
+    # config substitutes and a writable persistence_directory (persist: true).
+    assert opa["profiles"] == ["opa"]
+    assert "AGENTCTL_OPA_CLIENT_SECRET" in opa["environment"]
+    persistence = yaml.safe_load((DEPLOY / "opa" / "config.example.yaml").read_text())[
+        "persistence_directory"
+    ]
+    assert persistence in opa["tmpfs"]
+
+
+def test_the_kubernetes_opa_sidecar_is_probed_where_the_kubelet_reaches_it() -> None:
+    """The kubelet probes the pod IP from the node: not 127.0.0.1 (the node's own loopback),
+    and not OPA's API, which listens on the pod's loopback only."""
+    doc = yaml.safe_load(
+        (DEPLOY / "kubernetes" / "examples" / "opa-sidecar" / "deployment.yaml").read_text()
+    )
+    pod = doc["spec"]["template"]["spec"]
+    [opa] = [c for c in pod["containers"] if c["name"] == "opa"]
+    assert "--addr=127.0.0.1:8181" in opa["args"]
+    assert "--diagnostic-addr=0.0.0.0:8282" in opa["args"]
+    for probe in (opa["readinessProbe"], opa["livenessProbe"]):
+        assert "host" not in probe["httpGet"]
+        assert probe["httpGet"]["port"] == "opa-diagnostic"
+    assert {"name": "opa-diagnostic", "containerPort": 8282} in opa["ports"]
+    mounts = {m["mountPath"]: m["name"] for m in opa["volumeMounts"]}
+    assert {"name": mounts["/var/lib/opa"], "emptyDir": {}} in pod["volumes"]
 
 
 def test_dockerfile_is_pinned_non_root_and_checks_health() -> None:
