@@ -15,6 +15,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import structlog
 from fastapi import APIRouter, Query, Request, Response
@@ -78,9 +79,19 @@ def _blank(value: str | None) -> str | None:
 
 
 def _safe_next(target: str | None) -> str:
-    # Only a console path of this site: no scheme, no host, no "//" (open redirect).
+    """Only a console path of this site: no scheme, no host, no "//" (open redirect), and no
+    dot segment, even percent-encoded (browsers resolve ``/console/../v1`` out of the console)."""
     unsafe = ("//", "\\", "\n", "\r")
-    if target and target.startswith("/console") and not any(u in target for u in unsafe):
+    if not target:
+        return "/console/"
+    path = unquote(target.partition("?")[0])
+    segments = path.split("/")
+    inside = path == "/console" or path.startswith("/console/")
+    if (
+        inside
+        and not any(u in target or u in path for u in unsafe)
+        and not any(seg in (".", "..") for seg in segments)
+    ):
         return target
     return "/console/"
 

@@ -319,3 +319,23 @@ async def test_the_console_without_its_slash_leads_to_it(client: httpx.AsyncClie
     r = await client.get("/console/")
     assert r.status_code == 303
     assert r.headers["location"].startswith("/console/sign-in")
+
+
+@pytest.mark.parametrize(
+    ("target", "where"),
+    [
+        ("/console/approvals?state=pending", "/console/approvals?state=pending"),
+        ("/console", "/console"),
+        ("//evil.example", "/console/"),
+        ("https://evil.example/console/", "/console/"),
+        ("/console/../v1/agents", "/console/"),  # a browser resolves it out of the console
+        ("/console/%2e%2e/v1/agents", "/console/"),  # and this one too
+        ("/console/./approvals", "/console/"),
+        ("/consolex", "/console/"),
+        ("/console/\\evil", "/console/"),
+    ],
+)
+def test_after_sign_in_only_console_paths_are_followed(target: str, where: str) -> None:
+    from control_plane.console.endpoints import _safe_next
+
+    assert _safe_next(target) == where
