@@ -45,13 +45,31 @@ class NoQueryString(logging.Filter):
         return True
 
 
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging configuration, with ``NoQueryString`` on its access handler."""
+def _log_config(json_lines: bool) -> dict[str, Any]:
+    """uvicorn's logging configuration, with ``NoQueryString`` on its access handler; with
+    ``json_lines`` its own lines (started, running on, shutting down) are JSON lines too, as
+    the app's are (``event``, ``level``, ``timestamp``, ``logger``), not plain text among them."""
+    import structlog
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["no_query"] = {"()": f"{__name__}.NoQueryString"}
     config["handlers"]["access"]["filters"] = ["no_query"]
+    if json_lines:
+        config["formatters"]["json"] = {
+            "()": "structlog.stdlib.ProcessorFormatter",
+            "foreign_pre_chain": [
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            "processors": [
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        }
+        for handler in config["handlers"].values():
+            handler["formatter"] = "json"
     return config
 
 
@@ -90,7 +108,7 @@ def serve(
         # The app logs one line per request itself; uvicorn's plain-text access line would be a
         # second, non-JSON one.
         "access_log": not settings.json_logs,
-        "log_config": _log_config(),
+        "log_config": _log_config(settings.json_logs),
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
         "ssl_certfile": str(ssl_certfile) if ssl_certfile is not None else None,
         "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile is not None else None,

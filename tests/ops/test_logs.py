@@ -42,7 +42,11 @@ async def test_one_json_line_per_request_without_secrets(db_url: str, tmp_path: 
     finally:
         stop(server)
 
+    # Every line is JSON, uvicorn's own (started, running on, shutting down) included.
+    plain = [line for line in log.read_text().splitlines() if line.strip() and line[0] != "{"]
+    assert plain == []
     lines = _json_lines(log)
+    assert any(line.get("logger") == "uvicorn.error" for line in lines)
     mine = [line for line in lines if line.get("request_id") == "req-42"]
     (request_line,) = [line for line in mine if line["event"] == "request"]
     assert request_line["route"] == "/v1/decisions"
