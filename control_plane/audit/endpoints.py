@@ -251,7 +251,7 @@ async def prove_consistency(
     return await reading.consistency_proof(session, who, _trees(request), domain, first, to)
 
 
-@router.get("/keys")
+@router.get("/keys", responses=error_responses(404))
 async def list_keys(
     request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
 ) -> VerifierKeys:
@@ -259,7 +259,7 @@ async def list_keys(
     return await reading.verifier_keys(session, who, _ctx(request), _kek(request), domain)
 
 
-@router.get("/verify")
+@router.get("/verify", responses=error_responses(404))
 async def verify(
     request: Request, who: CurrentOperator, session: Session, domain: OptionalDomain = None
 ) -> VerifyResult:
