@@ -168,9 +168,22 @@ class Api:
 
 
 def check(response: httpx.Response) -> None:
-    """CliError (one line, exit code by status) unless the answer is a success."""
+    """CliError (one line, exit code by status) unless the answer is a success. A 422 that
+    names only path parameters (an id or name typed as an argument) is a usage error (2)."""
     if not response.is_success:
-        raise CliError(problem_line(response), exit_code_for(response.status_code))
+        code = exit_code_for(response.status_code)
+        if response.status_code == 422 and _only_path_errors(response):
+            code = ExitCode.usage
+        raise CliError(problem_line(response), code)
+
+
+def _only_path_errors(response: httpx.Response) -> bool:
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return False
+    pointers = [e.get("pointer", "") for e in errors if isinstance(e, dict)]
+    return bool(pointers) and all(str(p).startswith("/path/") for p in pointers)
 
 
 # A column: its header, and the field it shows (or a function of the row).

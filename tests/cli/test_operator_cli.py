@@ -210,6 +210,9 @@ def test_failures_are_one_line_with_the_code_and_exit_code(
     cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli("agents", "get", "00000000-0000-0000-0000-000000000000").failed(3, "not_found")
+    # An argument the server refuses as a path parameter is a usage error (2), as a bad flag is;
+    # a body field it refuses stays an error (1), below.
+    cli("agents", "get", "not-a-uuid").failed(2, "validation_failed")
     cli("domains", "get", "nowhere").failed(3, "not_found")
     bad = cli("agents", "create", "Bad Name!", "--domain", "payments", "--owner", "o")
     bad.failed(1, "validation_failed")
