@@ -66,6 +66,11 @@ OutputOpt = Annotated[
 ]
 Limit = Annotated[int, typer.Option(min=1, max=1000, help="At most this many items.")]
 After = Annotated[str | None, typer.Option(help="Start after this cursor (a list's next_after).")]
+# Time filters: read by parse_time (a duration ago, or an RFC 3339 time).
+Since = Annotated[
+    str | None, typer.Option(help="At or after: 7d, 12h, 30m ago, or an RFC 3339 time.")
+]
+Until = Annotated[str | None, typer.Option(help="Before: 7d, 12h, 30m ago, or an RFC 3339 time.")]
 
 stdout = Console(highlight=False, soft_wrap=False)
 stderr = Console(stderr=True, highlight=False)

@@ -34,7 +34,9 @@ from control_plane.cli._http import (
     Limit,
     Output,
     OutputOpt,
+    Since,
     Token,
+    Until,
     Url,
     check,
     emit,
@@ -72,12 +74,8 @@ def list_(
     status: Annotated[str | None, typer.Option()] = None,
     decision_id: Annotated[str | None, typer.Option()] = None,
     trace_id: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[
-        str | None, typer.Option(help="At or after: 7d, 12h, 30m ago, or an RFC 3339 time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Before: 7d, 12h, 30m ago, or an RFC 3339 time.")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     limit: Limit = 50,

@@ -15,7 +15,9 @@ from control_plane.cli._http import (
     Limit,
     Output,
     OutputOpt,
+    Since,
     Token,
+    Until,
     Url,
     emit,
     parse_time,
@@ -47,12 +49,8 @@ def list_(
     agent_id: Annotated[str | None, typer.Option(help="Only this agent's decisions.")] = None,
     effect: Annotated[str | None, typer.Option(help="allow, deny or require_approval.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="At or after: 7d, 12h, 30m ago, or an RFC 3339 time.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option(help="Before: 7d, 12h, 30m ago, or an RFC 3339 time.")
-    ] = None,
+    since: Since = None,
+    until: Until = None,
     url: Url = DEFAULT_URL,
     token: Token = None,
     limit: Limit = 50,
