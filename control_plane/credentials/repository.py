@@ -70,18 +70,32 @@ async def revoked_in_domain(session: AsyncSession, domain: str) -> tuple[list[st
 
 async def revocations_fingerprint(session: AsyncSession, domain: str) -> tuple[Any, ...]:
     """A cheap value that changes whenever ``revoked_in_domain`` does: rows are only added
-    (a revocation) or, for tokens, deleted once expired (the pruner)."""
-    tokens = (
-        select(func.count(), func.max(col(RevokedToken.revoked_at)))
-        .select_from(RevokedToken)
-        .join(Credential, col(Credential.id) == col(RevokedToken.client_id))
-        .join(Agent, col(Agent.id) == col(Credential.agent_id))
-        .where(Agent.domain == domain)
+    (a revocation) or, for tokens, deleted once expired (the pruner). One round trip (it runs
+    with every bundle pull and long-poll check)."""
+
+    def tokens(value: Any) -> Any:
+        return (
+            select(value)
+            .select_from(RevokedToken)
+            .join(Credential, col(Credential.id) == col(RevokedToken.client_id))
+            .join(Agent, col(Agent.id) == col(Credential.agent_id))
+            .where(Agent.domain == domain)
+            .scalar_subquery()
+        )
+
+    def clients(value: Any) -> Any:
+        return (
+            select(value)
+            .select_from(Credential)
+            .join(Agent, col(Agent.id) == col(Credential.agent_id))
+            .where(Agent.domain == domain, col(Credential.revoked_at).is_not(None))
+            .scalar_subquery()
+        )
+
+    stmt = select(
+        tokens(func.count()),
+        tokens(func.max(col(RevokedToken.revoked_at))),
+        clients(func.count()),
+        clients(func.max(col(Credential.revoked_at))),
     )
-    clients = (
-        select(func.count(), func.max(col(Credential.revoked_at)))
-        .select_from(Credential)
-        .join(Agent, col(Agent.id) == col(Credential.agent_id))
-        .where(Agent.domain == domain, col(Credential.revoked_at).is_not(None))
-    )
-    return (*tuple((await session.exec(tokens)).one()), *tuple((await session.exec(clients)).one()))
+    return tuple((await session.exec(stmt)).one())
