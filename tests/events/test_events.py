@@ -14,6 +14,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
+from control_plane.config import Settings
 from tests.fixtures.decisions import REFUND, decider
 from tests.fixtures.events import events_until
 from tests.fixtures.servers import server_env, serving
@@ -24,6 +25,12 @@ SCHEMAS = Path(__file__).parents[2] / "openapi" / "events"
 def _validate(event: dict[str, Any]) -> None:
     schema = json.loads((SCHEMAS / f"{event['type']}.json").read_text())
     jsonschema_rs.Draft202012Validator(schema).validate(event)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A fast checkpointer: its events settle within a test's patience."""
+    return settings.model_copy(update={"audit_checkpoint_seconds": 0.2})
 
 
 async def test_every_change_once_and_resumable(
@@ -99,7 +106,18 @@ async def test_every_change_once_and_resumable(
     bad = await client.get("/v1/events", params={"after": "nope"}, headers=admin)
     assert bad.status_code == 422
     # A cursor past the newest event would skip everything until the log caught up: refused,
-    # for a page and for a stream alike.
+    # for a page and for a stream alike. The audit checkpointer writes events of its own in the
+    # background; once every audit record is under a checkpoint nothing more comes.
+    records = (await client.get("/v1/audit/records", params={"limit": 200}, headers=admin)).json()[
+        "data"
+    ]
+
+    def settled(events: list[dict[str, Any]]) -> bool:
+        sizes = [e["data"]["size"] for e in events if e["type"] == "audit.checkpoint.v1"]
+        return complete(events) and max(sizes, default=0) == len(records)
+
+    events = await events_until(client, admin, settled, timeout=10)
+    assert settled(events)
     newest = events[-1]["cursor"]
     txid, seq = (int(part) for part in newest.split("-"))
     for future in (f"{txid}-{seq + 1000}", f"{txid + 1000}-0"):
