@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BeforeValidator,
     ConfigDict,
@@ -16,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from control_plane.kit.schemas import RequestModel, ResponseModel
+from control_plane.kit.schemas import RequestModel, ResponseModel, in_utc_range
 
 MAX_RECORDS_PER_BATCH = 1000
 
@@ -34,7 +35,7 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(in_utc_range)]
 
 
 class RecordStatus(StrEnum):

@@ -57,7 +57,7 @@ def _event_time(event: dict[str, Any]) -> datetime | None:
         return None
     try:
         return aware(datetime.fromisoformat(_FRACTION.sub(r"\1", raw.replace("Z", "+00:00"), 1)))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a date-time, or none in UTC (year 9999, -23:59)
         return None
 
 

@@ -8,10 +8,11 @@ ignored setting. ``PatchModel`` bodies are partial updates: a field may be left 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,12 +45,25 @@ def _rfc3339(value: object) -> object:
     return value
 
 
+def in_utc_range(value: datetime) -> datetime:
+    """``value`` if it has a UTC equivalent: 9999-12-31T23:59:59-23:59 is a valid RFC 3339
+    date-time past the last instant Python (and the databases) can hold once converted."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
+    return value
+
+
 RFC3339DateTime = Annotated[
     datetime,
     BeforeValidator(_rfc3339),
+    AfterValidator(in_utc_range),
     Field(json_schema_extra={"format": "date-time"}),
 ]
-"""A request date-time: RFC 3339 strings only (numbers, bare dates and naive times refused)."""
+"""A request date-time: RFC 3339 strings only (numbers, bare dates and naive times refused),
+with a UTC equivalent (years 1 to 9999 once converted)."""
 
 
 _NO_NUL = "^[^\\x00]*$"

@@ -100,6 +100,11 @@ async def test_bad_records_are_refused_naming_the_field(
     assert r.status_code == 422
     r = await post(json.dumps({"records": [record(timestamp=1764410000)]}))
     assert r.status_code == 422
+    # Valid RFC 3339 with no UTC equivalent (past year 9999, before year 1): 422, not a 500.
+    for beyond in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"):
+        r = await post(json.dumps({"records": [record(timestamp=beyond)]}))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["pointer"] == "/body/records/0/timestamp"
     deep: Any = {}
     for _ in range(40):
         deep = {"d": deep}

@@ -264,6 +264,11 @@ async def test_decision_logs_are_recorded_once_with_audit_records(
         assert stored["agent"]["name"] == "refund-bot"
     # The agent's token is a bearer credential: never stored.
     assert token not in json.dumps(decisions)
+    # A time with no UTC equivalent is a bad event, rejected by name, not a 500.
+    beyond = {**_event(token, str(uuid.uuid4())), "timestamp": "9999-12-31T23:59:59-23:59"}
+    r = await client.post("/v1/logs", json=[beyond], headers=headers)
+    assert r.status_code == 200, r.text
+    assert [x["reason"] for x in r.json()["rejected"]] == ["event_invalid"]
 
 
 async def test_logs_need_a_point_token_with_logs_write(
