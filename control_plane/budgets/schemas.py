@@ -7,8 +7,10 @@ from pydantic import Field, StringConstraints
 
 from control_plane.kit.schemas import RequestModel, ResponseModel
 
-# Strict: JSON true or "10" is not a limit (lax validation would read them as 1 and 10).
-Limit = Annotated[int, Field(strict=True, ge=0, le=2**53)]
+# Strict: JSON true or "10" is not a limit (lax validation would read them as 1 and 10). Action
+# counts are stored as 32-bit integers (PostgreSQL INTEGER), spend as 64-bit.
+Limit = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
+Spend = Annotated[int, Field(strict=True, ge=0, le=2**53 - 1)]  # I-JSON: exact in a double
 
 
 class BudgetUpdate(RequestModel):
@@ -16,7 +18,7 @@ class BudgetUpdate(RequestModel):
 
     actions_per_minute: Limit | None = Field(default=None, description="Allowed actions a minute.")
     actions_per_hour: Limit | None = Field(default=None, description="Allowed actions an hour.")
-    spend_per_day: Limit | None = Field(
+    spend_per_day: Spend | None = Field(
         default=None, description="Spend allowed a day (UTC), in minor units (cents)."
     )
     spend_field: Annotated[

@@ -44,7 +44,9 @@ AgentOpt = Annotated[
 DomainOpt = Annotated[
     str | None, typer.Option("--domain", help="The domain's name.", show_default=False)
 ]
-Window = Annotated[int | None, typer.Option(min=0, show_default=False, help="Left out: no limit.")]
+Window = Annotated[
+    int | None, typer.Option(min=0, max=2**31 - 1, show_default=False, help="Left out: no limit.")
+]
 
 
 def _path(agent: str | None, domain: str | None) -> str:

@@ -155,6 +155,22 @@ async def test_who_may_set_budgets(client: httpx.AsyncClient, admin: dict[str, s
         await client.get("/v1/audit/records", params={"domain": "payments"}, headers=admin)
     ).json()["data"]
     assert [r["action"] for r in records if r["kind"] == "budget"] == ["budget.set"]
+    # Counts are 32-bit in the database: one past it is a 422 (it was a 500 on PostgreSQL);
+    # spend is 64-bit and takes up to 2^53 - 1 (I-JSON; 2^53 was a 422 naming /body/details).
+    for field, beyond in (
+        ("actions_per_minute", 2**31),
+        ("actions_per_hour", 2**31),
+        ("spend_per_day", 2**53),
+    ):
+        bad = await client.put(url, json={field: beyond}, headers=admin)
+        assert bad.status_code == 422, (field, bad.text)
+        assert bad.json()["errors"][0]["pointer"] == f"/body/{field}"
+    r = await client.put(
+        "/v1/domains/payments/budget",
+        json={"actions_per_hour": 2**31 - 1, "spend_per_day": 2**53 - 1},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
 
 
 @pytest.fixture
