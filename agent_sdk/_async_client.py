@@ -154,8 +154,14 @@ class AsyncClient(BaseClient):
         action: str,
         resource: Mapping[str, Any],
         context: Mapping[str, Any] | None = None,
+        *,
+        approval_id: uuid.UUID | str | None = None,
     ) -> Decision:
-        """Ask whether this agent may take ``action`` on ``resource``; see ``Client.decide``."""
+        """Ask whether this agent may take ``action`` on ``resource``; see ``Client.decide``
+        (``approval_id`` too)."""
+        if approval_id is not None:
+            options = self._decide_options(action, resource, context, approval_id)
+            return self._parse_decision(await self._send(options))
         if self._federation is not None:
             # Evaluation takes well under a millisecond: run inline. Only a full decision-log
             # outbox makes this wait (up to bundle_wait s), and only until the deliverer drains.
@@ -196,10 +202,11 @@ class AsyncClient(BaseClient):
         context: Mapping[str, Any] | None = None,
         *,
         inputs: Mapping[str, Any] | None = None,
+        approval_id: uuid.UUID | str | None = None,
     ) -> AsyncGoverned:
         """``async with client.governed(...) as act:`` or ``@client.governed(...)`` on a
         coroutine function; see ``Client.governed``."""
-        return AsyncGoverned(self, action, resource, context, inputs)
+        return AsyncGoverned(self, action, resource, context, inputs, approval_id)
 
     # --- audit --------------------------------------------------------------------------------
 

@@ -269,11 +269,17 @@ class BaseClient:
     # --- requests -----------------------------------------------------------------------------
 
     def _decide_options(
-        self, action: str, resource: Mapping[str, Any], context: Mapping[str, Any] | None
+        self,
+        action: str,
+        resource: Mapping[str, Any],
+        context: Mapping[str, Any] | None,
+        approval_id: uuid.UUID | str | None = None,
     ) -> RequestOptions:
         body: dict[str, Any] = {"action": action, "resource": dict(resource)}
         if context:
             body["context"] = dict(context)
+        if approval_id is not None:
+            body["approval_id"] = str(approval_id)
         return RequestOptions("POST", "/v1/decisions", json_body=body)
 
     def _token_options(self) -> RequestOptions:

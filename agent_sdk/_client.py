@@ -179,6 +179,8 @@ class Client(BaseClient):
         action: str,
         resource: Mapping[str, Any],
         context: Mapping[str, Any] | None = None,
+        *,
+        approval_id: uuid.UUID | str | None = None,
     ) -> Decision:
         """Ask whether this agent may take ``action`` on ``resource``.
 
@@ -192,7 +194,14 @@ class Client(BaseClient):
         for a malformed action, ``PermissionDeniedError`` without the ``decisions:create``
         scope), ``APIConnectionError`` / ``APITimeoutError`` after the retries,
         ``Unavailable`` while the circuit is open.
+
+        ``approval_id``: the approval of an earlier ``require_approval`` (``Decision.approval_id``)
+        once a human approved it; the same action then gets ``allow`` once. Approvals are the
+        control plane's, so in local mode too this decision is asked of it (remotely).
         """
+        if approval_id is not None:
+            options = self._decide_options(action, resource, context, approval_id)
+            return self._parse_decision(self._send(options))
         if self._federation is not None:
             return self._federation.decide(
                 self._fresh_token(), action, resource, context, on_revoked=self._tokens.due
@@ -233,6 +242,7 @@ class Client(BaseClient):
         context: Mapping[str, Any] | None = None,
         *,
         inputs: Mapping[str, Any] | None = None,
+        approval_id: uuid.UUID | str | None = None,
     ) -> Governed:
         """Decide, run, record: a context manager (``with``) and a decorator.
 
@@ -241,7 +251,7 @@ class Client(BaseClient):
         through ``audit()`` linked to the decision, redacted as the decision obliges. See
         ``agent_sdk._governed`` for the details.
         """
-        return Governed(self, action, resource, context, inputs)
+        return Governed(self, action, resource, context, inputs, approval_id)
 
     # --- audit --------------------------------------------------------------------------------
 

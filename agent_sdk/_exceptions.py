@@ -161,13 +161,17 @@ class Denied(AgentControlPlaneError):
 
 
 class ApprovalRequired(AgentControlPlaneError):
-    """`governed()`: a human must approve the action first. `decision_id` identifies the
-    decision to approve; `decision` holds the whole answer."""
+    """`governed()`: a human must approve the action first. `approval_id` is the approval to
+    resolve (`agentctl approvals approve ID`); retry with `governed(..., approval_id=...)`.
+    `decision_id` identifies the decision; `decision` holds the whole answer."""
 
     def __init__(self, decision: Decision) -> None:
-        super().__init__(f"Approval required (decision {decision.decision_id})")
+        super().__init__(
+            f"Approval required (approval {decision.approval_id}, decision {decision.decision_id})"
+        )
         self.decision = decision
         self.decision_id = decision.decision_id
+        self.approval_id = decision.approval_id
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

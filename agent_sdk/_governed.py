@@ -122,18 +122,22 @@ class Governed:
         resource: ResourceArg,
         context: Mapping[str, Any] | None = None,
         inputs: Mapping[str, Any] | None = None,
+        approval_id: uuid.UUID | str | None = None,
     ) -> None:
         self._client = client
         self._action = action
         self._resource = resource
         self._context = context
         self._inputs = dict(inputs or {})
+        self._approval_id = approval_id
         self._act: GovernedAction | None = None
 
     def __enter__(self) -> GovernedAction:
         if callable(self._resource):
             raise TypeError("a callable resource works only when governed() decorates")
-        decision = self._client.decide(self._action, self._resource, self._context)
+        decision = self._client.decide(
+            self._action, self._resource, self._context, approval_id=self._approval_id
+        )
         _check(decision)
         self._act = GovernedAction(decision, inputs=dict(self._inputs))
         return self._act
@@ -155,7 +159,10 @@ class Governed:
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             resource = _resource_for(self._resource, args, kwargs)
             inputs = {**_bound_inputs(fn, args, kwargs), **self._inputs}
-            with Governed(self._client, self._action, resource, self._context, inputs) as act:
+            governed = Governed(
+                self._client, self._action, resource, self._context, inputs, self._approval_id
+            )
+            with governed as act:
                 result = fn(*args, **kwargs)
                 act.outputs.setdefault("result", result)
                 return result
@@ -174,18 +181,22 @@ class AsyncGoverned:
         resource: ResourceArg,
         context: Mapping[str, Any] | None = None,
         inputs: Mapping[str, Any] | None = None,
+        approval_id: uuid.UUID | str | None = None,
     ) -> None:
         self._client = client
         self._action = action
         self._resource = resource
         self._context = context
         self._inputs = dict(inputs or {})
+        self._approval_id = approval_id
         self._act: GovernedAction | None = None
 
     async def __aenter__(self) -> GovernedAction:
         if callable(self._resource):
             raise TypeError("a callable resource works only when governed() decorates")
-        decision = await self._client.decide(self._action, self._resource, self._context)
+        decision = await self._client.decide(
+            self._action, self._resource, self._context, approval_id=self._approval_id
+        )
         _check(decision)
         self._act = GovernedAction(decision, inputs=dict(self._inputs))
         return self._act
@@ -207,7 +218,9 @@ class AsyncGoverned:
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             resource = _resource_for(self._resource, args, kwargs)
             inputs = {**_bound_inputs(fn, args, kwargs), **self._inputs}
-            governed = AsyncGoverned(self._client, self._action, resource, self._context, inputs)
+            governed = AsyncGoverned(
+                self._client, self._action, resource, self._context, inputs, self._approval_id
+            )
             async with governed as act:
                 result = await fn(*args, **kwargs)
                 act.outputs.setdefault("result", result)

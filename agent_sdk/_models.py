@@ -23,7 +23,9 @@ class Decision(BaseModel):
     ``{"type": "redact", "fields": ["resource.card_number"]}``; ``revision`` is the policy
     bundle revision that decided (None when no revision was active); ``served_by`` says why:
     ``active``, or ``canary`` when the agent is on the bundle's canary (None when no policy
-    answered, or from a server that does not say).
+    answered, or from a server that does not say); ``approval_id``, on a ``require_approval``
+    from the control plane, is the approval to ask a human for (``/v1/approvals``), and the
+    one to pass to ``decide(..., approval_id=...)`` once it is approved.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -37,6 +39,7 @@ class Decision(BaseModel):
     revision: int | None = None
     engine: str | None = None
     served_by: str | None = None
+    approval_id: uuid.UUID | None = None
 
     @property
     def redact_fields(self) -> list[str]:

@@ -49,7 +49,7 @@ def refund(client: Client, order_id: str, amount: float, region: str) -> dict[st
                 "audit_record": str(act.record_id),
             }
     except ApprovalRequired as exc:
-        return {"order": order_id, "outcome": "needs approval", "decision": str(exc.decision_id)}
+        return {"order": order_id, "outcome": "needs approval", "approval": str(exc.approval_id)}
     except Denied as exc:
         return {"order": order_id, "outcome": "denied", "reasons": exc.decision.reasons}
 

@@ -207,6 +207,29 @@ async def test_governed_deny_and_approval_raise_before_the_body(
     assert sdk.pending() == 0  # nothing ran, nothing to record
 
 
+async def test_an_approved_action_runs_once_with_its_approval(
+    server: Server, agent: Agent, make_sdk: Any
+) -> None:
+    """The README's approval flow through the SDK: require_approval names the approval, a human
+    approves it, the agent retries the same action with it: allow once, then approval_used."""
+    sdk = make_sdk(agent)
+    with pytest.raises(ApprovalRequired) as raised:
+        await sdk.run_governed("payments.refund", LARGE, lambda act: None)
+    approval_id = raised.value.approval_id
+    assert approval_id is not None
+    assert raised.value.decision.approval_id == approval_id
+    assert str(approval_id) in str(raised.value)
+    r = httpx.post(f"{server.url}/v1/approvals/{approval_id}/approve", headers=server.admin)
+    assert r.status_code == 200, r.text
+    ran: list[Any] = []
+    await sdk.run_governed(
+        "payments.refund", LARGE, lambda act: ran.append(act.decision), approval_id=approval_id
+    )
+    assert [(d.effect, d.reasons) for d in ran] == [("allow", ["approved"])]
+    again = await sdk.decide("payments.refund", LARGE, approval_id=str(approval_id))
+    assert (again.effect, again.reasons) == ("deny", ["approval_used"])
+
+
 async def test_governed_records_the_outcome_redacted_before_it_leaves(
     server: Server, agent: Agent, make_sdk: Any, client_kind: str
 ) -> None:

@@ -36,7 +36,7 @@ def test_refund_agent_example(server: Server, agent: Agent, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("order=o-1 outcome=refunded refund_id=rf_")
-    assert lines[1].startswith("order=o-2 outcome=needs approval decision=")
+    assert lines[1].startswith("order=o-2 outcome=needs approval approval=")
     assert lines[2].startswith("order=o-3 outcome=denied reasons=")
     assert lines[3].startswith("audit records delivered:")
     assert agent.client_secret not in done.stdout + done.stderr
