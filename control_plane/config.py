@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         description="How long an enforcement point may decide on its last bundle without a "
         "successful pull before it denies (policy_stale); served in every bundle.",
     )
+    federation_refresh_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 86_400,
+        description="How often every bundle is renewed even when nothing changed, so that a "
+        "stock OPA, which cannot tell when it last pulled, stops deciding once its bundle's "
+        "fresh_until (at most max staleness plus this after its last pull) has passed. "
+        "Unset: a quarter of federation_max_staleness_seconds.",
+    )
     opa_url: str = "http://127.0.0.1:8181"
     opa_bin: str | None = Field(
         default=None,

@@ -197,6 +197,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_pool_timeout_seconds=30,
         database_connect_timeout_seconds=60,
         issuer="http://testserver",
+        federation_refresh_seconds=86_400,  # see tests.fixtures.servers.server_env
     )
 
 

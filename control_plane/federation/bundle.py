@@ -86,6 +86,9 @@ class RegistryPart:
     audience: str
     jwks: Mapping[str, Any]
     max_staleness_seconds: int
+    # Unix seconds after which a stock OPA stops deciding on this bundle (identity.rego): the
+    # end of the refresh period it was built in plus max_staleness_seconds (``fresh_until``).
+    fresh_until: int | None = None
     # Refused at the edge before they expire: revoked tokens by jti, revoked credentials by id.
     revoked_tokens: Sequence[str] = ()
     revoked_clients: Sequence[str] = ()
@@ -147,6 +150,15 @@ def roots(modules: Mapping[str, str], data: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
+def fresh_until(now: float, max_staleness: int, refresh: int) -> int:
+    """Unix seconds until which a bundle built at ``now`` may be decided on: the end of its
+    refresh period (periods of ``refresh`` seconds from the epoch, the same on every replica,
+    so equal content still gives one revision) plus ``max_staleness``. A point that pulls
+    within each period holds a bundle fresh for at least ``max_staleness`` more seconds; one
+    that cannot pull stops deciding at most ``max_staleness + refresh`` after its last pull."""
+    return (int(now) // refresh + 1) * refresh + max_staleness
+
+
 def content_files(
     policy: PolicyPart, registry: RegistryPart, canary: CanaryPart | None = None
 ) -> dict[str, bytes]:
@@ -163,6 +175,7 @@ def content_files(
         "jwks": dict(registry.jwks),
         "agents": {k: dict(v) for k, v in registry.agents.items()},
         "max_staleness_seconds": registry.max_staleness_seconds,
+        "fresh_until": registry.fresh_until,
         "revoked": {
             "tokens": dict.fromkeys(registry.revoked_tokens, True),
             "clients": dict.fromkeys(registry.revoked_clients, True),

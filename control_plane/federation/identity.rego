@@ -24,7 +24,14 @@ agent := data.federation.agents[claims.sub] if {
 	header.typ == "at+jwt"
 	claims.domain == data.federation.domain
 	not revoked(claims)
+	not stale
 }
+
+# Past the bundle's fresh_until (Unix seconds, OPA's clock): the point has not pulled for longer
+# than the domain's max staleness allows, so it no longer knows who may act. No agent, so the
+# decision is a deny (fail closed); agents.authz names it policy_stale. The control plane
+# renews every bundle within each refresh period, so a point that can pull never gets here.
+stale if time.now_ns() > data.federation.fresh_until * 1000000000
 
 # Revoked before it expires (RFC 7009), or issued to a credential revoked since: the bundle
 # lists both, so a revocation reaches the point with the next bundle revision.

@@ -129,6 +129,13 @@ autonomy := cfg.autonomy.levels[autonomy_level]
 
 deny_reasons contains "agent_missing" if not agent
 
+# At a stock OPA sidecar whose bundle is past its fresh_until (it has not reached the control
+# plane for longer than the domain's max staleness): no agent, and this says why.
+deny_reasons contains "policy_stale" if {
+	edge
+	data.federation.identity.stale
+}
+
 deny_reasons contains "agent_not_active" if {
 	agent
 	not agent_active

@@ -698,6 +698,13 @@ test_edge_takes_the_verified_identity if {
 	d.effect == "allow"
 }
 
+test_edge_stale_bundle_denies_policy_stale if {
+	federation := {"edge": true, "identity": {"stale": true, "vouched": base_input.vouched}}
+	d := decision_at_edge(base_input, federation)
+	d.effect == "deny"
+	"policy_stale" in d.reasons
+}
+
 test_edge_identity_suspended_denies if {
 	suspended := object.union(refund_agent, {"status": "suspended"})
 	federation := {"edge": true, "identity": {"agent": suspended, "vouched": base_input.vouched}}

@@ -190,15 +190,20 @@ def opa_config(plane: Plane, domain: str, point_name: str, secret: str, workdir:
 
 
 @contextmanager
-def start_plane(db_url: str, workdir: Path, port: int | None = None) -> Iterator[Plane]:
-    """``agentctl serve`` over TLS (its own CA in ``workdir``) until the block ends; fails the
-    test when the server answered 500 or logged an unhandled exception."""
+def start_plane(
+    db_url: str, workdir: Path, port: int | None = None, **settings: str
+) -> Iterator[Plane]:
+    """``agentctl serve`` over TLS (its own CA in ``workdir``; ``settings``: more environment)
+    until the block ends; fails the test when the server answered 500 or logged an unhandled
+    exception."""
     ca = workdir / "ca.pem"
     if not ca.exists():
         make_tls(workdir)
     port = port or free_port()
     url = f"https://127.0.0.1:{port}"
-    env = server_env(db_url, workdir, AGENTCTL_ADMIN_TOKEN=ADMIN_TOKEN, AGENTCTL_ISSUER=url)
+    env = server_env(
+        db_url, workdir, AGENTCTL_ADMIN_TOKEN=ADMIN_TOKEN, AGENTCTL_ISSUER=url, **settings
+    )
     env["PYTHONPATH"] = str(ROOT)
     log = workdir / f"serve-{port}.log"
     import sys

@@ -263,3 +263,47 @@ def _edge_decision_ids(plane: Plane) -> list[str]:
         if not page["has_more"]:
             return out
         after = page["next_after"]
+
+
+def test_a_sidecar_cut_off_from_the_centre_stops_deciding_after_the_bound(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A stock OPA cannot tell when it last pulled: each bundle carries fresh_until (the end of
+    its refresh period plus the domain's max staleness), renewed every period while the point
+    can pull. Cut off, OPA denies policy_stale at most max staleness plus one period after its
+    last pull, and not before max staleness (here 4 s, periods of 2 s)."""
+    settings = {
+        "AGENTCTL_FEDERATION_MAX_STALENESS_SECONDS": "4",
+        "AGENTCTL_FEDERATION_REFRESH_SECONDS": "2",
+    }
+    with start_plane(db_url, tmp_path, **settings) as plane:
+        plane.domain("payments")
+        agent = plane.agent("payments", "refund-bot", autonomy_level=3)
+        point = plane.point("payments", "payments-opa")
+        config = opa_config(
+            plane, "payments", "payments-opa", point["credential"]["client_secret"], tmp_path
+        )
+        body = {
+            "token": agent["token"],
+            "action": "payments.refund",
+            "resource": {"type": "order", "id": "o-1", "amount": 50, "region": "eu-west-1"},
+        }
+        with start_opa(config, tmp_path) as opa:
+            # Connected for longer than the bound: renewed bundles keep it deciding.
+            first = opa.revision()
+            connected = time.monotonic()
+            while time.monotonic() - connected < 7:
+                assert opa.decide(body)["result"]["effect"] == "allow"
+                time.sleep(0.25)
+            assert opa.revision() != first  # renewed, with nothing else changed
+            assert plane.process is not None
+            plane.process.terminate()
+            plane.process.wait(timeout=60)
+            cut = time.monotonic()  # the last pull was at most a moment before this
+            while (decision := opa.decide(body)["result"])["effect"] == "allow":
+                assert time.monotonic() - cut < 4 + 2 + 3, "OPA kept deciding past the bound"
+                time.sleep(0.1)
+            elapsed = time.monotonic() - cut
+            print(f"\ncut off -> policy_stale at the OPA sidecar after {elapsed:.1f} s")
+            assert decision["reasons"] == ["agent_missing", "policy_stale"], decision
+            assert elapsed > 2.5  # not before max staleness (less the pull's own moment)
