@@ -160,6 +160,12 @@ class LogChecker:
     def failed(self) -> bool:
         return self.status.first_bad_index is not None or self.status.reason is not None
 
+    def fail(self, index: int, reason: str) -> LogStatus:
+        """Record that the leaf at ``index`` is bad for ``reason`` found outside the leaf
+        (the first such finding stands); the status to answer."""
+        self._bad(index, reason)
+        return self.status
+
     def _bad(self, index: int | None, reason: str) -> bool:
         if not self.failed:
             self.status.first_bad_index = index

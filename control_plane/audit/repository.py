@@ -267,10 +267,17 @@ async def leaf_hashes(
     return [(int(s), bytes(h)) for s, h in (await session.exec(stmt)).all()]
 
 
+# The records table's columns that queries filter on, beside the record text they repeat.
+INDEXED_COLUMNS = (
+    "id", "domain", "agent_id", "kind", "action", "status", "decision_id", "trace_id", "timestamp"
+)  # fmt: skip
+
+
 async def leaves_page(
     session: AsyncSession, domain: str, after: int, limit: int
-) -> list[tuple[int, uuid.UUID, bytes, bytes, str | None]]:
-    """(seq, record id, canonical, stored leaf hash, record text of the records table)."""
+) -> list[tuple[int, uuid.UUID, bytes, bytes, str | None, dict[str, Any] | None]]:
+    """(seq, record id, canonical, stored leaf hash, record text of the records table, that
+    row's ``INDEXED_COLUMNS`` by name; None without a row)."""
     stmt = (
         core_select(
             col(AuditLeaf.seq),
@@ -278,6 +285,7 @@ async def leaves_page(
             col(AuditLeaf.canonical),
             col(AuditLeaf.leaf_hash),
             col(AuditRecordRow.record),
+            *(getattr(AuditRecordRow, name) for name in INDEXED_COLUMNS),
         )
         .outerjoin(AuditRecordRow, col(AuditRecordRow.id) == col(AuditLeaf.record_id))
         .where(col(AuditLeaf.domain) == domain, col(AuditLeaf.seq) > after)
@@ -286,7 +294,17 @@ async def leaves_page(
     )
     # sqlmodel's exec() has typed overloads for up to four columns only.
     result = await session.exec(stmt)  # type: ignore[call-overload]
-    return [(int(s), rid, bytes(c), bytes(h), rec) for s, rid, c, h, rec in result.all()]
+    return [
+        (
+            int(s),
+            rid,
+            bytes(c),
+            bytes(h),
+            rec,
+            None if rec is None else dict(zip(INDEXED_COLUMNS, columns, strict=True)),
+        )
+        for s, rid, c, h, rec, *columns in result.all()
+    ]
 
 
 async def log_domains(session: AsyncSession) -> list[str]:

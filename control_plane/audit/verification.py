@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.audit import repository
+from control_plane.audit.governance import NO_AGENT
 from control_plane.audit.keys import CheckpointKey, load_keys, log_origin
 from control_plane.audit.log import LogChecker, LogStatus, split_leaf
 from control_plane.audit.note import NoteError, b64, note_origin, open_checkpoint
-from control_plane.audit.records import AuditContext
+from control_plane.audit.records import AuditContext, iso
 from control_plane.audit.schemas import LogVerification, VerifyResult
 from control_plane.audit.service import require_log
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.kit.db import SessionMaker
+from control_plane.kit.time import aware
 
 PAGE = 5_000
 
@@ -65,13 +68,53 @@ async def verify_log(
     after = -1
     while True:
         page = await repository.leaves_page(session, domain, after, PAGE)
-        for seq, _rid, data, stored, record in page:
+        for seq, _rid, data, stored, record, columns in page:
             text = record.encode("utf-8") if record is not None else b""
             if not checker.add(seq, data, stored, record_text=text):
                 return checker.finish()
+            changed = _columns_changed(text, columns)
+            if changed:
+                return checker.fail(
+                    seq,
+                    f"the record at index {seq} is filed under {', '.join(changed)} other than "
+                    "its leaf says (its row's columns were changed)",
+                )
         if len(page) < PAGE:
             return checker.finish()
         after = page[-1][0]
+
+
+def _columns_changed(text: bytes, columns: dict[str, Any] | None) -> list[str]:
+    """The names of the row's indexed columns (what the record queries filter on) that differ
+    from the record they repeat: verified records must be found where they belong."""
+    if columns is None:
+        return []
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return ["record"]
+    agent = record.get("agent")
+    expected: dict[str, Any] = {
+        "id": record.get("id"),
+        "domain": record.get("domain"),
+        "agent_id": agent.get("id") if isinstance(agent, dict) else str(NO_AGENT),
+        "kind": record.get("kind"),
+        "action": record.get("action"),
+        "status": record.get("status"),
+        "decision_id": record.get("decision_id"),
+        "trace_id": record.get("trace_id"),
+        "timestamp": record.get("timestamp"),
+    }
+    changed = []
+    for name, want in expected.items():
+        have = columns[name]
+        if name == "timestamp":
+            have = None if have is None else iso(aware(have))
+        elif have is not None and not isinstance(have, str):
+            have = str(have)
+        if have != want:
+            changed.append(name)
+    return changed
 
 
 async def verify_logs(
@@ -119,7 +162,7 @@ async def export_lines(sessionmaker: SessionMaker, domain: str, size: int) -> As
             page = await repository.leaves_page(session, domain, after, PAGE)
         chunk = []
         page = [row for row in page if row[0] < size]
-        for seq, _rid, data, stored, _record in page:
+        for seq, _rid, data, stored, _record, _columns in page:
             parts = split_leaf(data)
             record = json.loads(parts[1]) if parts is not None else None
             line = {"index": seq, "leaf_hash": b64(stored), "record": record}

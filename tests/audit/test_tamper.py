@@ -224,3 +224,54 @@ async def test_tampering_is_detected_at_the_right_index(
     assert out["logs"][0]["first_bad_index"] == bad_index, out
     if tamper is change_a_field_and_its_leaf_hash:
         assert "from index 0 to 9" in out["logs"][0]["reason"], out
+
+
+async def test_changed_query_columns_are_found_at_their_index(
+    app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], db_url: str
+) -> None:
+    """The records table repeats some fields of each record as columns that the queries filter
+    on (status, action, time, agent, ...): changed there, a record would be missing from the
+    answers it belongs in while its leaf still verifies. GET /v1/audit/verify compares them."""
+    me = await writer(client, admin)
+    await send(client, me["headers"], [record() for _ in range(8)])
+    await settle(app)
+    assert (await client.get("/v1/audit/verify", headers=admin)).json()["ok"] is True
+    await _run(db_url, drop_triggers)
+    changed: list[tuple[uuid.UUID, Any]] = []  # (record id, the column's value before)
+    for column, value in (
+        ("status", "'failed'"),
+        ("action", "'payments.other'"),
+        ("timestamp", "'2020-01-01 00:00:00'"),
+        ("agent_id", "id"),  # another uuid
+    ):
+
+        async def change(conn: AsyncConnection, column: str = column, value: str = value) -> None:
+            rid, _ = await _leaf(conn, 5)
+            original = (
+                await conn.execute(
+                    sa.text(f"SELECT {column} FROM audit_records WHERE id = :i"),  # noqa: S608
+                    {"i": _rid(conn, rid)},
+                )
+            ).scalar_one()
+            await conn.execute(
+                sa.text(f"UPDATE audit_records SET {column} = {value} WHERE id = :i"),  # noqa: S608
+                {"i": _rid(conn, rid)},
+            )
+            changed.append((rid, original))
+
+        changed.clear()
+        await _run(db_url, change)
+        result = (await client.get("/v1/audit/verify", headers=admin)).json()
+        [log] = result["logs"]
+        assert (result["ok"], log["first_bad_index"]) == (False, 5), (column, log)
+        assert column in log["reason"], log
+
+        async def restore(conn: AsyncConnection, column: str = column) -> None:
+            rid, original = changed[0]
+            await conn.execute(
+                sa.text(f"UPDATE audit_records SET {column} = :v WHERE id = :i"),  # noqa: S608
+                {"v": original, "i": _rid(conn, rid)},
+            )
+
+        await _run(db_url, restore)
+        assert (await client.get("/v1/audit/verify", headers=admin)).json()["ok"] is True
