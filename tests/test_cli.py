@@ -126,6 +126,10 @@ def test_operators_create_cli(db_url: str, tmp_path: Path) -> None:
     bad = agentctl("operators", "create", "--role", "domain_admin", env=env)
     assert bad.returncode == 2
     assert "needs at least one domain" in bad.stderr
+    # One line in the validator's words, not pydantic's report with its links.
+    assert bad.stderr.strip().splitlines() == [
+        "error: validation_failed: a domain_admin needs at least one domain"
+    ]
     unknown = agentctl("operators", "create", "--role", "domain_admin", "--domain", "x", env=env)
     assert unknown.returncode == 2
     assert "does not exist" in unknown.stderr

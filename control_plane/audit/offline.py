@@ -47,6 +47,16 @@ def verify_export(lines: Iterable[str | bytes], checkpoint_note: str, key: str) 
             checker.status.first_bad_index = position
             checker.status.reason = f"line {number + 1} is not a valid export line"
             return checker.status
+        domain = line["record"].get("domain") if isinstance(line["record"], dict) else None
+        if (
+            number == 0
+            and isinstance(domain, str)
+            and not checkpoint.origin.endswith(f"/audit/{domain}")
+        ):
+            return LogStatus(
+                reason=f"the checkpoint is of the log {checkpoint.origin!r}, the export of the "
+                f"domain {domain!r}: not the same log"
+            )
         data = leaf_canonical(index, record)
         if (
             index > 0

@@ -64,7 +64,9 @@ OutputOpt = Annotated[
         "--output", "-o", help="table (for people) or json (the API's answer, for scripts)."
     ),
 ]
-Limit = Annotated[int, typer.Option(min=1, max=1000, help="At most this many items.")]
+Limit = Annotated[
+    int, typer.Option(min=1, max=200, help="At most this many items (the API's page limit).")
+]
 After = Annotated[str | None, typer.Option(help="Start after this cursor (a list's next_after).")]
 # Time filters: read by parse_time (a duration ago, or an RFC 3339 time).
 Since = Annotated[

@@ -115,7 +115,7 @@ def checkpoints(
     after: After = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """List signed checkpoints, newest first."""
+    """List signed checkpoints, oldest first."""
     params = {"domain": domain, "limit": limit, "after": after}
     page = Api(url, token).call("GET", "/v1/audit/checkpoints", params=params)
     emit(page, output, CHECKPOINT_COLUMNS)

@@ -44,6 +44,8 @@ def create(
     name: Annotated[str | None, typer.Option(help="A label (default: the role).")] = None,
 ) -> None:
     """Create an operator in the database and print its token once (JSON)."""
+    from pydantic import ValidationError
+
     from control_plane.cli.server import prepare
     from control_plane.kit.db import create_engine, create_sessionmaker
     from control_plane.kit.errors import ProblemError
@@ -52,8 +54,10 @@ def create(
 
     try:
         body = OperatorCreate(name=name or role.value, role=role, domains=domain or [])
-    except ValueError as exc:
-        raise CliError(" ".join(str(exc).split()), ExitCode.usage) from None
+    except ValidationError as exc:
+        # One line, the validator's own words ("Value error, " and pydantic's links dropped).
+        detail = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise CliError(f"validation_failed: {detail}", ExitCode.usage) from None
     settings = load_settings()
 
     async def run() -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from control_plane.audit import jcs
+from control_plane.audit.log import leaf_canonical
+from control_plane.audit.merkle import leaf_hash
 from control_plane.audit.note import (
     Checkpoint,
     NoteError,
     Verifier,
+    b64,
     open_checkpoint,
     open_note,
     public_bytes,
@@ -16,6 +22,7 @@ from control_plane.audit.note import (
     unb64,
     verifier_key,
 )
+from control_plane.audit.offline import verify_export
 
 # From the package documentation of golang.org/x/mod/sumdb/note.
 SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -65,3 +72,21 @@ def test_checkpoint_round_trip_and_origin_binding() -> None:
     assert note.splitlines()[1] == "20852163"
     with pytest.raises(NoteError):
         Checkpoint.parse("origin\n012\nAAAA\n")
+
+
+def test_an_export_checked_against_another_logs_checkpoint_is_named_so() -> None:
+    """A payments export against the claims checkpoint is a mix-up, not tampering: said so,
+    rather than 'a leaf was rewritten' or 'truncated'."""
+    record = {"id": "r-1", "domain": "payments", "action": "payments.refund"}
+    hashed = leaf_hash(leaf_canonical(0, jcs.dumps(record)))
+    line = json.dumps({"index": 0, "leaf_hash": b64(hashed), "record": record})
+    private = Ed25519PrivateKey.generate()
+    for origin, mixed_up in (("cp.test/audit/claims", True), ("cp.test/audit/payments", False)):
+        note = sign_note(Checkpoint(origin, 1, hashed).text(), origin, private)
+        key = verifier_key(origin, public_bytes(private.public_key()))
+        status = verify_export([line], note, key)
+        if mixed_up:
+            assert status.first_bad_index is None
+            assert "not the same log" in (status.reason or "")
+        else:
+            assert (status.first_bad_index, status.reason) == (None, None), status
