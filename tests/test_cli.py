@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,17 @@ def test_migrate_is_idempotent(db_url: str, tmp_path: Path) -> None:
     for _ in range(2):
         done = agentctl("migrate", env=env)
         assert done.returncode == 0, done.stderr
+
+
+def test_a_new_sqlite_database_is_the_owners_alone(tmp_path: Path) -> None:
+    """The embedded default keeps the audit log, decisions and hashed secrets in the data dir:
+    created 0700, the database file 0600 (as the key-encryption key beside it)."""
+    data = tmp_path / "data"
+    env = server_env(f"sqlite+aiosqlite:///{data / 'agentctl.db'}", tmp_path)
+    done = agentctl("migrate", env=env)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "agentctl.db").stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["operators", "--help"]])

@@ -22,13 +22,31 @@ if TYPE_CHECKING:
     from control_plane.config import Settings
 
 
+def _private_sqlite_file(settings: Settings) -> None:
+    """A new data dir is 0700 and a new SQLite file 0600 (its -wal and -shm files take the
+    file's mode): the audit log, decisions and hashed secrets are the owner's alone, like the
+    key-encryption key beside them. Existing files keep the mode they were given."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = make_url(settings.resolved_database_url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)
+
+
 def prepare(settings: Settings, *, migrate: bool = True) -> None:
     """Create SQLite's directory and apply the migrations (or, with `migrate=False`, refuse a
     database whose migrations are behind the code's)."""
     from control_plane.migrate import head_revision, known_revision, stored_revision, upgrade
 
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(settings)
     if migrate:
         upgrade(settings.resolved_database_url)
         return
