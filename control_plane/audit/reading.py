@@ -73,10 +73,11 @@ async def get_record(
 
 async def latest_checkpoint_note(session: AsyncSession, who: OperatorPrincipal, domain: str) -> str:
     who.require(Capability.audit_read)
-    who.visible(domain, what="Log", domain_of=str)
     checkpoint = await repository.latest_checkpoint(session, domain)
     if checkpoint is None:
+        await require_log(session, who, domain)  # an unknown name is "Log not found."
         raise NotFound("This log has no checkpoint yet.")
+    who.visible(domain, what="Log", domain_of=str)
     return checkpoint.note
 
 

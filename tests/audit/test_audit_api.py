@@ -312,6 +312,9 @@ async def test_a_log_that_does_not_exist_is_not_found_not_an_empty_log_that_veri
         r = await client.get(path, params=params, headers=admin)
         assert r.status_code == 404, (path, r.text)
         assert r.headers["content-type"] == "application/problem+json"
+    # Its checkpoint is of no log, not one "not made yet".
+    r = await client.get("/v1/audit/logs/paymnets/checkpoint", headers=admin)
+    assert (r.status_code, r.json()["detail"]) == (404, "Log not found."), r.text
     # The real one answers.
     r = await client.get("/v1/audit/verify", params={"domain": "payments"}, headers=admin)
     assert r.status_code == 200, r.text
