@@ -7,7 +7,9 @@ one flag here that is not the output format), and shows a progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -146,7 +148,9 @@ def keys(
 @app.command()
 def export(
     domain: Annotated[str, typer.Option(help="The domain whose log to export.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The JSON Lines file to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The JSON Lines file to write ('-': stdout).")
+    ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     url: Url = DEFAULT_URL,
     token: Token = None,
@@ -161,14 +165,19 @@ def export(
             r.read()
             check(r)
         total = int(r.headers.get("x-audit-log-size", "0"))
-        with output.open("w", encoding="utf-8") as sink, _progress(quiet, count=True) as progress:
+        to_stdout = str(output) == "-"
+        opened = (
+            contextlib.nullcontext(sys.stdout) if to_stdout else output.open("w", encoding="utf-8")
+        )
+        with opened as sink, _progress(quiet, count=True) as progress:
             task = progress.add_task(f"export {domain}", total=total)
             for line in r.iter_lines():
                 if line:
                     sink.write(line + "\n")
                     written += 1
                     progress.advance(task)
-    typer.echo(f"exported {written} records of {domain} to {output}", err=True)
+    where = "stdout" if str(output) == "-" else output
+    typer.echo(f"exported {written} records of {domain} to {where}", err=True)
 
 
 def _progress(quiet: bool, *, count: bool = False) -> Progress:

@@ -51,6 +51,11 @@ def test_export_then_verify_offline_and_by_url(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "exported 250 records of payments" in done.stderr
         assert len(out.read_text().splitlines()) == 250
+        # '-' is stdout (a pipe), the same lines; no file named '-'.
+        piped = agentctl("audit", "export", "--domain", "payments", "-o", "-", "-q", env=cli_env)
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout == out.read_text()
+        assert "to stdout" in piped.stderr
         (tmp_path / "cp").write_text(note)
         done = agentctl(
             "audit", "verify", str(out), "--checkpoint", str(tmp_path / "cp"), "--key", key,
