@@ -299,6 +299,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def federation_refresh_period(self) -> int:
+        """Seconds between bundle renewals: the setting, or a quarter of the max staleness."""
+        return self.federation_refresh_seconds or max(1, self.federation_max_staleness_seconds // 4)
+
+    @property
     def issuer_url(self) -> str:
         return (self.issuer or "http://127.0.0.1:8080").rstrip("/")
 

@@ -157,6 +157,7 @@ def export(
 ) -> None:
     """Stream a domain's log to a JSON Lines file, with a progress bar."""
     written = 0
+    to_stdout = str(output) == "-"
     with (
         Api(url, token).client(timeout=httpx.Timeout(60, read=300)) as client,
         client.stream("GET", "/v1/audit/export", params={"domain": domain}) as r,
@@ -165,7 +166,6 @@ def export(
             r.read()
             check(r)
         total = int(r.headers.get("x-audit-log-size", "0"))
-        to_stdout = str(output) == "-"
         opened = (
             contextlib.nullcontext(sys.stdout) if to_stdout else output.open("w", encoding="utf-8")
         )
@@ -176,7 +176,7 @@ def export(
                     sink.write(line + "\n")
                     written += 1
                     progress.advance(task)
-    where = "stdout" if str(output) == "-" else output
+    where = "stdout" if to_stdout else output
     typer.echo(f"exported {written} records of {domain} to {where}", err=True)
 
 

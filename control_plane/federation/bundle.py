@@ -27,9 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from control_plane.federation import routing
+
+if TYPE_CHECKING:
+    from control_plane.config import Settings
 
 EDGE_MODULE_PATH: Final = "federation/identity.rego"
 WASM_PATH: Final = "policy.wasm"
@@ -150,13 +153,14 @@ def roots(modules: Mapping[str, str], data: Mapping[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def fresh_until(now: float, max_staleness: int, refresh: int) -> int:
+def fresh_until(now: float, settings: Settings) -> int:
     """Unix seconds until which a bundle built at ``now`` may be decided on: the end of its
-    refresh period (periods of ``refresh`` seconds from the epoch, the same on every replica,
-    so equal content still gives one revision) plus ``max_staleness``. A point that pulls
-    within each period holds a bundle fresh for at least ``max_staleness`` more seconds; one
-    that cannot pull stops deciding at most ``max_staleness + refresh`` after its last pull."""
-    return (int(now) // refresh + 1) * refresh + max_staleness
+    refresh period (``settings.federation_refresh_period`` seconds from the epoch, the same on
+    every replica, so equal content still gives one revision) plus the max staleness. A point
+    that pulls within each period holds a bundle fresh for at least the max staleness more; one
+    that cannot pull stops deciding at most max staleness plus one period after its last pull."""
+    refresh = settings.federation_refresh_period
+    return (int(now) // refresh + 1) * refresh + settings.federation_max_staleness_seconds
 
 
 def content_files(

@@ -24,7 +24,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
 from control_plane.auth.principals import Capability, OperatorPrincipal
-from control_plane.config import Settings
 from control_plane.credentials import service as credentials
 from control_plane.credentials.schemas import AuthMethod
 from control_plane.decisions import service as decisions
@@ -231,19 +230,13 @@ async def _fingerprint(session: AsyncSession, state: AppState, domain: str) -> t
     ring = await state.keystore.ring()
     found = await domains.find(session, domain)
     return (
-        _fresh_until(state.settings),
+        bundles.fresh_until(time.time(), state.settings),
         await agents.domain_fingerprint(session, domain),
         await credentials.revocations_fingerprint(session, domain),
         await policy.edge_plan(session, state.policy_runtime.bundle, domain),
         tuple(sorted(found.model_dump(mode="json").items())) if found is not None else None,
         ring.kids,
     )
-
-
-def _fresh_until(settings: Settings) -> int:
-    staleness = settings.federation_max_staleness_seconds
-    refresh = settings.federation_refresh_seconds or max(1, staleness // 4)
-    return bundles.fresh_until(time.time(), staleness, refresh)
 
 
 def _edge_agent(document: dict[str, Any], domain_suspended: bool) -> dict[str, Any]:
@@ -281,7 +274,7 @@ async def build_domain_bundle(
         audience=settings.token_audience,
         jwks=ring.jwks(),
         max_staleness_seconds=settings.federation_max_staleness_seconds,
-        fresh_until=_fresh_until(settings),
+        fresh_until=bundles.fresh_until(time.time(), settings),
         revoked_tokens=revoked_tokens,
         revoked_clients=revoked_clients,
     )
