@@ -48,7 +48,7 @@ from control_plane.console.web import (
 from control_plane.credentials import service as credentials
 from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
-from control_plane.federation import service as federation
+from control_plane.federation import points as federation
 from control_plane.killswitch import service as killswitch
 from control_plane.kit.database import kit_state
 from control_plane.kit.errors import (

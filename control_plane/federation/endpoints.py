@@ -6,9 +6,10 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, Header, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
 
 from control_plane.auth.dependencies import CurrentOperator, OperatorIdempotent
-from control_plane.federation import service, sinks
+from control_plane.federation import points, service, sinks
 from control_plane.federation.auth import PointPrincipal
 from control_plane.federation.schemas import (
     EnforcementPointCreate,
@@ -71,8 +72,8 @@ async def create_point(
     response: Response,
 ) -> EnforcementPointCreated:
     """Register an enforcement point; its client secret is shown in this response only."""
-    created = await service.create_point(session, who, domain, body)
-    public = await service.public_point(session, state, created.point)
+    created = await points.create_point(session, who, domain, body)
+    public = await points.public_point(session, state, created.point)
     response.headers["Location"] = f"/v1/domains/{domain}/enforcement-points/{body.name}"
     response.headers["Cache-Control"] = "no-store"
     return EnforcementPointCreated(
@@ -92,8 +93,8 @@ async def list_points(
     domain: DomainName, who: CurrentOperator, session: Session, state: State, page: Pagination
 ) -> Page[EnforcementPointPublic]:
     """List a domain's enforcement points with their revision, last contact and last error."""
-    rows = await service.list_points(session, who, domain, after=page.after, limit=page.limit)
-    shown = [await service.public_point(session, state, row) for row in rows]
+    rows = await points.list_points(session, who, domain, after=page.after, limit=page.limit)
+    shown = [await points.public_point(session, state, row) for row in rows]
     return Page[EnforcementPointPublic].of(shown, page.limit)
 
 
@@ -102,8 +103,8 @@ async def get_point(
     domain: DomainName, name: PointName, who: CurrentOperator, session: Session, state: State
 ) -> EnforcementPointPublic:
     """Get one enforcement point."""
-    point = await service.get_point(session, who, domain, name)
-    return await service.public_point(session, state, point)
+    point = await points.get_point(session, who, domain, name)
+    return await points.public_point(session, state, point)
 
 
 @router.get(
@@ -115,7 +116,7 @@ async def get_opa_config(
     domain: DomainName, name: PointName, who: CurrentOperator, session: Session, state: State
 ) -> Response:
     """A ready OPA configuration for the point (the secret from AGENTCTL_OPA_CLIENT_SECRET)."""
-    text = await service.opa_config_text(session, state, who, domain, name)
+    text = await points.opa_config_text(session, state, who, domain, name)
     return Response(content=text, media_type="application/yaml")
 
 
@@ -152,16 +153,19 @@ async def get_bundle(
         if problem is None or problem is exc:
             raise
         raise problem from exc
+    # The point's last contact is written once the answer is sent (it never delays a revision).
+    contact = BackgroundTask(service.record_contact, state, answer)
     headers = {"ETag": f'"{answer.revision}"', "Cache-Control": "no-cache"}
     long_poll = prefer is not None and service.wait_seconds(prefer) > 0
     if answer.archive is None:
         if long_poll:
             headers["Content-Type"] = LONG_POLL_TYPE
-        return Response(status_code=304, headers=headers)
+        return Response(status_code=304, headers=headers, background=contact)
     return Response(
         content=answer.archive,
         media_type=LONG_POLL_TYPE if long_poll else "application/gzip",
         headers=headers,
+        background=contact,
     )
 
 

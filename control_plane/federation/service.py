@@ -1,5 +1,5 @@
-"""Federation rules: registering enforcement points and serving each domain its signed bundle
-(ETag and long polling). The decision-log and status sinks are ``sinks``.
+"""Federation rules: serving each domain its signed bundle (ETag and long polling). Registering
+enforcement points is ``points``; the decision-log and status sinks are ``sinks``.
 
 The bundle of a domain is rebuilt only when something it is made of may have changed: a cheap
 fingerprint (the agents' count and revision sum, their versions, the active policy revision, the
@@ -14,7 +14,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -23,32 +23,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.agents import service as agents
-from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.credentials import service as credentials
-from control_plane.credentials.schemas import AuthMethod
 from control_plane.decisions import service as decisions
 from control_plane.domains import service as domains
 from control_plane.federation import bundle as bundles
-from control_plane.federation import opa_config, repository, routing
+from control_plane.federation import repository, routing
 from control_plane.federation.auth import authenticate
-from control_plane.federation.schemas import (
-    EnforcementPointCreate,
-    EnforcementPointPublic,
-    FederationKeys,
-    PointAuthMethod,
-)
+from control_plane.federation.schemas import FederationKeys
 from control_plane.federation.signing import ALG, BundleKey, ensure_key, public_pem
-from control_plane.federation.tokens import POINT_SCOPES
 from control_plane.kit import lifecycle
-from control_plane.kit.errors import (
-    AlreadyExists,
-    FieldError,
-    NotFound,
-    ServiceUnavailable,
-    ValidationFailed,
-)
-from control_plane.kit.time import aware, utcnow
-from control_plane.models import EnforcementPoint
+from control_plane.kit.errors import NotFound, ServiceUnavailable
+from control_plane.kit.time import utcnow
 from control_plane.policy import canary
 from control_plane.policy import service as policy
 from control_plane.policy.validation.opa import OpaUnavailableError
@@ -61,114 +46,6 @@ MAX_WAIT_SECONDS: Final = 60
 CONTACT_WRITE_INTERVAL: Final = 10.0
 ROUTES_KEPT: Final = 8
 SERVING_KEPT: Final = 1024
-
-
-# --- enforcement points -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NewPoint:
-    point: EnforcementPoint
-    client_id: uuid.UUID
-    client_secret: str | None
-
-
-async def _writable_domain(session: AsyncSession, who: OperatorPrincipal, domain: str) -> None:
-    who.require(Capability.registry_write)
-    found = await domains.find(session, domain)
-    who.visible(found, what="Domain", domain_of=lambda d: d.name)
-
-
-async def create_point(
-    session: AsyncSession, who: OperatorPrincipal, domain: str, body: EnforcementPointCreate
-) -> NewPoint:
-    """Register an enforcement point of ``domain`` and its OAuth2 client (registry:write on the
-    domain). 409 when the name is taken in the domain; 422 for an unusable JWK."""
-    await _writable_domain(session, who, domain)
-    if await repository.find_by_name(session, domain, body.name) is not None:
-        raise AlreadyExists(f"The enforcement point '{body.name}' already exists in {domain}.")
-    jwk: dict[str, Any] | None = None
-    if body.token_endpoint_auth_method is PointAuthMethod.private_key_jwt:
-        keys = (body.jwks or {}).get("keys")
-        if not isinstance(keys, list) or len(keys) != 1 or not isinstance(keys[0], dict):
-            raise ValidationFailed(
-                "private_key_jwt needs jwks with exactly one public key.",
-                errors=[FieldError(pointer="/body/jwks", detail='{"keys": [one JWK]}')],
-            )
-        jwk = keys[0]
-    elif body.jwks is not None:
-        raise ValidationFailed(
-            "jwks is for private_key_jwt only.",
-            errors=[FieldError(pointer="/body/jwks", detail="only with private_key_jwt")],
-        )
-    point = EnforcementPoint(domain=domain, name=body.name, kind=body.kind, created_by=who.key)
-    await repository.add(session, point)
-    created = await credentials.create_point_credential(
-        session,
-        point_id=point.id,
-        auth_method=AuthMethod(body.token_endpoint_auth_method.value),
-        public_jwk=jwk,
-        scopes=list(POINT_SCOPES),
-        created_by=who.key,
-        pointer="/body/jwks/keys/0",
-    )
-    return NewPoint(point, created.credential.id, created.client_secret)
-
-
-async def _visible_point(
-    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
-) -> EnforcementPoint:
-    who.require(Capability.registry_read)
-    found = await repository.find_by_name(session, domain, name)
-    return who.visible(found, what="Enforcement point")
-
-
-async def get_point(
-    session: AsyncSession, who: OperatorPrincipal, domain: str, name: str
-) -> EnforcementPoint:
-    return await _visible_point(session, who, domain, name)
-
-
-async def list_points(
-    session: AsyncSession,
-    who: OperatorPrincipal,
-    domain: str,
-    *,
-    after: uuid.UUID | None,
-    limit: int,
-) -> Sequence[EnforcementPoint]:
-    who.require(Capability.registry_read)
-    found = await domains.find(session, domain)
-    who.visible(found, what="Domain", domain_of=lambda d: d.name)
-    return await repository.list_page(session, domain, after=after, limit=limit)
-
-
-async def public_point(
-    session: AsyncSession, state: AppState, point: EnforcementPoint
-) -> EnforcementPointPublic:
-    """The listing shape: the point with its client, staleness and the domain's revision now."""
-    active = [
-        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
-    ]
-    contact = aware(point.last_contact_at) if point.last_contact_at is not None else None
-    try:
-        current: str | None = (await _built(session, state, point.domain)).revision
-    except ServiceUnavailable:
-        current = None
-    return EnforcementPointPublic(
-        id=point.id,
-        domain=point.domain,
-        name=point.name,
-        kind=point.kind,
-        client_id=active[0].id if active else None,
-        created_by=point.created_by,
-        created_at=point.created_at,
-        bundle_revision=point.bundle_revision,
-        current_revision=current,
-        last_contact_at=contact,
-        stale_seconds=(utcnow() - contact).total_seconds() if contact is not None else None,
-        last_error=point.last_error,
-    )
 
 
 # --- the bundle -------------------------------------------------------------------------------
@@ -218,7 +95,7 @@ async def start(state: AppState) -> None:
         log.warning("bundle_signing_key_not_loaded", error_type=type(exc).__name__)
 
 
-async def _signing_key(state: AppState) -> BundleKey:
+async def signing_key(state: AppState) -> BundleKey:
     cache = cache_of(state)
     if cache.key is None:
         await prepare(state)
@@ -371,9 +248,9 @@ async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles
         entry = cache.entries.get(domain)
         if entry is not None and entry.key == key:
             return entry.built
-        signing_key = await _signing_key(state)
+        key_now = await signing_key(state)
         started = time.perf_counter()
-        built = await build_domain_bundle(session, state, domain, signing_key)
+        built = await build_domain_bundle(session, state, domain, key_now)
         cache.entries[domain] = _Cached(key, built)
         if built.serving is not None:
             cache.serving.pop(built.revision, None)
@@ -387,6 +264,14 @@ async def _built(session: AsyncSession, state: AppState, domain: str) -> bundles
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return built
+
+
+async def current_revision(session: AsyncSession, state: AppState, domain: str) -> str | None:
+    """The revision of ``domain``'s bundle now (None: no active policy revision to serve)."""
+    try:
+        return (await _built(session, state, domain)).revision
+    except ServiceUnavailable:
+        return None
 
 
 def _etag_value(header: str | None) -> str | None:
@@ -415,6 +300,7 @@ def wait_seconds(prefer: str | None) -> float:
 class BundleAnswer:
     revision: str
     archive: bytes | None  # None: not modified
+    point_id: uuid.UUID  # whose contact ``record_contact`` writes once the answer is sent
 
 
 async def fetch_bundle(
@@ -428,7 +314,9 @@ async def fetch_bundle(
 ) -> BundleAnswer:
     """The bundle for the point presenting ``token`` (bundles:read, a point of ``domain``:
     otherwise 404), or not-modified when ``if_none_match`` names the current revision, after
-    holding up to ``Prefer: wait=N`` seconds for a change."""
+    holding up to ``Prefer: wait=N`` seconds for a change. The point's last contact is not
+    written here: the caller runs ``record_contact`` after the answer is sent, so a new
+    revision never waits for a bookkeeping write (the writer turn, a commit's flush)."""
     async with state.database.read_sessionmaker() as session:
         principal = await authenticate(session, state, token)
         if principal.point.domain != domain or "bundles:read" not in principal.scopes:
@@ -447,52 +335,35 @@ async def fetch_bundle(
         async with state.database.read_sessionmaker() as session:
             built = await _built(session, state, domain)
     changed = built.revision != held
-    await _record_contact(state, principal.point.id, built.revision if changed else None)
-    return BundleAnswer(built.revision, built.archive if changed else None)
+    return BundleAnswer(built.revision, built.archive if changed else None, principal.point.id)
 
 
-async def _record_contact(state: AppState, point_id: uuid.UUID, revision: str | None) -> None:
-    """Last contact (and the revision served), written at most every
-    ``CONTACT_WRITE_INTERVAL`` seconds unless the revision changed: polls must stay cheap."""
+async def record_contact(state: AppState, answer: BundleAnswer) -> None:
+    """After a bundle answer: the point's last contact (and the revision served, when it was
+    sent), written at most every ``CONTACT_WRITE_INTERVAL`` seconds unless the revision changed:
+    polls must stay cheap. Bookkeeping only: a database failure is logged, never raised."""
+    point_id, revision = answer.point_id, answer.revision if answer.archive is not None else None
     cache = cache_of(state)
     last = cache.contacts.get(point_id)
     now = time.monotonic()
     if last is not None and now - last[0] < CONTACT_WRITE_INTERVAL and revision in (None, last[1]):
         return
     cache.contacts[point_id] = (now, revision if revision is not None else (last or (0, None))[1])
-    async with state.database.writing() as session:
-        await repository.record_contact(
-            session, point_id, utcnow(), revision=revision, error=None, set_error=False
+    try:
+        async with state.database.writing() as session:
+            await repository.record_contact(
+                session, point_id, utcnow(), revision=revision, error=None, set_error=False
+            )
+            await session.commit()
+    except (SQLAlchemyError, OSError) as exc:
+        cache.contacts.pop(point_id, None)  # written again on the next poll
+        log.warning(
+            "point_contact_not_recorded", point_id=str(point_id), error_type=type(exc).__name__
         )
-        await session.commit()
 
 
 async def federation_keys(state: AppState) -> FederationKeys:
-    key = await _signing_key(state)
+    key = await signing_key(state)
     return FederationKeys(
         keys=[key.public_jwk], pem={key.kid: public_pem(key.public_jwk)}, algorithm=ALG
-    )
-
-
-async def opa_config_text(
-    session: AsyncSession, state: AppState, who: OperatorPrincipal, domain: str, name: str
-) -> str:
-    """A ready OPA configuration for the point (``opa_config``); the client secret is left to
-    ``${AGENTCTL_OPA_CLIENT_SECRET}`` (only its hash is stored). 404 without a live client."""
-    point = await _visible_point(session, who, domain, name)
-    active = [
-        c for c in await credentials.point_credentials(session, point.id) if c.revoked_at is None
-    ]
-    if not active:
-        raise NotFound("The enforcement point has no active credential.")
-    key = await _signing_key(state)
-    return opa_config.render(
-        opa_config.PointConfig(
-            base_url=state.settings.issuer_url,
-            domain=point.domain,
-            client_id=str(active[0].id),
-            auth_method=active[0].auth_method,
-            signing_kid=key.kid,
-            signing_pem=public_pem(key.public_jwk),
-        )
     )

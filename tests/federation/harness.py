@@ -6,6 +6,7 @@ OPA with the configuration ``agentctl enforcement-points config`` prints.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ class Plane:
     url: str
     ca: Path
     process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None  # the server's output (``start_plane``)
     admin: dict[str, str] = field(
         default_factory=lambda: {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     )
@@ -226,7 +229,7 @@ def start_plane(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    plane = Plane(url, ca, process)
+    plane = Plane(url, ca, process, log)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -283,3 +286,30 @@ def start_opa(config: Path, workdir: Path, *, wait: bool = True) -> Iterator[Opa
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+def propagation_timeline(plane: Plane, opa: Opa, since: datetime) -> str:
+    """What the server and OPA logged about bundles from ``since`` (UTC) on: the message of a
+    failed propagation bound, so a slow run says where the time went (building, answering the
+    long poll, OPA's download or activation)."""
+    floor = since.replace(microsecond=0)
+    server = []
+    if plane.log is not None:
+        for line in plane.log.read_text(errors="replace").splitlines():
+            try:
+                at = datetime.fromisoformat(line[:26]).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if at >= since and any(w in line for w in ("bundle", "revoke", "suspend", "error")):
+                server.append(line[:220])
+    edge = []
+    for line in opa.log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at >= floor and entry.get("msg") not in ("Received request.", "Sent response."):
+            url = entry.get("url", "").partition("/v1/")[2]
+            edge.append(f"{entry['time']} {entry.get('level')} {entry.get('msg')!s:.160} {url}")
+    return "\n".join(["server:", *server[-40:], "OPA:", *edge[-40:]])

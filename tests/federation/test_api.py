@@ -8,20 +8,27 @@ import gzip
 import hashlib
 import io
 import json
+import sqlite3
 import tarfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
 from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from control_plane.kit.inserts import table_of
 from control_plane.models import Decision
+from tests.federation.harness import start_plane
 from tests.fixtures.decisions import REFUND, decider
 from tests.fixtures.factories import bearer, create_domain
 from tests.fixtures.oauth2 import basic
@@ -465,3 +472,54 @@ async def _until_blocked(conn: AsyncConnection, is_postgres: bool) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the upload never waited on the row")
+
+
+@asynccontextmanager
+async def _point_writes_held(db_url: str) -> AsyncIterator[None]:
+    """Another client holds what writing a point's last contact needs: SQLite's write lock
+    (``BEGIN IMMEDIATE``), or on PostgreSQL a lock on ``enforcement_points`` that readers pass."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        held = sqlite3.connect(str(url.database), isolation_level=None)
+        held.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            held.execute("ROLLBACK")
+            held.close()
+        return
+    conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE enforcement_points IN SHARE ROW EXCLUSIVE MODE")
+            yield
+    finally:
+        await conn.close()
+
+
+async def test_a_bundle_answer_never_waits_for_the_points_contact_write(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A new revision reaches a point even while the database cannot take the bookkeeping write
+    (last contact, revision served): that write follows the answer, it does not precede it."""
+    with start_plane(db_url, tmp_path) as plane:
+        plane.domain("payments")
+        point = plane.point("payments", "opa-1")
+        token = plane.token(point["credential"]["client_id"], point["credential"]["client_secret"])
+        shown_path = plane.url + "/v1/domains/payments/enforcement-points/opa-1"
+        async with httpx.AsyncClient(verify=plane.tls, timeout=20) as http:
+            async with _point_writes_held(db_url):
+                r = await http.get(
+                    plane.url + "/v1/bundles/payments", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert r.status_code == 200, r.text
+                revision = r.headers["etag"].strip('"')
+                shown = (await http.get(shown_path, headers=plane.admin)).json()
+                assert shown["last_contact_at"] is None  # not written while the lock is held
+            for _ in range(100):  # written once the lock is released
+                shown = (await http.get(shown_path, headers=plane.admin)).json()
+                if shown["last_contact_at"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert shown["bundle_revision"] == revision, shown
+            assert shown["last_contact_at"] is not None
