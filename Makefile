@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # Two workers (the CI machine has two cores); a test file's tests stay on one worker, so its
-# module-scoped servers start once. PYTEST_ARGS= runs them in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# module-scoped servers start once; the 30 slowest tests are listed at the end, so a CI run that
+# nears its 30 minutes shows where the time went. PYTEST_ARGS= runs them in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=30
 
 .PHONY: install run test lint typecheck openapi wasm bench opa dist clean
 
