@@ -5,6 +5,7 @@ background tasks) and stops it again. Nothing heavy happens at import time."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -232,13 +233,25 @@ async def _flush_audit(state: AppState) -> None:
         log.warning("audit_flush_on_shutdown_failed", error_type=type(exc).__name__)
 
 
+# The API document, generated once per process: every route is registered whatever the settings,
+# so it is a function of the code alone (tests/test_openapi.py holds it to the committed file).
+# Generating it takes about a second, and the 405 table (``MethodMiddleware``) needs it at the
+# first request: that request no longer waits for it, nor does each app a test process builds.
+_DOCUMENT: dict[str, Any] | None = None
+
+
 def _finalize_openapi(app: FastAPI) -> None:
-    """The document FastAPI generates, completed by ``kit.openapi_doc.finalize``."""
-    generate = app.openapi
+    """The document FastAPI generates, completed by ``kit.openapi_doc.finalize``: made from the
+    first app of the process as ``create_app`` returns it (before a test adds a route), then
+    a copy of it for each app."""
+    global _DOCUMENT
+    if _DOCUMENT is None:
+        _DOCUMENT = finalize(app.openapi())
+    document = _DOCUMENT
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = finalize(generate())
+            app.openapi_schema = copy.deepcopy(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
