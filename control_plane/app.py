@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import structlog
@@ -30,7 +29,7 @@ from control_plane.events.webhooks import WebhookDispatcher
 from control_plane.federation.service import BundleCache
 from control_plane.federation.service import start as start_federation
 from control_plane.impact.jobs import ImpactJobs
-from control_plane.kit import dberrors, lifecycle
+from control_plane.kit import collector, dberrors, lifecycle
 from control_plane.kit.database import Database
 from control_plane.kit.egress import Resolver, system_resolver
 from control_plane.kit.errors import error_responses, install_error_handlers
@@ -66,11 +65,15 @@ def create_app(
     *,
     tracer_provider: TracerProvider | None = None,
     resolver: Resolver = system_resolver,
+    tune_collector: bool = False,
 ) -> FastAPI:
     """The application. ``tracer_provider``: where its spans go (default: one exporting over
     OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, see ``observability.tracing``).
     ``resolver``: how webhook hosts resolve for the SSRF check and the connection
-    (``kit.egress``; the operating system's by default, tests pass their own)."""
+    (``kit.egress``; the operating system's by default, tests pass their own).
+    ``tune_collector``: the process is the app's own (``agentctl serve`` and its workers), so
+    while it serves the cycle collector is tuned for it (``kit.collector``). Off by default: a
+    process that runs the app among other work keeps its collector as it set it."""
     settings = settings or get_settings()
     provider = tracer_provider or tracing.build_provider()
 
@@ -151,20 +154,10 @@ def create_app(
         )
         if relay is not None:
             relay.start()
-        # The cycle collector, tuned for requests that hold many objects at once (an audit batch
-        # of 1,000 records holds some 30,000 until it is answered; they die by reference count):
-        # what start-up built (modules, schemas, engines, the policy) lives as long as the app,
-        # so it is frozen out of every full collection, and the youngest generation is collected
-        # after 50,000 allocations rather than 700. Without this a third of ingest's time was
-        # collection (bench/audit.py). Restored when the app stops.
-        thresholds = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(50_000, *thresholds[1:])
         try:
-            yield
+            with collector.tuned() if tune_collector else nullcontext():
+                yield
         finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
             if relay is not None:
                 await relay.aclose()
             await state.webhook_dispatcher.aclose()
@@ -216,7 +209,7 @@ def serve_app() -> FastAPI:
 
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.json_logs)
-    return create_app(settings)
+    return create_app(settings, tune_collector=True)
 
 
 async def _flush_audit(state: AppState) -> None:

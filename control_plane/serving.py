@@ -136,7 +136,7 @@ def serve(
         if app is None:
             from control_plane.app import create_app
 
-            app = create_app(settings)
+            app = create_app(settings, tune_collector=True)
         config = uvicorn.Config(app, **common)
     sockets = [config.bind_socket()]
     if settings.metrics_port is not None:

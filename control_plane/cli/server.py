@@ -134,7 +134,7 @@ def serve(
         prepare(settings, migrate=migrate)
         token = asyncio.run(_bootstrap(settings))
         # With several workers each builds its own app (control_plane.app:serve_app).
-        app = create_app(settings) if workers == 1 else None
+        app = create_app(settings, tune_collector=True) if workers == 1 else None
     if token is not None:
         # Printed once, on the first start only; the database keeps just its hash.
         print(
