@@ -437,7 +437,7 @@ async def _count_statements(
     show = bool(os.environ.get("BENCH_SHOW_SQL"))
     await asyncio.to_thread(prepare, settings)
     await _bootstrap(settings)
-    app = create_app(settings)
+    app = create_app(settings, tune_collector=True)  # as agentctl serve
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench.test") as c:

@@ -112,7 +112,7 @@ async def run(db_url: str, n: int, work: Path) -> None:
         return page
 
     decisions.replay_page = counting  # type: ignore[assignment]
-    app = create_app(settings)
+    app = create_app(settings, tune_collector=True)  # as agentctl serve
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
