@@ -134,18 +134,24 @@ class Federation:
         stored = self.store.load()
         if stored is None:
             return
+        pulled: float | None = None  # on the monotonic clock, as old as the stored pull
+        if stored.pulled_at > 0:
+            pulled = time.monotonic() - max(0.0, time.time() - stored.pulled_at)
         try:
-            self._activate(verify_bundle(stored.raw, self.keys, scope=self.options.bundle_scope))
+            bundle = verify_bundle(stored.raw, self.keys, scope=self.options.bundle_scope)
+            self._activate(bundle, pulled)
         except BundleError as exc:
             log.warning("the bundle kept on disk is refused (%s); pulling afresh", exc.reason)
             return
         self._raw, self._etag = stored.raw, stored.etag
-        if stored.pulled_at > 0:
-            age = max(0.0, time.time() - stored.pulled_at)
-            self._success_mono = time.monotonic() - age
         self._state.last_download = stored.pulled_at or None
 
-    def _activate(self, bundle: Bundle) -> None:
+    def _activate(self, bundle: Bundle, pulled: float | None) -> None:
+        """Decide on ``bundle`` from now on. ``pulled``: when it was pulled (monotonic clock; None
+        for a stored bundle of unknown age). The staleness clock is set before the policy is
+        published: a decision waiting for the first bundle (``decide``) reads the policy, then
+        the clock, without the lock, and must never see the one without the other (it would
+        answer ``policy_stale`` on a bundle just pulled)."""
         from agent_sdk._local import LocalPolicy  # joserfc, opa-py-wasm: local mode only
 
         policy = LocalPolicy(bundle, reuse=self._policy, eval_timeout=self.options.eval_timeout)
@@ -153,6 +159,8 @@ class Federation:
             if self._stop.is_set():  # closed meanwhile (``close``): never used, released now
                 policy.close()
                 return
+            if pulled is not None:
+                self._success_mono = pulled
             previous, self._policy = self._policy, policy
         self._ready.set()
         self._state.last_activation = time.time()
@@ -240,7 +248,7 @@ class Federation:
         try:
             bundle = verify_bundle(raw, self.keys, scope=self.options.bundle_scope)
             if bundle.revision != self.revision or raw != self._raw:
-                self._activate(bundle)
+                self._activate(bundle, time.monotonic())
         except BundleError as exc:
             self._bundle_failed(exc.reason, str(exc))
             log.error("bundle refused, keeping revision %s: %s", self.revision, exc)

@@ -15,6 +15,7 @@ the centre serves and signs, enforcement points registered over its API, decisio
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import shutil
 import time
@@ -324,6 +325,33 @@ def test_suspending_an_agent_denies_at_the_sdk_within_its_poll_interval(
         # A resumed agent needs a fresh token (the old one was refused): the client gets one.
         assert _eventually(lambda: client.decide(INVOICE_READ, READ).allow)
         print(f"resume allowed at the SDK after {time.monotonic() - started:.2f} s (long poll)")
+
+
+class _SlowActivation(logging.Handler):
+    """Holds the bundle thread for a second right after it logs an activation: the window in
+    which a decision waiting for the first bundle used to see the policy but no pull time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("bundle revision"):
+            time.sleep(1.0)
+
+
+def test_the_first_decision_on_the_first_bundle_is_never_stale(
+    server: Server, tmp_path: Path
+) -> None:
+    agent = register(server, "payments", f"first-{uuid.uuid4().hex[:6]}", 1)
+    at = point(server, "payments")
+    sdk_log = logging.getLogger("agent_sdk")
+    handler, level = _SlowActivation(), sdk_log.level
+    sdk_log.addHandler(handler)
+    sdk_log.setLevel(logging.INFO)
+    try:
+        with local(server.url, agent, at, tmp_path) as client:
+            decision = client.decide(INVOICE_READ, READ)  # waits for the first bundle
+            assert (decision.effect, decision.reasons) == ("allow", []), decision
+    finally:
+        sdk_log.removeHandler(handler)
+        sdk_log.setLevel(level)
 
 
 def test_a_token_of_domain_a_at_domain_b_is_denied_and_bundles_stay_in_their_domain(
