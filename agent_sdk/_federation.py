@@ -147,11 +147,8 @@ class Federation:
         self._state.last_download = stored.pulled_at or None
 
     def _activate(self, bundle: Bundle, pulled: float | None) -> None:
-        """Decide on ``bundle`` from now on. ``pulled``: when it was pulled (monotonic clock; None
-        for a stored bundle of unknown age). The staleness clock is set before the policy is
-        published: a decision waiting for the first bundle (``decide``) reads the policy, then
-        the clock, without the lock, and must never see the one without the other (it would
-        answer ``policy_stale`` on a bundle just pulled)."""
+        """Decide on ``bundle`` from now on; ``pulled`` (monotonic; None: age unknown) is set
+        first, as ``decide`` reads policy then clock without the lock (else: policy_stale)."""
         from agent_sdk._local import LocalPolicy  # joserfc, opa-py-wasm: local mode only
 
         policy = LocalPolicy(bundle, reuse=self._policy, eval_timeout=self.options.eval_timeout)
