@@ -10,6 +10,8 @@ router here.
 
 from __future__ import annotations
 
+from functools import cache
+
 from fastapi import APIRouter
 
 from control_plane.agents.endpoints import router as agents
@@ -59,7 +61,14 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
+@cache
 def build_api() -> APIRouter:
+    """The service's router, built once per process and shared by every app the process builds
+    (``--workers`` builds one per worker process; the test suite hundreds in one process).
+    Routes are a function of the code alone. FastAPI prepares a router's routes (dependency
+    graphs, a pydantic adapter per parameter) once per router object it includes: about half a
+    second here, paid by each app when each built its own router. An app adds its own routes
+    to itself, never to this router."""
     api = APIRouter()
     for router in ROUTERS:
         api.include_router(router)
