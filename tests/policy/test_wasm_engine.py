@@ -247,3 +247,25 @@ def test_no_evaluation_fails_across_reloads(opa_bin: str, tmp_path: Path) -> Non
     # Each decision names the revision that made it.
     for r in results:
         assert r.effect == ("allow" if int(r.revision) % 2 else "deny"), r
+
+
+def test_a_module_loaded_again_keeps_its_own_data_and_limits(opa_bin: str, tmp_path: Path) -> None:
+    # A process compiles a module once and loads it again from its compiled form: each engine
+    # that loads it still has its own data document, deadline and memory cap.
+    source = (
+        "package agents.authz\n\n"
+        'decision := {"effect": "allow", "allow": true, "reasons": [data.label], '
+        '"obligations": []} if {\n'
+        "\tcount([i | some i in numbers.range(1, input.n); i % 7 == 0]) >= 0\n}\n"
+    )
+    wasm = compile_module(opa_bin, tmp_path, source)
+    for label in ("first", "second", "third"):
+        result = decide(wasm, {"n": 3}, data={"label": label})
+        assert (result.effect, result.reasons) == (Effect.allow, (label,))
+    slow = decide(wasm, {"n": 10**12}, data={"label": "x"}, timeout=0.3, max_memory_pages=16384)
+    assert (slow.effect, slow.allow) == (Effect.deny, False)
+    assert slow.failure in (FailureCode.engine_timeout, FailureCode.engine_error)
+    big = decide(wasm, {"n": 10_000_000}, data={"label": "x"}, max_memory_pages=64, timeout=5)
+    assert (big.effect, big.failure) == (Effect.deny, "engine_error")
+    assert "opa_malloc: failed" in big.reasons[0], big.reasons
+    assert decide(wasm, {"n": 3}, data={"label": "again"}).reasons == ("again",)
