@@ -179,6 +179,22 @@ def test_help(args: list[str], tmp_path: Path) -> None:
     assert "usage: agentctl" in done.stdout.lower()
 
 
+def test_the_http_commands_start_without_the_server_stack() -> None:
+    # agentctl's commands over HTTP (every noun but serve, migrate, keys and a bootstrap
+    # operators create) start in about a second here; importing the web framework, the ORM or
+    # the engine added a second or more to each.
+    heavy = ("fastapi", "starlette", "sqlalchemy", "sqlmodel", "wasmtime", "opapywasm")
+    code = (
+        "import sys; from control_plane.cli import app; "
+        "from typer.main import get_command; get_command(app); "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

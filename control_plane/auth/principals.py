@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from control_plane.auth.roles import Role as Role  # re-exported: the roles' home is roles
 from control_plane.kit.errors import Forbidden, NotFound
 
 OPERATOR_TOKEN_PREFIX = "acp_op_"  # noqa: S105 - a public prefix, not a secret
@@ -28,13 +29,6 @@ T = TypeVar("T")
 def _domain_of(found: Any) -> str:
     domain: str = found.domain
     return domain
-
-
-class Role(StrEnum):
-    platform_admin = "platform_admin"
-    domain_admin = "domain_admin"
-    auditor = "auditor"
-    approver = "approver"
 
 
 class Capability(StrEnum):

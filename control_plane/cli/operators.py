@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from control_plane.auth.principals import Role
+from control_plane.auth.roles import Role
 from control_plane.cli._http import (
     CliError,
     Column,
