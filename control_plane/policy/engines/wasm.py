@@ -166,11 +166,11 @@ class _Instance(OpaPolicyInstance):
         )
 
 
-# Compiled modules by the SHA-256 of their bytes, in wasmtime's serialized form (about 1.5 MB
-# for the shipped policy). A few revisions are live at once (active, canary, shadow, and the
-# ones an impact report or a test builds).
-COMPILED_MODULES_KEPT: Final = 8
-_compiled: LRUCache[bytes, bytes] = LRUCache(maxsize=COMPILED_MODULES_KEPT)
+# Compiled modules by the SHA-256 of their bytes, in wasmtime's serialized form (1.5 MB for the
+# shipped policy), the least recently loaded dropped first beyond this many bytes in all. A few
+# revisions are live at once (active, canary, shadow, the ones an impact report builds).
+COMPILED_MODULES_BYTES: Final = 64 * 1024 * 1024
+_compiled: LRUCache[bytes, bytes] = LRUCache(maxsize=COMPILED_MODULES_BYTES, getsizeof=len)
 _compiled_lock = threading.Lock()
 
 
@@ -192,8 +192,10 @@ class _Factory(WasmtimeRuntimeFactory):
             compiled = _compiled.get(key)
         if compiled is None:
             super().__init__(wasm_bytes, max_memory_pages=max_memory_pages)
-            with _compiled_lock:
-                _compiled[key] = bytes(self._module.serialize())
+            serialized = bytes(self._module.serialize())
+            if len(serialized) <= COMPILED_MODULES_BYTES:
+                with _compiled_lock:
+                    _compiled[key] = serialized
             return
         self._max_memory_pages = max_memory_pages
         config = wasmtime.Config()
