@@ -189,7 +189,8 @@ class PgClones:
     ``CREATE DATABASE ... TEMPLATE`` takes about 0.5 s here, most of it the server writing the
     copy; made one ahead on a thread of its own, a test's database is ready when it asks. A
     clone that could not be made ahead (the server was restarting, say) is made when asked,
-    so a failure shows in the test that needs the database."""
+    so a failure shows in the test that needs the database. Used clones are dropped on the
+    same thread (``DROP DATABASE`` waits for a checkpoint), all of them by ``close``."""
 
     def __init__(self, template: str) -> None:
         self._template = template
@@ -202,11 +203,15 @@ class PgClones:
         return name
 
     def take(self) -> str:
-        """The name of a database of this test's own; the caller drops it."""
+        """The name of a database of this test's own, for `give_back` after the test."""
         ahead, self._ahead = self._ahead, self._executor.submit(self._create)
         if ahead is not None and ahead.exception() is None:
             return ahead.result()
         return self._create()
+
+    def give_back(self, name: str) -> None:
+        """Drop a clone ``take`` gave, after the test (the session waits for it at its end)."""
+        self._executor.submit(asyncio.run, _pg_drop(name))
 
     def close(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -234,11 +239,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{path}"
         return
     assert PG_URL is not None
-    name = request.getfixturevalue("pg_clones").take()
+    clones = request.getfixturevalue("pg_clones")
+    name = clones.take()
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_drop(name))
+        clones.give_back(name)
 
 
 @pytest.fixture
