@@ -16,8 +16,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,8 +43,10 @@ from control_plane.policy.validation import (
     PolicyIssue,
     validate_and_compile,
 )
-from control_plane.policy.validation.opa import WASM_MODULE
+from control_plane.policy.validation.opa import WASM_MODULE, WASM_SOURCE_DIGEST
 from control_plane.policy.validation.structure import DATA_FILE, canonical_numbers
+
+log = structlog.get_logger(__name__)
 
 
 def content_digest(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
@@ -221,17 +225,44 @@ async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> in
         return None
     directory = default_policy_dir(settings)
     source = read_policy_dir(directory)
+    digest = content_digest(source.modules, source.data)
     # The shipped policy is validated by the test suite (opa check and opa test in CI), and the
     # service must start without an OPA binary: its compiled module is committed beside it
-    # (`make wasm`; tests/policy/test_wasm_module.py fails when it no longer matches the Rego).
-    module = directory / WASM_MODULE.lstrip("/")
-    wasm = module.read_bytes() if module.is_file() else await _compile_if_possible(settings, source)
-    shipped = ValidatedSource(
-        source.modules, source.data, content_digest(source.modules, source.data), wasm
-    )
+    # (`make wasm`; tests/policy/test_wasm_engine.py fails when it no longer matches the Rego).
+    wasm = _committed_module(directory, digest)
+    if wasm is None:
+        wasm = await _compile_if_possible(settings, source)
+        if wasm is None:
+            log.warning(
+                "default_policy_not_compiled",
+                directory=str(directory),
+                detail="no module built from these sources and no OPA to compile them: the "
+                "wasm engine denies every decision until a compiled revision is activated",
+            )
+    shipped = ValidatedSource(source.modules, source.data, digest, wasm)
     revision = await create_revision(session, None, "default", shipped)
     await activate(session, None, "default", revision.revision)
     return revision.revision
+
+
+def _committed_module(directory: Path, digest: str) -> bytes | None:
+    """The directory's `policy.wasm` when it was compiled from exactly these sources (the
+    `WASM_SOURCE_DIGEST` file beside it names their `content_digest`), else None: an edited copy
+    of the shipped policy must not decide with the module of the policy it was copied from."""
+    module = directory / WASM_MODULE.lstrip("/")
+    stamp = directory / WASM_SOURCE_DIGEST
+    if not module.is_file():
+        return None
+    built_from = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+    if built_from != digest:
+        log.warning(
+            "default_policy_module_not_used",
+            directory=str(directory),
+            detail=f"{module.name} was not compiled from this directory's Rego and data "
+            "(`make wasm` compiles it and writes the digest of its sources beside it)",
+        )
+        return None
+    return module.read_bytes()
 
 
 async def _compile_if_possible(settings: Settings, source: PolicySource) -> bytes | None:

@@ -73,6 +73,8 @@ def installed_server(bin_dir: Path, workdir: Path, **env: str) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in log.read_text(), log.read_text()
+    # The packaged policy decides with the module committed for it (not one compiled at start).
+    assert "default_policy_module_not_used" not in log.read_text(), log.read_text()
 
 
 def register_agent(url: str) -> dict[str, Any]:

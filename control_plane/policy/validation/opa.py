@@ -188,6 +188,9 @@ def run_tests(opa_bin: str, directory: Path, timeout: float) -> tuple[int, Any, 
 
 
 WASM_MODULE: Final = "/policy.wasm"
+# Beside a policy directory's committed module (`make wasm`): the `content_digest` of the
+# sources it was compiled from, so that an edited copy never runs the original's module.
+WASM_SOURCE_DIGEST: Final = "policy.wasm.source-digest"
 NO_ENTRYPOINT: Final = "does not refer to a rule or policy decision"
 
 
