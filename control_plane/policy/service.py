@@ -236,8 +236,9 @@ async def ensure_default_bundle(session: AsyncSession, settings: Settings) -> in
             log.warning(
                 "default_policy_not_compiled",
                 directory=str(directory),
-                detail="no module built from these sources and no OPA to compile them: the "
-                "wasm engine denies every decision until a compiled revision is activated",
+                detail="no module built from these sources, and OPA is missing or refused "
+                "them: the wasm engine denies every decision until a compiled revision is "
+                "activated",
             )
     shipped = ValidatedSource(source.modules, source.data, digest, wasm)
     revision = await create_revision(session, None, "default", shipped)
@@ -266,8 +267,9 @@ def _committed_module(directory: Path, digest: str) -> bytes | None:
 
 
 async def _compile_if_possible(settings: Settings, source: PolicySource) -> bytes | None:
-    """A policy directory without a committed module: compile it if OPA is there, else None
-    (the wasm engine then denies with the reason until a compiled revision is activated)."""
+    """A policy directory without a module built from it: compile it if OPA is there and
+    accepts it, else None (the wasm engine then denies with the reason until a compiled
+    revision is activated)."""
     try:
         issues, wasm = await asyncio.to_thread(
             validate_and_compile, source.modules, source.data, opa_bin=settings.opa_bin
