@@ -1,4 +1,4 @@
-"""Operator roles: what ``agentctl operators create --role`` offers and tokens carry.
+"""Operator roles: what an operator holds and ``agentctl operators create --role`` offers.
 
 A module of its own, importing nothing: the CLI offers the roles without importing the web
 framework (``principals`` maps each role to its capabilities).
