@@ -180,7 +180,7 @@ def test_help(args: list[str], tmp_path: Path) -> None:
 
 
 def test_the_http_commands_start_without_the_server_stack() -> None:
-    # agentctl's commands over HTTP (every noun but serve, migrate, keys and a bootstrap
+    # agentctl's commands over HTTP (all but serve, migrate, openapi, keys and a bootstrap
     # operators create) start in about a second here; importing the web framework, the ORM or
     # the engine added a second or more to each.
     heavy = ("fastapi", "starlette", "sqlalchemy", "sqlmodel", "wasmtime", "opapywasm")
