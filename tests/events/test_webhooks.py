@@ -124,7 +124,8 @@ async def test_dead_letter_and_redelivery(
 ) -> None:
     receiver = Receiver(failures=3)  # as many as the attempts allowed: dead
     receivers.append(receiver)
-    hook = await _subscribe(client, admin, receiver.url)
+    # Only the registration: its audit record's checkpoint (audit.checkpoint.v1) would race it.
+    hook = await _subscribe(client, admin, receiver.url, types=["agent.registered.v1"])
     await create_domain(client, admin, "payments")
     await create_agent(client, admin, "payments")
     url = f"/v1/webhooks/{hook['id']}/deliveries"
