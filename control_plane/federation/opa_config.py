@@ -6,7 +6,13 @@ client credentials against ``/oauth/token`` (OPA's decision-log and status plugi
 ``<service>/logs`` and ``<service>/status``, which are ``/v1/logs`` and ``/v1/status`` here); the
 bundle at ``bundles/<domain>`` with its signing key, long polling and ``persist: true`` (an
 OPA that restarts while the control plane is down starts from its last verified bundle);
-decision logs and status to the same service. The client secret is never stored by the control
+decision logs and status to the same service. Decision logs go up in gzip chunks of at most
+``upload_size_limit_bytes``; OPA drops (with an error in its log) any single event that does not
+fit in one chunk compressed, and its default of 32 KiB would drop a decision with a large
+``context``, so the configuration raises it to ``LOG_UPLOAD_LIMIT_BYTES`` (at most the server's
+``max_body_bytes``): far above a decision's compressed size, and a full chunk of ordinary events
+(about 70 bytes each compressed) stays under the ``/v1/logs`` bound of events per upload. The
+client secret is never stored by the control
 plane, so it is read from the environment (OPA substitutes ``${VAR}`` in its configuration), as
 is a private_key_jwt point's private key (PEM).
 """
@@ -20,6 +26,9 @@ SECRET_ENV: Final = "AGENTCTL_OPA_CLIENT_SECRET"  # noqa: S105 - a variable name
 KEY_ENV: Final = "AGENTCTL_OPA_CLIENT_KEY"
 SERVICE: Final = "control-plane"
 BUNDLE: Final = "federation"
+# A chunk of OPA's decision-log upload, compressed: 256 KiB holds an event with a few hundred KiB
+# of JSON input, or about 3,800 ordinary events (< sinks.MAX_EVENTS, 10,000 per upload).
+LOG_UPLOAD_LIMIT_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,7 @@ class PointConfig:
     max_delay_seconds: int = 20
     log_min_delay_seconds: int = 1
     log_max_delay_seconds: int = 5
+    log_upload_limit_bytes: int = LOG_UPLOAD_LIMIT_BYTES
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -99,6 +109,7 @@ def render(config: PointConfig) -> str:
         "  reporting:",
         f"    min_delay_seconds: {config.log_min_delay_seconds}",
         f"    max_delay_seconds: {config.log_max_delay_seconds}",
+        f"    upload_size_limit_bytes: {config.log_upload_limit_bytes}",
         "status:",
         f"  service: {SERVICE}",
     ]

@@ -153,5 +153,9 @@ async def opa_config_text(
             auth_method=active[0].auth_method,
             signing_kid=key.kid,
             signing_pem=public_pem(key.public_jwk),
+            # A chunk the server refuses (413) would be retried by OPA for ever.
+            log_upload_limit_bytes=min(
+                opa_config.LOG_UPLOAD_LIMIT_BYTES, state.settings.max_body_bytes
+            ),
         )
     )
