@@ -27,6 +27,7 @@ from agent_sdk._exceptions import (
     APIConnectionError,
     AuthenticationError,
     BadRequestError,
+    ContentTooLargeError,
     UnprocessableEntityError,
 )
 from agent_sdk._governed import Governed, ResourceArg
@@ -361,13 +362,16 @@ class Client(BaseClient):
         outbox = self._open_outbox()
         try:
             response = self._send(self._audit_options(rows))
-        except (BadRequestError, UnprocessableEntityError) as exc:
+        except (BadRequestError, ContentTooLargeError, UnprocessableEntityError) as exc:
             if len(rows) == 1:  # this record alone is refused: keep it aside, never resend
                 outbox.reject(rows[0].id, f"HTTP {exc.status_code}: {exc.code or exc.detail}")
                 log.error("audit record %s refused: %s", rows[0].id, exc)
                 return
-            for row in rows:  # find the bad record(s): one by one
-                self._deliver([row])
+            # A bad record, or a batch over the body limit: halve until each part is
+            # delivered or is the one record at fault.
+            half = len(rows) // 2
+            self._deliver(rows[:half])
+            self._deliver(rows[half:])
             return
         except AuthenticationError:
             self._tokens.invalidate()

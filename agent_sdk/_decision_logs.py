@@ -4,8 +4,9 @@ that posts them to ``POST /v1/logs`` (docs/federation.md section 6).
 ``decide()`` writes each event here (a SQLite WAL commit, the audit outbox's class) before it
 answers. The deliverer sends the oldest events in gzip batches and drops an event only once
 the server counted it ``accepted``, ``duplicate`` or ``rejected`` (then it is kept aside with
-the reason); a 400/422 for a batch is narrowed down to the event at fault. A crash or a lost
-answer sends events again, and the server, keyed by ``decision_id``, records each once.
+the reason); a 400, 413 or 422 for a batch is narrowed down, halving it, to the event at fault.
+A crash or a lost answer sends events again, and the server, keyed by ``decision_id``, records
+each once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from agent_sdk._base_client import RequestOptions, log
 from agent_sdk._exceptions import (
     AgentControlPlaneError,
     BadRequestError,
+    ContentTooLargeError,
     UnprocessableEntityError,
 )
 from agent_sdk._outbox import Outbox, Row
@@ -112,13 +114,14 @@ class DecisionLogs:
         )
         try:
             response = self._http._send(options)
-        except (BadRequestError, UnprocessableEntityError) as exc:
+        except (BadRequestError, ContentTooLargeError, UnprocessableEntityError) as exc:
             if len(rows) == 1:
                 self.outbox.reject(rows[0].id, f"HTTP {exc.status_code}: {exc.code or exc}")
                 log.error("decision log %s refused: %s", rows[0].id, exc)
                 return
-            for row in rows:
-                self.deliver([row])
+            half = len(rows) // 2  # halve until each part is delivered or is the event at fault
+            self.deliver(rows[:half])
+            self.deliver(rows[half:])
             return
         try:
             body = response.json()

@@ -10,6 +10,7 @@ AgentControlPlaneError
 │   ├── PermissionDeniedError     403
 │   ├── NotFoundError             404
 │   ├── ConflictError             409
+│   ├── ContentTooLargeError      413 (the server's body limit)
 │   ├── UnprocessableEntityError  422
 │   ├── RateLimitError            429
 │   └── InternalServerError       5xx
@@ -41,6 +42,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ContentTooLargeError",
     "Denied",
     "InternalServerError",
     "NotFoundError",
@@ -122,6 +124,12 @@ class ConflictError(APIStatusError):
     """409: a conflicting change, or an Idempotency-Key reused with another body."""
 
 
+class ContentTooLargeError(APIStatusError):
+    """413 Content Too Large (RFC 9110 section 15.5.14): the body is over the server's limit
+    (``AGENTCTL_MAX_BODY_BYTES``); never retried. The audit and decision-log deliverers split
+    such a batch and keep a record that alone is too large aside (``rejected()``)."""
+
+
 class UnprocessableEntityError(APIStatusError):
     """422: the body failed validation; `problem["errors"]` names the fields."""
 
@@ -180,6 +188,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    413: ContentTooLargeError,
     422: UnprocessableEntityError,
     429: RateLimitError,
 }

@@ -403,6 +403,39 @@ async def test_governed_outcome_arrives_on_the_server_linked_and_redacted(
             assert r.json()["record"]["parent_id"] == record_id
 
 
+@pytest.mark.usefixtures("needs_audit_endpoint")
+async def test_a_batch_over_the_body_limit_is_split_and_arrives(
+    server: Server, agent: Agent, make_sdk: Any, client_kind: str
+) -> None:
+    """300 records of 5 KiB make a 1.5 MiB batch: the server answers 413 (its 1 MiB body limit),
+    and the SDK halves the batch until each request fits, so all arrive once. A record that
+    alone exceeds the limit is kept aside as refused; it never blocks the others."""
+    log = Log()
+    sdk = make_sdk(agent, flush_interval=0.1, http_client=recording_client(client_kind, log))
+    records = [
+        {
+            "action": "payments.refund",
+            "resource": SMALL,
+            "status": "succeeded",
+            "inputs": {"note": f"{i:05d}" + "x" * 5 * 1024},
+        }
+        for i in range(300)
+    ]
+    huge = {**records[0], "inputs": {"note": "y" * 1100 * 1024}}
+    ids = await sdk.audit_many([*records[:150], huge, *records[150:]])
+    assert await sdk.flush(timeout=30), f"{sdk.pending()} still pending"
+    (refused,) = sdk.client.rejected()
+    assert refused[0] == str(ids[150])
+    assert refused[1].startswith("HTTP 413"), refused
+    # Halving finds the one record in about 2 log2(301) requests, not one request per record.
+    assert 3 <= len(log.to("/v1/audit/records")) <= 24
+    with httpx.Client(base_url=server.url, headers=server.admin, timeout=30) as c:
+        for record_id in ids[:150] + ids[151:]:
+            r = c.get(f"/v1/audit/records/{record_id}")
+            assert r.status_code == 200, r.text
+        assert c.get(f"/v1/audit/records/{ids[150]}").status_code == 404
+
+
 async def test_governed_as_a_decorator(
     server: Server, agent: Agent, make_sdk: Any, client_kind: str
 ) -> None:
