@@ -87,6 +87,7 @@ def create_app(
         policy_engine = build_engine(
             settings.policy_engine,
             opa_url=settings.opa_url,
+            load_timeout=settings.opa_load_timeout_seconds,
             timeout=settings.policy_timeout_seconds,
             threads=settings.policy_threads,
             limits=limits,

@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         "Unset: a quarter of federation_max_staleness_seconds.",
     )
     opa_url: str = "http://127.0.0.1:8181"
+    opa_load_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="How long loading a revision into the opa engine's server (modules and data "
+        "over OPA's REST API) may take before the load fails; start-up waits for the active "
+        "revision at most this long when that OPA accepts connections and never answers.",
+    )
     opa_bin: str | None = Field(
         default=None,
         description="The OPA binary that validates uploaded policy and runs `opa test`; unset: "

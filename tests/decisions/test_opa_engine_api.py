@@ -170,11 +170,17 @@ async def test_decisions_stay_bounded_while_a_load_hangs(
                 "opa_url": f"http://127.0.0.1:{port}",
                 "policy_timeout_seconds": TIMEOUT,
                 "policy_load_wait_seconds": 0.5,
+                # Start-up waits for the load until it fails: 2 s rather than the default 30.
+                "opa_load_timeout_seconds": 2.0,
             }
         )
         await _bootstrap(configured)
         app = create_app(configured)
+        starting = time.monotonic()
         async with app.router.lifespan_context(app):
+            # Start-up gave up on the hung load after AGENTCTL_OPA_LOAD_TIMEOUT_SECONDS (2 s),
+            # far sooner than the default 30 s.
+            assert time.monotonic() - starting < 15
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
                 me = await decider(c, admin)

@@ -45,14 +45,22 @@ def build_engine(
     threads: int = DEFAULT_THREADS,
     entrypoint: str = DEFAULT_ENTRYPOINT,
     limits: InputLimits | None = None,
+    load_timeout: float = 30.0,
 ) -> PolicyEngine:
-    """Build the engine named by settings (`wasm` or `opa`); else ValueError."""
+    """Build the engine named by settings (`wasm` or `opa`); else ValueError. ``load_timeout``
+    (seconds, the opa engine only): how long loading a revision may take."""
     if kind == "opa":
         if not opa_url:
             raise ValueError("the opa engine needs an OPA base URL")
         from control_plane.policy.engines.opa import OpaEngine
 
-        return OpaEngine(opa_url, timeout=timeout, entrypoint=entrypoint, limits=limits)
+        return OpaEngine(
+            opa_url,
+            timeout=timeout,
+            entrypoint=entrypoint,
+            limits=limits,
+            load_timeout=load_timeout,
+        )
     if kind == "wasm":
         from control_plane.policy.engines.wasm import WasmEngine
 
