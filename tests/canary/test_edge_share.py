@@ -101,21 +101,27 @@ def _canary_at_centre(plane: Plane, agents: list[dict[str, Any]], canary: int) -
     return on
 
 
-def _local(plane: Plane, point: Point, agent: dict[str, Any], workdir: Path) -> Client:
+def _local(
+    plane: Plane, point: Point, agent: dict[str, Any], workdir: Path, stack: ExitStack
+) -> Client:
+    """A local-mode client of ``agent``, closed (then its HTTP client) when ``stack`` ends. The
+    SDK leaves a caller's ``http_client`` open; left open, its idle TLS connection holds the
+    server's graceful shutdown for its whole grace period (20 s), waiting for a close_notify."""
+    http = stack.enter_context(httpx.Client(verify=plane.tls, timeout=60))
     r = plane.post(
         f"/v1/agents/{agent['id']}/credentials",
         json={"scopes": ["decisions:create", "audit:write"]},
     )
     assert r.status_code == 201, r.text
     cred = r.json()
-    return Client(
+    client = Client(
         plane.url,
         cred["client_id"],
         cred["client_secret"],
         outbox_path=workdir / f"audit-{agent['id']}.sqlite3",
         timeout=60,
         mode="local",
-        http_client=httpx.Client(verify=plane.tls, timeout=60),
+        http_client=http,
         local=LocalOptions(
             domain=point.domain,
             client_id=point.client_id,
@@ -127,6 +133,7 @@ def _local(plane: Plane, point: Point, agent: dict[str, Any], workdir: Path) -> 
             status_interval=1,
         ),
     )
+    return stack.enter_context(client)
 
 
 @pytest.fixture
@@ -192,8 +199,8 @@ def test_a_share_canary_answers_alike_at_the_centre_the_sidecar_and_the_sdk(
         # Full local-mode clients, one on each side.
         on_agent = next(a for a in agents if a["id"] in centre)
         off_agent = next(a for a in agents if a["id"] not in centre)
-        on_client = stack.enter_context(_local(plane, point, on_agent, tmp_path))
-        off_client = stack.enter_context(_local(plane, point, off_agent, tmp_path))
+        on_client = _local(plane, point, on_agent, tmp_path, stack)
+        off_client = _local(plane, point, off_agent, tmp_path, stack)
         assert _eventually(lambda: on_client.decide(INVOICE_READ, READ).reasons == MAINTENANCE)
         decided = on_client.decide(INVOICE_READ, READ)
         assert (decided.revision, decided.served_by) == (canary, "canary")
