@@ -36,6 +36,7 @@ from control_plane.audit.records import AuditContext
 from control_plane.audit.trees import LogTrees
 from control_plane.events import service as events
 from control_plane.kit.db import SessionMaker
+from control_plane.kit.logging import FailureStreak
 from control_plane.kit.time import utcnow
 from control_plane.models import AuditCheckpoint
 
@@ -85,12 +86,15 @@ class AuditWorker:
                     await self._task
 
     async def _run(self) -> None:
+        streak = FailureStreak(log, "audit_worker_round_failed")
         while not self._stop.is_set():
             try:
                 await self.run_once()
             except Exception as exc:
                 # The database may be down (a restart); the rows wait durably. Try again.
-                log.warning("audit_worker_round_failed", error_type=type(exc).__name__)
+                streak.failed(exc)
+            else:
+                streak.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
 

@@ -4,8 +4,9 @@ Every event is published to the stream ``AGENTCTL_EVENTS`` on the subject
 ``agentctl.events.<type>`` with the event id as ``Nats-Msg-Id``, so JetStream drops a repeat
 within its duplicate window (a relay that restarts, or several replicas relaying at once), and
 the outbox cursor in the ``Agentctl-Cursor`` header. A relay resumes after the cursor of the
-stream's last message, so it needs no state of its own. A failure (NATS down) is logged and
-retried; events wait in the outbox meanwhile.
+stream's last message, so it needs no state of its own. A failure (NATS down) is logged
+(``FailureStreak``: the first, then one line every 30 s) and retried; events wait in the outbox
+meanwhile.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 
 from control_plane.events import service
 from control_plane.kit.database import Database
+from control_plane.kit.logging import FailureStreak
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,7 @@ class NatsRelay:
     def __init__(self, database: Database, url: str, poll_seconds: float) -> None:
         self._database, self._url, self._poll = database, url, poll_seconds
         self._task: asyncio.Task[None] | None = None
+        self._streak = FailureStreak(log, "nats_relay_failed")
 
     def start(self) -> None:
         if self._task is None:
@@ -42,7 +45,7 @@ class NatsRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS or the database unavailable: retry, never die
-                log.warning("nats_relay_failed", error_type=type(exc).__name__)
+                self._streak.failed(exc)
                 await asyncio.sleep(max(self._poll, 1.0))
 
     async def _relay(self) -> None:
@@ -71,6 +74,7 @@ class NatsRelay:
                         headers={"Nats-Msg-Id": event["id"], "Agentctl-Cursor": event["cursor"]},
                     )
                     cursor = (row.txid, row.seq or 0)
+                self._streak.succeeded()
                 if len(rows) < _BATCH:
                     await asyncio.sleep(self._poll)
         finally:

@@ -50,6 +50,7 @@ from control_plane.events.types import TYPES
 from control_plane.kit import egress
 from control_plane.kit.database import Database
 from control_plane.kit.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from control_plane.kit.logging import FailureStreak
 from control_plane.kit.time import utcnow
 from control_plane.models import Webhook, WebhookDelivery
 
@@ -363,18 +364,19 @@ class WebhookDispatcher:
             timeout=self._settings.webhook_timeout_seconds,
             resolver=self.resolver,
         ) as client:
+            streak = FailureStreak(log, "webhook_round_failed")
             while True:
                 try:
                     # Idle (no webhooks): one cheap read a round, no writer turn taken.
                     async with self._database.read_sessionmaker() as session:
                         active = await repository.any_webhook(session)
-                    if not active:
-                        await asyncio.sleep(self._settings.events_poll_seconds)
-                        continue
-                    await queue_round(self._database)
-                    await deliver_round(self._database, self._settings, self._kek, client)
+                    if active:
+                        await queue_round(self._database)
+                        await deliver_round(self._database, self._settings, self._kek, client)
                 except (SQLAlchemyError, OSError) as exc:
-                    log.warning("webhook_round_failed", error_type=type(exc).__name__)
+                    streak.failed(exc)
+                else:
+                    streak.succeeded()
                 await asyncio.sleep(self._settings.events_poll_seconds)
 
     async def aclose(self) -> None:

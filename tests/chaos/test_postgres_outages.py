@@ -111,6 +111,7 @@ def test_restarts_answer_503_then_recover_and_lose_nothing(stack: Stack) -> None
 
 def test_postgres_stopped_for_30_seconds(stack: Stack) -> None:
     url = stack.server.url
+    before = len(stack.server.log.read_text())  # the module's other test shares the server
     stack.pg.stop("fast")
     try:
         stopped = time.monotonic()
@@ -143,3 +144,13 @@ def test_postgres_stopped_for_30_seconds(stack: Stack) -> None:
             assert time.monotonic() - back < RECOVERY_BOUND, "not recovered"
             time.sleep(0.1)
     assert not stack.server.errors()
+    # The background loops retried all along (the sequencer every 0.1 s, the webhook
+    # dispatcher every 0.25 s) but logged each streak's first failure and then one line every
+    # 30 s, not one line a round; and said when they recovered.
+    deadline = time.monotonic() + 10
+    while "webhook_round_recovered" not in (log := stack.server.log.read_text()[before:]):
+        assert time.monotonic() < deadline, log[-3000:]
+        time.sleep(0.2)
+    for loop in ("audit_worker_round", "webhook_round"):
+        assert 1 <= log.count(f"{loop}_failed") <= 3, log[-3000:]
+        assert log.count(f"{loop}_recovered") == 1, log[-3000:]
