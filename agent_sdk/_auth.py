@@ -1,4 +1,4 @@
-"""Agent credentials and the access-token cache; no I/O here.
+"""Agent credentials and the access-token cache; no network I/O here.
 
 Two client authentication methods (RFC 6749 section 2.3): ``client_secret_basic`` and
 ``private_key_jwt`` (RFC 7523: a short-lived JWT signed with the agent's Ed25519 or P-256 key,
@@ -6,12 +6,15 @@ Two client authentication methods (RFC 6749 section 2.3): ``client_secret_basic`
 ``cryptography`` package, imported only when a private key is used.
 
 The cache holds one token until shortly before it expires; the clients wrap its refresh in a
-lock so that concurrent callers cause one token request (single flight).
+lock so that concurrent callers cause one token request (single flight). In local mode it also
+keeps the token in a file of the cache directory (``keep_on_disk``), so a process restarted while
+the control plane is out of reach decides with it until it expires.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import time
@@ -141,6 +144,52 @@ class TokenCache:
 
     def __init__(self) -> None:
         self._token: Token | None = None
+        self._file: Path | None = None
+        self._issuer = ""
+
+    def keep_on_disk(self, path: Path, issuer: str) -> None:
+        """Keep every token accepted from now on in ``path`` (JSON: the token, ``expires_at``
+        in Unix seconds and ``issuer``, the control plane's base URL; mode 0600, replaced
+        atomically), and hold the one already there if it is ``issuer``'s and has not expired:
+        due for a refresh at once, it serves as ``last()`` while the centre is out of reach.
+        A file that cannot be read or written is ignored: the token is then held in memory
+        only, as in remote mode."""
+        self._file, self._issuer = path, issuer
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(stored, dict):
+            return
+        value, expires_at = stored.get("access_token"), stored.get("expires_at")
+        if (
+            self._token is None
+            and isinstance(value, str)
+            and value
+            and stored.get("issuer") == issuer
+            and isinstance(expires_at, int | float)
+            and expires_at > time.time()
+        ):
+            self._token = Token(value, float("-inf"))
+
+    def _write(self, value: str, lifetime: float) -> None:
+        if self._file is None:
+            return
+        body = {"access_token": value, "expires_at": time.time() + lifetime, "issuer": self._issuer}
+        temporary = self._file.with_name(f".{self._file.name}.{uuid.uuid4().hex}")
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(body, out)
+            os.replace(temporary, self._file)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+
+    def _forget(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.unlink(missing_ok=True)
 
     def current(self, now: float | None = None) -> str | None:
         token = self._token
@@ -158,6 +207,7 @@ class TokenCache:
         margin = min(60.0, lifetime * 0.1)
         at = time.monotonic() if now is None else now
         self._token = Token(body["access_token"], at + max(0.0, lifetime - margin))
+        self._write(self._token.value, lifetime)
         return self._token.value
 
     def last(self) -> str | None:
@@ -178,3 +228,4 @@ class TokenCache:
         Many calls failing with the same stale token thus cause one refresh, not one each."""
         if value is None or (self._token is not None and self._token.value == value):
             self._token = None
+            self._forget()

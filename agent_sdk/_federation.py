@@ -492,6 +492,9 @@ def start_federation(client: BaseClient, local: LocalOptions | None) -> Federati
         http_client=options.http_client,
     )
     transport._owns_http = True  # LocalOptions.http_client is the point's: closed with it
+    # The agent's token outlives a restart here, so a process started while the centre is out
+    # of reach decides with it (the bundle's keys and its exp still judge it).
+    client._tokens.keep_on_disk(cache_dir / f"agent-token-{client.client_id}.json", client.base_url)
     try:
         return Federation(options, transport, cache_dir)
     except BaseException:

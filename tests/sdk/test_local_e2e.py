@@ -133,7 +133,7 @@ def local(url: str, agent: Registered, at: Point, tmp: Path, **extra: Any) -> Cl
         "domain": at.domain,
         "client_id": at.client_id,
         "client_secret": at.client_secret,
-        "bundle_keys": bundle_keys(url),
+        "bundle_keys": extra.pop("bundle_keys", None) or bundle_keys(url),
         "cache_dir": tmp / f"cache-{agent.client_id}-{at.client_id}",
         "poll_interval": 0.5,
         "long_poll": 10,
@@ -431,14 +431,33 @@ def test_offline_the_sdk_decides_until_max_staleness_then_every_log_arrives_once
     with serving(env, data_dir / "first.log", port=port) as url:
         srv = Server(url, env["AGENTCTL_DATABASE_URL"], env, data_dir / "first.log", port)
         agent = register(srv, "payments", f"offline-{uuid.uuid4().hex[:6]}", 1)
+        restarted = register(srv, "payments", f"restarted-{uuid.uuid4().hex[:6]}", 1)
         at = point(srv, "payments")
+        keys = bundle_keys(url)
         client = local(url, agent, at, tmp_path, max_staleness_seconds=4, poll_interval=0.2)
         online = [client.decide(INVOICE_READ, READ).decision_id for _ in range(3)]
         assert client.flush(30)
+        # Another agent's process, which stops with the centre and starts again without it.
+        before = local(url, restarted, at, tmp_path, bundle_keys=keys, max_staleness_seconds=30)
+        online.append(before.decide(INVOICE_READ, READ).decision_id)
+        assert before.flush(30)
+        before.close(timeout=0)
+        cache = tmp_path / f"cache-{restarted.client_id}-{at.client_id}"
+        kept = cache / f"agent-token-{restarted.client_id}.json"
+        assert kept.stat().st_mode & 0o777 == 0o600
+        assert restarted.client_secret not in kept.read_text()
         # The SDK's last contact is no earlier than a poll interval before the server begins
         # to stop; the bound runs from there (a loaded machine takes seconds to stop it).
         stopped = time.monotonic() - 0.2
+    # Started while the centre is out of reach: its bundle and its token come from the cache
+    # directory, and it decides at once (before: deny agent_missing, each decision waiting for
+    # a token request to fail).
+    after = local(url, restarted, at, tmp_path, bundle_keys=keys, max_staleness_seconds=30)
     try:
+        asked = time.monotonic()
+        decided = after.decide(INVOICE_READ, READ)
+        assert (decided.effect, decided.engine) == ("allow", "sdk"), decided.reasons
+        assert time.monotonic() - asked < 2
         # The centre is stopped: the SDK keeps deciding on its last bundle, then fails closed.
         offline = []
         while True:
@@ -454,12 +473,14 @@ def test_offline_the_sdk_decides_until_max_staleness_then_every_log_arrives_once
         assert client.pending_decision_logs() >= len(offline)
         with serving(env, data_dir / "second.log", port=port):
             assert client.flush(60)
+            assert after.flush(60)
             assert _eventually(lambda: client.decide(INVOICE_READ, READ).allow)
             assert client.flush(60)
             recorded = _decisions(srv, agent.agent_id)
             ids = [d["id"] for d in recorded]
             assert len(ids) == len(set(ids))  # exactly once
-            expected = {str(i) for i in [*online, *offline]}
+            ids += [d["id"] for d in _decisions(srv, restarted.agent_id)]
+            expected = {str(i) for i in [*online, *offline, decided.decision_id]}
             assert expected <= set(ids)
             with _admin(srv) as c:
                 for decision_id in sorted(expected):
@@ -472,4 +493,5 @@ def test_offline_the_sdk_decides_until_max_staleness_then_every_log_arrives_once
                 )
             assert verdicts[-1]["ok"], verdicts[-1]
     finally:
+        after.close(timeout=0)
         client.close(timeout=0)
