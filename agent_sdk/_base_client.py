@@ -165,6 +165,12 @@ class BaseClient:
             from agent_sdk._federation import start_federation
 
             self._federation = start_federation(self, local)
+            # The agent's token outlives a restart in the point's cache directory, so a process
+            # started while the centre is out of reach decides with it (the bundle's keys and
+            # the token's exp still judge it).
+            self._tokens.keep_on_disk(
+                self._federation.cache_dir / f"agent-token-{self.client_id}.json", self.base_url
+            )
 
     def _local_token(self, token: str | None) -> str:
         """The agent token to decide with locally: the fresh one, else (the centre is out of

@@ -93,6 +93,7 @@ class Federation:
         if not 0 < options.eval_timeout <= 3600:
             raise AgentControlPlaneError("0 < eval_timeout <= 3600 (seconds)")
         self.options = options
+        self.cache_dir = cache_dir
         self.keys = {k.key_id: k for k in options.bundle_keys}
         self._http = transport
         self.store = BundleStore(cache_dir / "bundle")
@@ -492,9 +493,6 @@ def start_federation(client: BaseClient, local: LocalOptions | None) -> Federati
         http_client=options.http_client,
     )
     transport._owns_http = True  # LocalOptions.http_client is the point's: closed with it
-    # The agent's token outlives a restart here, so a process started while the centre is out
-    # of reach decides with it (the bundle's keys and its exp still judge it).
-    client._tokens.keep_on_disk(cache_dir / f"agent-token-{client.client_id}.json", client.base_url)
     try:
         return Federation(options, transport, cache_dir)
     except BaseException:

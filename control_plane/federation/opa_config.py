@@ -12,9 +12,8 @@ fit in one chunk compressed, and its default of 32 KiB would drop a decision wit
 ``context``, so the configuration raises it to ``LOG_UPLOAD_LIMIT_BYTES`` (at most the server's
 ``max_body_bytes``): far above a decision's compressed size, and a full chunk of ordinary events
 (about 70 bytes each compressed) stays under the ``/v1/logs`` bound of events per upload. The
-client secret is never stored by the control
-plane, so it is read from the environment (OPA substitutes ``${VAR}`` in its configuration), as
-is a private_key_jwt point's private key (PEM).
+client secret is never stored by the control plane, so it is read from the environment (OPA
+substitutes ``${VAR}`` in its configuration), as is a private_key_jwt point's private key (PEM).
 """
 
 from __future__ import annotations
