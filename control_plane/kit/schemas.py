@@ -48,7 +48,8 @@ def _rfc3339(value: object) -> object:
 def in_utc_range(value: datetime) -> datetime:
     """``value`` if it has a UTC equivalent: 9999-12-31T23:59:59-23:59 is a valid RFC 3339
     date-time past the last instant Python (and the databases) can hold once converted."""
-    if value.tzinfo is not None:
+    # An offset is under a day: only a time in year 1 or 9999 can leave the range.
+    if value.tzinfo is not None and not 1 < value.year < 9999:
         try:
             value.astimezone(UTC)
         except OverflowError:

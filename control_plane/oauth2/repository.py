@@ -7,11 +7,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import and_, bindparam, delete, exists
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlalchemy.orm import aliased
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from control_plane.kit.inserts import table_of
+from control_plane.kit.prepared import Prepared
 from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
@@ -61,32 +65,58 @@ async def prune_revoked_tokens(session: AsyncSession, now: datetime) -> int:
     return int(result.rowcount or 0)
 
 
+def _auth_state_statement() -> Any:
+    """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
+    bound = aliased(AgentVersion)
+    return (
+        sa_select(
+            *_AGENT.columns,
+            col(Credential.revoked_at),
+            col(Credential.expires_at),
+            col(bound.state),
+            exists().where(col(RevokedToken.jti) == bindparam("jti")),
+            sa_select(col(Domain.suspended_at).is_not(None))
+            .where(col(Domain.name) == col(Agent.domain))
+            .scalar_subquery(),
+        )
+        .select_from(Agent)
+        .join(
+            Credential,
+            and_(
+                col(Credential.id) == bindparam("client_id"),
+                col(Credential.agent_id) == col(Agent.id),
+            ),
+        )
+        .outerjoin(bound, col(bound.id) == col(Credential.version_id))
+        .where(col(Agent.id) == bindparam("agent_id"))
+    )
+
+
+_AGENT = table_of(Agent)
+_AGENT_NAMES = tuple(c.name for c in _AGENT.columns)
+_AGENT_END = len(_AGENT_NAMES)
+_AUTH_STATE = Prepared(_auth_state_statement())
+
+
 async def auth_state(
     session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
 ) -> AuthState | None:
-    domain_suspended = (
-        select(col(Domain.suspended_at).is_not(None))
-        .where(col(Domain.name) == col(Agent.domain))
-        .scalar_subquery()
+    """What authentication re-checks under a valid token (``AuthState``), or None when the
+    credential ``client_id`` is not the agent's (or either is gone). One statement, compiled
+    once (``kit.prepared``): every agent-authenticated request runs it (the ORM's select of
+    four entities cost about a millisecond more per request)."""
+    rows = await _AUTH_STATE.rows(
+        session, {"agent_id": agent_id, "client_id": client_id, "jti": jti}
     )
-    # Five columns: more than sqlmodel's select() is typed for, hence Any.
-    stmt: Any = (
-        select(Agent, Credential, AgentVersion, RevokedToken)
-        .add_columns(domain_suspended)
-        .join(Credential, col(Credential.agent_id) == col(Agent.id))
-        .outerjoin(AgentVersion, col(AgentVersion.id) == col(Credential.version_id))
-        .outerjoin(RevokedToken, col(RevokedToken.jti) == jti)
-        .where(col(Credential.id) == client_id, col(Agent.id) == agent_id)
-    )
-    row = (await session.exec(stmt)).first()
-    if row is None:
+    if not rows:
         return None
-    agent, credential, version, revoked, suspended = row
+    row = rows[0]
+    revoked_at, expires_at, bound_state, token_revoked, suspended = row[_AGENT_END:]
     return AuthState(
-        agent=agent,
-        credential_revoked=credential.revoked_at is not None,
-        credential_expires_at=aware(credential.expires_at) if credential.expires_at else None,
-        bound_version_state=version.state if version is not None else None,
-        token_revoked=revoked is not None,
+        agent=Agent(**dict(zip(_AGENT_NAMES, row[:_AGENT_END], strict=True))),
+        credential_revoked=revoked_at is not None,
+        credential_expires_at=aware(expires_at) if expires_at is not None else None,
+        bound_version_state=bound_state,
+        token_revoked=bool(token_revoked),
         domain_suspended=bool(suspended),
     )
