@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert
+from sqlalchemy import and_, bindparam, delete, func, insert
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit.inserts import Row, insert_rows
+from control_plane.kit.prepared import Prepared
 from control_plane.models import (
+    Agent,
+    AgentVersion,
     AuditCheckpoint,
     AuditKey,
     AuditLeaf,
@@ -103,6 +107,47 @@ async def add_pending(session: AsyncSession, items: Sequence[tuple[uuid.UUID, st
         await session.exec(
             insert(AuditPending), params=[{"record_id": rid, "domain": d} for rid, d in items]
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveVersion:
+    """The facts of an agent's active version that its records carry (``agent`` in a record)."""
+
+    version: str
+    model_name: str
+    model_version: str
+
+
+_INGEST_STATE = Prepared(
+    core_select(
+        col(AgentVersion.version),
+        col(AgentVersion.model_name),
+        col(AgentVersion.model_version),
+        core_select(col(AuditRedactionList.fields))
+        .where(col(AuditRedactionList.domain) == col(Agent.domain))
+        .scalar_subquery(),
+    )
+    .select_from(Agent)
+    .outerjoin(
+        AgentVersion,
+        and_(col(AgentVersion.agent_id) == col(Agent.id), col(AgentVersion.state) == "active"),
+    )
+    .where(col(Agent.id) == bindparam("agent_id"))
+)
+
+
+async def ingest_state(
+    session: AsyncSession, agent_id: uuid.UUID
+) -> tuple[ActiveVersion | None, list[str]]:
+    """The agent's active version (None without one) and its domain's redaction list (field
+    patterns, [] when none): what a batch of its records needs, in one statement compiled once
+    (``kit.prepared``)."""
+    rows = await _INGEST_STATE.rows(session, {"agent_id": agent_id})
+    if not rows:
+        return None, []
+    version, model_name, model_version, fields = rows[0]
+    active = None if version is None else ActiveVersion(version, model_name, model_version)
+    return active, list(fields or ())
 
 
 async def content_macs(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
