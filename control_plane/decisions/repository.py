@@ -27,11 +27,10 @@ from control_plane.models import (
     Credential,
     Decision,
     DecisionReplay,
-    Domain,
     PolicyBundle,
     RevokedToken,
 )
-from control_plane.oauth2.auth_state import AuthState
+from control_plane.oauth2.auth_state import AuthState, credential_of_agent, domain_suspended
 from control_plane.policy.canary import Routing
 
 
@@ -153,9 +152,7 @@ def _decision_state_statement() -> Any:
             # Authentication's (oauth2.auth_state.AuthState): the credential is the agent's,
             # and the domain's kill switch.
             col(Credential.id),
-            sa_select(col(Domain.suspended_at).is_not(None))
-            .where(col(Domain.name) == col(Agent.domain))
-            .scalar_subquery(),
+            domain_suspended(),
             # The budgets that apply, a row per window counter (at most two budgets of three).
             col(Budget.scope),
             col(Budget.key),
@@ -171,13 +168,7 @@ def _decision_state_statement() -> Any:
         .outerjoin(
             active, and_(col(active.agent_id) == col(Agent.id), col(active.state) == "active")
         )
-        .outerjoin(
-            Credential,
-            and_(
-                col(Credential.id) == bindparam("client_id"),
-                col(Credential.agent_id) == col(Agent.id),
-            ),
-        )
+        .outerjoin(Credential, credential_of_agent())
         .outerjoin(bound, col(bound.id) == col(Credential.version_id))
         .outerjoin(PolicyBundle, col(PolicyBundle.name) == bindparam("bundle"))
         .outerjoin(

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists
+from sqlalchemy import bindparam, delete, exists
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -21,11 +21,10 @@ from control_plane.models import (
     Agent,
     AgentVersion,
     Credential,
-    Domain,
     RevokedToken,
     UsedAssertion,
 )
-from control_plane.oauth2.auth_state import AuthState
+from control_plane.oauth2.auth_state import AuthState, credential_of_agent, domain_suspended
 
 # --- one-time assertions and revocation -------------------------------------------------------
 
@@ -75,18 +74,10 @@ def _auth_state_statement() -> Any:
             col(Credential.expires_at),
             col(bound.state),
             exists().where(col(RevokedToken.jti) == bindparam("jti")),
-            sa_select(col(Domain.suspended_at).is_not(None))
-            .where(col(Domain.name) == col(Agent.domain))
-            .scalar_subquery(),
+            domain_suspended(),
         )
         .select_from(Agent)
-        .join(
-            Credential,
-            and_(
-                col(Credential.id) == bindparam("client_id"),
-                col(Credential.agent_id) == col(Agent.id),
-            ),
-        )
+        .join(Credential, credential_of_agent())
         .outerjoin(bound, col(bound.id) == col(Credential.version_id))
         .where(col(Agent.id) == bindparam("agent_id"))
     )
