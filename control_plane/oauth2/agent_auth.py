@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
@@ -39,6 +39,7 @@ _bearer = HTTPBearer(
     description="Agent access token (a JWT from /oauth/token).",
 )
 _STATE_CACHE_MAX = 50_000
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,11 @@ class AgentAuthenticator:
         self, session: AsyncSession, client_id: uuid.UUID, agent_id: uuid.UUID, jti: str
     ) -> AuthState | None:
         key = (client_id, jti)
-        if self._state is not None and key in self._state:
-            return self._state[key]
+        if self._state is not None:
+            # One lookup: between ``key in`` and ``[key]`` the entry can expire (KeyError, a 500).
+            found = self._state.get(key, _MISSING)
+            if found is not _MISSING:
+                return cast(AuthState | None, found)
         state = await repository.auth_state(session, client_id, agent_id, jti)
         if self._state is not None:
             self._state[key] = state

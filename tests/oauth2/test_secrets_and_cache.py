@@ -6,11 +6,14 @@ import base64
 import hashlib
 import hmac
 import threading
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from cachetools import TTLCache
 
+from control_plane.config import Settings
 from control_plane.crypto.secrets import (
     CLIENT_SECRET_PREFIX,
     generate_client_secret,
@@ -18,7 +21,10 @@ from control_plane.crypto.secrets import (
     verify_secret,
 )
 from control_plane.crypto.signing import KeyRecord, SigningKey, SigningKeyRing
+from control_plane.models import Agent
 from control_plane.oauth2 import cache as tokens
+from control_plane.oauth2.agent_auth import AgentAuthenticator
+from control_plane.oauth2.auth_state import AuthState
 from control_plane.oauth2.cache import (
     VerifiedTokenCache,
     token_fingerprint,
@@ -225,3 +231,22 @@ def test_cache_is_thread_safe(ring: SigningKeyRing) -> None:
         thread.join()
     assert errors == []
     assert len(cache) <= 50
+
+
+# --- the agent's authentication state, reused for auth_state_ttl_seconds ----------------------
+
+
+async def test_a_state_expiring_while_it_is_looked_up_is_a_miss_not_a_500() -> None:
+    """Found and read in one lookup: a reused state that expired between a membership test and
+    the read raised KeyError, a 500 (seen once in tests/oauth2/test_replicas.py's server).
+    The cache's clock moves 0.6 s at each lookup, so a state stored at 0 s with a 1 s TTL is
+    fresh at the first lookup and gone at any second."""
+    ticks = iter(i * 0.6 for i in range(100))
+    auth = AgentAuthenticator(cast(Any, None), Settings(auth_state_ttl_seconds=1))
+    auth._state = TTLCache(maxsize=10, ttl=1, timer=lambda: next(ticks))
+    agent = Agent(name="bot", domain="payments", owner="me")
+    client_id = uuid.uuid4()
+    kept = AuthState(agent, False, None, None, False)
+    auth._state[(client_id, "jti-1")] = kept
+    # No session: a hit never reads the database.
+    assert await auth._auth_state(cast(Any, None), client_id, agent.id, "jti-1") is kept
