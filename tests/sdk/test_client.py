@@ -427,8 +427,11 @@ async def test_a_batch_over_the_body_limit_is_split_and_arrives(
     (refused,) = sdk.client.rejected()
     assert refused[0] == str(ids[150])
     assert refused[1].startswith("HTTP 413"), refused
-    # Halving finds the one record in about 2 log2(301) requests, not one request per record.
-    assert 3 <= len(log.to("/v1/audit/records")) <= 24
+    # Halving finds the one record in about 2 log2(301) requests (17), not one request per
+    # record (301). A 413 sometimes arrives as a reset connection instead (the server answers
+    # before reading the rest of the body and closes), which the SDK retries as transient: 31
+    # requests once in CI. Hence the margin.
+    assert 3 <= len(log.to("/v1/audit/records")) <= 64
     with httpx.Client(base_url=server.url, headers=server.admin, timeout=30) as c:
         for record_id in ids[:150] + ids[151:]:
             r = c.get(f"/v1/audit/records/{record_id}")
