@@ -17,7 +17,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from control_plane.budgets.rows import BudgetRow
 from control_plane.kit.inserts import Row, table_of
 from control_plane.kit.prepared import Prepared
-from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
     AgentVersion,
@@ -30,7 +29,13 @@ from control_plane.models import (
     PolicyBundle,
     RevokedToken,
 )
-from control_plane.oauth2.auth_state import AuthState, credential_of_agent, domain_suspended
+from control_plane.oauth2.auth_state import (
+    AGENT_COLUMNS,
+    AuthState,
+    agent_from,
+    credential_of_agent,
+    domain_suspended,
+)
 from control_plane.policy.canary import Routing
 
 
@@ -118,17 +123,13 @@ class DecisionState:
     auth: AuthState | None = field(default=None, compare=False)
 
 
-_AGENT = table_of(Agent)
-_AGENT_NAMES = tuple(c.name for c in _AGENT.columns)
-
-
 def _decision_state_statement() -> Any:
     """Built once (bound parameters), so no call pays for building, aliasing or cache keys."""
     active = aliased(AgentVersion)
     bound = aliased(AgentVersion)
     return (
         sa_select(
-            *_AGENT.columns,
+            *AGENT_COLUMNS,
             col(Agent.revision),
             col(Agent.status),
             col(active.id),
@@ -191,7 +192,7 @@ def _decision_state_statement() -> Any:
 
 _DECISION_STATE = Prepared(_decision_state_statement())
 # Row layout: the agent's columns, then these columns, then the budget columns from _BUDGET on.
-_AGENT_END = len(_AGENT_NAMES)
+_AGENT_END = len(AGENT_COLUMNS)
 _BUDGET = _AGENT_END + 19
 
 
@@ -212,7 +213,7 @@ async def decision_state(
     rows = await _DECISION_STATE.rows(session, params)
     if not rows:
         return None
-    agent = Agent(**dict(zip(_AGENT_NAMES, rows[0][:_AGENT_END], strict=True)))
+    agent = agent_from(rows[0])
     row = rows[0][_AGENT_END:]
     version = ActiveVersion(*row[2:7]) if row[2] is not None else None
     routing = Routing(
@@ -224,14 +225,7 @@ async def decision_state(
     )
     budgets = tuple(BudgetRow(*r[_BUDGET:]) for r in rows if r[_BUDGET] is not None)
     auth = (
-        AuthState(
-            agent=agent,
-            credential_revoked=row[7] is not None,
-            credential_expires_at=aware(row[8]) if row[8] is not None else None,
-            bound_version_state=row[9],
-            token_revoked=bool(row[11]),
-            domain_suspended=bool(row[18]),
-        )
+        AuthState.from_columns(agent, row[7], row[8], row[9], row[11], row[18])
         if row[17] is not None
         else None
     )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import and_, bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
+from control_plane.kit.inserts import table_of
+from control_plane.kit.time import aware
 from control_plane.models import Agent, Credential, Domain
 
 
@@ -28,6 +30,38 @@ class AuthState:
     bound_version_state: str | None
     token_revoked: bool
     domain_suspended: bool = False
+
+    @classmethod
+    def from_columns(
+        cls,
+        agent: Agent,
+        revoked_at: datetime | None,
+        expires_at: datetime | None,
+        bound_state: str | None,
+        token_revoked: Any,
+        suspended: Any,
+    ) -> Self:
+        """From the columns a state read selects: the credential's ``revoked_at`` and
+        ``expires_at`` (naive UTC on SQLite), the bound version's state, whether the token's
+        jti is revoked (``exists``) and ``domain_suspended()``."""
+        return cls(
+            agent=agent,
+            credential_revoked=revoked_at is not None,
+            credential_expires_at=aware(expires_at) if expires_at is not None else None,
+            bound_version_state=bound_state,
+            token_revoked=bool(token_revoked),
+            domain_suspended=bool(suspended),
+        )
+
+
+AGENT_COLUMNS = tuple(table_of(Agent).columns)
+"""The agent's columns, first in both state reads' rows (``agent_from``)."""
+_AGENT_NAMES = tuple(c.name for c in AGENT_COLUMNS)
+
+
+def agent_from(row: Any) -> Agent:
+    """The agent of a row that starts with ``AGENT_COLUMNS``."""
+    return Agent(**dict(zip(_AGENT_NAMES, row[: len(_AGENT_NAMES)], strict=True)))
 
 
 def credential_of_agent() -> Any:

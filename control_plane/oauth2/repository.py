@@ -14,9 +14,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit.inserts import table_of
 from control_plane.kit.prepared import Prepared
-from control_plane.kit.time import aware
 from control_plane.models import (
     Agent,
     AgentVersion,
@@ -24,7 +22,13 @@ from control_plane.models import (
     RevokedToken,
     UsedAssertion,
 )
-from control_plane.oauth2.auth_state import AuthState, credential_of_agent, domain_suspended
+from control_plane.oauth2.auth_state import (
+    AGENT_COLUMNS,
+    AuthState,
+    agent_from,
+    credential_of_agent,
+    domain_suspended,
+)
 
 # --- one-time assertions and revocation -------------------------------------------------------
 
@@ -69,7 +73,7 @@ def _auth_state_statement() -> Any:
     bound = aliased(AgentVersion)
     return (
         sa_select(
-            *_AGENT.columns,
+            *AGENT_COLUMNS,
             col(Credential.revoked_at),
             col(Credential.expires_at),
             col(bound.state),
@@ -83,9 +87,6 @@ def _auth_state_statement() -> Any:
     )
 
 
-_AGENT = table_of(Agent)
-_AGENT_NAMES = tuple(c.name for c in _AGENT.columns)
-_AGENT_END = len(_AGENT_NAMES)
 _AUTH_STATE = Prepared(_auth_state_statement())
 
 
@@ -102,12 +103,4 @@ async def auth_state(
     if not rows:
         return None
     row = rows[0]
-    revoked_at, expires_at, bound_state, token_revoked, suspended = row[_AGENT_END:]
-    return AuthState(
-        agent=Agent(**dict(zip(_AGENT_NAMES, row[:_AGENT_END], strict=True))),
-        credential_revoked=revoked_at is not None,
-        credential_expires_at=aware(expires_at) if expires_at is not None else None,
-        bound_version_state=bound_state,
-        token_revoked=bool(token_revoked),
-        domain_suspended=bool(suspended),
-    )
+    return AuthState.from_columns(agent_from(row), *row[len(AGENT_COLUMNS) :])
