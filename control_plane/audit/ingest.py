@@ -8,6 +8,7 @@ sequencer (``worker``) gives them their place in the log after commit.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
@@ -32,7 +33,6 @@ from control_plane.audit.schemas import (
     AuditBatch,
     AuditBatchResult,
     AuditRecordIn,
-    RecordOutcome,
 )
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.redaction import RedactionPattern, obligation_patterns
@@ -79,6 +79,9 @@ async def ingest(
     patterns_of: dict[uuid.UUID, list[RedactionPattern]] = {}
     prefix = [str(agent.id), agent.domain]
     key = ctx.redaction_key
+    # HMAC keyed once per batch: a copy of the keyed state per record skips the key's two
+    # compression blocks (a quarter of ``hmac.digest``'s time for these short messages).
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
     dumped = json_values(records)
     timestamps: dict[str, str] = {}  # by the submitted text (a str hashes faster)
 
@@ -89,7 +92,9 @@ async def ingest(
         plain = shapes[i] == PLAIN
         values = dumped[i]
         content, fingerprint = _content(values, prefix, plain=plain)
-        mac = hmac.digest(key, fingerprint, "sha256").hex()
+        mac_state = keyed.copy()
+        mac_state.update(fingerprint)
+        mac = mac_state.hexdigest()
         if rec.id in macs:  # the same id twice in one batch
             outcome[i] = "duplicate" if macs[rec.id] == mac else "conflict"
             continue
@@ -148,7 +153,7 @@ async def ingest(
     existing = await repository.content_macs(
         session, [r["id"] for r in rows if r["id"] not in inserted]
     )
-    results = []
+    results: list[dict[str, Any]] = []
     for i, rec in enumerate(records):
         said = outcome.get(i)
         if said is None:
@@ -156,11 +161,12 @@ async def ingest(
                 said = "stored"
             else:
                 said = "duplicate" if existing.get(rec.id) == macs[rec.id] else "conflict"
-        # Both values are known good (a validated id, one of the three): not validated again.
-        results.append(RecordOutcome.model_construct(id=rec.id, status=said))
+        results.append({"id": rec.id, "status": said})
     n_stored = len(inserted)
     after_commit(session, lambda: metrics.observe_audit_ingested(n_stored, "ingest"))
-    return AuditBatchResult(records=results)
+    # Validated from plain dicts in one call: a third of the time of one ``model_construct``
+    # per record, which runs in Python.
+    return AuditBatchResult.model_validate({"records": results})
 
 
 _FREE_FORM = {"__all__": {"resource", "inputs", "outputs"}}
