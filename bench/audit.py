@@ -5,7 +5,10 @@
    same shape (the ratio is what validation, redaction, RFC 8785, HMAC, the queue and the
    sequencer cost). The same CONCURRENCY clients send to one server process, then to two (one
    per core, as replicas share a database): one Python process uses one core at most, while the
-   COPY clients' work runs in as many PostgreSQL backends as there are connections. The servers
+   COPY clients' work runs in as many PostgreSQL backends as there are connections. The three
+   are measured in turn, ROUNDS times over, and each figure is the median of its rounds, each
+   ratio the median of the rounds' own ratios: this machine's speed drifts by tens of percent
+   within a minute, and a ratio of two figures taken a minute apart measured the drift. The servers
    run in sessions of their own, as a deployed service (and PostgreSQL) does: Linux's autogroup
    scheduler shares the cores between sessions, and a server in the benchmark's session would
    share its clients' slot. On a machine that others load the figures move with the load
@@ -42,6 +45,7 @@ from control_plane.audit.merkle import MerkleTree, verify_inclusion
 from control_plane.audit.offline import verify_export
 
 SECONDS = 3.0
+ROUNDS = 3
 CONCURRENCY = 4
 BATCHES = (1, 100, 1000)
 PACED_RATE = 200.0
@@ -274,10 +278,13 @@ async def _on_postgres(base: str) -> None:
                 load = os.getloadavg()
                 results = []
                 for batch in BATCHES:
-                    one = await _http_ingest([srv], headers, batch)
-                    two = await _http_ingest([srv, other], headers, batch)
-                    copy = await _copy_ingest(dsn, batch)
-                    results.append((batch, one, two, copy))
+                    rounds = []
+                    for _ in range(ROUNDS):
+                        one = await _http_ingest([srv], headers, batch)
+                        two = await _http_ingest([srv, other], headers, batch)
+                        copy = await _copy_ingest(dsn, batch)
+                        rounds.append((one, two, copy))
+                    results.append((batch, rounds))
                 await _wait_sequenced(dsn)
                 paced = await _paced(srv, headers, PACED_RATE)
                 await _wait_sequenced(dsn)
@@ -294,11 +301,18 @@ async def _on_postgres(base: str) -> None:
                     key = (await c.get("/v1/audit/keys")).json()["keys"][0]["verifier_key"]
                     export = (await c.get("/v1/audit/export", params={"domain": "payments"})).text
         print(f"  load average during ingest: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
-        for batch, one, two, copy in results:
+        print(
+            f"  ingest: medians of {ROUNDS} rounds; each ratio's range over the rounds in brackets"
+        )
+        for batch, rounds in results:
+            one, two, copy = (statistics.median(r[k] for r in rounds) for k in range(3))
+            ones = sorted(r[0] / r[2] for r in rounds)
+            twos = sorted(r[1] / r[2] for r in rounds)
             print(
                 f"  ingest, batch {batch:>5}: raw COPY {copy:>7.0f} rec/s; HTTP, 1 server process "
-                f"{one:>6.0f} rec/s (ratio {one / copy:.3f}), 2 processes {two:>6.0f} rec/s "
-                f"(ratio {two / copy:.3f})"
+                f"{one:>6.0f} rec/s (ratio {statistics.median(ones):.3f} "
+                f"[{ones[0]:.3f}-{ones[-1]:.3f}]), 2 processes {two:>6.0f} rec/s "
+                f"(ratio {statistics.median(twos):.3f} [{twos[0]:.3f}-{twos[-1]:.3f}])"
             )
         print(
             f"  sequencing lag at ~{PACED_RATE:.0f} rec/s ({lagged:,} records): "
