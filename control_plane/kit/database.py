@@ -9,6 +9,9 @@ None on PostgreSQL. Background tasks that write take the same turn; one whose wr
 wait on but that is loaded outside them (the token signing key ring). Were it loaded through
 the request pool, requests holding every pooled connection while they wait for it would wait
 for a connection that none of them gives back, until the pool timeout.
+
+On SQLite a ``WalCheckpointer`` (``kit.sqlite_wal``) checkpoints the write-ahead log in a
+thread of its own, so that no request's commit does it while holding the writer turn.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, cast
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
@@ -31,6 +36,7 @@ from control_plane.kit.db import (
     create_engine,
     create_sessionmaker,
 )
+from control_plane.kit.sqlite_wal import BACKSTOP_PAGES, WalCheckpointer
 
 #: How often a deferred background write looks whether the writer turn is free.
 _DEFER_POLL_SECONDS = 0.002
@@ -44,17 +50,36 @@ class Database:
     writer_turn: asyncio.Lock | None
     side_engine: AsyncEngine
     side_sessionmaker: SessionMaker
+    wal_checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
+        """The handles for ``settings``' database; in a running event loop (on SQLite it
+        starts the WAL checkpointer)."""
         timeouts = DatabaseTimeouts(
             pool=settings.database_pool_timeout_seconds,
             statement=settings.database_statement_timeout_seconds,
             connect=settings.database_connect_timeout_seconds,
         )
         url = settings.resolved_database_url
-        engine = create_engine(url, pool_size=settings.database_pool_size, timeouts=timeouts)
-        side = create_engine(url, timeouts=timeouts, single=True)
+        path = make_url(url).database if settings.is_sqlite else None
+        checkpointer = None
+        if path and path != ":memory:":
+            checkpointer = WalCheckpointer(Path(path))
+        engine = create_engine(
+            url,
+            pool_size=settings.database_pool_size,
+            timeouts=timeouts,
+            wal_autocheckpoint=BACKSTOP_PAGES if checkpointer is not None else None,
+        )
+        side = create_engine(
+            url,
+            timeouts=timeouts,
+            single=True,
+            wal_autocheckpoint=BACKSTOP_PAGES if checkpointer is not None else None,
+        )
+        if checkpointer is not None:
+            checkpointer.start()
         return cls(
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
@@ -62,6 +87,7 @@ class Database:
             writer_turn=asyncio.Lock() if settings.is_sqlite else None,
             side_engine=side,
             side_sessionmaker=create_sessionmaker(side, read_only=True),
+            wal_checkpointer=checkpointer,
         )
 
     @contextlib.asynccontextmanager
@@ -82,6 +108,8 @@ class Database:
             yield session
 
     async def aclose(self) -> None:
+        if self.wal_checkpointer is not None:
+            await self.wal_checkpointer.aclose()
         await self.engine.dispose()
         await self.side_engine.dispose()
 

@@ -49,9 +49,13 @@ def create_engine(
     pool_size: int = 10,
     timeouts: DatabaseTimeouts | None = None,
     single: bool = False,
+    wal_autocheckpoint: int | None = None,
 ) -> AsyncEngine:
     """An engine for ``url``. ``single``: a pool of exactly one connection (no overflow), for a
-    background task that must never queue behind requests for a connection."""
+    background task that must never queue behind requests for a connection.
+    ``wal_autocheckpoint`` (SQLite, pages): when a commit checkpoints the log itself; None
+    keeps SQLite's default (1,000), for engines whose log nothing else checkpoints
+    (``kit.sqlite_wal``)."""
     t = timeouts or DatabaseTimeouts()
     sizing: dict[str, Any] = {"pool_size": 1, "max_overflow": 0} if single else {}
     if url.startswith("sqlite"):
@@ -64,7 +68,11 @@ def create_engine(
             hide_parameters=True,
             **sizing,
         )
-        _configure_sqlite(engine, busy_timeout_ms=round(t.statement * 1000))
+        _configure_sqlite(
+            engine,
+            busy_timeout_ms=round(t.statement * 1000),
+            wal_autocheckpoint=wal_autocheckpoint,
+        )
         return engine
     return create_async_engine(
         url,
@@ -82,7 +90,9 @@ def create_engine(
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, *, busy_timeout_ms: int, wal_autocheckpoint: int | None
+) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -94,6 +104,8 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if wal_autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint:d}")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
