@@ -309,6 +309,7 @@ class AsyncClient(BaseClient):
                 await self._deliver(rows)
                 failures = 0
             except Exception as exc:  # keep the records; try again later
+                await asyncio.to_thread(outbox.checkpoint)
                 failures += 1
                 delay = self._flush_delay(failures, exc)
                 level = 30 if failures == 1 else 10
@@ -320,6 +321,9 @@ class AsyncClient(BaseClient):
                     delay,
                 )
                 await asyncio.sleep(delay)
+            else:
+                # The log this round wrote, off the event loop (a checkpoint may fsync).
+                await asyncio.to_thread(outbox.checkpoint)
 
     async def _deliver(self, rows: list[Row]) -> None:
         outbox = self._open_outbox()

@@ -8,6 +8,12 @@ it again, and the server, which keys records by their client-chosen id, answers 
 delivered exactly once. ``synchronous=NORMAL`` in WAL mode survives the death of the process
 (SIGKILL) without an fsync per record; a power cut may lose the last few commits.
 
+The flusher, not ``audit()``, checkpoints the log (``checkpoint``: SQLite's PASSIVE checkpoint
+on a connection of its own, after each round): by default the commit that takes the log past
+1,000 pages does it, fsync included, and that commit may be an ``audit()`` call or a local
+``decide()`` writing its decision log (a put's p99.9 5.3 ms, 0.85 ms with the flusher doing
+it). A commit still checkpoints past ``_BACKSTOP_PAGES``, should the flusher fall behind.
+
 Records the server refuses for good (``conflict``, or a 4xx for that record alone) move to a
 ``rejected`` table with the reason, where they stay for inspection; nothing is silently dropped.
 
@@ -18,6 +24,7 @@ with the token of the client that flushes them.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,6 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_sdk._exceptions import AgentControlPlaneError, OutboxFull
+
+log = logging.getLogger("agent_sdk")
+
+#: ``wal_autocheckpoint`` of the outbox's connection (pages; about 40 MB with 4 KiB pages).
+_BACKSTOP_PAGES = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,8 +79,11 @@ class Outbox:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES:d}")
         self._db.executescript(_SCHEMA)
         self._cond = threading.Condition()
+        self._ckpt: sqlite3.Connection | None = None
+        self._ckpt_lock = threading.Lock()
         owner = self._db.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
         if owner is None:
             self._db.execute("INSERT INTO meta VALUES ('client_id', ?)", (client_id,))
@@ -214,12 +229,33 @@ class Outbox:
             rows = self._db.execute("SELECT id, reason FROM rejected ORDER BY rejected").fetchall()
         return [(r[0], r[1]) for r in rows]
 
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds back into the file (SQLite's PASSIVE checkpoint:
+        it waits for no reader or writer, and none waits for it), on a connection of its own,
+        so that ``put`` never waits for it. For the flusher, after each round; blocking (it
+        may fsync). A failure is left to the next round (and to the backstop)."""
+        with self._ckpt_lock:
+            if self._closed:
+                return
+            try:
+                if self._ckpt is None:
+                    self._ckpt = sqlite3.connect(
+                        str(self.path), check_same_thread=False, isolation_level=None
+                    )
+                self._ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.debug("outbox checkpoint failed: %s", exc)
+
     def close(self) -> None:
         with self._cond:
             if not self._closed:
                 self._closed = True
                 self._db.close()
             self._cond.notify_all()
+        with self._ckpt_lock:
+            if self._ckpt is not None:
+                self._ckpt.close()
+                self._ckpt = None
 
     def _check_open(self) -> None:
         if self._closed:

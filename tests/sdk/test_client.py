@@ -404,6 +404,33 @@ async def test_governed_outcome_arrives_on_the_server_linked_and_redacted(
 
 
 @pytest.mark.usefixtures("needs_audit_endpoint")
+async def test_the_flusher_checkpoints_the_outbox_log(
+    agent: Agent, make_sdk: Any, tmp_path: Any
+) -> None:
+    """The flusher copies the outbox's write-ahead log back into its file after delivering, so
+    that no audit() call does it (with its fsync). 800 records of 1 KiB are some 400 pages of
+    log with their deletions, under SQLite's automatic checkpoint (1,000): only the flusher
+    moves them into the file, which grows to hold them."""
+    path = tmp_path / "checkpointed-outbox.sqlite3"
+    sdk = make_sdk(agent, outbox_path=path, flush_interval=0.05)
+    records = [
+        {
+            "action": "payments.refund",
+            "resource": SMALL,
+            "status": "succeeded",
+            "inputs": {"note": f"{i:04d}" + "x" * 1024},
+        }
+        for i in range(800)
+    ]
+    await sdk.audit_many(records)
+    assert await sdk.flush(timeout=60), f"{sdk.pending()} still pending"
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < 600_000:
+        assert time.monotonic() < deadline, path.stat().st_size
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.usefixtures("needs_audit_endpoint")
 async def test_a_batch_over_the_body_limit_is_split_and_arrives(
     server: Server, agent: Agent, make_sdk: Any, client_kind: str
 ) -> None:
