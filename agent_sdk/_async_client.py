@@ -309,7 +309,6 @@ class AsyncClient(BaseClient):
                 await self._deliver(rows)
                 failures = 0
             except Exception as exc:  # keep the records; try again later
-                await asyncio.to_thread(outbox.checkpoint)
                 failures += 1
                 delay = self._flush_delay(failures, exc)
                 level = 30 if failures == 1 else 10
@@ -321,9 +320,8 @@ class AsyncClient(BaseClient):
                     delay,
                 )
                 await asyncio.sleep(delay)
-            else:
-                # The log this round wrote, off the event loop (a checkpoint may fsync).
-                await asyncio.to_thread(outbox.checkpoint)
+            # The log this round wrote, off the event loop (a checkpoint may fsync).
+            await asyncio.to_thread(outbox.checkpoint)
 
     async def _deliver(self, rows: list[Row]) -> None:
         outbox = self._open_outbox()

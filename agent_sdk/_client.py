@@ -346,7 +346,6 @@ class Client(BaseClient):
                 self._deliver(rows)
                 failures = 0
             except Exception as exc:  # keep the records; try again later
-                outbox.checkpoint()
                 failures += 1
                 delay = self._flush_delay(failures, exc)
                 level = 30 if failures == 1 else 10
@@ -358,8 +357,7 @@ class Client(BaseClient):
                     delay,
                 )
                 self._stop.wait(delay)
-            else:
-                outbox.checkpoint()  # the log this round wrote, off the audit() callers' path
+            outbox.checkpoint()  # the log this round wrote, off the audit() callers' path
 
     def _deliver(self, rows: list[Row]) -> None:
         outbox = self._open_outbox()

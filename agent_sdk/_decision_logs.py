@@ -91,7 +91,6 @@ class DecisionLogs:
                 failures = 0
                 self.error = None
             except Exception as exc:  # keep the events; try again later
-                self.outbox.checkpoint()
                 failures += 1
                 self.error = ("delivery_failed", type(exc).__name__)
                 delay = min(8.0, self._interval * 2.0 ** min(failures, 10))
@@ -103,8 +102,7 @@ class DecisionLogs:
                     delay,
                 )
                 self._stop.wait(delay)
-            else:
-                self.outbox.checkpoint()  # off the path of decide(), which writes the events
+            self.outbox.checkpoint()  # off the path of decide(), which writes the events
 
     def deliver(self, rows: list[Row]) -> None:
         """POST one batch to ``/v1/logs``; drop what the server answered for."""

@@ -66,18 +66,14 @@ class Database:
         checkpointer = None
         if path and path != ":memory:":
             checkpointer = WalCheckpointer(Path(path))
+        backstop = BACKSTOP_PAGES if checkpointer is not None else None
         engine = create_engine(
             url,
             pool_size=settings.database_pool_size,
             timeouts=timeouts,
-            wal_autocheckpoint=BACKSTOP_PAGES if checkpointer is not None else None,
+            wal_autocheckpoint=backstop,
         )
-        side = create_engine(
-            url,
-            timeouts=timeouts,
-            single=True,
-            wal_autocheckpoint=BACKSTOP_PAGES if checkpointer is not None else None,
-        )
+        side = create_engine(url, timeouts=timeouts, single=True, wal_autocheckpoint=backstop)
         if checkpointer is not None:
             checkpointer.start()
         return cls(
