@@ -8,11 +8,13 @@
    COPY clients' work runs in as many PostgreSQL backends as there are connections. The three
    are measured in turn, ROUNDS times over, and each figure is the median of its rounds, each
    ratio the median of the rounds' own ratios: this machine's speed drifts by tens of percent
-   within a minute, and a ratio of two figures taken a minute apart measured the drift. The servers
-   run in sessions of their own, as a deployed service (and PostgreSQL) does: Linux's autogroup
-   scheduler shares the cores between sessions, and a server in the benchmark's session would
-   share its clients' slot. On a machine that others load the figures move with the load
-   average, printed with them;
+   within a minute, and a ratio of two figures taken a minute apart measured the drift. The
+   share of CPU time the hypervisor stole during the ingest rounds is printed with them.
+   ``--concurrency`` and ``--batches`` change the clients per figure and the batch sizes. The
+   servers run in sessions of their own, as a deployed service (and PostgreSQL) does: Linux's
+   autogroup scheduler shares the cores between sessions, and a server in the benchmark's
+   session would share its clients' slot. On a machine that others load the figures move with
+   the load average, printed with them;
 2. sequencing lag: from a record's insert to its leaf (server timestamps), p50 and p99;
 3. offline verification: records/s of ``agentctl audit verify`` on an export;
 4. inclusion proof time on a 1M-leaf tree (``--size N`` to change; leaf hashes made in bulk).
@@ -40,14 +42,14 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from bench.servers import ADMIN, server
+from bench.servers import ADMIN, cpu_ticks, server, steal_since
 from control_plane.audit.merkle import MerkleTree, verify_inclusion
 from control_plane.audit.offline import verify_export
 
 SECONDS = 3.0
 ROUNDS = 3
 CONCURRENCY = 4
-BATCHES = (1, 100, 1000)
+BATCHES: tuple[int, ...] = (1, 100, 1000)
 PACED_RATE = 200.0
 
 
@@ -239,9 +241,14 @@ def _proof_timing(size: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global CONCURRENCY, BATCHES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="leaves for the proof figure")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="clients per figure")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes")
     args = parser.parse_args(argv)
+    CONCURRENCY = args.concurrency
+    BATCHES = tuple(int(b) for b in args.batches.split(","))
     base = os.environ.get("AGENTCTL_BENCH_DATABASE_URL") or os.environ.get(
         "AGENTCTL_TEST_DATABASE_URL"
     )
@@ -276,6 +283,7 @@ async def _on_postgres(base: str) -> None:
             ):
                 headers = await _agent(srv)
                 load = os.getloadavg()
+                ticks = cpu_ticks()
                 results = []
                 for batch in BATCHES:
                     rounds = []
@@ -285,6 +293,7 @@ async def _on_postgres(base: str) -> None:
                         copy = await _copy_ingest(dsn, batch)
                         rounds.append((one, two, copy))
                     results.append((batch, rounds))
+                stolen = steal_since(ticks)
                 await _wait_sequenced(dsn)
                 paced = await _paced(srv, headers, PACED_RATE)
                 await _wait_sequenced(dsn)
@@ -300,7 +309,10 @@ async def _on_postgres(base: str) -> None:
                         await asyncio.sleep(0.2)
                     key = (await c.get("/v1/audit/keys")).json()["keys"][0]["verifier_key"]
                     export = (await c.get("/v1/audit/export", params={"domain": "payments"})).text
-        print(f"  load average during ingest: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
+        print(
+            f"  load average before ingest: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min); "
+            f"{stolen} during it"
+        )
         print(
             f"  ingest: medians of {ROUNDS} rounds; each ratio's range over the rounds in brackets"
         )

@@ -15,8 +15,11 @@ server's latency (open loop), so queueing shows in the percentiles instead of sl
   server, on a fresh PostgreSQL database;
 
 at each fixed rate, and the highest rate each path sustains (every answer 200, at least 95% of
-the offered rate served, p99 under 50 ms), found by doubling then bisecting. Each row prints p50,
-p90, p99, max, the success ratio and the ratios of p50/p99 to bare OPA's at the same rate.
+the offered rate served, p99 under 50 ms), found by doubling then bisecting (a rate counts as
+sustained when one of two runs sustains it). Each row prints p50, p90, p99, max, the success
+ratio, the share of the machine's CPU time the hypervisor stole during the run (on a virtual
+machine a run with much steal is slower for reasons of its own) and the ratios of p50/p99 to
+bare OPA's at the same rate.
 
 Servers (control plane and OPA) are pinned to CPU 0 and vegeta to CPU 1 with `taskset` where
 there are two CPUs; everything else on the machine still competes, so compare within one run.
@@ -54,7 +57,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from bench.decisions import _agent_token, _inputs, _opa_bin
-from bench.servers import ADMIN, KEK
+from bench.servers import ADMIN, KEK, cpu_ticks
 from tests.fixtures.servers import free_port, server_env, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +93,7 @@ class Result:
     max: float
     success: float
     throughput: float
+    steal: float  # percent of the machine's CPU time stolen by the hypervisor during the run
 
     def sustained(self) -> bool:
         return (
@@ -135,6 +139,7 @@ class Attack:
 
     def run(self, rate: float, seconds: float) -> Result:
         prefix = ["taskset", "-c", LOADGEN_CPU] if _pinning() else []
+        ticks = cpu_ticks()
         attack = subprocess.Popen(
             [*prefix, self.vegeta, "attack", "-format=json", f"-targets={self.file}",
              f"-rate={rate:g}/s", f"-duration={seconds:g}s", "-timeout=5s", "-keepalive"],
@@ -147,6 +152,7 @@ class Attack:
             check=True,
         )
         attack.wait()
+        steal, total = cpu_ticks()
         doc = json.loads(report.stdout)
         lat = doc["latencies"]
         result = Result(
@@ -157,6 +163,7 @@ class Attack:
             max=lat["max"] / 1e6,
             success=doc["success"],
             throughput=doc["throughput"],
+            steal=100 * (steal - ticks[0]) / max(1, total - ticks[1]),
         )
         if not result.sustained():
             self.settle()
@@ -174,11 +181,19 @@ def _targets(
     ]  # fmt: skip
 
 
+def _sustains(attack: Attack, rate: float, seconds: float) -> bool:
+    """Whether ``rate`` is sustained (`Result.sustained`) in one of two runs. One run at a low
+    rate has few requests, so its p99 is about its maximum, and one stall of a virtual machine
+    (CPU steal, a neighbour's burst) fails it: a search that took that single run as final
+    found 4/s for a path that had just served 10/s with a p99 of 27 ms in the same sitting."""
+    return attack.run(rate, seconds).sustained() or attack.run(rate, seconds).sustained()
+
+
 def _highest(attack: Attack, seconds: float, start: float = 10.0) -> float:
-    """The highest rate sustained (see `Result.sustained`): doubling, then 4 bisection steps."""
+    """The highest rate sustained (see `_sustains`): doubling, then 4 bisection steps."""
     low, high, rate = 0.0, None, start
     while high is None and rate <= 6400:
-        if attack.run(rate, seconds).sustained():
+        if _sustains(attack, rate, seconds):
             low, rate = rate, rate * 2
         else:
             high = rate
@@ -188,7 +203,7 @@ def _highest(attack: Attack, seconds: float, start: float = 10.0) -> float:
         mid = float(round((low + high) / 2))  # vegeta takes whole requests per second
         if mid in (low, high):
             break
-        if attack.run(mid, seconds).sustained():
+        if _sustains(attack, mid, seconds):
             low = mid
         else:
             high = mid
@@ -305,7 +320,7 @@ def _fmt(name: str, r: Result, bare: Result | None) -> str:
     ratio = f"x{r.p50 / bare.p50:5.1f} x{r.p99 / bare.p99:6.1f}" if bare else " " * 14
     return (
         f"  {name:<28} {r.rate:>6.0f} {r.p50:>8.2f} {r.p90:>8.2f} {r.p99:>8.2f} {r.max:>9.1f} "
-        f"{r.success * 100:>6.1f}% {r.throughput:>7.0f}  {ratio}"
+        f"{r.success * 100:>6.1f}% {r.throughput:>7.0f} {r.steal:>5.0f}%  {ratio}"
     )
 
 
@@ -324,7 +339,7 @@ def open_loop(
     print(f"open loop (vegeta, {seconds:g} s per rate, {pinned}); latencies in ms")
     print(
         f"  {'path':<28} {'rate/s':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>9} "
-        f"{'ok':>7} {'served':>7}  p50, p99 vs bare OPA"
+        f"{'ok':>7} {'served':>7} {'steal':>6}  p50, p99 vs bare OPA"
     )
     results: dict[str, dict[float, Result]] = {}
     highest: dict[str, float] = {}

@@ -74,3 +74,25 @@ def row(name: str, m: dict[str, float]) -> str:
         f"  {name:<44} {m['rps']:>9.0f}/s   p50 {m['p50_ms']:>7.2f} ms   "
         f"p99 {m['p99_ms']:>7.2f} ms   (n={m['n']:.0f})"
     )
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU time of all CPUs since boot, in clock ticks, from the first line of
+    ``/proc/stat`` (Linux; ``(0, 0)`` where it cannot be read). Steal is the time a virtual
+    machine's CPUs were ready to run but the hypervisor ran someone else: on a machine that
+    loses a tenth of its time that way, latencies and rates move with it."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_since(start: tuple[int, int]) -> str:
+    """The share of CPU time stolen since ``start`` (``cpu_ticks``), as ``"12% CPU steal"``, or
+    ``"CPU steal unknown"``."""
+    steal, total = cpu_ticks()
+    if total <= start[1]:
+        return "CPU steal unknown"
+    return f"{100 * (steal - start[0]) / (total - start[1]):.0f}% CPU steal"
