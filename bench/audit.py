@@ -10,11 +10,15 @@
    ratio the median of the rounds' own ratios: this machine's speed drifts by tens of percent
    within a minute, and a ratio of two figures taken a minute apart measured the drift. The
    share of CPU time the hypervisor stole during the ingest rounds is printed with them.
-   ``--concurrency`` and ``--batches`` change the clients per figure and the batch sizes. The
-   servers run in sessions of their own, as a deployed service (and PostgreSQL) does: Linux's
-   autogroup scheduler shares the cores between sessions, and a server in the benchmark's
-   session would share its clients' slot. On a machine that others load the figures move with
-   the load average, printed with them;
+   The records are made before each figure's clock starts (TEMPLATES of them, each sent with a
+   fresh id): the HTTP clients send them as the SDK's flusher does (records encoded once, then
+   joined into the batch's body), the COPY clients as rows of JSON text; made inside the timed
+   loop, the load generator's own Python (about a tenth of the CPU of a batch) ran on the
+   servers' two cores. ``--concurrency`` and ``--batches`` change the clients per figure and
+   the batch sizes. The servers run in sessions of their own, as a deployed service (and
+   PostgreSQL) does: Linux's autogroup scheduler shares the cores between sessions, and a
+   server in the benchmark's session would share its clients' slot. On a machine that others
+   load the figures move with the load average, printed with them;
 2. sequencing lag: from a record's insert to its leaf (server timestamps), p50 and p99;
 3. offline verification: records/s of ``agentctl audit verify`` on an export;
 4. inclusion proof time on a 1M-leaf tree (``--size N`` to change; leaf hashes made in bulk).
@@ -40,6 +44,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 from sqlalchemy.engine import make_url
 
 from bench.servers import ADMIN, cpu_ticks, server, steal_since
@@ -51,6 +56,7 @@ ROUNDS = 3
 CONCURRENCY = 4
 BATCHES: tuple[int, ...] = (1, 100, 1000)
 PACED_RATE = 200.0
+TEMPLATES = 1000  # records made before a figure's clock starts; each one sent has its own id
 
 
 def _record() -> dict[str, Any]:
@@ -64,6 +70,22 @@ def _record() -> dict[str, Any]:
         "rationale": "The customer reported a damaged item; refund under the limit.",
         "status": "succeeded",
     }
+
+
+def _http_tails() -> list[bytes]:
+    """TEMPLATES records encoded as an SDK's ``audit()`` encodes them, less their ``id``: the
+    bytes after ``{"id":"...",``."""
+    out = []
+    for _ in range(TEMPLATES):
+        rec = _record()
+        del rec["id"]
+        out.append(orjson.dumps(rec)[1:])
+    return out
+
+
+def _http_record(tails: list[bytes]) -> bytes:
+    """A new record: a fresh id before one of the encoded ``tails``."""
+    return b'{"id":"' + str(uuid.uuid4()).encode() + b'",' + random.choice(tails)
 
 
 def _dsn(url: str, database: str | None = None) -> str:
@@ -113,12 +135,17 @@ async def _http_ingest(urls: list[str], headers: dict[str, str], batch: int) -> 
     sent = 0
     stop = time.perf_counter() + SECONDS
 
+    tails = _http_tails()
+    sending = {**headers, "Content-Type": "application/json"}
+
     async def worker(url: str) -> None:
         nonlocal sent
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as c:
+        async with httpx.AsyncClient(base_url=url, headers=sending, timeout=60) as c:
             while time.perf_counter() < stop:
-                records = [_record() for _ in range(batch)]
-                r = await c.post("/v1/audit/records", json={"records": records})
+                body = (
+                    b'{"records":[' + b",".join(_http_record(tails) for _ in range(batch)) + b"]}"
+                )
+                r = await c.post("/v1/audit/records", content=body)
                 r.raise_for_status()
                 sent += batch
 
@@ -133,24 +160,21 @@ async def _copy_ingest(dsn: str, batch: int) -> float:
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_copy (LIKE audit_records INCLUDING ALL)")
     await conn.close()
     sent = 0
-    stop = time.perf_counter() + SECONDS
     agent = uuid.uuid4()
+    stamp = datetime.now(UTC)
+    tails = [
+        ("payments", agent, "action", rec["action"], "succeeded", None, None, stamp, "0" * 64,
+         orjson.dumps(rec).decode(), stamp)
+        for rec in (_record() for _ in range(TEMPLATES))
+    ]  # fmt: skip
+    stop = time.perf_counter() + SECONDS
 
     async def worker() -> None:
         nonlocal sent
         conn = await asyncpg.connect(dsn)
         try:
             while time.perf_counter() < stop:
-                stamp = datetime.now(UTC)
-                rows = []
-                for _ in range(batch):
-                    rec = _record()
-                    rows.append(
-                        (
-                            uuid.UUID(rec["id"]), "payments", agent, "action", rec["action"],
-                            "succeeded", None, None, stamp, "0" * 64, str(rec), stamp,
-                        )
-                    )  # fmt: skip
+                rows = [(uuid.uuid4(), *random.choice(tails)) for _ in range(batch)]
                 await conn.copy_records_to_table("bench_copy", records=rows)
                 sent += batch
         finally:
