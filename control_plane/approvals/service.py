@@ -32,8 +32,11 @@ from control_plane.audit import service as audit
 from control_plane.auth.principals import Capability, OperatorPrincipal
 from control_plane.events import service as events
 from control_plane.kit.errors import Forbidden, InvalidStateTransition
+from control_plane.kit.inserts import Row, table_of
 from control_plane.kit.time import aware, utcnow
 from control_plane.models import Approval
+
+_APPROVALS = table_of(Approval)
 
 DEFAULT_TTL_SECONDS: Final = 3600
 MAX_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -118,8 +121,7 @@ async def request(
         approver_role=role if isinstance(role, str) else None,
         expires_at=utcnow() + timedelta(seconds=_ttl(obligation)),
     )
-    await repository.add(session, approval)
-    await events.emit(
+    _, event = events.event_row(
         session,
         "approval.requested.v1",
         {
@@ -134,6 +136,7 @@ async def request(
         domain=domain,
         subject=str(approval.id),
     )
+    # The approval, its event and its audit record: one statement on PostgreSQL.
     await audit.record_control(
         session,
         ctx,
@@ -144,6 +147,7 @@ async def request(
         actor=f"agent:{agent_id}",
         details={"approval_id": str(approval.id), "expires_at": approval.expires_at.isoformat()},
         decision_id=decision_id,
+        also=[Row(_APPROVALS, approval.model_dump()), event],
     )
     return approval
 

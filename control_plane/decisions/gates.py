@@ -10,8 +10,10 @@ decision's transaction, and turns the policy's answer into the final one:
 - an allow takes its share of every budget window, or is a deny ``budget_exceeded``;
 - ``require_approval`` creates the approval (``announce``, once the decision row exists).
 
-``announce`` writes what follows from the final answer: the approval request, the
-``decision.denied.v1`` and ``budget.exceeded.v1`` events and the budget refusal's audit record.
+``announce`` writes what follows from the final answer once the decision row exists: the
+approval request (with its event and audit record) and the budget refusal (its
+``budget.exceeded.v1`` event and audit record). A deny's ``decision.denied.v1`` event is a row
+(``denied_event``) inserted with the decision itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from control_plane.budgets.rows import BudgetRow
 from control_plane.decisions.repository import RecordedDecision
 from control_plane.decisions.schemas import DecisionRequest
 from control_plane.events import service as events
+from control_plane.kit.inserts import Row
 from control_plane.oauth2.agent_auth import AgentPrincipal
 from control_plane.policy.engines import Effect, EngineResult
 
@@ -161,17 +164,33 @@ async def announce(
             agent_id=decision.agent_id,
             decision_id=decision.id,
         )
-    if decision.effect == Effect.deny:
-        await events.emit(
-            session,
-            "decision.denied.v1",
-            {
-                "decision_id": str(decision.id),
-                "agent_id": str(decision.agent_id),
-                "domain": decision.domain,
-                "action": decision.action,
-                "reasons": list(decision.reasons),
-            },
-            domain=decision.domain,
-            subject=str(decision.id),
-        )
+
+
+def denied_event(
+    session: AsyncSession,
+    principal: AgentPrincipal,
+    decision_id: uuid.UUID,
+    action: str,
+    effect: str,
+    reasons: Sequence[str],
+) -> list[Row]:
+    """The ``decision.denied.v1`` event of a final deny, as a row to insert with the decision
+    (``decisions.service.record_decision``: one statement on PostgreSQL); none for another
+    effect."""
+    if effect != Effect.deny:
+        return []
+    agent = principal.agent
+    _, row = events.event_row(
+        session,
+        "decision.denied.v1",
+        {
+            "decision_id": str(decision_id),
+            "agent_id": str(agent.id),
+            "domain": agent.domain,
+            "action": action,
+            "reasons": list(reasons),
+        },
+        domain=agent.domain,
+        subject=str(decision_id),
+    )
+    return [row]

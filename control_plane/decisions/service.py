@@ -39,6 +39,7 @@ from control_plane.decisions import gates, repository
 from control_plane.decisions.schemas import DecisionRequest, DecisionResult
 from control_plane.kit.errors import FieldError, Unauthorized, ValidationFailed
 from control_plane.kit.ids import uuid7
+from control_plane.kit.inserts import Row
 from control_plane.kit.redaction import obligation_patterns, redact
 from control_plane.kit.routing import StaleReads, after_commit, begin_writes, writes_begun
 from control_plane.kit.time import utcnow
@@ -209,6 +210,10 @@ async def decide(
         allow=verdict.allow,
         reasons=tuple(verdict.reasons),
     )
+    # A deny's event goes in with the decision (one statement on PostgreSQL).
+    event = gates.denied_event(
+        session, principal, decision_id, body.action, judged.effect, judged.reasons
+    )
     decision = await record_decision(
         session,
         principal,
@@ -225,6 +230,7 @@ async def decide(
         domain_redaction=state.redaction,
         input_doc=input_doc,
         served_by=route.served_by,
+        also=event,
     )
     await gates.announce(session, audit_context, decision, verdict)
     # Counted once the decision is stored (a rolled-back decision was never made).
@@ -307,6 +313,7 @@ async def record_decision(
     domain_redaction: list[str] | None = None,
     input_doc: dict[str, Any] | None = None,
     served_by: str | None = None,
+    also: Sequence[Row] = (),
 ) -> repository.RecordedDecision:
     """Record a decision and its audit record (kind ``decision``) in the caller's transaction
     (Core inserts, no flush; one statement on PostgreSQL): the centre's own decisions, and
@@ -314,7 +321,8 @@ async def record_decision(
     ``domain_redaction``: the domain's audit redaction list when the caller has read it in this
     transaction (else the audit reads it). ``input_doc``: the input policy evaluated, kept
     redacted (``stored_input``) for impact analysis. Raises ``AuditUnavailable`` (503) or
-    ``ValidationFailed`` (422) from the audit record."""
+    ``ValidationFailed`` (422) from the audit record. ``also``: rows inserted with them (the
+    deny's event)."""
     decision = repository.RecordedDecision(
         id=decision_id if decision_id is not None else uuid7(),
         agent_id=principal.agent.id,
@@ -351,7 +359,7 @@ async def record_decision(
         resource=resource,
         source=source,
         domain_patterns=domain_redaction,
-        also=[repository.row(decision)],
+        also=[repository.row(decision), *also],
     )
     return decision
 

@@ -9,17 +9,16 @@ one writer at a time commits in ``seq`` order (``txid`` is 0).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, literal_column, or_, text
+from sqlalchemy import and_, or_, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from control_plane.kit.inserts import Row, insert_rows, table_of
+from control_plane.kit.inserts import Row, Sql, table_of
 from control_plane.models import EventRow, Webhook, WebhookDelivery
 
 
@@ -27,27 +26,16 @@ def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-_ADDED = ("id", "type", "source", "subject", "domain", "time", "data")
+# The inserting transaction's id: a row's place in the outbox's order (module docstring).
+_TXID = Sql("pg_current_xact_id()::text::bigint")
 
 
-@functools.cache
-def _insert_postgres() -> Any:
-    """PostgreSQL's outbox insert, built once: ``txid`` is the inserting transaction's id."""
-    table = table_of(EventRow)
-    return insert(table).values(
-        txid=literal_column("pg_current_xact_id()::text::bigint"),
-        **{name: bindparam(name, type_=table.c[name].type) for name in _ADDED},
-    )
-
-
-async def add(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Insert one event; ``values``: its ``id``, ``type``, ``source``, ``subject``,
-    ``domain``, ``time`` and ``data`` (``seq`` and ``txid`` come from the database; on SQLite
-    ``txid`` is 0 and the row goes through ``kit.inserts``, compiled once)."""
-    if _is_postgres(session):
-        await session.exec(_insert_postgres(), params=values)
-    else:
-        await insert_rows(session, [Row(table_of(EventRow), {**values, "txid": 0})])
+def row(session: AsyncSession, values: dict[str, Any]) -> Row:
+    """One event as a row for ``kit.inserts.insert_rows`` (to insert it in the same statement
+    as others); ``values``: its ``id``, ``type``, ``source``, ``subject``, ``domain``, ``time``
+    and ``data`` (``seq`` and ``txid`` come from the database; on SQLite ``txid`` is 0)."""
+    txid: Any = _TXID if _is_postgres(session) else 0
+    return Row(table_of(EventRow), {**values, "txid": txid})
 
 
 async def head(session: AsyncSession) -> tuple[int, int] | None:

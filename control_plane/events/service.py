@@ -22,6 +22,7 @@ from control_plane.events import repository
 from control_plane.events.types import TYPES
 from control_plane.kit.errors import FieldError, ValidationFailed
 from control_plane.kit.ids import uuid7
+from control_plane.kit.inserts import Row, insert_rows
 from control_plane.kit.time import utcnow
 from control_plane.models import EventRow
 
@@ -38,23 +39,36 @@ async def emit(
     subject: str | None = None,
 ) -> uuid.UUID:
     """Write one event of ``event_type`` (one of ``types.TYPES``) in the caller's transaction
-    (flush only); returns its id. ``data`` must be JSON-serialisable."""
+    (one INSERT); returns its id. ``data`` must be JSON-serialisable."""
+    event_id, row = event_row(session, event_type, data, domain=domain, subject=subject)
+    await insert_rows(session, [row])
+    return event_id
+
+
+def event_row(
+    session: AsyncSession,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    domain: str | None = None,
+    subject: str | None = None,
+) -> tuple[uuid.UUID, Row]:
+    """``emit``'s event as a row for ``kit.inserts.insert_rows``, for a caller that inserts it
+    together with its own rows (one statement on PostgreSQL), and its id. Raises ValueError for
+    an unknown type."""
     if event_type not in TYPES:  # a programming error, not bad input
         raise ValueError(f"unknown event type {event_type}")
     event_id = uuid7()
-    await repository.add(
-        session,
-        {
-            "id": event_id,
-            "type": event_type,
-            "source": f"{SOURCE}/domains/{domain}" if domain else SOURCE,
-            "subject": subject,
-            "domain": domain,
-            "time": utcnow(),
-            "data": json.dumps(data, default=str, separators=(",", ":")),
-        },
-    )
-    return event_id
+    values = {
+        "id": event_id,
+        "type": event_type,
+        "source": f"{SOURCE}/domains/{domain}" if domain else SOURCE,
+        "subject": subject,
+        "domain": domain,
+        "time": utcnow(),
+        "data": json.dumps(data, default=str, separators=(",", ":")),
+    }
+    return event_id, repository.row(session, values)
 
 
 def cursor_of(row: EventRow) -> str:

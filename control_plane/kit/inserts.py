@@ -15,7 +15,9 @@ and for a shape whose INSERT takes a column default computed at execution time.
 
 Either way these are Core inserts (no unit of work, no flush, no RETURNING), built once per
 shape (tables and column names) with bound parameters, and a row is a plain mapping: a table
-that gains a column gains a key, nothing else.
+that gains a column gains a key, nothing else. A value may be ``Sql``: an expression the
+database computes for that row (the events outbox's ``pg_current_xact_id()``), written into the
+statement, not bound; such rows go through SQLAlchemy on SQLite.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, Table, bindparam, insert
+from sqlalchemy import Dialect, Table, bindparam, insert, literal_column
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from control_plane.kit import sqlite_driver
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """A column value computed by the database as the row is inserted: SQL ``text`` written in
+    the code (never from input), placed in the statement as it is."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +57,27 @@ def table_of(model: type[Any]) -> Table:
     return found
 
 
-_Shape = tuple[bool, tuple[tuple[Table, tuple[str, ...]], ...]]
+# Per row: its table, the names of its bound values, and its ``Sql`` values by name.
+_RowShape = tuple[Table, tuple[str, ...], tuple[tuple[str, Sql], ...]]
+_Shape = tuple[bool, tuple[_RowShape, ...]]
 _STATEMENTS: dict[_Shape, list[Any]] = {}
 _MAX_SHAPES = 256
 
 
-def _insert(table: Table, names: tuple[str, ...], prefix: str) -> Any:
-    return insert(table).values(
-        {n: bindparam(f"{prefix}{n}", type_=table.c[n].type) for n in names}
-    )
+def _insert(
+    table: Table, names: tuple[str, ...], prefix: str, computed: tuple[tuple[str, Sql], ...] = ()
+) -> Any:
+    values: dict[str, Any] = {n: bindparam(f"{prefix}{n}", type_=table.c[n].type) for n in names}
+    values.update((n, literal_column(sql.text)) for n, sql in computed)
+    return insert(table).values(values)
+
+
+def _row_shape(row: Row) -> _RowShape:
+    values = row.values
+    names = tuple(n for n, v in values.items() if type(v) is not Sql)
+    if len(names) == len(values):
+        return row.table, names, ()
+    return row.table, names, tuple((n, v) for n, v in values.items() if type(v) is Sql)
 
 
 def _statements(shape: _Shape) -> list[Any]:
@@ -63,7 +85,10 @@ def _statements(shape: _Shape) -> list[Any]:
     if built is not None:
         return built
     together, tables = shape
-    parts = [_insert(table, names, f"r{i}_") for i, (table, names) in enumerate(tables)]
+    parts = [
+        _insert(table, names, f"r{i}_", computed)
+        for i, (table, names, computed) in enumerate(tables)
+    ]
     if together:
         *first, last = parts
         for i, part in enumerate(first):
@@ -105,6 +130,8 @@ async def _insert_rows_sqlite(connection: AsyncConnection, rows: Sequence[Row]) 
     dialect = connection.dialect
     work = []
     for row in rows:
+        if any(type(v) is Sql for v in row.values.values()):
+            return False
         compiled = _compiled(row.table, tuple(row.values), dialect)
         if compiled is None:
             return False
@@ -130,7 +157,8 @@ async def _insert_rows_sqlite(connection: AsyncConnection, rows: Sequence[Row]) 
 
 async def insert_rows(session: AsyncSession, rows: Sequence[Row]) -> None:
     """INSERT ``rows`` in the session's transaction: one statement on PostgreSQL, one per row
-    in one hand-off on SQLite. Raises what the driver raises, as SQLAlchemy raises it
+    in one hand-off on SQLite (through SQLAlchemy, one round trip each, for rows with ``Sql``
+    values). Raises what the driver raises, as SQLAlchemy raises it
     (``sqlalchemy.exc.DBAPIError``); the caller rolls back (on PostgreSQL nothing is inserted
     when it does; on SQLite the rows before the failing one are, until the rollback)."""
     if not rows:
@@ -140,8 +168,11 @@ async def insert_rows(session: AsyncSession, rows: Sequence[Row]) -> None:
     if sqlite and await _insert_rows_sqlite(await session.connection(), rows):
         return
     together = bind is not None and bind.dialect.name == "postgresql" and len(rows) > 1
-    shape = (together, tuple((row.table, tuple(row.values)) for row in rows))
-    params = [{f"r{i}_{n}": v for n, v in row.values.items()} for i, row in enumerate(rows)]
+    shape = (together, tuple(_row_shape(row) for row in rows))
+    params = [
+        {f"r{i}_{n}": v for n, v in row.values.items() if type(v) is not Sql}
+        for i, row in enumerate(rows)
+    ]
     statements = _statements(shape)
     if together:
         merged: dict[str, Any] = {}
