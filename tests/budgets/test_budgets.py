@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections import Counter
 from typing import Any
 
@@ -23,6 +24,16 @@ def _refund(amount: int) -> dict[str, Any]:
     body = copy.deepcopy(REFUND)
     body["resource"]["amount"] = amount
     return body
+
+
+async def _early_in_a_minute(margin: float = 15.0) -> None:
+    """Wait for the next minute when less than ``margin`` seconds of this one are left. Budget
+    windows are aligned to the clock (a minute window starts at a whole minute), so a test that
+    counts decisions within one minute failed when a minute ended between them (seen on a
+    loaded machine: the third decision of ``actions_per_minute: 2`` was allowed)."""
+    left = 60.0 - time.time() % 60.0
+    if left < margin:
+        await asyncio.sleep(left + 0.05)
 
 
 async def _decide(
@@ -50,6 +61,7 @@ async def test_fifty_concurrent_against_ten_a_minute(
     assert r.status_code == 200, r.text
     assert r.json()["use"]["actions_per_minute"]["remaining"] == 10
 
+    await _early_in_a_minute(margin=25.0)
     answers = await asyncio.gather(*(_decide(client, me["headers"]) for _ in range(50)))
     outcomes = Counter((a.json()["effect"], tuple(a.json()["reasons"])) for a in answers)
     assert outcomes == {("allow", ()): 10, ("deny", ("budget_exceeded",)): 40}
@@ -111,6 +123,7 @@ async def test_domain_budget_is_shared_and_null_removes(
         headers=admin,
     )
     assert r.status_code == 200, r.text
+    await _early_in_a_minute()
     answers = [
         (await _decide(client, h["headers"], action=h.get("action"))).json() for h in (a, b, a, b)
     ]
@@ -209,6 +222,7 @@ async def test_policy_sees_what_is_left(
     await client.put(
         f"/v1/agents/{me['agent']['id']}/budget", json={"actions_per_minute": 3}, headers=admin
     )
+    await _early_in_a_minute()
     seen = [(await _decide(client, me["headers"])).json() for _ in range(3)]
     assert [s["obligations"] for s in seen[:2]] == [
         [{"type": "seen", "left": 3}],
@@ -225,6 +239,7 @@ async def test_a_window_that_has_passed_starts_again(
     body = {"actions_per_minute": 2, "spend_per_day": 100}
     r = await client.put(f"/v1/agents/{agent_id}/budget", json=body, headers=admin)
     assert r.status_code == 200, r.text
+    await _early_in_a_minute()
     assert (await _decide(client, me["headers"], 30)).json()["allow"] is True
     assert (await _decide(client, me["headers"], 30)).json()["allow"] is True
     assert (await _decide(client, me["headers"], 30)).json()["reasons"] == ["budget_exceeded"]
@@ -235,6 +250,7 @@ async def test_a_window_that_has_passed_starts_again(
             params={"k": agent_id},
         )
         await session.commit()
+    await _early_in_a_minute()
     assert (await _decide(client, me["headers"], 90)).json()["allow"] is True
     got = (await client.get(f"/v1/agents/{agent_id}/budget", headers=admin)).json()
     assert got["use"]["actions_per_minute"]["used"] == 1
